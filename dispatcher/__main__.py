@@ -1,0 +1,5 @@
+"""`python -m dispatcher` runs the `canhbao` command line."""
+
+from dispatcher.cli import main
+
+main()

@@ -1,0 +1,412 @@
+"""The alert catalogue: one TOML file per alert in messages/, versioned in the database.
+
+A file is checked before anything is stored: known method and audiences, a source, declared
+variables, a không-dấu rendering that is pure GSM-7, and no more parts than configured. Sync
+stores a new version when the content changed and keeps the old one for history. Approval needs
+a second person: nobody approves what they wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from dispatcher import smstext
+from dispatcher.audit import audit
+from dispatcher.domain import AlertStatus, Audience, Priority, fold
+from dispatcher.errors import InputRejected, UsageError
+from dispatcher.models import alerts
+
+# Variables the dispatcher fills per recipient, with their longest value: part counts are
+# computed for the worst case (tests/test_alerts.py checks these against the region data).
+BUILTIN_VARIABLES = {
+    "ten_tinh": "Thành phố Hồ Chí Minh",
+    "ten_xa": "Phường Văn Miếu - Quốc Tử Giám",
+}
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,78}[a-z0-9]$")
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+KNOWN_KEYS = {
+    "id", "method", "title", "body", "body_ascii", "variables", "audiences", "priority",
+    "valid_days", "source", "zalo", "author",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AlertSpec:
+    """The content of one alert, as written in its catalogue file."""
+
+    id: str
+    method: str
+    title: str
+    body: str
+    source: str
+    body_ascii: str | None = None
+    variables: dict[str, str] = field(default_factory=dict)
+    audiences: tuple[str, ...] = ("public",)
+    priority: str = Priority.NORMAL.value
+    valid_days: int = 180
+    zalo: dict[str, Any] | None = None
+    author: str | None = None
+
+    def content_hash(self) -> str:
+        """A fingerprint of everything a recipient or approver sees; the author is not content."""
+        content = {k: v for k, v in asdict(self).items() if k != "author"}
+        return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """One way an alert travels: the text and what it costs."""
+
+    text: str
+    info: smstext.TextInfo
+
+    def to_json(self) -> dict[str, object]:
+        """Encoding, characters, units and parts, with the text."""
+        return {
+            "text": self.text,
+            "encoding": str(self.info.encoding),
+            "characters": self.info.characters,
+            "units": self.info.units,
+            "parts": self.info.parts,
+        }
+
+
+@dataclass(frozen=True)
+class Renderings:
+    """The Vietnamese (diacritics) and không-dấu renderings, measured for the longest values."""
+
+    unicode: Rendering
+    ascii: Rendering
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """What a valid alert may refer to."""
+
+    methods: dict[str, str]
+    max_parts: int
+
+
+def parse_spec(text: str, origin: str) -> AlertSpec:
+    """An AlertSpec from TOML text, or InputRejected naming `origin` and every problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputRejected(f"{origin}: không đúng cú pháp TOML: {exc}.") from exc
+    problems = [f"khoá không hợp lệ '{key}'" for key in data if key not in KNOWN_KEYS]
+    for key in ("id", "method", "title", "body", "source"):
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            problems.append(f"thiếu '{key}'" if key != "source" else "thiếu nguồn chính thức 'source'")
+    variables = data.get("variables", {})
+    if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
+        problems.append("'variables' phải là bảng tên = giá trị mặc định (chuỗi)")
+        variables = {}
+    audiences = data.get("audiences", ["public"])
+    if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+        problems.append("'audiences' phải là danh sách chuỗi")
+        audiences = []
+    valid_days = data.get("valid_days", 180)
+    if not isinstance(valid_days, int) or isinstance(valid_days, bool) or not 1 <= valid_days <= 3650:
+        problems.append("'valid_days' phải là số ngày từ 1 đến 3650")
+        valid_days = 180
+    if problems:
+        raise InputRejected(f"{origin}: " + "; ".join(problems) + ".")
+    return AlertSpec(
+        id=data["id"].strip(),
+        method=data["method"].strip(),
+        title=smstext.normalize(data["title"].strip()),
+        body=smstext.normalize(data["body"].strip()),
+        source=data["source"].strip(),
+        body_ascii=data["body_ascii"].strip() if isinstance(data.get("body_ascii"), str) else None,
+        variables={k: smstext.normalize(v) for k, v in variables.items()},
+        audiences=tuple(audiences),
+        priority=str(data.get("priority", Priority.NORMAL.value)),
+        valid_days=valid_days,
+        zalo=data.get("zalo"),
+        author=data.get("author"),
+    )
+
+
+def fill(template: str, values: dict[str, str]) -> str:
+    """`template` with each {name} replaced by its value (unknown names stay as written)."""
+    return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def render(spec: AlertSpec) -> Renderings:
+    """Both renderings with the longest possible values, as the validator and `alerts show` count them."""
+    values = {**BUILTIN_VARIABLES, **spec.variables}
+    unicode_text = fill(spec.body, values)
+    ascii_template = spec.body_ascii if spec.body_ascii is not None else smstext.to_ascii(spec.body)
+    ascii_text = fill(ascii_template, {k: smstext.to_ascii(v) for k, v in values.items()})
+    return Renderings(
+        Rendering(unicode_text, smstext.measure(unicode_text)),
+        Rendering(ascii_text, smstext.measure(ascii_text)),
+    )
+
+
+def check(spec: AlertSpec, catalogue: Catalogue, origin: str) -> Renderings:
+    """The renderings of a valid alert, or InputRejected listing every problem."""
+    problems = _check_fields(spec, catalogue)
+    problems += _check_placeholders(spec)
+    renderings = render(spec)
+    if renderings.ascii.info.encoding is not smstext.Encoding.GSM7:
+        bad = "".join(smstext.non_gsm_characters(renderings.ascii.text))
+        problems.append(f"bản không dấu có ký tự ngoài GSM-7: {bad!r}")
+    for name, rendering in (("có dấu", renderings.unicode), ("không dấu", renderings.ascii)):
+        if rendering.info.parts > catalogue.max_parts:
+            problems.append(f"bản {name} dài {rendering.info.parts} phần tin, quá giới hạn {catalogue.max_parts} phần")
+    if problems:
+        raise InputRejected(f"{origin}: " + "; ".join(problems) + ".")
+    return renderings
+
+
+def _check_fields(spec: AlertSpec, catalogue: Catalogue) -> list[str]:
+    problems = []
+    if not SLUG.match(spec.id):
+        problems.append(f"id '{spec.id}' phải gồm chữ thường không dấu, số và '-' (3–80 ký tự)")
+    if spec.method not in catalogue.methods:
+        problems.append(f"phương thức lừa đảo không rõ '{spec.method}' (nhận: {', '.join(catalogue.methods)})")
+    for audience in spec.audiences:
+        try:
+            Audience.parse(audience)
+        except ValueError:
+            problems.append(f"nhóm đối tượng không rõ '{audience}' (nhận: {', '.join(a.slug for a in Audience)})")
+    if not spec.audiences:
+        problems.append("cần ít nhất một nhóm đối tượng")
+    if spec.priority not in {p.value for p in Priority}:
+        problems.append(f"mức ưu tiên '{spec.priority}' phải là normal hoặc urgent")
+    if spec.zalo is not None and not (isinstance(spec.zalo, dict) and spec.zalo.get("template_id")):
+        problems.append("mục [zalo] cần template_id")
+    return problems
+
+
+def _check_placeholders(spec: AlertSpec) -> list[str]:
+    problems = []
+    known = BUILTIN_VARIABLES.keys() | spec.variables.keys()
+    texts = [("body", spec.body)] + ([("body_ascii", spec.body_ascii)] if spec.body_ascii is not None else [])
+    for where, text in texts:
+        for name in PLACEHOLDER.findall(text):
+            if name not in known:
+                problems.append(f"biến không khai báo {{{name}}} trong {where}")
+        if "{" in PLACEHOLDER.sub("", text) or "}" in PLACEHOLDER.sub("", text):
+            problems.append(f"dấu ngoặc nhọn lẻ trong {where}")
+    for name, value in spec.variables.items():
+        if not value.strip():
+            problems.append(f"biến '{name}' thiếu giá trị mặc định")
+        if name in BUILTIN_VARIABLES:
+            problems.append(f"biến '{name}' do hệ thống điền, không khai báo lại")
+    if spec.body_ascii is not None:
+        used = set(PLACEHOLDER.findall(spec.body))
+        if set(PLACEHOLDER.findall(spec.body_ascii)) != used:
+            problems.append("body_ascii phải dùng đúng các biến của body")
+    return problems
+
+
+def load_catalogue_dir(directory: Path, catalogue: Catalogue) -> list[tuple[Path, AlertSpec, Renderings]]:
+    """Every alert file of `directory`, checked; InputRejected lists the problems of all files."""
+    if not directory.is_dir():
+        raise UsageError(f"Không có thư mục mẫu cảnh báo {directory}.")
+    loaded, problems, seen = [], [], {}
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            spec = parse_spec(path.read_text(encoding="utf-8"), str(path))
+            if spec.id != path.stem:
+                raise InputRejected(f"{path}: id '{spec.id}' phải trùng tên tệp '{path.stem}'.")
+            if spec.id in seen:
+                raise InputRejected(f"{path}: id '{spec.id}' đã dùng trong {seen[spec.id]}.")
+            seen[spec.id] = path
+            loaded.append((path, spec, check(spec, catalogue, str(path))))
+        except InputRejected as exc:
+            problems.append(str(exc))
+        except UnicodeDecodeError:
+            problems.append(f"{path}: không phải UTF-8.")
+    if problems:
+        raise InputRejected("\n".join(problems))
+    return loaded
+
+
+# -- the database side --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What `alerts sync` changed, by alert id."""
+
+    added: list[str]
+    new_versions: list[str]
+    unchanged: list[str]
+
+    def to_json(self) -> dict[str, list[str]]:
+        """The document `canhbao alerts sync --json` prints."""
+        return {"added": self.added, "new_versions": self.new_versions, "unchanged": self.unchanged}
+
+
+def latest(conn: Connection, slug: str) -> dict[str, Any] | None:
+    """The newest version of alert `slug`, or None."""
+    row = (
+        conn.execute(select(alerts).where(alerts.c.slug == slug).order_by(alerts.c.version.desc()).limit(1))
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+def version(conn: Connection, slug: str, number: int | None = None) -> dict[str, Any]:
+    """Version `number` of `slug` (the newest when None), or UsageError."""
+    if number is None:
+        row = latest(conn, slug)
+    else:
+        found = conn.execute(select(alerts).where(alerts.c.slug == slug, alerts.c.version == number))
+        row = (m := found.mappings().first()) and dict(m)
+    if not row:
+        which = f" phiên bản {number}" if number else ""
+        raise UsageError(f"Không có mẫu cảnh báo '{slug}'{which}.")
+    return row
+
+
+def store(conn: Connection, spec: AlertSpec, origin: str, actor: str, now: datetime) -> str:
+    """Store `spec` as a new draft version unless the newest version has the same content.
+
+    Returns 'added', 'new_version' or 'unchanged'.
+    """
+    digest = spec.content_hash()
+    current = latest(conn, spec.id)
+    if current is not None and current["content_hash"] == digest:
+        return "unchanged"
+    number = 1 if current is None else current["version"] + 1
+    conn.execute(
+        insert(alerts).values(
+            slug=spec.id, version=number, method=spec.method, title=spec.title, body=spec.body,
+            body_ascii=smstext.to_ascii(spec.body) if spec.body_ascii is None else spec.body_ascii,
+            body_ascii_reviewed=spec.body_ascii is not None, variables=spec.variables,
+            audiences=[Audience.parse(a).slug for a in spec.audiences], priority=spec.priority,
+            valid_days=spec.valid_days, source=spec.source, zalo=spec.zalo, content_hash=digest, origin=origin,
+            status=AlertStatus.DRAFT.value, author=spec.author or actor, created_at=now,
+        )
+    )  # fmt: skip
+    audit(conn, now, actor, "alert.store", f"alert:{spec.id}", {"version": number, "origin": origin})
+    return "added" if current is None else "new_version"
+
+
+def sync(conn: Connection, loaded: list[tuple[Path, AlertSpec, Renderings]], actor: str, now: datetime) -> SyncResult:
+    """Store every loaded catalogue file (see `store`)."""
+    result = SyncResult([], [], [])
+    buckets = {"added": result.added, "new_version": result.new_versions, "unchanged": result.unchanged}
+    for path, spec, _renderings in loaded:
+        buckets[store(conn, spec, f"file:{path.name}", actor, now)].append(spec.id)
+    return result
+
+
+def submit(conn: Connection, slug: str, actor: str, now: datetime) -> dict[str, Any]:
+    """Offer the newest draft of `slug` for approval."""
+    row = version(conn, slug)
+    _require(row, AlertStatus.DRAFT, "gửi duyệt")
+    _transition(conn, row, AlertStatus.SUBMITTED, now, submitted_at=now)
+    audit(conn, now, actor, "alert.submit", f"alert:{slug}", {"version": row["version"]})
+    return version(conn, slug, row["version"])
+
+
+def approve(conn: Connection, slug: str, actor: str, now: datetime) -> dict[str, Any]:
+    """Approve the submitted version of `slug`; earlier approved versions retire."""
+    row = version(conn, slug)
+    _require(row, AlertStatus.SUBMITTED, "duyệt")
+    if fold(row["author"]) == fold(actor):
+        raise UsageError(f"'{actor}' là tác giả của mẫu '{slug}': cần một người khác duyệt (nguyên tắc bốn mắt).")
+    conn.execute(
+        update(alerts)
+        .where(alerts.c.slug == slug, alerts.c.status == AlertStatus.APPROVED.value)
+        .values(status=AlertStatus.RETIRED.value, retired_at=now)
+    )
+    _transition(conn, row, AlertStatus.APPROVED, now, approver=actor, approved_at=now)
+    audit(conn, now, actor, "alert.approve", f"alert:{slug}", {"version": row["version"]})
+    return version(conn, slug, row["version"])
+
+
+def retire(conn: Connection, slug: str, actor: str, now: datetime) -> list[int]:
+    """Retire every live version of `slug`; returns the version numbers retired."""
+    version(conn, slug)
+    live = (
+        conn.execute(
+            select(alerts.c.version).where(alerts.c.slug == slug, alerts.c.status != AlertStatus.RETIRED.value)
+        )
+        .scalars()
+        .all()
+    )
+    if not live:
+        raise UsageError(f"Mẫu '{slug}' đã ngừng dùng từ trước.")
+    conn.execute(
+        update(alerts)
+        .where(alerts.c.slug == slug, alerts.c.status != AlertStatus.RETIRED.value)
+        .values(status=AlertStatus.RETIRED.value, retired_at=now)
+    )
+    audit(conn, now, actor, "alert.retire", f"alert:{slug}", {"versions": list(live)})
+    return list(live)
+
+
+def _require(row: dict[str, Any], status: AlertStatus, action: str) -> None:
+    if row["status"] != status.value:
+        raise UsageError(
+            f"Không thể {action} mẫu '{row['slug']}' phiên bản {row['version']}: "
+            f"đang ở trạng thái '{row['status']}', cần '{status.value}'."
+        )
+
+
+def _transition(conn: Connection, row: dict[str, Any], status: AlertStatus, now: datetime, **values: Any) -> None:
+    changed = conn.execute(
+        update(alerts)
+        .where(alerts.c.id == row["id"], alerts.c.status == row["status"])
+        .values(status=status.value, **values)
+    ).rowcount
+    if changed != 1:
+        raise UsageError(f"Mẫu '{row['slug']}' vừa được người khác thay đổi; hãy thử lại.")
+
+
+def listing(conn: Connection) -> list[dict[str, Any]]:
+    """The newest version of every alert, with how many versions it has."""
+    newest = select(alerts.c.slug, func.max(alerts.c.version).label("v"), func.count().label("n")).group_by(
+        alerts.c.slug
+    )
+    sub = newest.subquery()
+    rows = conn.execute(
+        select(alerts, sub.c.n.label("versions"))
+        .join(sub, (alerts.c.slug == sub.c.slug) & (alerts.c.version == sub.c.v))
+        .order_by(alerts.c.slug)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def spec_of(row: dict[str, Any]) -> AlertSpec:
+    """The AlertSpec a stored version was made from."""
+    return AlertSpec(
+        id=row["slug"], method=row["method"], title=row["title"], body=row["body"], source=row["source"],
+        body_ascii=row["body_ascii"] if row["body_ascii_reviewed"] else None, variables=row["variables"],
+        audiences=tuple(row["audiences"]), priority=row["priority"], valid_days=row["valid_days"],
+        zalo=row["zalo"], author=row["author"],
+    )  # fmt: skip
+
+
+def to_toml(spec: AlertSpec) -> str:
+    """The catalogue file for `spec` (JSON strings are valid TOML basic strings)."""
+    q = lambda value: json.dumps(value, ensure_ascii=False)  # noqa: E731
+    lines = [
+        f"id = {q(spec.id)}", f"method = {q(spec.method)}", f"title = {q(spec.title)}",
+        f"priority = {q(spec.priority)}", f"valid_days = {spec.valid_days}",
+        f"audiences = [{', '.join(q(a) for a in spec.audiences)}]", f"source = {q(spec.source)}",
+        f"body = {q(spec.body)}",
+    ]  # fmt: skip
+    if spec.author:
+        lines.append(f"author = {q(spec.author)}")
+    if spec.body_ascii is not None:
+        lines.append(f"body_ascii = {q(spec.body_ascii)}")
+    if spec.variables:
+        lines += ["", "[variables]"] + [f"{k} = {q(v)}" for k, v in spec.variables.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,541 @@
+"""`canhbao`: the command line, and the composition root that wires settings into the parts.
+
+Messages a user reads are Vietnamese. With `--json` a command prints exactly one JSON document
+on stdout. Exit status: 0 success, 1 some input was rejected, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import csv
+import getpass
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import Engine, func, select
+
+from dispatcher import alerts as catalogue
+from dispatcher import db, logs, population, smstext
+from dispatcher.audit import audit
+from dispatcher.config import Settings, load_settings
+from dispatcher.domain import METHODS, Audience, Channel, audience_mask
+from dispatcher.errors import CanhBaoError, InputRejected, UsageError
+from dispatcher.models import subscribers
+from dispatcher.phones import InvalidNumber, PhoneBook, mask
+from dispatcher.regions import Level, RegionIndex
+from dispatcher.subscribers import (
+    ImportSummary,
+    RejectsFile,
+    RowParser,
+    SubscriberImporter,
+    find_subscriber,
+    set_opt_out,
+)
+
+app = typer.Typer(help="Cảnh Báo: gửi cảnh báo lừa đảo qua SMS và Zalo.", no_args_is_help=True)
+db_app = typer.Typer(help="Cơ sở dữ liệu.", no_args_is_help=True)
+regions_app = typer.Typer(help="Địa giới hành chính (34 tỉnh, 3.321 xã từ 1/7/2025).", no_args_is_help=True)
+subscribers_app = typer.Typer(help="Thuê bao nhận cảnh báo.", no_args_is_help=True)
+alerts_app = typer.Typer(help="Mẫu cảnh báo (thư mục messages/).", no_args_is_help=True)
+text_app = typer.Typer(help="Kiểm tra nội dung tin nhắn.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(regions_app, name="regions")
+app.add_typer(subscribers_app, name="subscribers")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(text_app, name="text")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="In một tài liệu JSON ra stdout.")]
+
+
+@dataclass
+class Context:
+    """What every command needs, built once from the settings."""
+
+    settings: Settings
+    actor: str
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    _engine: Engine | None = None
+    _regions: RegionIndex | None = None
+
+    @property
+    def engine(self) -> Engine:
+        """The database, migrated to the newest schema on first use."""
+        if self._engine is None:
+            self._engine = db.make_engine(self.settings.database)
+            db.ensure_schema(self._engine)
+        return self._engine
+
+    @property
+    def regions(self) -> RegionIndex:
+        """The region index (loaded on first use: it takes about a second)."""
+        if self._regions is None:
+            self._regions = RegionIndex.load()
+        return self._regions
+
+    def catalogue(self) -> catalogue.Catalogue:
+        """The methods and limits alerts are checked against."""
+        methods = {**METHODS, **self.settings.catalogue.extra_methods}
+        return catalogue.Catalogue(methods=methods, max_parts=self.settings.sms.max_parts)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", help="Tệp cấu hình (mặc định ./config.toml).")] = None,
+    acting_user: Annotated[
+        str | None, typer.Option("--as", envvar="CANHBAO_USER", help="Người thực hiện (ghi vào nhật ký).")
+    ] = None,
+) -> None:
+    """Cảnh Báo: gửi cảnh báo lừa đảo qua SMS và Zalo."""
+    settings = load_settings(config)
+    logs.configure(settings.logging.format, settings.logging.level)
+    ctx.obj = Context(settings=settings, actor=acting_user or getpass.getuser())
+
+
+def main() -> None:
+    """Entry point of the `canhbao` console script."""
+    try:
+        app(standalone_mode=False)
+    except CanhBaoError as exc:
+        err.print(f"[red]Lỗi:[/red] {exc}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("Đã huỷ.")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("Đã dừng (Ctrl-C): không có thay đổi nào được ghi dở.")
+        sys.exit(130)
+    except (typer.Exit, SystemExit) as exc:
+        code = exc.exit_code if isinstance(exc, typer.Exit) else exc.code
+        sys.exit(code)
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+def _emit(document: Any) -> None:
+    """The one JSON document of a --json command."""
+    print(json.dumps(document, ensure_ascii=False, indent=2, default=str))
+
+
+# -- db -----------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Nâng cấp lược đồ cơ sở dữ liệu lên phiên bản mới nhất."""
+    c: Context = ctx.obj
+    engine = db.make_engine(c.settings.database)
+    before, after = db.upgrade(engine)
+    where = engine.url.render_as_string(hide_password=True)
+    if as_json:
+        _emit({"database": where, "from": before, "to": after})
+    elif before == after:
+        out.print(f"Cơ sở dữ liệu {where} đã ở phiên bản mới nhất ({after}).")
+    else:
+        out.print(f"Đã nâng cấp {where}: {before or 'trống'} → {after}.")
+
+
+# -- regions ------------------------------------------------------------------------------
+
+
+@regions_app.command("show")
+def regions_show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Tên hoặc mã: 'Quảng Nam', 'Huyện Duy Xuyên, Quảng Nam', '48'.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Cho biết một tên địa danh (mới hoặc cũ) nay ứng với tỉnh, xã nào."""
+    c: Context = ctx.obj
+    resolution = c.regions.resolve(name)
+    if as_json:
+        _emit(resolution.to_json())
+        return
+    matched = resolution.matched
+    out.print(f"[bold]{name}[/bold] → {c.regions.describe(matched)}")
+    out.print("Nay thuộc: " + ", ".join(f"{p.label} [mã {p.code}]" for p in resolution.provinces))
+    if resolution.whole_province:
+        count = len(c.regions.communes_by_province[matched.code])
+        out.print(f"Toàn tỉnh/thành phố: {count} xã, phường, đặc khu.")
+        return
+    table = Table("Mã", "Xã/phường hiện nay", "Tỉnh/thành phố", "Ghi chú")
+    for cover in resolution.communes:
+        note = "[yellow]chỉ một phần từ đơn vị cũ[/yellow]" if cover.partial else ""
+        table.add_row(str(cover.unit.code), cover.unit.name, c.regions.province(cover.unit.province_code).name, note)
+    out.print(table)
+    partial = sum(1 for cover in resolution.communes if cover.partial)
+    out.print(f"{len(resolution.communes)} xã/phường, trong đó {partial} chỉ một phần thuộc '{matched.name}'.")
+
+
+# -- subscribers --------------------------------------------------------------------------
+
+
+def _importer(c: Context) -> SubscriberImporter:
+    s = c.settings.subscribers
+    defaults = _defaults(s.default_audiences, s.default_channels)
+    return SubscriberImporter(c.engine, c.regions, s.rejects_dir, s.batch_size, *defaults)
+
+
+def _defaults(audiences: list[str], channels: list[str]) -> tuple[int, int]:
+    try:
+        audience_bits = audience_mask({Audience.parse(a) for a in audiences})
+    except ValueError as exc:
+        raise UsageError(f"Cấu hình subscribers.default_audiences: nhóm không rõ {exc}.") from exc
+    channel_bits = sum(ch.mask for ch in Channel if ch.slug in channels)
+    return audience_bits, channel_bits
+
+
+def _progress(as_json: bool) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=err, disable=as_json or not err.is_terminal, transient=True,
+    )  # fmt: skip
+
+
+def _report_import(summary: ImportSummary, seconds: float, as_json: bool) -> None:
+    if as_json:
+        _emit(summary.to_json())
+    else:
+        rate = summary.rows / seconds if seconds > 0 else 0
+        out.print(
+            f"Đã đọc {summary.rows:,} dòng trong {seconds:.1f} giây ({rate:,.0f} dòng/giây): "
+            f"[green]thêm {summary.added:,}[/green], cập nhật {summary.updated:,}, "
+            f"[red]từ chối {summary.rejected:,}[/red]."
+        )
+        if summary.rejects_file:
+            out.print(f"Các dòng bị từ chối và lý do: {summary.rejects_file}")
+        if summary.ignored_columns:
+            out.print(f"Bỏ qua các cột không dùng: {', '.join(summary.ignored_columns)}")
+    if summary.rejected:
+        raise typer.Exit(InputRejected.exit_code)
+
+
+@subscribers_app.command("import")
+def subscribers_import(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Tệp CSV (UTF-8) hoặc XLSX.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Nhập thuê bao từ tệp: thêm số mới, cập nhật số đã có, báo các dòng bị từ chối."""
+    c: Context = ctx.obj
+    importer = _importer(c)
+    started = time.perf_counter()
+    with _progress(as_json) as progress:
+        task = progress.add_task(f"Nhập {file.name}", total=None)
+        summary = importer.import_file(file, c.now, lambda n: progress.update(task, completed=n))
+    with c.engine.begin() as conn:
+        audit(conn, c.now, c.actor, "subscribers.import", f"file:{file.name}", summary.to_json())
+    _report_import(summary, time.perf_counter() - started, as_json)
+
+
+@subscribers_app.command("generate")
+def subscribers_generate(
+    ctx: typer.Context,
+    province: Annotated[str, typer.Option(help="Tỉnh/thành phố (mã hoặc tên).")],
+    count: Annotated[int, typer.Option(min=1, help="Số thuê bao.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Hạt giống ngẫu nhiên: cùng hạt giống, cùng dân số.")] = 1,
+    output: Annotated[Path | None, typer.Option(help="Ghi ra tệp CSV thay vì nhập vào cơ sở dữ liệu.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Tạo dân số thuê bao giả lập (đầu số, nhà mạng, xã, nhóm đối tượng như thật)."""
+    c: Context = ctx.obj
+    unit = c.regions.one(province, frozenset({Level.PROVINCE}))
+    code = unit.code if unit.scheme == "2025" else c.regions.current_provinces(unit)[0]
+    rows = population.generate(c.regions, code, count, seed)
+    started = time.perf_counter()
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(population.HEADER)
+            writer.writerows(rows)
+        if as_json:
+            _emit({"file": str(output), "rows": count})
+        else:
+            out.print(f"Đã ghi {count:,} thuê bao giả lập vào {output}.")
+        return
+    importer = _importer(c)
+    positions = {name: i for i, name in enumerate(population.HEADER)}
+    rejects = RejectsFile(c.settings.subscribers.rejects_dir / f"generate-{c.now:%Y%m%d-%H%M%S}.rejects.csv")
+    with _progress(as_json) as progress:
+        task = progress.add_task("Tạo thuê bao", total=count)
+        summary = importer.load(
+            rows, RowParser(c.regions, positions), c.now, f"generate:seed={seed}", rejects,
+            on_progress=lambda n: progress.update(task, completed=n),
+        )  # fmt: skip
+    _report_import(summary, time.perf_counter() - started, as_json)
+
+
+def _msisdn(raw: str) -> str:
+    try:
+        return PhoneBook().normalize(raw).e164
+    except InvalidNumber as exc:
+        raise InputRejected(f"Số {raw!r}: {exc}.") from None
+
+
+@subscribers_app.command("opt-out")
+def subscribers_opt_out(ctx: typer.Context, msisdn: str, as_json: JsonOption = False) -> None:
+    """Ghi nhận thuê bao từ chối nhận cảnh báo (có hiệu lực với mọi đợt gửi chưa bắt đầu)."""
+    _set_opt_out(ctx.obj, msisdn, True, as_json)
+
+
+@subscribers_app.command("opt-in")
+def subscribers_opt_in(ctx: typer.Context, msisdn: str, as_json: JsonOption = False) -> None:
+    """Huỷ ghi nhận từ chối (khi thuê bao đồng ý nhận lại)."""
+    _set_opt_out(ctx.obj, msisdn, False, as_json)
+
+
+def _set_opt_out(c: Context, raw: str, opted_out: bool, as_json: bool) -> None:
+    number = _msisdn(raw)
+    with c.engine.begin() as conn:
+        if not set_opt_out(conn, number, opted_out, c.now):
+            raise InputRejected(f"Không có thuê bao {mask(number)}.")
+        audit(conn, c.now, c.actor, "subscriber.opt_out" if opted_out else "subscriber.opt_in", mask(number), {})
+        row = find_subscriber(conn, number)
+    assert row is not None
+    if as_json:
+        _emit({"msisdn": mask(number), "opted_out": opted_out, "opted_out_at": row["opted_out_at"]})
+    else:
+        state = "đã từ chối nhận cảnh báo" if opted_out else "nhận lại cảnh báo"
+        out.print(f"Thuê bao {mask(number)} {state}.")
+
+
+@subscribers_app.command("stats")
+def subscribers_stats(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Số thuê bao theo tỉnh và nhà mạng."""
+    c: Context = ctx.obj
+    with c.engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                subscribers.c.province_code, subscribers.c.carrier, func.count(),
+                func.count(subscribers.c.opted_out_at),
+            ).group_by(subscribers.c.province_code, subscribers.c.carrier)
+        ).all()  # fmt: skip
+    document = [{"province_code": p, "carrier": ca, "subscribers": n, "opted_out": o} for p, ca, n, o in rows]
+    if as_json:
+        _emit({"groups": document, "total": sum(r["subscribers"] for r in document)})
+        return
+    table = Table("Tỉnh/thành phố", "Nhà mạng", "Thuê bao", "Từ chối")
+    for r in document:
+        table.add_row(c.regions.province(r["province_code"]).name, r["carrier"], f"{r['subscribers']:,}",
+                      f"{r['opted_out']:,}")  # fmt: skip
+    out.print(table)
+    out.print(f"Tổng: {sum(r['subscribers'] for r in document):,} thuê bao.")
+
+
+# -- alerts -------------------------------------------------------------------------------
+
+
+@alerts_app.command("sync")
+def alerts_sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Nạp thư mục messages/: mẫu mới, phiên bản mới khi nội dung đổi (bản cũ giữ lại)."""
+    c: Context = ctx.obj
+    loaded = catalogue.load_catalogue_dir(c.settings.catalogue.messages_dir, c.catalogue())
+    with c.engine.begin() as conn:
+        result = catalogue.sync(conn, loaded, c.actor, c.now)
+    if as_json:
+        _emit(result.to_json())
+        return
+    out.print(
+        f"Đã nạp {len(loaded)} mẫu: {len(result.added)} mới, {len(result.new_versions)} phiên bản mới, "
+        f"{len(result.unchanged)} không đổi."
+    )
+    for slug in result.new_versions:
+        out.print(f"  phiên bản mới (chờ duyệt lại): {slug}")
+
+
+@alerts_app.command("add")
+def alerts_add(
+    ctx: typer.Context,
+    alert_id: Annotated[str, typer.Option("--id", help="Mã mẫu: chữ thường không dấu và '-'.")],
+    method: Annotated[str, typer.Option(help="Phương thức lừa đảo (xem 'alerts methods').")],
+    title: Annotated[str, typer.Option(help="Tiêu đề ngắn.")],
+    body: Annotated[str, typer.Option(help="Nội dung tin nhắn (có dấu).")],
+    source: Annotated[str, typer.Option(help="Văn bản, nguồn chính thức của cảnh báo.")],
+    audience: Annotated[list[str] | None, typer.Option(help="Nhóm đối tượng (lặp lại được).")] = None,
+    priority: Annotated[str, typer.Option(help="normal hoặc urgent.")] = "normal",
+    valid_days: Annotated[int, typer.Option(help="Số ngày còn hiệu lực.")] = 180,
+    body_ascii: Annotated[str | None, typer.Option(help="Bản không dấu do người viết (mặc định tự tạo).")] = None,
+    var: Annotated[list[str] | None, typer.Option(help="Biến: ten=giá trị mặc định (lặp lại được).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Công an tạo mẫu cảnh báo mới: ghi tệp vào messages/ và lưu bản nháp."""
+    c: Context = ctx.obj
+    variables = dict(_pair(v) for v in var or [])
+    spec = catalogue.AlertSpec(
+        id=alert_id, method=method, title=smstext.normalize(title), body=smstext.normalize(body), source=source,
+        body_ascii=body_ascii, variables=variables, audiences=tuple(audience or ["public"]), priority=priority,
+        valid_days=valid_days, author=c.actor,
+    )  # fmt: skip
+    renderings = catalogue.check(spec, c.catalogue(), f"mẫu '{alert_id}'")
+    path = c.settings.catalogue.messages_dir / f"{alert_id}.toml"
+    if path.exists():
+        raise UsageError(f"Đã có tệp {path}: sửa tệp đó rồi chạy 'canhbao alerts sync'.")
+    with c.engine.begin() as conn:
+        if catalogue.latest(conn, alert_id) is not None:
+            raise UsageError(f"Đã có mẫu '{alert_id}' trong cơ sở dữ liệu.")
+        catalogue.store(conn, spec, "cli", c.actor, c.now)
+        row = catalogue.version(conn, alert_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(catalogue.to_toml(spec), encoding="utf-8")
+    if as_json:
+        _emit(_alert_document(c, row, renderings))
+    else:
+        out.print(f"Đã tạo mẫu '{alert_id}' (bản nháp) và tệp {path}. Gửi duyệt: canhbao alerts submit {alert_id}")
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise UsageError(f"--var cần dạng ten=giá trị, nhận được {text!r}.")
+    return name.strip(), value.strip()
+
+
+@alerts_app.command("list")
+def alerts_list(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option(help="Chỉ trạng thái này: draft, submitted, approved, retired.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Danh sách mẫu cảnh báo (phiên bản mới nhất của mỗi mẫu)."""
+    c: Context = ctx.obj
+    with c.engine.connect() as conn:
+        rows = [r for r in catalogue.listing(conn) if status is None or r["status"] == status]
+    if as_json:
+        keys = ("slug", "version", "versions", "status", "method", "priority", "title", "author", "approver")
+        _emit([{k: r[k] for k in keys} for r in rows])
+        return
+    table = Table("Mã", "Bản", "Trạng thái", "Phương thức", "Ưu tiên", "Tiêu đề")
+    for r in rows:
+        table.add_row(r["slug"], str(r["version"]), _STATUS_VI[r["status"]], r["method"], r["priority"], r["title"])
+    out.print(table)
+
+
+_STATUS_VI = {"draft": "nháp", "submitted": "chờ duyệt", "approved": "đã duyệt", "retired": "ngừng dùng"}
+
+
+def _alert_document(c: Context, row: dict[str, Any], renderings: catalogue.Renderings) -> dict[str, Any]:
+    prices = c.settings.sms.price_per_part
+    return {
+        "id": row["slug"], "version": row["version"], "status": row["status"], "method": row["method"],
+        "title": row["title"], "priority": row["priority"], "valid_days": row["valid_days"],
+        "audiences": row["audiences"], "variables": row["variables"], "source": row["source"],
+        "author": row["author"], "approver": row["approver"], "zalo": row["zalo"],
+        "renderings": {"unicode": renderings.unicode.to_json(), "ascii": renderings.ascii.to_json()},
+        "currency": c.settings.sms.currency, "cost_per_part": prices,
+    }  # fmt: skip
+
+
+@alerts_app.command("show")
+def alerts_show(
+    ctx: typer.Context,
+    alert_id: str,
+    version: Annotated[int | None, typer.Option(help="Phiên bản (mặc định mới nhất).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Xem một mẫu: hai bản có dấu / không dấu, bảng mã, số ký tự, số phần tin và chi phí."""
+    c: Context = ctx.obj
+    with c.engine.connect() as conn:
+        row = catalogue.version(conn, alert_id, version)
+    renderings = catalogue.render(catalogue.spec_of(row))
+    document = _alert_document(c, row, renderings)
+    if as_json:
+        _emit(document)
+        return
+    out.print(f"[bold]{row['title']}[/bold]  ({row['slug']} bản {row['version']}, {_STATUS_VI[row['status']]})")
+    out.print(f"Phương thức: {METHODS.get(row['method'], row['method'])} · ưu tiên {row['priority']} · "
+              f"hiệu lực {row['valid_days']} ngày · đối tượng: {', '.join(row['audiences'])}")  # fmt: skip
+    out.print(f"Nguồn: {row['source']}")
+    out.print(f"Tác giả: {row['author']} · người duyệt: {row['approver'] or '—'}")
+    sms = c.settings.sms
+    for label, rendering in (("Có dấu", renderings.unicode), ("Không dấu", renderings.ascii)):
+        info = rendering.info
+        out.print(f"\n[bold]{label}[/bold] — {info.encoding}, {info.characters} ký tự, {info.parts} phần tin")
+        out.print(rendering.text, markup=False)
+    table = Table("Nhà mạng", f"Giá/phần ({sms.currency})", "Có dấu/tin", "Không dấu/tin")
+    for carrier, price in sms.price_per_part.items():
+        table.add_row(carrier, f"{price:,.0f}", f"{price * renderings.unicode.info.parts:,.0f}",
+                      f"{price * renderings.ascii.info.parts:,.0f}")  # fmt: skip
+    out.print()
+    out.print(table)
+    out.print("Số phần tin tính với giá trị dài nhất của các biến ({ten_tinh}, {ten_xa}).", markup=False)
+
+
+def _lifecycle(ctx: typer.Context, alert_id: str, as_json: bool, action: str) -> None:
+    c: Context = ctx.obj
+    with c.engine.begin() as conn:
+        if action == "retire":
+            versions = catalogue.retire(conn, alert_id, c.actor, c.now)
+            row = catalogue.version(conn, alert_id)
+        else:
+            row = getattr(catalogue, action)(conn, alert_id, c.actor, c.now)
+            versions = [row["version"]]
+    if as_json:
+        _emit({"id": alert_id, "versions": versions, "status": row["status"], "actor": c.actor})
+    else:
+        out.print(f"Mẫu '{alert_id}' bản {', '.join(map(str, versions))}: {_STATUS_VI[row['status']]}.")
+
+
+@alerts_app.command("submit")
+def alerts_submit(ctx: typer.Context, alert_id: str, as_json: JsonOption = False) -> None:
+    """Gửi bản nháp mới nhất đi duyệt."""
+    _lifecycle(ctx, alert_id, as_json, "submit")
+
+
+@alerts_app.command("approve")
+def alerts_approve(ctx: typer.Context, alert_id: str, as_json: JsonOption = False) -> None:
+    """Duyệt mẫu đang chờ duyệt (người duyệt phải khác tác giả)."""
+    _lifecycle(ctx, alert_id, as_json, "approve")
+
+
+@alerts_app.command("retire")
+def alerts_retire(ctx: typer.Context, alert_id: str, as_json: JsonOption = False) -> None:
+    """Ngừng dùng mẫu (giữ lại để tra cứu)."""
+    _lifecycle(ctx, alert_id, as_json, "retire")
+
+
+@alerts_app.command("methods")
+def alerts_methods(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Các phương thức lừa đảo được nhận."""
+    methods = ctx.obj.catalogue().methods
+    if as_json:
+        _emit(methods)
+        return
+    for slug, label in methods.items():
+        out.print(f"{slug:28} {label}")
+
+
+# -- text ---------------------------------------------------------------------------------
+
+
+@text_app.command("inspect")
+def text_inspect(text: str, as_json: JsonOption = False) -> None:
+    """Bảng mã, số ký tự và số phần tin của một nội dung, cùng bản không dấu."""
+    report = smstext.inspect(text)
+    if as_json:
+        _emit(report)
+        return
+    out.print(f"Có dấu: {report['encoding']}, {report['characters']} ký tự, {report['parts']} phần tin")
+    out.print(f"Không dấu: {report['ascii_encoding']}, {report['ascii_parts']} phần tin")
+    out.print(str(report["ascii"]), markup=False)
+    if report["ascii_non_gsm"]:
+        out.print(f"[yellow]Ký tự ngoài GSM-7 trong bản không dấu: {''.join(report['ascii_non_gsm'])}[/yellow]")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,242 @@
+"""Deployment settings: `config.toml` overridden by `CANHBAO_…` environment variables.
+
+This module alone reads the configuration, once, in `load_settings`; everything else receives
+the `Settings` object (or the part it needs) from the CLI, the composition root.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from dispatcher.errors import ConfigError
+
+ENV_PREFIX = "CANHBAO_"
+DEFAULT_CONFIG_FILE = Path("config.toml")
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AppSettings(Section):
+    """Process-wide choices."""
+
+    timezone: str = "Asia/Ho_Chi_Minh"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+class DatabaseSettings(Section):
+    """Where the data lives; SQLite under var/ by default, PostgreSQL at scale."""
+
+    url: str = "sqlite:///var/canhbao.db"
+    busy_timeout_ms: int = Field(30_000, ge=0)
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _supported_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql+psycopg://")):
+            raise ValueError("expected a sqlite:///… or postgresql+psycopg://… URL")
+        return value
+
+
+class SmsSettings(Section):
+    """SMS text limits and prices (VND per part, per carrier)."""
+
+    max_parts: int = Field(4, ge=1, le=10)
+    currency: str = "VND"
+    price_per_part: dict[str, float] = Field(default_factory=lambda: {"default": 650.0})
+
+    @field_validator("price_per_part")
+    @classmethod
+    def _has_default_price(cls, value: dict[str, float]) -> dict[str, float]:
+        if "default" not in value:
+            raise ValueError("needs a 'default' price")
+        if any(price < 0 for price in value.values()):
+            raise ValueError("prices cannot be negative")
+        return value
+
+    def price_for(self, carrier: str) -> float:
+        """Price of one part on `carrier`, falling back to the default price."""
+        return self.price_per_part.get(carrier, self.price_per_part["default"])
+
+
+class SubscriberSettings(Section):
+    """Subscriber imports and the synthetic population."""
+
+    rejects_dir: Path = Path("var/rejects")
+    batch_size: int = Field(20_000, ge=100)
+    default_audiences: list[str] = Field(default_factory=lambda: ["public"])
+    default_channels: list[str] = Field(default_factory=lambda: ["sms"])
+
+
+class CatalogueSettings(Section):
+    """The alert catalogue and the methods police may add to the built-in taxonomy."""
+
+    messages_dir: Path = Path("messages")
+    extra_methods: dict[str, str] = Field(default_factory=dict)
+
+
+class LoggingSettings(Section):
+    """Log format: `auto` is pretty in a terminal and JSON otherwise."""
+
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class TwilioSettings(Section):
+    """Twilio credentials; the token only ever comes from the environment."""
+
+    account_sid: str = ""
+    auth_token: SecretStr | None = None
+    base_url: str = "https://api.twilio.com"
+
+
+class GatewaysSettings(Section):
+    """Per-gateway settings."""
+
+    twilio: TwilioSettings = TwilioSettings()
+
+
+class Settings(BaseSettings):
+    """Everything a deployment can set."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+
+    app: AppSettings = AppSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    sms: SmsSettings = SmsSettings()
+    subscribers: SubscriberSettings = SubscriberSettings()
+    catalogue: CatalogueSettings = CatalogueSettings()
+    logging: LoggingSettings = LoggingSettings()
+    gateways: GatewaysSettings = GatewaysSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's content arrives as init kwargs (see load_settings), so env wins over it.
+        return (env_settings, init_settings)
+
+
+SECRET_PATHS = {("gateways", "twilio", "auth_token")}
+
+
+def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read `path` (default ./config.toml, absent is fine) and the environment into Settings.
+
+    Raises ConfigError naming the key, where it came from and what was expected.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    explicit = path is not None
+    path = path or Path(environ.get(f"{ENV_PREFIX}CONFIG", DEFAULT_CONFIG_FILE))
+    data = _read_toml(path, required=explicit)
+    _refuse_file_secrets(data, path)
+    saved = _swap_environ(environ)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, path, environ)) from exc
+    finally:
+        _swap_environ(saved)
+
+
+def _swap_environ(new: dict[str, str]) -> dict[str, str]:
+    """Install `new` as the CANHBAO_ part of os.environ and return what was there."""
+    old = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
+    for key in old:
+        del os.environ[key]
+    os.environ.update({k: v for k, v in new.items() if k.startswith(ENV_PREFIX)})
+    return old
+
+
+def _read_toml(path: Path, required: bool) -> dict[str, Any]:
+    if not path.exists():
+        if required:
+            raise ConfigError(f"Không tìm thấy tệp cấu hình {path}.")
+        return {}
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Tệp cấu hình {path} không đúng cú pháp TOML: {exc}.") from exc
+
+
+def _refuse_file_secrets(data: dict[str, Any], path: Path) -> None:
+    for keys in SECRET_PATHS:
+        node: Any = data
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            dotted = ".".join(keys)
+            env = ENV_PREFIX + "__".join(k.upper() for k in keys)
+            raise ConfigError(f"Khoá bí mật '{dotted}' không được ghi trong {path}: hãy đặt biến môi trường {env}.")
+
+
+def _explain(exc: ValidationError, path: Path, environ: dict[str, str]) -> str:
+    lines = []
+    for error in exc.errors():
+        keys = [str(part) for part in error["loc"]]
+        dotted = ".".join(keys)
+        env = ENV_PREFIX + "__".join(k.upper() for k in keys)
+        origin = f"biến môi trường {env}" if env in environ else f"tệp {path}"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"Khoá cấu hình '{dotted}' không hợp lệ ({origin}): không có khoá này.")
+        else:
+            lines.append(f"Khoá cấu hình '{dotted}' ({origin}): {_expected(error)}, nhận được {error['input']!r}.")
+    return "\n".join(lines)
+
+
+_EXPECTED = {
+    "int_parsing": "cần một số nguyên",
+    "int_type": "cần một số nguyên",
+    "float_parsing": "cần một số",
+    "float_type": "cần một số",
+    "bool_parsing": "cần true hoặc false",
+    "bool_type": "cần true hoặc false",
+    "string_type": "cần một chuỗi",
+    "dict_type": "cần một bảng",
+    "model_type": "cần một bảng [mục]",
+    "list_type": "cần một danh sách",
+}
+
+
+def _expected(error: Any) -> str:
+    """What the key needed, in Vietnamese where the error type is a common one."""
+    ctx = error.get("ctx") or {}
+    if error["type"] == "literal_error":
+        return f"cần một trong {ctx.get('expected')}"
+    if error["type"] in ("greater_than_equal", "less_than_equal"):
+        bound = ctx.get("ge", ctx.get("le"))
+        return f"cần giá trị {'≥' if 'ge' in ctx else '≤'} {bound}"
+    if error["type"] == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return _EXPECTED.get(error["type"], error["msg"])

@@ -1,0 +1,89 @@
+"""Engines and schema migrations for SQLite (embedded default) and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from dispatcher.config import DatabaseSettings
+from dispatcher.errors import ConfigError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def make_engine(settings: DatabaseSettings) -> Engine:
+    """An engine for `settings.url`; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE."""
+    url = make_url(settings.url)
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, echo=settings.echo, pool_pre_ping=True)
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, echo=settings.echo, connect_args={"timeout": settings.busy_timeout_ms / 1000})
+    _configure_sqlite(engine, settings.busy_timeout_ms)
+    return engine
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None  # SQLAlchemy, not sqlite3, emits BEGIN
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # type: ignore[no-untyped-def]
+        # A deferred transaction that reads then writes fails at once with "database is
+        # locked" when another writer committed meanwhile; taking the lock up front waits.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["engine"] = engine
+    return config
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision the database is at, None for an empty database."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    """The newest revision this code knows."""
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert head is not None
+    return head
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str]:
+    """Migrate to the newest schema; returns (revision before, revision after)."""
+    before = _reachable_revision(engine)
+    command.upgrade(_alembic_config(engine), "head")
+    return before, head_revision()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Migrate when the database is behind, so every command works on a fresh install."""
+    if _reachable_revision(engine) != head_revision():
+        upgrade(engine)
+
+
+def _reachable_revision(engine: Engine) -> str | None:
+    try:
+        return current_revision(engine)
+    except OperationalError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        raise ConfigError(f"Không kết nối được cơ sở dữ liệu {where}: {exc.orig}") from exc

@@ -1,0 +1,117 @@
+"""The domain words of shared/DESIGN.md: audiences, channels, scam methods, alert states."""
+
+from __future__ import annotations
+
+import unicodedata
+from enum import Enum, StrEnum
+
+
+class Audience(Enum):
+    """Audience groups a subscriber belongs to; stored as bits of `subscribers.audience_mask`."""
+
+    PUBLIC = ("public", 0, "người dân")
+    """Everyone; the default group."""
+    OFFICIAL = ("official", 1, "cán bộ, công chức")
+    """Civil servants and public employees."""
+    STUDENT = ("student", 2, "học sinh, sinh viên")
+    """Pupils and students."""
+    WORKER = ("worker", 3, "công nhân, người lao động")
+    """Factory and industrial-zone workers."""
+    TELECOM_STAFF = ("telecom_staff", 4, "nhân viên nhà mạng")
+    """Carrier staff, who pass warnings on at shops."""
+    JOURNALIST = ("journalist", 5, "phóng viên, nhà báo")
+    """The press."""
+    LEADER = ("leader", 6, "lãnh đạo")
+    """Heads of agencies and communes."""
+    ELDERLY = ("elderly", 7, "người cao tuổi")
+    """Older people, the main target of impersonation calls."""
+    BUSINESS = ("business", 8, "doanh nghiệp, hộ kinh doanh")
+    """Businesses and household businesses."""
+
+    def __init__(self, slug: str, bit: int, label: str) -> None:
+        self.slug = slug
+        self.mask = 1 << bit
+        self.label = label
+
+    @classmethod
+    def parse(cls, text: str) -> Audience:
+        """An audience from its slug or its Vietnamese label, accents and case ignored."""
+        key = fold(text)
+        for audience in cls:
+            if key in (audience.slug, fold(audience.label), fold(audience.label.split(",")[0])):
+                return audience
+        raise ValueError(text)
+
+
+def audience_mask(audiences: list[Audience] | set[Audience]) -> int:
+    """The bit mask stored for a set of audiences."""
+    mask = 0
+    for audience in audiences:
+        mask |= audience.mask
+    return mask
+
+
+def audiences_of(mask: int) -> list[Audience]:
+    """The audiences whose bits are set in `mask`."""
+    return [audience for audience in Audience if mask & audience.mask]
+
+
+class Channel(Enum):
+    """Ways a subscriber can be reached; stored as bits of `subscribers.channel_mask`."""
+
+    SMS = ("sms", 1)
+    """A text message through a carrier or aggregator."""
+    ZALO = ("zalo", 2)
+    """A Zalo template message (ZNS/ZBS)."""
+
+    def __init__(self, slug: str, mask: int) -> None:
+        self.slug = slug
+        self.mask = mask
+
+
+class AlertStatus(StrEnum):
+    """Lifecycle of one alert version."""
+
+    DRAFT = "draft"
+    """Written or synced, not yet offered for approval."""
+    SUBMITTED = "submitted"
+    """Waiting for a second person's approval."""
+    APPROVED = "approved"
+    """Usable in blasts."""
+    RETIRED = "retired"
+    """Kept for history; no new blast may use it."""
+
+
+class Priority(StrEnum):
+    """How urgently an alert's blasts go out."""
+
+    NORMAL = "normal"
+    """A routine awareness message."""
+    URGENT = "urgent"
+    """A new scam wave the police flagged: overtakes normal blasts."""
+
+
+# The method taxonomy of the provincial plans; police may add more in config.
+METHODS: dict[str, str] = {
+    "impersonating_authorities": "Giả danh công an, viện kiểm sát, tòa án",
+    "fake_investment": "Đầu tư tài chính, tiền ảo, ngoại hối, chứng khoán giả",
+    "easy_job_tasks": "Tuyển dụng \u201cviệc nhẹ lương cao\u201d, làm nhiệm vụ",
+    "online_gambling": "Cờ bạc, cá độ trực tuyến",
+    "fake_ecommerce_prize": "Thương mại điện tử, trúng thưởng, quà tặng giả",
+    "multi_level_marketing": "Kinh doanh đa cấp trái phép",
+    "loans_recover_money": "Cho vay trực tuyến, \u201clấy lại tiền bị lừa\u201d",
+    "fake_telecom_utilities": "Giả mạo nhà mạng (khóa SIM), điện lực",
+    "fake_traffic_fines": "Giả mạo thông báo phạt nguội giao thông",
+    "fake_public_services": "Ứng dụng dịch vụ công, VNeID giả mạo",
+    "romance": "Lừa đảo tình cảm trực tuyến",
+    "weapons_trade": "Mua bán vũ khí, vật liệu nổ, pháo",
+    "voip_international_calls": "Cuộc gọi VoIP, số quốc tế, cuộc gọi rác",
+    "personal_data_otp": "Đánh cắp dữ liệu cá nhân, mã OTP",
+}
+
+
+def fold(text: str) -> str:
+    """Lower-case, accent-free, single-spaced form used to compare names."""
+    decomposed = unicodedata.normalize("NFD", text.strip().lower())
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(stripped.replace("đ", "d").split())

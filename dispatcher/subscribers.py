@@ -1,0 +1,525 @@
+"""Subscriber import: CSV/XLSX rows → validated records → one transaction of set-based SQL.
+
+Rows stream through in batches (memory stays flat for a million rows) into a temporary staging
+table; duplicates inside the file, updates and additions are then each one SQL statement. The
+whole import commits at the end or not at all: a crash or Ctrl-C leaves the database as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, select, update
+
+from dispatcher.domain import Audience, Channel, audience_mask, fold
+from dispatcher.errors import UsageError
+from dispatcher.models import subscribers
+from dispatcher.phones import Carrier, InvalidNumber, PhoneBook, parse_carrier
+from dispatcher.regions import SCHEME_2025, Level, RegionIndex, Unit
+
+# Header spellings people use, folded and stripped of everything but letters and digits.
+COLUMNS = {
+    "msisdn": ["msisdn", "phone", "phonenumber", "mobile", "sodienthoai", "sdt", "dienthoai", "sothuebao"],
+    "province": ["province", "provincecode", "tinh", "tinhthanhpho", "tinhthanh", "matinh", "thanhpho"],
+    "commune": ["commune", "communecode", "ward", "xa", "xaphuong", "phuongxa", "phuong", "maxa"],
+    "legacy_district": ["legacydistrict", "district", "huyen", "quanhuyen", "huyencu", "quanhuyencu"],
+    "audiences": ["audiences", "audience", "doituong", "nhomdoituong", "nhom"],
+    "channels": ["channels", "channel", "kenh", "kenhnhan"],
+    "carrier": ["carrier", "nhamang", "mang"],
+    "opt_out": ["optout", "optedout", "tuchoi", "tuchoinhan", "huydangky"],
+}
+_HEADER_ALIASES = {alias: name for name, aliases in COLUMNS.items() for alias in aliases}
+_TRUE = {"1", "x", "yes", "y", "true", "co", "da tu choi", "tu choi", "opt out", "optout"}
+_FALSE = {"", "0", "no", "n", "false", "khong"}
+_LIST_SPLIT = re.compile(r"[,;|/]")
+
+STAGING_COLUMNS = (
+    "rowno", "msisdn", "carrier", "carrier_declared", "province_code", "commune_code",
+    "legacy_district_code", "audience_mask", "channel_mask", "opt_out",
+)  # fmt: skip
+
+
+class RowRejected(ValueError):
+    """One row cannot be imported; the message says why, in Vietnamese."""
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What an import did."""
+
+    rows: int
+    added: int
+    updated: int
+    rejected: int
+    rejects_file: Path | None
+    ignored_columns: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        """The document `canhbao subscribers import --json` prints."""
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "rejected": self.rejected,
+            "rejects_file": str(self.rejects_file) if self.rejects_file else None,
+            "rows": self.rows,
+            "ignored_columns": list(self.ignored_columns),
+        }
+
+
+# -- reading files ------------------------------------------------------------------------
+
+
+def read_rows(path: Path) -> tuple[list[str], Iterator[list[str]]]:
+    """The header and a stream of data rows of a CSV (UTF-8, BOM or not) or XLSX file."""
+    if not path.is_file():
+        raise UsageError(f"Không tìm thấy tệp {path}.")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".txt", ".tsv"):
+        return _read_csv(path)
+    if suffix in (".xlsx", ".xlsm"):
+        return _read_xlsx(path)
+    raise UsageError(f"Tệp {path}: chỉ nhận CSV hoặc XLSX, không nhận '{suffix or 'không đuôi'}'.")
+
+
+def _read_csv(path: Path) -> tuple[list[str], Iterator[list[str]]]:
+    handle = path.open("r", encoding="utf-8-sig", newline="")
+    try:
+        sample = handle.read(64 * 1024)
+        handle.seek(0)
+        dialect = csv.Sniffer().sniff(sample.split("\n", 1)[0], delimiters=",;\t")
+    except UnicodeDecodeError as exc:
+        handle.close()
+        raise UsageError(f"Tệp {path} không phải UTF-8 (byte {exc.start}): hãy lưu lại dạng CSV UTF-8.") from exc
+    except csv.Error:
+        dialect = csv.excel  # one column only: no delimiter to find
+    reader = csv.reader(handle, dialect)
+    header = next(reader, None)
+    if header is None:
+        handle.close()
+        raise UsageError(f"Tệp {path} trống.")
+    return header, _closing(reader, handle)
+
+
+def _closing(rows: Iterator[list[str]], handle: io.IOBase) -> Iterator[list[str]]:
+    with handle:
+        yield from rows
+
+
+def _read_xlsx(path: Path) -> tuple[list[str], Iterator[list[str]]]:
+    import zipfile
+
+    from openpyxl import load_workbook
+
+    try:
+        book = load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise UsageError(f"Tệp {path} không đọc được như XLSX: {exc}.") from exc
+    rows = (list(map(_cell_text, row)) for row in book.worksheets[0].iter_rows(values_only=True))
+    header = next(rows, None)
+    if header is None:
+        book.close()
+        raise UsageError(f"Tệp {path} trống.")
+    return header, _closing_book(rows, book)
+
+
+def _closing_book(rows: Iterator[list[str]], book: object) -> Iterator[list[str]]:
+    try:
+        yield from rows
+    finally:
+        book.close()  # type: ignore[attr-defined]
+
+
+def _cell_text(value: object) -> str:
+    """A cell as text; numbers typed into Excel lose their leading 0, which normalisation restores."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def map_header(header: list[str], source: str) -> tuple[dict[str, int], tuple[str, ...]]:
+    """Column positions by field name, and the columns nobody asked for."""
+    positions: dict[str, int] = {}
+    ignored = []
+    for index, title in enumerate(header):
+        key = re.sub(r"[^a-z0-9]", "", fold(title or ""))
+        name = _HEADER_ALIASES.get(key)
+        if name is None or name in positions:
+            ignored.append(title)
+        else:
+            positions[name] = index
+    if "msisdn" not in positions:
+        found = ", ".join(repr(t) for t in header) or "không có"
+        raise UsageError(f"Tệp {source}: thiếu cột số điện thoại (msisdn / số điện thoại); các cột có: {found}.")
+    if not {"province", "commune", "legacy_district"} & positions.keys():
+        raise UsageError(f"Tệp {source}: cần ít nhất một cột tỉnh/thành phố, xã/phường hoặc quận/huyện (cũ).")
+    return positions, tuple(t for t in ignored if t)
+
+
+# -- validating rows ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a subscriber lives, in codes of scheme 2025 (plus the legacy district if known)."""
+
+    province_code: int
+    commune_code: int | None
+    legacy_district_code: int | None
+
+
+@dataclass
+class RowParser:
+    """Turns one file row into a staging tuple, caching every per-value decision."""
+
+    regions: RegionIndex
+    positions: dict[str, int]
+    phones: PhoneBook = field(default_factory=PhoneBook)
+    _places: dict[tuple[str, str, str], Placement | RowRejected] = field(default_factory=dict)
+    _audiences: dict[str, int | RowRejected] = field(default_factory=dict)
+    _channels: dict[str, int | RowRejected] = field(default_factory=dict)
+    _carriers: dict[str, Carrier | RowRejected] = field(default_factory=dict)
+
+    def parse(self, rowno: int, row: list[str]) -> tuple[object, ...]:
+        """The staging tuple for `row`, or RowRejected with the reason."""
+        cell = self._cell(row)
+        try:
+            number = self.phones.normalize(cell("msisdn"))
+        except InvalidNumber as exc:
+            raise RowRejected(str(exc)) from None
+        place = _cached(self._places, (cell("province"), cell("commune"), cell("legacy_district")), self._place)
+        declared = cell("carrier")
+        carrier = _cached(self._carriers, declared, _carrier) if declared else number.carrier
+        audiences = cell("audiences")
+        channels = cell("channels")
+        return (
+            rowno, number.e164, str(carrier), bool(declared), place.province_code, place.commune_code,
+            place.legacy_district_code,
+            _cached(self._audiences, audiences, _audiences) if audiences else None,
+            _cached(self._channels, channels, _channels) if channels else None,
+            _flag(cell("opt_out")),
+        )  # fmt: skip
+
+    def _cell(self, row: list[str]) -> Callable[[str], str]:
+        positions = self.positions
+
+        def cell(name: str) -> str:
+            index = positions.get(name)
+            return row[index].strip() if index is not None and index < len(row) and row[index] else ""
+
+        return cell
+
+    def _place(self, key: tuple[str, str, str]) -> Placement:
+        province_text, commune_text, district_text = key
+        province = self._province(province_text) if province_text else None
+        district = self._district(district_text, province) if district_text else None
+        if commune_text:
+            commune = self._commune(commune_text, province, district)
+            return Placement(commune.province_code, commune.code, district.code if district else None)
+        if district is not None:
+            return Placement(self._province_of_district(district, province), None, district.code)
+        if province is not None:
+            return Placement(province.code, None, None)
+        raise RowRejected("thiếu tỉnh/thành phố, xã/phường hoặc quận/huyện (cũ)")
+
+    def _province(self, text: str) -> Unit:
+        unit = _one(self.regions, text, Level.PROVINCE, "tỉnh/thành phố")
+        if unit.scheme == SCHEME_2025:
+            return unit
+        provinces = self.regions.current_provinces(unit)
+        return self.regions.province(provinces[0]) if len(provinces) == 1 else unit
+
+    def _district(self, text: str, province: Unit | None) -> Unit:
+        within = province.code if province and province.scheme == SCHEME_2025 else None
+        return _one(self.regions, text, Level.DISTRICT, "quận/huyện (cũ)", within)
+
+    def _commune(self, text: str, province: Unit | None, district: Unit | None) -> Unit:
+        within = province.code if province and province.scheme == SCHEME_2025 else None
+        unit = _one(self.regions, text, Level.COMMUNE, "xã/phường", within)
+        if unit.scheme == SCHEME_2025:
+            return unit
+        covers = self.regions.covering_communes(unit)
+        if len(covers) != 1:
+            names = ", ".join(c.unit.name for c in covers)
+            raise RowRejected(f"xã/phường cũ '{unit.name}' nay thuộc nhiều xã/phường ({names}): hãy ghi tên mới")
+        return covers[0].unit
+
+    def _province_of_district(self, district: Unit, province: Unit | None) -> int:
+        provinces = self.regions.current_provinces(district)
+        if province is not None and province.scheme == SCHEME_2025:
+            if province.code not in provinces:
+                raise RowRejected(f"quận/huyện (cũ) '{district.name}' không thuộc {province.name}")
+            return province.code
+        return provinces[0]
+
+
+def _one(regions: RegionIndex, text: str, level: Level, what: str, within: int | None = None) -> Unit:
+    found = regions.find(text, frozenset({level}), within)
+    if not found:
+        inside = f" trong {regions.province(within).name}" if within else ""
+        raise RowRejected(f"không tìm thấy {what} '{text}'{inside}")
+    if len(found) > 1:
+        names = "; ".join(regions.describe(unit) for unit in found[:5])
+        raise RowRejected(f"{what} '{text}' không rõ ràng ({names}): hãy ghi thêm tỉnh hoặc dùng mã")
+    return found[0]
+
+
+def _cached[K, V](cache: dict[K, V | RowRejected], key: K, compute: Callable[[K], V]) -> V:
+    """compute(key) once per distinct key; a rejection is remembered and raised again."""
+    try:
+        value = cache[key]
+    except KeyError:
+        try:
+            value = cache[key] = compute(key)
+        except RowRejected as exc:
+            value = cache[key] = exc
+    if isinstance(value, RowRejected):
+        raise RowRejected(*value.args)
+    return value
+
+
+def _carrier(text: str) -> Carrier:
+    try:
+        return parse_carrier(text)
+    except InvalidNumber as exc:
+        raise RowRejected(str(exc)) from None
+
+
+def _audiences(text: str) -> int:
+    chosen = set()
+    for part in filter(None, (p.strip() for p in _LIST_SPLIT.split(text))):
+        try:
+            chosen.add(Audience.parse(part))
+        except ValueError:
+            known = ", ".join(a.slug for a in Audience)
+            raise RowRejected(f"nhóm đối tượng không rõ '{part}' (nhận: {known})") from None
+    return audience_mask(chosen)
+
+
+def _channels(text: str) -> int:
+    mask = 0
+    for part in filter(None, (fold(p) for p in _LIST_SPLIT.split(text))):
+        match = {"sms": Channel.SMS, "tin nhan": Channel.SMS, "zalo": Channel.ZALO}.get(part)
+        if match is None:
+            raise RowRejected(f"kênh không rõ '{part}' (nhận: sms, zalo)")
+        mask |= match.mask
+    return mask
+
+
+def _flag(text: str) -> bool:
+    key = fold(text)
+    if key in _TRUE:
+        return True
+    if key in _FALSE:
+        return False
+    raise RowRejected(f"cột từ chối nhận tin có giá trị không rõ '{text}' (dùng 1/0, có/không)")
+
+
+# -- storing ------------------------------------------------------------------------------
+
+
+@dataclass
+class Staging:
+    """The temporary table one import fills, on the import's own connection."""
+
+    conn: Connection
+    name: str = "import_rows"
+
+    def create(self) -> None:
+        """An empty staging table, private to this connection."""
+        self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.name}")
+        self.conn.exec_driver_sql(
+            f"CREATE TEMPORARY TABLE {self.name} (rowno INTEGER NOT NULL, msisdn VARCHAR(16) NOT NULL, "
+            "carrier VARCHAR(16) NOT NULL, carrier_declared BOOLEAN NOT NULL, province_code INTEGER NOT NULL, "
+            "commune_code INTEGER, legacy_district_code INTEGER, audience_mask INTEGER, channel_mask INTEGER, "
+            "opt_out BOOLEAN NOT NULL)"
+        )
+
+    def add(self, rows: list[tuple[object, ...]]) -> None:
+        """Append a batch of staging tuples."""
+        if not rows:
+            return
+        marks = ", ".join([self._mark()] * len(STAGING_COLUMNS))
+        sql = f"INSERT INTO {self.name} ({', '.join(STAGING_COLUMNS)}) VALUES ({marks})"
+        self.conn.exec_driver_sql(sql, rows)
+
+    def drop_duplicates(self) -> list[tuple[int, str, int]]:
+        """Remove earlier rows of a number the file repeats; returns (row, msisdn, kept row)."""
+        self.conn.exec_driver_sql(f"CREATE INDEX ix_{self.name}_msisdn ON {self.name} (msisdn, rowno)")
+        dupes = self.conn.exec_driver_sql(
+            f"SELECT r.rowno, r.msisdn, last.keep FROM {self.name} r JOIN "
+            f"(SELECT msisdn, max(rowno) AS keep FROM {self.name} GROUP BY msisdn HAVING count(*) > 1) last "
+            "ON last.msisdn = r.msisdn WHERE r.rowno <> last.keep ORDER BY r.rowno"
+        ).all()
+        if dupes:
+            self.conn.exec_driver_sql(
+                f"DELETE FROM {self.name} WHERE rowno NOT IN (SELECT max(rowno) FROM {self.name} GROUP BY msisdn)"
+            )
+        return [tuple(d) for d in dupes]  # type: ignore[misc]
+
+    def merge(self, now: datetime, source: str, defaults: tuple[int, int]) -> tuple[int, int]:
+        """Update known numbers, insert new ones; returns (added, updated).
+
+        An empty cell leaves the stored value as it was (or takes the default for a new
+        subscriber); an opt-out is never cleared by an import.
+        """
+        s, t, p = "subscribers", self.name, self._mark()
+        updated = self.conn.exec_driver_sql(
+            f"UPDATE {s} SET "
+            f"carrier = CASE WHEN {t}.carrier_declared OR NOT {s}.carrier_declared THEN {t}.carrier "
+            f"ELSE {s}.carrier END, "
+            f"carrier_declared = ({t}.carrier_declared OR {s}.carrier_declared), "
+            f"province_code = {t}.province_code, commune_code = {t}.commune_code, "
+            f"legacy_district_code = {t}.legacy_district_code, "
+            f"audience_mask = COALESCE({t}.audience_mask, {s}.audience_mask), "
+            f"channel_mask = COALESCE({t}.channel_mask, {s}.channel_mask), "
+            f"opted_out_at = CASE WHEN {t}.opt_out THEN COALESCE({s}.opted_out_at, {p}) ELSE {s}.opted_out_at END, "
+            f"updated_at = {p} FROM {t} WHERE {t}.msisdn = {s}.msisdn",
+            (now, now),
+        ).rowcount
+        added = self.conn.exec_driver_sql(
+            f"INSERT INTO {s} (msisdn, carrier, carrier_declared, province_code, commune_code, region_scheme, "
+            "legacy_district_code, audience_mask, channel_mask, opted_out_at, source, purpose, created_at, "
+            "updated_at) "
+            f"SELECT msisdn, carrier, carrier_declared, province_code, commune_code, '{SCHEME_2025}', "
+            f"legacy_district_code, COALESCE(audience_mask, {int(defaults[0])}), "
+            f"COALESCE(channel_mask, {int(defaults[1])}), CASE WHEN opt_out THEN {p} END, "
+            f"{p}, 'scam_awareness', {p}, {p} FROM {t} r "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {s} WHERE {s}.msisdn = r.msisdn)",
+            (now, source[:200], now, now),
+        ).rowcount
+        return added, updated
+
+    def _mark(self) -> str:
+        """The driver's placeholder: sqlite3 takes '?', psycopg '%s'."""
+        return "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
+
+
+@dataclass
+class RejectsFile:
+    """The report of refused rows: row number, the value as written, the reason in Vietnamese."""
+
+    path: Path
+    count: int = 0
+    _handle: io.TextIOWrapper | None = None
+
+    def add(self, rowno: int, value: str, reason: str) -> None:
+        """Record one refused row."""
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = self.path.open("w", encoding="utf-8-sig", newline="")
+            self._writer = csv.writer(self._handle)
+            self._writer.writerow(["dòng", "số điện thoại", "lý do"])
+        self._writer.writerow([rowno, value, reason])
+        self.count += 1
+
+    def close(self, keep: bool) -> Path | None:
+        """Finish the report; without `keep` (the import failed) it is removed."""
+        if self._handle is None:
+            return None
+        self._handle.close()
+        if not keep:
+            self.path.unlink(missing_ok=True)
+            return None
+        return self.path
+
+
+@dataclass
+class SubscriberImporter:
+    """Imports subscriber files into the database, one transaction per file."""
+
+    engine: Engine
+    regions: RegionIndex
+    rejects_dir: Path
+    batch_size: int = 20_000
+    default_audiences: int = Audience.PUBLIC.mask
+    default_channels: int = Channel.SMS.mask
+
+    def import_file(self, path: Path, now: datetime, on_progress: Callable[[int], None] | None = None) -> ImportSummary:
+        """Validate every row of `path`, then add or update subscribers; see the module doc."""
+        header, rows = read_rows(path)
+        positions, ignored = map_header(header, str(path))
+        rejects = RejectsFile(self.rejects_dir / f"{path.stem}-{now:%Y%m%d-%H%M%S}.rejects.csv")
+        return self.load(
+            (list(row) for row in rows), RowParser(self.regions, positions), now, f"file:{path.name}",
+            rejects, ignored, on_progress, msisdn_column=positions["msisdn"],
+        )  # fmt: skip
+
+    def load(
+        self,
+        rows: Iterable[list[str]],
+        parser: RowParser,
+        now: datetime,
+        source: str,
+        rejects: RejectsFile,
+        ignored: tuple[str, ...] = (),
+        on_progress: Callable[[int], None] | None = None,
+        msisdn_column: int = 0,
+    ) -> ImportSummary:
+        """Stage, de-duplicate and merge `rows` (data rows numbered from 2, as a spreadsheet shows)."""
+        ok = False
+        try:
+            with self.engine.begin() as conn:
+                staging = Staging(conn)
+                staging.create()
+                total = self._stage(rows, parser, staging, rejects, on_progress, msisdn_column)
+                for rowno, msisdn, kept in staging.drop_duplicates():
+                    rejects.add(rowno, msisdn, f"trùng số với dòng {kept} (dùng dòng {kept})")
+                added, updated = staging.merge(now, source, (self.default_audiences, self.default_channels))
+                conn.exec_driver_sql(f"DROP TABLE {staging.name}")
+            ok = True
+        finally:
+            rejects_path = rejects.close(keep=ok)
+        return ImportSummary(total, added, updated, rejects.count, rejects_path, ignored)
+
+    def _stage(
+        self,
+        rows: Iterable[list[str]],
+        parser: RowParser,
+        staging: Staging,
+        rejects: RejectsFile,
+        on_progress: Callable[[int], None] | None,
+        msisdn_column: int,
+    ) -> int:
+        batch: list[tuple[object, ...]] = []
+        total = 0
+        for total, row in enumerate(rows, start=1):
+            if not any(cell.strip() for cell in row if cell):
+                continue  # blank lines at the end of spreadsheets are not errors
+            try:
+                batch.append(parser.parse(total + 1, row))
+            except RowRejected as exc:
+                value = row[msisdn_column] if msisdn_column < len(row) else ""
+                rejects.add(total + 1, value, str(exc))
+            if len(batch) >= self.batch_size:
+                staging.add(batch)
+                batch.clear()
+                if on_progress:
+                    on_progress(total)
+        staging.add(batch)
+        if on_progress:
+            on_progress(total)
+        return total
+
+
+def set_opt_out(conn: Connection, msisdn: str, opted_out: bool, now: datetime) -> bool:
+    """Record that a subscriber refuses (or, again, accepts) our messages; False if unknown."""
+    statement = update(subscribers).where(subscribers.c.msisdn == msisdn)
+    if opted_out:
+        # The first refusal's time is the one that counts.
+        statement = statement.where(subscribers.c.opted_out_at.is_(None))
+    result = conn.execute(statement.values(opted_out_at=now if opted_out else None, updated_at=now))
+    return result.rowcount > 0 or (opted_out and find_subscriber(conn, msisdn) is not None)
+
+
+def find_subscriber(conn: Connection, msisdn: str) -> dict[str, object] | None:
+    """One subscriber's stored row, or None."""
+    row = conn.execute(select(subscribers).where(subscribers.c.msisdn == msisdn)).mappings().first()
+    return dict(row) if row else None
