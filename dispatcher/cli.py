@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import Engine, func, select
@@ -103,29 +104,21 @@ def _root(
     ctx.obj = Context(settings=settings, actor=acting_user or getpass.getuser())
 
 
+def run(args: list[str] | None = None) -> int:
+    """Run the command line on `args` and return the exit status (0, 1 rejected input, 2 usage)."""
+    try:
+        app(args=args, prog_name="canhbao")
+    except SystemExit as exc:  # usage errors (2), Ctrl-C (1) and typer.Exit, as click reports them
+        return exc.code if isinstance(exc.code, int) else 0
+    except CanhBaoError as exc:
+        err.print(f"[red]Lỗi:[/red] {escape(str(exc))}", soft_wrap=True)
+        return exc.exit_code
+    return 0
+
+
 def main() -> None:
     """Entry point of the `canhbao` console script."""
-    try:
-        app(standalone_mode=False)
-    except CanhBaoError as exc:
-        err.print(f"[red]Lỗi:[/red] {exc}", soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err.print("Đã huỷ.")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        err.print("Đã dừng (Ctrl-C): không có thay đổi nào được ghi dở.")
-        sys.exit(130)
-    except (typer.Exit, SystemExit) as exc:
-        code = exc.exit_code if isinstance(exc, typer.Exit) else exc.code
-        sys.exit(code)
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    sys.exit(run())
 
 
 def _emit(document: Any) -> None:
@@ -214,7 +207,7 @@ def _report_import(summary: ImportSummary, seconds: float, as_json: bool) -> Non
         rate = summary.rows / seconds if seconds > 0 else 0
         out.print(
             f"Đã đọc {summary.rows:,} dòng trong {seconds:.1f} giây ({rate:,.0f} dòng/giây): "
-            f"[green]thêm {summary.added:,}[/green], cập nhật {summary.updated:,}, "
+            f"[green]thêm {summary.added:,}[/green], cập nhật {summary.updated:,}, không đổi {summary.unchanged:,}, "
             f"[red]từ chối {summary.rejected:,}[/red]."
         )
         if summary.rejects_file:

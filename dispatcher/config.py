@@ -39,7 +39,7 @@ class AppSettings(Section):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
+            raise ValueError(f"múi giờ không tồn tại {value!r}") from exc
         return value
 
 
@@ -54,7 +54,7 @@ class DatabaseSettings(Section):
     @classmethod
     def _supported_url(cls, value: str) -> str:
         if not value.startswith(("sqlite://", "postgresql+psycopg://")):
-            raise ValueError("expected a sqlite:///… or postgresql+psycopg://… URL")
+            raise ValueError("cần địa chỉ dạng sqlite:///… hoặc postgresql+psycopg://…")
         return value
 
 
@@ -69,9 +69,9 @@ class SmsSettings(Section):
     @classmethod
     def _has_default_price(cls, value: dict[str, float]) -> dict[str, float]:
         if "default" not in value:
-            raise ValueError("needs a 'default' price")
+            raise ValueError("cần giá 'default' cho các nhà mạng không ghi riêng")
         if any(price < 0 for price in value.values()):
-            raise ValueError("prices cannot be negative")
+            raise ValueError("giá không được âm")
         return value
 
     def price_for(self, carrier: str) -> float:
@@ -123,7 +123,6 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         extra="forbid",
-        nested_model_default_partial_update=True,
     )
 
     app: AppSettings = AppSettings()
@@ -156,7 +155,7 @@ def load_settings(path: Path | None = None, environ: dict[str, str] | None = Non
     Raises ConfigError naming the key, where it came from and what was expected.
     """
     environ = dict(os.environ if environ is None else environ)
-    explicit = path is not None
+    explicit = path is not None or f"{ENV_PREFIX}CONFIG" in environ
     path = path or Path(environ.get(f"{ENV_PREFIX}CONFIG", DEFAULT_CONFIG_FILE))
     data = _read_toml(path, required=explicit)
     _refuse_file_secrets(data, path)
@@ -206,8 +205,10 @@ def _explain(exc: ValidationError, path: Path, environ: dict[str, str]) -> str:
     for error in exc.errors():
         keys = [str(part) for part in error["loc"]]
         dotted = ".".join(keys)
-        env = ENV_PREFIX + "__".join(k.upper() for k in keys)
-        origin = f"biến môi trường {env}" if env in environ else f"tệp {path}"
+        # The value may come from the key's own variable or from one naming a whole section.
+        candidates = [ENV_PREFIX + "__".join(k.upper() for k in keys[:n]) for n in range(len(keys), 0, -1)]
+        env = next((name for name in candidates if name in environ), None)
+        origin = f"biến môi trường {env}" if env else f"tệp {path}"
         if error["type"] == "extra_forbidden":
             lines.append(f"Khoá cấu hình '{dotted}' không hợp lệ ({origin}): không có khoá này.")
         else:
@@ -233,7 +234,7 @@ def _expected(error: Any) -> str:
     """What the key needed, in Vietnamese where the error type is a common one."""
     ctx = error.get("ctx") or {}
     if error["type"] == "literal_error":
-        return f"cần một trong {ctx.get('expected')}"
+        return f"cần một trong {str(ctx.get('expected')).replace(' or ', ' hoặc ')}"
     if error["type"] in ("greater_than_equal", "less_than_equal"):
         bound = ctx.get("ge", ctx.get("le"))
         return f"cần giá trị {'≥' if 'ge' in ctx else '≤'} {bound}"

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from dispatcher.config import DatabaseSettings
 from dispatcher.errors import ConfigError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest migration; tests/test_db.py checks it against Alembic's head. Knowing it here
+# lets every command check the schema without importing Alembic (0.6 s).
+SCHEMA_HEAD = "0001"
 
 
 def make_engine(settings: DatabaseSettings) -> Engine:
@@ -49,6 +52,8 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 
 
 def _alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = engine
@@ -58,11 +63,15 @@ def _alembic_config(engine: Engine) -> Config:
 def current_revision(engine: Engine) -> str | None:
     """The schema revision the database is at, None for an empty database."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def head_revision() -> str:
-    """The newest revision this code knows."""
+    """The newest revision Alembic finds among the migrations."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
     assert head is not None
     return head
@@ -70,6 +79,8 @@ def head_revision() -> str:
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Migrate to the newest schema; returns (revision before, revision after)."""
+    from alembic import command
+
     before = _reachable_revision(engine)
     command.upgrade(_alembic_config(engine), "head")
     return before, head_revision()
@@ -77,7 +88,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
 
 def ensure_schema(engine: Engine) -> None:
     """Migrate when the database is behind, so every command works on a fresh install."""
-    if _reachable_revision(engine) != head_revision():
+    if _reachable_revision(engine) != SCHEMA_HEAD:
         upgrade(engine)
 
 

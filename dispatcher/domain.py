@@ -9,36 +9,37 @@ from enum import Enum, StrEnum
 class Audience(Enum):
     """Audience groups a subscriber belongs to; stored as bits of `subscribers.audience_mask`."""
 
-    PUBLIC = ("public", 0, "người dân")
+    PUBLIC = ("public", 0, "người dân", ("nguoi dan", "cong dong", "toan dan"))
     """Everyone; the default group."""
-    OFFICIAL = ("official", 1, "cán bộ, công chức")
+    OFFICIAL = ("official", 1, "cán bộ, công chức", ("can bo", "cong chuc", "vien chuc", "can bo cong chuc"))
     """Civil servants and public employees."""
-    STUDENT = ("student", 2, "học sinh, sinh viên")
+    STUDENT = ("student", 2, "học sinh, sinh viên", ("hoc sinh", "sinh vien", "hoc sinh sinh vien"))
     """Pupils and students."""
-    WORKER = ("worker", 3, "công nhân, người lao động")
+    WORKER = ("worker", 3, "công nhân, người lao động", ("cong nhan", "nguoi lao dong", "lao dong"))
     """Factory and industrial-zone workers."""
-    TELECOM_STAFF = ("telecom_staff", 4, "nhân viên nhà mạng")
+    TELECOM_STAFF = ("telecom_staff", 4, "nhân viên nhà mạng", ("nhan vien nha mang", "nha mang"))
     """Carrier staff, who pass warnings on at shops."""
-    JOURNALIST = ("journalist", 5, "phóng viên, nhà báo")
+    JOURNALIST = ("journalist", 5, "phóng viên, nhà báo", ("phong vien", "nha bao", "bao chi"))
     """The press."""
-    LEADER = ("leader", 6, "lãnh đạo")
+    LEADER = ("leader", 6, "lãnh đạo", ("lanh dao",))
     """Heads of agencies and communes."""
-    ELDERLY = ("elderly", 7, "người cao tuổi")
+    ELDERLY = ("elderly", 7, "người cao tuổi", ("nguoi cao tuoi", "nguoi gia"))
     """Older people, the main target of impersonation calls."""
-    BUSINESS = ("business", 8, "doanh nghiệp, hộ kinh doanh")
+    BUSINESS = ("business", 8, "doanh nghiệp, hộ kinh doanh", ("doanh nghiep", "ho kinh doanh"))
     """Businesses and household businesses."""
 
-    def __init__(self, slug: str, bit: int, label: str) -> None:
+    def __init__(self, slug: str, bit: int, label: str, aliases: tuple[str, ...]) -> None:
         self.slug = slug
         self.mask = 1 << bit
         self.label = label
+        self.aliases = aliases
 
     @classmethod
     def parse(cls, text: str) -> Audience:
-        """An audience from its slug or its Vietnamese label, accents and case ignored."""
-        key = fold(text)
+        """An audience from its slug or a Vietnamese name ('sinh viên', 'người cao tuổi'), accents ignored."""
+        key = " ".join(fold(text).replace(",", " ").replace("_", " ").split())
         for audience in cls:
-            if key in (audience.slug, fold(audience.label), fold(audience.label.split(",")[0])):
+            if key in (audience.slug.replace("_", " "), *audience.aliases):
                 return audience
         raise ValueError(text)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -18,11 +18,23 @@ PHONE_KEYS = frozenset({"msisdn", "phone", "to", "destination_addr", "source_add
 def mask_phone_numbers(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """A structlog processor: no unmasked phone number leaves the process in a log line."""
     for key, value in event.items():
-        if isinstance(value, str):
-            event[key] = mask(value) if key in PHONE_KEYS and value.startswith("+") else mask_text(value)
-        elif isinstance(value, list | tuple):
-            event[key] = [mask_text(v) if isinstance(v, str) else v for v in value]
+        event[key] = _masked(value, key in PHONE_KEYS)
     return event
+
+
+def _masked(value: Any, is_phone: bool = False) -> Any:
+    """`value` with phone numbers masked, looking inside containers and at integers."""
+    if isinstance(value, str):
+        return mask(value) if is_phone and value.startswith("+") else mask_text(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return mask_text(str(value)) if mask_text(str(value)) != str(value) else value
+    if isinstance(value, Mapping):
+        return {k: _masked(v, k in PHONE_KEYS) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_masked(v) for v in value]
+    return value
 
 
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
@@ -39,8 +51,9 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            # Exceptions become data before masking, so their messages are masked too.
+            structlog.processors.dict_tracebacks if not pretty else structlog.processors.format_exc_info,
             mask_phone_numbers,
-            structlog.processors.dict_tracebacks if not pretty else structlog.dev.set_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),

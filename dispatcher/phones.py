@@ -1,10 +1,11 @@
 """Vietnamese mobile numbers: normalisation to E.164, allocation carrier, masking.
 
 `phonenumbers` parses about 40,000 numbers a second per core, too slow for a million-row
-import. Validity, type and allocation carrier of a Vietnamese number are decided by its first
-five national digits (checked over every 5-digit prefix in tests/test_phones.py), so
-`PhoneBook` strips the number to its national significant digits by hand and asks
-`phonenumbers` once per (length, prefix).
+import. In its metadata for Vietnam, validity, number type and allocation carrier depend on
+at most the first four national digits (mobile patterns such as `121[0-3]\\d{5}`, carrier
+prefixes of at most three digits; tests/test_phones.py checks every prefix), so `PhoneBook`
+strips a number to its national digits by hand and asks `phonenumbers` once per
+(length, first four digits).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import phonenumbers
-from phonenumbers import PhoneNumberType, carrier
+from phonenumbers import PhoneNumberType
 
 COUNTRY_CODE = "84"
 
@@ -106,7 +107,7 @@ class PhoneBook:
     def normalize(self, raw: str) -> Msisdn:
         """The E.164 form and allocation carrier of `raw`, or InvalidNumber with the reason."""
         national = national_digits(raw)
-        key = (len(national), national[:5])
+        key = (len(national), national[:4])
         verdict = self._verdicts.get(key)
         if verdict is None:
             verdict = self._verdicts[key] = _classify(national)
@@ -150,6 +151,8 @@ def _classify(national: str) -> Carrier | InvalidNumber:
     kind = phonenumbers.number_type(number)
     if kind != PhoneNumberType.MOBILE:
         return InvalidNumber(_TYPE_REASONS.get(kind, "không phải số di động"))
+    from phonenumbers import carrier  # its data takes 0.4 s to import: only when a prefix is new
+
     override = _PREFIX_OVERRIDES.get(national[:3]) or _PREFIX_OVERRIDES.get(national[:2])
     name = carrier.name_for_number(number, "en").lower()
     if override or name:
@@ -175,15 +178,24 @@ def mask(e164: str) -> str:
 
 
 # A run of 9–13 digits, possibly with a leading + and single spaces, dots or dashes inside.
-_PHONE_LIKE = re.compile(r"(?<![\w+])\+?\d(?:[ .\-]?\d){8,12}(?!\w)")
+_PHONE_LIKE = re.compile(r"(?<![\w+.,])\+?\d(?:[ .\-]?\d){8,12}(?!\w)")
+# Digit strings a Vietnamese mobile number takes once separators are gone.
+_VN_MOBILE = re.compile(r"^(?:(?:00|\+)?84|0)?[35789]\d{8}$|^0?1[2689]\d{8}$")
 
 
 def mask_text(text: str) -> str:
-    """`text` with every phone-number-looking run masked, whatever its written form."""
+    """`text` with every Vietnamese mobile number masked, whatever its written form.
+
+    Dates, times and amounts ('2026-11-23 09:00', '12 000 000 đồng') are left alone: a run is
+    masked only when its digits form a Vietnamese mobile number.
+    """
     return _PHONE_LIKE.sub(_mask_match, text)
 
 
 def _mask_match(match: re.Match[str]) -> str:
-    digits = re.sub(r"\D", "", match.group())
-    plus = "+" if match.group().startswith("+") else ""
+    written = match.group()
+    digits = re.sub(r"\D", "", written)
+    if not _VN_MOBILE.match(("+" if written.startswith("+") else "") + digits):
+        return written
+    plus = "+" if written.startswith("+") else ""
     return plus + digits[:4] + "*" * (len(digits) - 7) + digits[-3:]

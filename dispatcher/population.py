@@ -21,7 +21,7 @@ from dispatcher.regions import SCHEME_2025, RegionIndex
 CARRIER_MIX: dict[Carrier, tuple[float, list[str]]] = {
     Carrier.VIETTEL: (0.54, ["32", "33", "34", "35", "36", "37", "38", "39", "86", "96", "97", "98"]),
     Carrier.VINAPHONE: (0.20, ["81", "82", "83", "84", "85", "88", "91", "94"]),
-    Carrier.MOBIFONE: (0.18, ["70", "76", "77", "78", "79", "89", "90", "93"]),
+    Carrier.MOBIFONE: (0.18, ["70", "76", "77", "78", "79", "896", "897", "898", "899", "90", "93"]),
     Carrier.VIETNAMOBILE: (0.04, ["56", "58"]),
     Carrier.ITEL: (0.02, ["87"]),
     Carrier.GMOBILE: (0.015, ["59", "993", "994", "995", "996", "997"]),

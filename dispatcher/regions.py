@@ -161,7 +161,7 @@ class RegionIndex:
 
     @classmethod
     def load(cls) -> RegionIndex:
-        """Build the index from the pinned `vietnam-provinces` data (about 0.4 s)."""
+        """Build the index from the pinned `vietnam-provinces` data (1–2 s: load it once)."""
         import vietnam_provinces as vp
         from vietnam_provinces import legacy
 
@@ -258,10 +258,12 @@ class RegionIndex:
     @staticmethod
     def _prefer_provinces(found: list[Unit]) -> list[Unit]:
         # "Cao Bằng" names a province of today, one before 2025 and a former city: a bare
-        # name means the province, and today's province wins over the legacy one.
+        # name means the province. At any level a unit of today wins over its legacy namesake
+        # ("Xã Tân Tiến, Lạng Sơn" is today's commune, not the one it replaced).
         provinces = [u for u in found if u.level is Level.PROVINCE]
-        current = [u for u in provinces if u.scheme == SCHEME_2025]
-        return current or provinces or found
+        found = provinces or found
+        current_levels = {u.level for u in found if u.scheme == SCHEME_2025}
+        return [u for u in found if u.scheme == SCHEME_2025 or u.level not in current_levels]
 
     def one(self, text: str, levels: frozenset[Level] | None = None, within: int | None = None) -> Unit:
         """The single unit named `text`, or UnknownRegion / AmbiguousRegion listing candidates."""

@@ -94,7 +94,8 @@ def _unit_costs(text: str, encoding: Encoding) -> list[int]:
 
 
 def split_parts(text: str, encoding: Encoding | None = None) -> list[str]:
-    """Split `text` into the parts a carrier sends, never inside a character's units."""
+    """Split the NFC form of `text` into the parts a carrier sends, never inside a character's units."""
+    text = normalize(text)
     encoding = encoding or encoding_of(text)
     costs = _unit_costs(text, encoding)
     limits = LIMITS[encoding]

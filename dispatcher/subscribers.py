@@ -12,7 +12,7 @@ import io
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, select, update
@@ -34,6 +34,7 @@ COLUMNS = {
     "carrier": ["carrier", "nhamang", "mang"],
     "opt_out": ["optout", "optedout", "tuchoi", "tuchoinhan", "huydangky"],
 }
+FIELDS = ("msisdn", "province", "commune", "legacy_district", "audiences", "channels", "carrier", "opt_out")
 _HEADER_ALIASES = {alias: name for name, aliases in COLUMNS.items() for alias in aliases}
 _TRUE = {"1", "x", "yes", "y", "true", "co", "da tu choi", "tu choi", "opt out", "optout"}
 _FALSE = {"", "0", "no", "n", "false", "khong"}
@@ -43,6 +44,9 @@ STAGING_COLUMNS = (
     "rowno", "msisdn", "carrier", "carrier_declared", "province_code", "commune_code",
     "legacy_district_code", "audience_mask", "channel_mask", "opt_out",
 )  # fmt: skip
+
+
+SQLITE_IMPORT_CACHE_KIB = 128 * 1024
 
 
 class RowRejected(ValueError):
@@ -56,6 +60,7 @@ class ImportSummary:
     rows: int
     added: int
     updated: int
+    unchanged: int
     rejected: int
     rejects_file: Path | None
     ignored_columns: tuple[str, ...] = ()
@@ -65,6 +70,7 @@ class ImportSummary:
         return {
             "added": self.added,
             "updated": self.updated,
+            "unchanged": self.unchanged,
             "rejected": self.rejected,
             "rejects_file": str(self.rejects_file) if self.rejects_file else None,
             "rows": self.rows,
@@ -186,35 +192,32 @@ class RowParser:
     _audiences: dict[str, int | RowRejected] = field(default_factory=dict)
     _channels: dict[str, int | RowRejected] = field(default_factory=dict)
     _carriers: dict[str, Carrier | RowRejected] = field(default_factory=dict)
+    _flags: dict[str, bool | RowRejected] = field(default_factory=dict)
 
     def parse(self, rowno: int, row: list[str]) -> tuple[object, ...]:
         """The staging tuple for `row`, or RowRejected with the reason."""
-        cell = self._cell(row)
+        msisdn, province, commune, district, audiences, channels, carrier, opt_out = self._cells(row)
         try:
-            number = self.phones.normalize(cell("msisdn"))
+            number = self.phones.normalize(msisdn)
         except InvalidNumber as exc:
             raise RowRejected(str(exc)) from None
-        place = _cached(self._places, (cell("province"), cell("commune"), cell("legacy_district")), self._place)
-        declared = cell("carrier")
-        carrier = _cached(self._carriers, declared, _carrier) if declared else number.carrier
-        audiences = cell("audiences")
-        channels = cell("channels")
+        place = _cached(self._places, (province, commune, district), self._place)
         return (
-            rowno, number.e164, str(carrier), bool(declared), place.province_code, place.commune_code,
-            place.legacy_district_code,
+            rowno, number.e164,
+            str(_cached(self._carriers, carrier, _carrier)) if carrier else str(number.carrier), bool(carrier),
+            place.province_code, place.commune_code, place.legacy_district_code,
             _cached(self._audiences, audiences, _audiences) if audiences else None,
             _cached(self._channels, channels, _channels) if channels else None,
-            _flag(cell("opt_out")),
+            _cached(self._flags, opt_out, _flag) if opt_out else False,
         )  # fmt: skip
 
-    def _cell(self, row: list[str]) -> Callable[[str], str]:
-        positions = self.positions
+    def _cells(self, row: list[str]) -> list[str]:
+        """The stripped cells of FIELDS, '' where the column is absent or the row short."""
+        width = len(row)
+        return [row[i].strip() if 0 <= i < width else "" for i in self._indexes]
 
-        def cell(name: str) -> str:
-            index = positions.get(name)
-            return row[index].strip() if index is not None and index < len(row) and row[index] else ""
-
-        return cell
+    def __post_init__(self) -> None:
+        self._indexes = [self.positions.get(name, -1) for name in FIELDS]
 
     def _place(self, key: tuple[str, str, str]) -> Placement:
         province_text, commune_text, district_text = key
@@ -293,13 +296,14 @@ def _carrier(text: str) -> Carrier:
 
 
 def _audiences(text: str) -> int:
+    """The audience mask of a cell like 'học sinh, sinh viên; người cao tuổi'."""
     chosen = set()
     for part in filter(None, (p.strip() for p in _LIST_SPLIT.split(text))):
         try:
             chosen.add(Audience.parse(part))
         except ValueError:
             known = ", ".join(a.slug for a in Audience)
-            raise RowRejected(f"nhóm đối tượng không rõ '{part}' (nhận: {known})") from None
+            raise RowRejected(f"nhóm đối tượng không rõ '{part}' (nhận: {known} hoặc tên tiếng Việt)") from None
     return audience_mask(chosen)
 
 
@@ -334,6 +338,9 @@ class Staging:
 
     def create(self) -> None:
         """An empty staging table, private to this connection."""
+        if self.conn.dialect.name == "sqlite":
+            # A million random-order index inserts thrash SQLite's default 2 MB page cache.
+            self.conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_IMPORT_CACHE_KIB}")
         self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.name}")
         self.conn.exec_driver_sql(
             f"CREATE TEMPORARY TABLE {self.name} (rowno INTEGER NOT NULL, msisdn VARCHAR(16) NOT NULL, "
@@ -364,25 +371,32 @@ class Staging:
             )
         return [tuple(d) for d in dupes]  # type: ignore[misc]
 
-    def merge(self, now: datetime, source: str, defaults: tuple[int, int]) -> tuple[int, int]:
-        """Update known numbers, insert new ones; returns (added, updated).
+    def merge(self, now: datetime, source: str, defaults: tuple[int, int]) -> tuple[int, int, int]:
+        """Update known numbers, insert new ones; returns (added, updated, unchanged).
 
         An empty cell leaves the stored value as it was (or takes the default for a new
         subscriber); an opt-out is never cleared by an import.
         """
         s, t, p = "subscribers", self.name, self._mark()
+        now = self._db_time(now)
+        known = self.conn.exec_driver_sql(f"SELECT count(*) FROM {t} JOIN {s} ON {s}.msisdn = {t}.msisdn").scalar()
+        carrier = f"CASE WHEN {t}.carrier_declared OR NOT {s}.carrier_declared THEN {t}.carrier ELSE {s}.carrier END"
+        assignments = {
+            "carrier": carrier,
+            "carrier_declared": f"({t}.carrier_declared OR {s}.carrier_declared)",
+            "province_code": f"{t}.province_code",
+            "commune_code": f"{t}.commune_code",
+            "legacy_district_code": f"{t}.legacy_district_code",
+            "audience_mask": f"COALESCE({t}.audience_mask, {s}.audience_mask)",
+            "channel_mask": f"COALESCE({t}.channel_mask, {s}.channel_mask)",
+            "opted_out_at": f"CASE WHEN {t}.opt_out THEN COALESCE({s}.opted_out_at, {p}) ELSE {s}.opted_out_at END",
+        }
+        # Only rows that change are written: re-importing the same list touches nothing.
+        changed = " OR ".join(f"({s}.{column} IS DISTINCT FROM {value})" for column, value in assignments.items())
         updated = self.conn.exec_driver_sql(
-            f"UPDATE {s} SET "
-            f"carrier = CASE WHEN {t}.carrier_declared OR NOT {s}.carrier_declared THEN {t}.carrier "
-            f"ELSE {s}.carrier END, "
-            f"carrier_declared = ({t}.carrier_declared OR {s}.carrier_declared), "
-            f"province_code = {t}.province_code, commune_code = {t}.commune_code, "
-            f"legacy_district_code = {t}.legacy_district_code, "
-            f"audience_mask = COALESCE({t}.audience_mask, {s}.audience_mask), "
-            f"channel_mask = COALESCE({t}.channel_mask, {s}.channel_mask), "
-            f"opted_out_at = CASE WHEN {t}.opt_out THEN COALESCE({s}.opted_out_at, {p}) ELSE {s}.opted_out_at END, "
-            f"updated_at = {p} FROM {t} WHERE {t}.msisdn = {s}.msisdn",
-            (now, now),
+            f"UPDATE {s} SET {', '.join(f'{c} = {v}' for c, v in assignments.items())}, updated_at = {p} "
+            f"FROM {t} WHERE {t}.msisdn = {s}.msisdn AND ({changed})",
+            (now, now, now),
         ).rowcount
         added = self.conn.exec_driver_sql(
             f"INSERT INTO {s} (msisdn, carrier, carrier_declared, province_code, commune_code, region_scheme, "
@@ -395,7 +409,13 @@ class Staging:
             f"WHERE NOT EXISTS (SELECT 1 FROM {s} WHERE {s}.msisdn = r.msisdn)",
             (now, source[:200], now, now),
         ).rowcount
-        return added, updated
+        return added, updated, (known or 0) - updated
+
+    def _db_time(self, moment: datetime) -> datetime | str:
+        """`moment` as the driver should receive it: SQLAlchemy's text form for sqlite3."""
+        if self.conn.dialect.name != "sqlite":
+            return moment
+        return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
     def _mark(self) -> str:
         """The driver's placeholder: sqlite3 takes '?', psycopg '%s'."""
@@ -472,12 +492,12 @@ class SubscriberImporter:
                 total = self._stage(rows, parser, staging, rejects, on_progress, msisdn_column)
                 for rowno, msisdn, kept in staging.drop_duplicates():
                     rejects.add(rowno, msisdn, f"trùng số với dòng {kept} (dùng dòng {kept})")
-                added, updated = staging.merge(now, source, (self.default_audiences, self.default_channels))
+                added, updated, unchanged = staging.merge(now, source, (self.default_audiences, self.default_channels))
                 conn.exec_driver_sql(f"DROP TABLE {staging.name}")
             ok = True
         finally:
             rejects_path = rejects.close(keep=ok)
-        return ImportSummary(total, added, updated, rejects.count, rejects_path, ignored)
+        return ImportSummary(total, added, updated, unchanged, rejects.count, rejects_path, ignored)
 
     def _stage(
         self,

@@ -1,0 +1,176 @@
+"""Shared fixtures: a fixed clock, the region index, and real databases (SQLite and PostgreSQL).
+
+PostgreSQL is a throwaway cluster started for the session as a non-root user on 127.0.0.1.
+Without PostgreSQL binaries the PostgreSQL cases are skipped, except under CI, where a missing
+server is a failure.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from dispatcher import db
+from dispatcher.config import DatabaseSettings
+from dispatcher.regions import RegionIndex
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def now() -> datetime:
+    """A fixed instant: 09:00 in Hà Nội on 23 November 2026."""
+    return datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def regions() -> RegionIndex:
+    """The region index, loaded once."""
+    return RegionIndex.load()
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _as_user() -> list[str]:
+    """The command prefix that runs PostgreSQL as a non-root user (it refuses root)."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "postgres"], check=True)
+    return ["runuser", "-u", "postgres", "--"]
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """A PostgreSQL cluster for this test session; yields its base URL."""
+    bindir = _pg_bin()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL binaries not found: .ci/run must install postgresql")
+        pytest.skip("PostgreSQL binaries not installed")
+    root = Path(tempfile.mkdtemp(prefix="canhbao-pg-"))
+    prefix = _as_user()
+    if prefix:
+        shutil.chown(root, "postgres", "postgres")
+    data, port = root / "data", _free_port()
+    run = lambda *args: subprocess.run([*prefix, *map(str, args)], check=True, capture_output=True)  # noqa: E731
+    run(bindir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=128MB"
+    run(bindir / "pg_ctl", "-D", data, "-l", root / "server.log", "-w", "-o", options, "start")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        run(bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _create_database(server: str) -> str:
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    plain = server.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(f"{plain}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{server}/{name}"
+
+
+# -- databases ----------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'canhbao.db'}"
+    return _create_database(request.getfixturevalue("pg_server"))
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """A migrated database of each kind."""
+    engine = db.make_engine(DatabaseSettings(url=database_url))
+    db.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    """A migrated SQLite database, for behaviour that has no PostgreSQL-specific path."""
+    engine = db.make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'canhbao.db'}"))
+    db.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+class Cli:
+    """Runs `canhbao` in-process against a private config, database and catalogue."""
+
+    def __init__(self, root: Path, capsys: pytest.CaptureFixture[str], database_url: str) -> None:
+        self.root = root
+        self.capsys = capsys
+        self.messages = root / "messages"
+        shutil.copytree(Path(__file__).parent.parent / "messages", self.messages)
+        self.config = root / "config.toml"
+        self.config.write_text(
+            f'[database]\nurl = "{database_url}"\n'
+            f'[subscribers]\nrejects_dir = "{root / "rejects"}"\n'
+            f'[catalogue]\nmessages_dir = "{self.messages}"\n'
+            '[logging]\nformat = "json"\nlevel = "warning"\n',
+            encoding="utf-8",
+        )
+
+    def __call__(self, *args: str, user: str = "tester") -> tuple[int, str, str]:
+        """(exit status, stdout, stderr) of `canhbao --config … --as user args…`."""
+        from dispatcher.cli import run
+
+        self.capsys.readouterr()
+        code = run(["--config", str(self.config), "--as", user, *args])
+        captured = self.capsys.readouterr()
+        return code, captured.out, captured.err
+
+    def json(self, *args: str, user: str = "tester") -> tuple[int, object]:
+        """(exit status, the JSON document printed) of a --json command."""
+        import json
+
+        code, out, err = self(*args, "--json", user=user)
+        assert out.strip(), f"no JSON printed; stderr: {err}"
+        return code, json.loads(out)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """The command line on a fresh SQLite database."""
+    return Cli(tmp_path, capsys, f"sqlite:///{tmp_path / 'canhbao.db'}")

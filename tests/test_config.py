@@ -1,0 +1,221 @@
+"""Settings: config.toml, CANHBAO_ environment overrides and errors that say what to fix."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from dispatcher.config import Settings, load_settings
+from dispatcher.errors import ConfigError
+
+REPOSITORY_CONFIG = Path(__file__).parent.parent / "config.toml"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """Where a test writes its config.toml."""
+    return tmp_path / "config.toml"
+
+
+def write(path: Path, text: str) -> Path:
+    """`path` holding the TOML `text`."""
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_of(path: Path | None, environ: dict[str, str] | None = None) -> str:
+    """The ConfigError message load_settings gives for `path` and `environ`."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ or {})
+    return str(caught.value)
+
+
+# -- where values come from -------------------------------------------------------------------
+
+
+def test_without_a_file_every_setting_has_its_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ./config.toml is fine: the defaults are a working SQLite deployment."""
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={})
+    assert settings == Settings()
+    assert settings.database.url == "sqlite:///var/canhbao.db"
+    assert settings.sms.max_parts == 4
+    assert settings.sms.price_for("viettel") == 650.0
+    assert settings.logging.format == "auto"
+    assert settings.gateways.twilio.auth_token is None
+
+
+def test_file_values_are_read(config: Path) -> None:
+    """Values in the file replace the defaults; keys it leaves out keep theirs."""
+    write(config, '[sms]\nmax_parts = 3\ncurrency = "USD"\n[sms.price_per_part]\ndefault = 0.02\nviettel = 0.03\n')
+    settings = load_settings(config, {})
+    assert (settings.sms.max_parts, settings.sms.currency) == (3, "USD")
+    assert settings.sms.price_for("viettel") == 0.03
+    assert settings.sms.price_for("itel") == 0.02
+    assert settings.database.busy_timeout_ms == 30_000
+
+
+def test_the_environment_overrides_one_nested_key(config: Path) -> None:
+    """CANHBAO_SMS__MAX_PARTS replaces that key only; the rest of [sms] stays from the file."""
+    write(config, '[sms]\nmax_parts = 3\ncurrency = "USD"\n[sms.price_per_part]\ndefault = 0.02\n')
+    settings = load_settings(config, {"CANHBAO_SMS__MAX_PARTS": "7"})
+    assert settings.sms.max_parts == 7
+    assert settings.sms.currency == "USD"
+    assert settings.sms.price_per_part == {"default": 0.02}
+
+
+def test_the_config_file_can_be_named_in_the_environment(tmp_path: Path) -> None:
+    """CANHBAO_CONFIG points at the file to read when no path is given."""
+    path = write(tmp_path / "elsewhere.toml", '[logging]\nformat = "json"\n')
+    assert load_settings(environ={"CANHBAO_CONFIG": str(path)}).logging.format == "json"
+
+
+def test_an_explicit_environ_replaces_the_process_environment(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_settings reads only the environ it is given and leaves os.environ as it found it."""
+    monkeypatch.setenv("CANHBAO_SMS__MAX_PARTS", "9")
+    write(config, "")
+    assert load_settings(config, {}).sms.max_parts == 4
+    assert load_settings(config, {"CANHBAO_SMS__MAX_PARTS": "5"}).sms.max_parts == 5
+    assert os.environ["CANHBAO_SMS__MAX_PARTS"] == "9"
+
+
+def test_the_repository_config_loads_cleanly() -> None:
+    """The config.toml shipped in the repository is valid and says what it means."""
+    settings = load_settings(REPOSITORY_CONFIG, {})
+    assert settings.app.timezone == "Asia/Ho_Chi_Minh"
+    assert settings.sms.max_parts == 4
+    assert settings.sms.price_for("viettel") == 700
+    assert settings.sms.price_for("gmobile") == 650
+
+
+# -- errors that say what to fix --------------------------------------------------------------
+
+
+def test_an_unknown_key_in_the_file_is_an_error(config: Path) -> None:
+    """A typo such as max_partz is named with its section and file, never silently ignored."""
+    message = error_of(write(config, "[sms]\nmax_partz = 3\n"))
+    assert "'sms.max_partz'" in message
+    assert str(config) in message
+    assert "không có khoá này" in message
+
+
+def test_an_unknown_section_is_an_error(config: Path) -> None:
+    """A whole unknown [section] is refused."""
+    message = error_of(write(config, "[smss]\nmax_parts = 3\n"))
+    assert "'smss'" in message
+    assert str(config) in message
+
+
+def test_a_wrong_type_in_the_file_is_an_error(config: Path) -> None:
+    """A string where a number belongs is named, with its file and the type expected."""
+    message = error_of(write(config, '[sms]\nmax_parts = "many"\n'))
+    assert "'sms.max_parts'" in message
+    assert str(config) in message
+    assert "cần một số nguyên" in message
+    assert "'many'" in message
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "expected"),
+    [
+        ("[sms]\nmax_parts = 30\n", "sms.max_parts", "≤ 10"),
+        ("[sms]\nmax_parts = 0\n", "sms.max_parts", "≥ 1"),
+        ('[logging]\nformat = "xml"\n', "logging.format", "'json'"),
+        ('[database]\nurl = "mysql://x"\n', "database.url", "postgresql+psycopg://"),
+        ('[app]\ntimezone = "Asia/Hanoi_City"\n', "app.timezone", "Asia/Hanoi_City"),
+        ("[sms.price_per_part]\ndefault = -1\n", "sms.price_per_part", "không được âm"),
+    ],
+    ids=["above-max", "below-min", "not-a-choice", "unsupported-database", "unknown-timezone", "negative-price"],
+)
+def test_a_wrong_value_in_the_file_is_an_error(config: Path, toml: str, key: str, expected: str) -> None:
+    """A value of the right type but out of range is named with its file and what was allowed."""
+    message = error_of(write(config, toml))
+    assert f"'{key}'" in message
+    assert str(config) in message
+    assert expected in message
+
+
+def test_a_price_table_without_a_default_price_is_an_error(config: Path) -> None:
+    """A [sms.price_per_part] table must set its own default, not inherit 650 VND whatever the currency."""
+    message = error_of(write(config, '[sms]\ncurrency = "USD"\n[sms.price_per_part]\nviettel = 0.03\n'))
+    assert "'sms.price_per_part'" in message
+    assert "'default'" in message
+
+
+def test_a_wrong_value_from_the_environment_names_the_variable(config: Path) -> None:
+    """When the bad value came from CANHBAO_SMS__MAX_PARTS, the message names that variable, not the file."""
+    message = error_of(write(config, "[sms]\nmax_parts = 3\n"), {"CANHBAO_SMS__MAX_PARTS": "lots"})
+    assert "'sms.max_parts'" in message
+    assert "CANHBAO_SMS__MAX_PARTS" in message
+    assert str(config) not in message
+    assert "cần một số nguyên" in message
+
+
+def test_an_unknown_key_from_the_environment_names_the_variable(config: Path) -> None:
+    """A misspelt CANHBAO_ variable is refused and named."""
+    message = error_of(write(config, ""), {"CANHBAO_SMS__MAX_PARTZ": "3"})
+    assert "'sms.max_partz'" in message
+    assert "CANHBAO_SMS__MAX_PARTZ" in message
+
+
+def test_every_error_is_reported_at_once(config: Path) -> None:
+    """Two mistakes give two lines, so the operator fixes both in one go."""
+    message = error_of(write(config, '[sms]\nmax_parts = "x"\n[logging]\nlevel = "loud"\n'))
+    assert len(message.splitlines()) == 2
+    assert "'sms.max_parts'" in message
+    assert "'logging.level'" in message
+
+
+def test_bad_toml_syntax_is_an_error(config: Path) -> None:
+    """A file that is not TOML is named, with the parser's position."""
+    message = error_of(write(config, "[sms\nmax_parts = 3\n"))
+    assert str(config) in message
+    assert "TOML" in message
+    assert "line 1" in message
+
+
+def test_a_missing_explicit_config_file_is_an_error(tmp_path: Path) -> None:
+    """A file named on the command line must exist."""
+    missing = tmp_path / "nope.toml"
+    assert str(missing) in error_of(missing)
+
+
+def test_a_missing_config_file_named_in_the_environment_is_an_error(tmp_path: Path) -> None:
+    """A file named by CANHBAO_CONFIG must exist too: a typo must not start the defaults."""
+    missing = tmp_path / "nope.toml"
+    assert str(missing) in error_of(None, {"CANHBAO_CONFIG": str(missing)})
+
+
+def test_a_wrong_value_in_a_section_variable_names_that_variable(config: Path) -> None:
+    """A bad value set through a whole-section variable (CANHBAO_SMS='{…}') names that variable."""
+    message = error_of(write(config, ""), {"CANHBAO_SMS": '{"max_parts": "x"}'})
+    assert "CANHBAO_SMS" in message
+    assert str(config) not in message
+
+
+# -- secrets ----------------------------------------------------------------------------------
+
+
+def test_a_secret_in_the_file_is_refused(config: Path) -> None:
+    """gateways.twilio.auth_token in the file is an error telling where it belongs."""
+    message = error_of(write(config, '[gateways.twilio]\naccount_sid = "AC1"\nauth_token = "s3cret"\n'))
+    assert "'gateways.twilio.auth_token'" in message
+    assert str(config) in message
+    assert "CANHBAO_GATEWAYS__TWILIO__AUTH_TOKEN" in message
+    assert "s3cret" not in message
+
+
+def test_a_secret_from_the_environment_is_hidden(config: Path) -> None:
+    """The token from CANHBAO_GATEWAYS__TWILIO__AUTH_TOKEN is a SecretStr that repr never shows."""
+    write(config, '[gateways.twilio]\naccount_sid = "AC1"\n')
+    settings = load_settings(config, {"CANHBAO_GATEWAYS__TWILIO__AUTH_TOKEN": "s3cret"})
+    token = settings.gateways.twilio.auth_token
+    assert isinstance(token, SecretStr)
+    assert token.get_secret_value() == "s3cret"
+    assert settings.gateways.twilio.account_sid == "AC1"
+    assert "s3cret" not in repr(settings)
+    assert "s3cret" not in str(settings)
+    assert "s3cret" not in settings.model_dump_json()
