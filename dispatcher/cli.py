@@ -160,8 +160,8 @@ def regions_show(
         _emit(resolution.to_json())
         return
     matched = resolution.matched
-    out.print(f"[bold]{name}[/bold] → {c.regions.describe(matched)}")
-    out.print("Nay thuộc: " + ", ".join(f"{p.label} [mã {p.code}]" for p in resolution.provinces))
+    out.print(f"[bold]{escape(name)}[/bold] → {escape(c.regions.describe(matched))}")
+    out.print("Nay thuộc: " + ", ".join(escape(f"{p.label} [mã {p.code}]") for p in resolution.provinces))
     if resolution.whole_province:
         count = len(c.regions.communes_by_province[matched.code])
         out.print(f"Toàn tỉnh/thành phố: {count} xã, phường, đặc khu.")
@@ -204,9 +204,9 @@ def _report_import(summary: ImportSummary, seconds: float, as_json: bool) -> Non
     if as_json:
         _emit(summary.to_json())
     else:
-        rate = summary.rows / seconds if seconds > 0 else 0
+        rate = f" ({summary.rows / seconds:,.0f} dòng/giây)" if summary.rows >= 10_000 and seconds > 0 else ""
         out.print(
-            f"Đã đọc {summary.rows:,} dòng trong {seconds:.1f} giây ({rate:,.0f} dòng/giây): "
+            f"Đã đọc {summary.rows:,} dòng trong {seconds:.1f} giây{rate}: "
             f"[green]thêm {summary.added:,}[/green], cập nhật {summary.updated:,}, không đổi {summary.unchanged:,}, "
             f"[red]từ chối {summary.rejected:,}[/red]."
         )

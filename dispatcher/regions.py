@@ -303,16 +303,20 @@ class RegionIndex:
         return sorted(covers, key=lambda c: c.unit.code)
 
     def resolve(self, query: str) -> Resolution:
-        """What `query` ('Quảng Nam', 'Huyện Duy Xuyên, Quảng Nam', '48', 'Xã X, Tỉnh Y') is today."""
+        """What a query is today: 'Quảng Nam', '48', 'Huyện Duy Xuyên, Quảng Nam' or 'Quảng Nam (cũ), huyện Duy Xuyên'.
+
+        With two comma-separated parts, the province part (either side) narrows the other.
+        """
         head, _, context = query.partition(",")
-        within = None
-        if context.strip():
+        if not context.strip():
+            return self._resolution(query, self.one(head), None)
+        try:
             scope = self.one(context, frozenset({Level.PROVINCE}))
-            within = scope.code if scope.scheme == SCHEME_2025 else None
-            unit = self._one_inside(head, scope)
-        else:
-            unit = self.one(head)
-        return self._resolution(query, unit, within)
+        except UnknownRegion:
+            head, context = context, head
+            scope = self.one(context, frozenset({Level.PROVINCE}))
+        within = scope.code if scope.scheme == SCHEME_2025 else None
+        return self._resolution(query, self._one_inside(head, scope), within)
 
     def _one_inside(self, head: str, scope: Unit) -> Unit:
         candidates = [u for u in self.find(head) if u.level is not Level.PROVINCE and self._inside(u, scope)] or [

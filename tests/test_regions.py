@@ -247,3 +247,10 @@ def test_todays_commune_wins_over_its_legacy_namesake(regions) -> None:
     resolution = regions.resolve("Xã Tân Tiến, Lạng Sơn")
     assert resolution.matched.scheme == "2025"
     assert resolution.matched.code == 6019
+
+
+def test_the_province_may_come_first(regions) -> None:
+    """'Quảng Nam (cũ), huyện Duy Xuyên' reads the same as 'Huyện Duy Xuyên, Quảng Nam'."""
+    first = regions.resolve("Quảng Nam (cũ), huyện Duy Xuyên")
+    assert first.matched.code == 508
+    assert [c.unit.code for c in first.communes] == [c.unit.code for c in regions.resolve("Huyện Duy Xuyên").communes]
