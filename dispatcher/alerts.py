@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
 from sqlalchemy import Connection, func, insert, select, update
 
 from dispatcher import smstext
@@ -24,6 +25,8 @@ from dispatcher.audit import audit
 from dispatcher.domain import AlertStatus, Audience, Priority, fold
 from dispatcher.errors import InputRejected, UsageError
 from dispatcher.models import alerts
+
+log = structlog.get_logger(__name__)
 
 # Variables the dispatcher fills per recipient, with their longest value: part counts are
 # computed for the worst case (tests/test_alerts.py checks these against the region data).
@@ -294,6 +297,7 @@ def store(conn: Connection, spec: AlertSpec, origin: str, actor: str, now: datet
         )
     )  # fmt: skip
     audit(conn, now, actor, "alert.store", f"alert:{spec.id}", {"version": number, "origin": origin})
+    log.info("alert.stored", alert=spec.id, version=number, origin=origin, actor=actor)
     return "added" if current is None else "new_version"
 
 
@@ -312,6 +316,7 @@ def submit(conn: Connection, slug: str, actor: str, now: datetime) -> dict[str, 
     _require(row, AlertStatus.DRAFT, "gửi duyệt")
     _transition(conn, row, AlertStatus.SUBMITTED, now, submitted_at=now)
     audit(conn, now, actor, "alert.submit", f"alert:{slug}", {"version": row["version"]})
+    log.info("alert.submitted", alert=slug, version=row["version"], actor=actor)
     return version(conn, slug, row["version"])
 
 
@@ -328,6 +333,7 @@ def approve(conn: Connection, slug: str, actor: str, now: datetime) -> dict[str,
     )
     _transition(conn, row, AlertStatus.APPROVED, now, approver=actor, approved_at=now)
     audit(conn, now, actor, "alert.approve", f"alert:{slug}", {"version": row["version"]})
+    log.info("alert.approved", alert=slug, version=row["version"], actor=actor)
     return version(conn, slug, row["version"])
 
 
@@ -349,6 +355,7 @@ def retire(conn: Connection, slug: str, actor: str, now: datetime) -> list[int]:
         .values(status=AlertStatus.RETIRED.value, retired_at=now)
     )
     audit(conn, now, actor, "alert.retire", f"alert:{slug}", {"versions": list(live)})
+    log.info("alert.retired", alert=slug, versions=list(live), actor=actor)
     return list(live)
 
 

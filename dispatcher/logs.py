@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from dispatcher.phones import mask, mask_text
+from dispatcher.phones import mask_digits, mask_text
 
 # Keys whose value is a phone number in full; anything else is scanned for number-like runs.
 PHONE_KEYS = frozenset({"msisdn", "phone", "to", "destination_addr", "source_addr", "recipient"})
@@ -25,7 +25,7 @@ def mask_phone_numbers(_logger: Any, _method: str, event: MutableMapping[str, An
 def _masked(value: Any, is_phone: bool = False) -> Any:
     """`value` with phone numbers masked, looking inside containers and at integers."""
     if isinstance(value, str):
-        return mask(value) if is_phone and value.startswith("+") else mask_text(value)
+        return mask_digits(value) if is_phone else mask_text(value)
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):

@@ -177,17 +177,28 @@ def mask(e164: str) -> str:
     return e164[:5] + "*" * (len(e164) - 8) + e164[-3:]
 
 
+def mask_digits(written: str) -> str:
+    """Any value given as a phone number, masked even when it is not a valid one."""
+    digits = re.sub(r"\D", "", written)
+    if len(digits) < 7:
+        return "*" * len(digits)
+    return ("+" if written.strip().startswith("+") else "") + digits[:4] + "*" * (len(digits) - 7) + digits[-3:]
+
+
 # A run of 9–13 digits, possibly with a leading + and single spaces, dots or dashes inside.
 _PHONE_LIKE = re.compile(r"(?<![\w+.,])\+?\d(?:[ .\-]?\d){8,12}(?!\w)")
-# Digit strings a Vietnamese mobile number takes once separators are gone.
-_VN_MOBILE = re.compile(r"^(?:(?:00|\+)?84|0)?[35789]\d{8}$|^0?1[2689]\d{8}$")
+# Digit strings a phone number takes once separators are gone: Vietnamese mobiles (also the
+# old 11-digit ones), Vietnamese landlines written with 0 or 84, and any +international number.
+_NUMBER_SHAPES = re.compile(
+    r"^(?:(?:00|\+)?84|0)?[35789]\d{8}$|^0?1[2689]\d{8}$|^(?:(?:00|\+)?84|0)2\d{9}$|^\+\d{8,15}$"
+)
 
 
 def mask_text(text: str) -> str:
-    """`text` with every Vietnamese mobile number masked, whatever its written form.
+    """`text` with every phone number masked, whatever its written form.
 
     Dates, times and amounts ('2026-11-23 09:00', '12 000 000 đồng') are left alone: a run is
-    masked only when its digits form a Vietnamese mobile number.
+    masked only when its digits have the shape of a phone number.
     """
     return _PHONE_LIKE.sub(_mask_match, text)
 
@@ -195,7 +206,6 @@ def mask_text(text: str) -> str:
 def _mask_match(match: re.Match[str]) -> str:
     written = match.group()
     digits = re.sub(r"\D", "", written)
-    if not _VN_MOBILE.match(("+" if written.startswith("+") else "") + digits):
+    if not _NUMBER_SHAPES.match(("+" if written.startswith("+") else "") + digits):
         return written
-    plus = "+" if written.startswith("+") else ""
-    return plus + digits[:4] + "*" * (len(digits) - 7) + digits[-3:]
+    return mask_digits(written)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import structlog
 from sqlalchemy import Connection, Engine, select, update
 
 from dispatcher.domain import Audience, Channel, audience_mask, fold
@@ -47,6 +48,7 @@ STAGING_COLUMNS = (
 
 
 SQLITE_IMPORT_CACHE_KIB = 128 * 1024
+log = structlog.get_logger(__name__)
 
 
 class RowRejected(ValueError):
@@ -485,6 +487,7 @@ class SubscriberImporter:
     ) -> ImportSummary:
         """Stage, de-duplicate and merge `rows` (data rows numbered from 2, as a spreadsheet shows)."""
         ok = False
+        log.info("subscribers.import.started", source=source)
         try:
             with self.engine.begin() as conn:
                 staging = Staging(conn)
@@ -497,7 +500,11 @@ class SubscriberImporter:
             ok = True
         finally:
             rejects_path = rejects.close(keep=ok)
-        return ImportSummary(total, added, updated, unchanged, rejects.count, rejects_path, ignored)
+            if not ok:
+                log.warning("subscribers.import.rolled_back", source=source)
+        summary = ImportSummary(total, added, updated, unchanged, rejects.count, rejects_path, ignored)
+        log.info("subscribers.import.finished", source=source, **summary.to_json())
+        return summary
 
     def _stage(
         self,
@@ -518,6 +525,7 @@ class SubscriberImporter:
             except RowRejected as exc:
                 value = row[msisdn_column] if msisdn_column < len(row) else ""
                 rejects.add(total + 1, value, str(exc))
+                log.debug("subscribers.import.row_rejected", row=total + 1, msisdn=value, reason=str(exc))
             if len(batch) >= self.batch_size:
                 staging.add(batch)
                 batch.clear()

@@ -61,7 +61,7 @@ def test_a_number_under_a_phone_key_is_masked(stream: io.StringIO) -> None:
     assert event["msisdn"] == "+8490****456"
     assert event["phone"] == "0912***678"
     assert event["recipient"] == "8456****567"
-    assert event["to"] == "+84 9*******567"
+    assert event["to"] == "+8498****567"
 
 
 def test_a_number_inside_free_text_is_masked(stream: io.StringIO) -> None:
@@ -125,3 +125,26 @@ def test_a_number_inside_an_exception_message_is_masked(stream: io.StringIO) -> 
         structlog.get_logger().exception("delivery.failed")
     [event] = events(stream)
     assert "+8490****456" in json.dumps(event, ensure_ascii=False)
+
+
+def test_an_import_logs_no_full_number(regions, tmp_path, sqlite_engine, now) -> None:
+    """A whole import with rejected rows, logged at debug level, leaves no full number in the log."""
+    import io as _io
+    import re as _re
+
+    from dispatcher import logs
+    from dispatcher.subscribers import SubscriberImporter
+
+    from .conftest import DATA
+
+    stream = _io.StringIO()
+    logs.configure(fmt="json", level="debug", stream=stream)
+    try:
+        SubscriberImporter(sqlite_engine, regions, tmp_path / "rejects").import_file(DATA / "thue-bao-da-nang.csv", now)
+    finally:
+        structlog.reset_defaults()
+    text = stream.getvalue()
+    assert "subscribers.import.finished" in text and "row_rejected" in text
+    assert not _re.search(r"(?<!\d)(?:\+?84|0)[2-9]\d{8,9}(?!\d)", text)
+    assert not _re.search(r"\d{3} ?\d{4} ?\d{3}", text)  # landlines and spaced numbers too
+    assert "0977***413" in text  # a rejected row, logged at debug level
