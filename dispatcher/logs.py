@@ -37,9 +37,22 @@ def _masked(value: Any, is_phone: bool = False) -> Any:
     return value
 
 
+class _Stderr:
+    """Whatever sys.stderr is when a line is written (tests and tools swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
-    """Route structlog to `stream` (stderr: stdout is for command output and --json)."""
-    stream = stream or sys.stderr
+    """Route structlog to `stream`, by default stderr: stdout is for command output and --json."""
+    stream = stream or _Stderr()  # type: ignore[assignment]
     pretty = fmt == "console" or (fmt == "auto" and stream.isatty())
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=stream.isatty())
