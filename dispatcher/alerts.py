@@ -156,6 +156,35 @@ def render(spec: AlertSpec) -> Renderings:
     )
 
 
+@dataclass
+class MessageTemplate:
+    """An alert's text for one encoding choice, rendered per recipient region (cached by region)."""
+
+    body: str
+    variables: dict[str, str]
+    ascii: bool
+    _cache: dict[tuple[int, int | None], tuple[str, smstext.TextInfo]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, alert_row: dict[str, Any], encoding: str) -> MessageTemplate:
+        """'ascii' sends không dấu; 'auto' too once a person reviewed that rendering; else diacritics."""
+        ascii_ = encoding == "ascii" or (encoding == "auto" and bool(alert_row["body_ascii_reviewed"]))
+        return cls(alert_row["body_ascii"] if ascii_ else alert_row["body"], dict(alert_row["variables"]), ascii_)
+
+    def render(self, regions: Any, province: int, commune: int | None) -> tuple[str, smstext.TextInfo]:
+        """The text a recipient of `province` / `commune` gets, and what it costs."""
+        key = (province, commune)
+        if key not in self._cache:
+            ten_tinh = regions.province(province).name
+            ten_xa = regions.commune(commune).name if commune else ten_tinh
+            values = {**self.variables, "ten_tinh": ten_tinh, "ten_xa": ten_xa}
+            if self.ascii:
+                values = {k: smstext.to_ascii(v) for k, v in values.items()}
+            rendered = smstext.normalize(fill(self.body, values))
+            self._cache[key] = (rendered, smstext.measure(rendered))
+        return self._cache[key]
+
+
 def check(spec: AlertSpec, catalogue: Catalogue, origin: str) -> Renderings:
     """The renderings of a valid alert, or InputRejected listing every problem."""
     problems = _check_fields(spec, catalogue)

@@ -47,15 +47,18 @@ regions_app = typer.Typer(help="Địa giới hành chính (34 tỉnh, 3.321 xã
 subscribers_app = typer.Typer(help="Thuê bao nhận cảnh báo.", no_args_is_help=True)
 alerts_app = typer.Typer(help="Mẫu cảnh báo (thư mục messages/).", no_args_is_help=True)
 text_app = typer.Typer(help="Kiểm tra nội dung tin nhắn.", no_args_is_help=True)
+blast_app = typer.Typer(help="Đợt gửi cảnh báo: xem trước, duyệt, theo dõi.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(regions_app, name="regions")
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(text_app, name="text")
+app.add_typer(blast_app, name="blast")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
+LONG_RUNNING = {"worker", "serve", "scheduler"}
 JsonOption = Annotated[bool, typer.Option("--json", help="In một tài liệu JSON ra stdout.")]
 
 
@@ -100,7 +103,9 @@ def _root(
 ) -> None:
     """Cảnh Báo: gửi cảnh báo lừa đảo qua SMS và Zalo."""
     settings = load_settings(config)
-    logs.configure(settings.logging.format, settings.logging.level)
+    # Long-running processes log at the configured level; one-shot commands only say what went wrong.
+    level = settings.logging.level if ctx.invoked_subcommand in LONG_RUNNING else "warning"
+    logs.configure(settings.logging.format, level)
     ctx.obj = Context(settings=settings, actor=acting_user or getpass.getuser())
 
 
@@ -529,6 +534,10 @@ def text_inspect(text: str, as_json: JsonOption = False) -> None:
     if report["ascii_non_gsm"]:
         out.print(f"[yellow]Ký tự ngoài GSM-7 trong bản không dấu: {''.join(report['ascii_non_gsm'])}[/yellow]")
 
+
+from dispatcher.cli_blasts import register  # noqa: E402  (the blast commands live in their own module)
+
+register(app, blast_app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

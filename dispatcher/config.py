@@ -102,7 +102,47 @@ class LoggingSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class TwilioSettings(Section):
+class GatewayLimits(Section):
+    """What every gateway shares: its rate limit and how many sends it runs at once."""
+
+    rate: float = Field(0, ge=0, description="messages per second; 0 is unlimited")
+    parts_rate: float = Field(0, ge=0, description="SMS parts per second; 0 is unlimited")
+    concurrency: int = Field(16, ge=1, le=10_000)
+
+
+class FileGatewaySettings(GatewayLimits):
+    """The hand-off file: one JSON line per message, a file a carrier can take."""
+
+    path: Path = Path("var/outbox.jsonl")
+    concurrency: int = Field(1, ge=1, le=10_000)
+
+
+class CarrierBehaviour(Section):
+    """How the simulated network of one carrier behaves; unset fields take the simulator's."""
+
+    latency_ms: float | None = Field(None, ge=0)
+    temporary_failure: float | None = Field(None, ge=0, le=1)
+    throttled: float | None = Field(None, ge=0, le=1)
+    permanent_failure: float | None = Field(None, ge=0, le=1)
+    undeliverable: float | None = Field(None, ge=0, le=1)
+
+
+class SimulatorSettings(GatewayLimits):
+    """The carrier simulator: latency, a failure mix and delivery reports that arrive later."""
+
+    concurrency: int = Field(64, ge=1, le=10_000)
+    seed: int = 1
+    latency_ms: float = Field(0, ge=0)
+    temporary_failure: float = Field(0, ge=0, le=1)
+    throttled: float = Field(0, ge=0, le=1)
+    permanent_failure: float = Field(0, ge=0, le=1)
+    undeliverable: float = Field(0, ge=0, le=1)
+    report_delay_ms: tuple[float, float] = (50, 2000)
+    record_path: Path | None = None
+    carriers: dict[str, CarrierBehaviour] = Field(default_factory=dict)
+
+
+class TwilioSettings(GatewayLimits):
     """Twilio credentials; the token only ever comes from the environment."""
 
     account_sid: str = ""
@@ -113,7 +153,38 @@ class TwilioSettings(Section):
 class GatewaysSettings(Section):
     """Per-gateway settings."""
 
+    file: FileGatewaySettings = FileGatewaySettings()
+    simulator: SimulatorSettings = SimulatorSettings()
     twilio: TwilioSettings = TwilioSettings()
+
+
+class DispatchSettings(Section):
+    """The dispatch loop: batches, leases, retries."""
+
+    batch_size: int = Field(500, ge=1, le=50_000)
+    lease_seconds: float = Field(60, gt=0)
+    max_attempts: int = Field(5, ge=1, le=100)
+    backoff_base_seconds: float = Field(30, ge=0)
+    backoff_max_seconds: float = Field(3600, ge=0)
+    poll_interval_ms: float = Field(200, ge=1)
+    already_received_days: int = Field(30, ge=0, description="the same alert is not sent twice within")
+    cap_per_day: int = Field(3, ge=1, description="messages per subscriber per 24 h, all blasts")
+
+
+class PolicySettings(Section):
+    """When messages may leave: quiet hours are local time in [app] timezone."""
+
+    quiet_start: str = "22:00"
+    quiet_end: str = "07:00"
+    assumed_rate: float = Field(100, gt=0, description="messages/s used for the ETA when no limit is set")
+
+    @field_validator("quiet_start", "quiet_end")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        hours, _, minutes = value.partition(":")
+        if not (hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60):
+            raise ValueError(f"cần giờ dạng HH:MM, nhận được {value!r}")
+        return value
 
 
 class Settings(BaseSettings):
@@ -132,6 +203,22 @@ class Settings(BaseSettings):
     catalogue: CatalogueSettings = CatalogueSettings()
     logging: LoggingSettings = LoggingSettings()
     gateways: GatewaysSettings = GatewaysSettings()
+    routes: dict[str, list[str]] = Field(default_factory=lambda: {"default": ["file"]})
+    dispatch: DispatchSettings = DispatchSettings()
+    policy: PolicySettings = PolicySettings()
+
+    @field_validator("routes")
+    @classmethod
+    def _routes_have_default(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        if "default" not in value:
+            raise ValueError("cần tuyến 'default' cho các nhà mạng không ghi riêng")
+        if any(not gateways for gateways in value.values()):
+            raise ValueError("mỗi tuyến cần ít nhất một cổng gửi")
+        return value
+
+    def route_for(self, carrier: str) -> list[str]:
+        """The ordered gateways a carrier's messages go through."""
+        return self.routes.get(carrier, self.routes["default"])
 
     @classmethod
     def settings_customise_sources(

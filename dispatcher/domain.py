@@ -116,3 +116,56 @@ def fold(text: str) -> str:
     decomposed = unicodedata.normalize("NFD", text.strip().lower())
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(stripped.replace("đ", "d").split())
+
+
+class BlastState(StrEnum):
+    """Lifecycle of a blast (đợt gửi)."""
+
+    PENDING_APPROVAL = "pending_approval"
+    """Created with its preview; waits for a second person."""
+    SCHEDULED = "scheduled"
+    """Approved: alert version and segment are frozen; starts at start_at."""
+    RUNNING = "running"
+    """Recipients materialised; the worker is sending."""
+    PAUSED = "paused"
+    """Held by an operator: nothing new is claimed until resumed."""
+    COMPLETED = "completed"
+    """Every delivery reached a final state."""
+    CANCELLED = "cancelled"
+    """Stopped for good; unsent messages were cancelled."""
+    EXPIRED = "expired"
+    """Its not_after passed before it could start."""
+
+
+class DeliveryStatus(StrEnum):
+    """Lifecycle of one message; it only moves forward."""
+
+    QUEUED = "queued"
+    """Waiting to be claimed (possibly for a retry at next_attempt_at)."""
+    SENDING = "sending"
+    """Claimed by a worker under a lease; handed or about to be handed to a gateway."""
+    SENT = "sent"
+    """Accepted by a gateway; a delivery report may follow."""
+    DELIVERED = "delivered"
+    """The handset received it (final)."""
+    FAILED = "failed"
+    """Refused or given up after the allowed attempts (final)."""
+    UNDELIVERABLE = "undeliverable"
+    """The network reported it can never arrive (final)."""
+    EXPIRED = "expired"
+    """Its blast's not_after passed before it went out: never sent late (final)."""
+    UNKNOWN = "unknown"
+    """A worker died while sending: it may or may not have gone out; an operator decides."""
+    CANCELLED = "cancelled"
+    """Its blast was cancelled before it went out (final)."""
+
+
+FINAL_DELIVERY_STATES = frozenset(
+    {
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.FAILED,
+        DeliveryStatus.UNDELIVERABLE,
+        DeliveryStatus.EXPIRED,
+        DeliveryStatus.CANCELLED,
+    }
+)

@@ -302,26 +302,26 @@ class RegionIndex:
                 covers.append(CommuneCover(self.units[(SCHEME_2025, Level.COMMUNE, code)], not all(hits)))
         return sorted(covers, key=lambda c: c.unit.code)
 
-    def resolve(self, query: str) -> Resolution:
+    def resolve(self, query: str, levels: frozenset[Level] | None = None) -> Resolution:
         """What a query is today: 'Quảng Nam', '48', 'Huyện Duy Xuyên, Quảng Nam' or 'Quảng Nam (cũ), huyện Duy Xuyên'.
 
-        With two comma-separated parts, the province part (either side) narrows the other.
+        With two comma-separated parts, the province part (either side) narrows the other;
+        `levels` keeps only units of those levels (a --commune option names a commune).
         """
         head, _, context = query.partition(",")
         if not context.strip():
-            return self._resolution(query, self.one(head), None)
+            return self._resolution(query, self.one(head, levels), None)
         try:
             scope = self.one(context, frozenset({Level.PROVINCE}))
         except UnknownRegion:
             head, context = context, head
             scope = self.one(context, frozenset({Level.PROVINCE}))
         within = scope.code if scope.scheme == SCHEME_2025 else None
-        return self._resolution(query, self._one_inside(head, scope), within)
+        return self._resolution(query, self._one_inside(head, scope, levels), within)
 
-    def _one_inside(self, head: str, scope: Unit) -> Unit:
-        candidates = [u for u in self.find(head) if u.level is not Level.PROVINCE and self._inside(u, scope)] or [
-            u for u in self.find(head) if self._inside(u, scope)
-        ]
+    def _one_inside(self, head: str, scope: Unit, levels: frozenset[Level] | None = None) -> Unit:
+        found = [u for u in self.find(head, levels) if self._inside(u, scope)]
+        candidates = [u for u in found if u.level is not Level.PROVINCE] or found
         if not candidates:
             raise UnknownRegion(f"Không tìm thấy {head.strip()!r} trong {scope.label}.")
         if len(candidates) > 1:

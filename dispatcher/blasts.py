@@ -1,0 +1,319 @@
+"""Blasts (đợt gửi): preview, four-eyes approval, materialising recipients, state changes.
+
+A blast is created with the preview the liaison saw and waits for a second person. When it
+starts, its recipients become one delivery row each with a single INSERT … SELECT, so opt-outs
+made until then are respected, and running it twice adds nothing (unique blast × subscriber).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, case, func, insert, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from dispatcher import alerts as catalogue
+from dispatcher.audit import audit
+from dispatcher.config import Settings
+from dispatcher.domain import AlertStatus, BlastState, DeliveryStatus, Priority
+from dispatcher.errors import InputRejected, UsageError
+from dispatcher.models import alerts, blasts, deliveries, subscribers
+from dispatcher.policy import QuietHours
+from dispatcher.regions import RegionIndex
+from dispatcher.segments import CHANNEL_POLICIES, Segment, exclusions, matches
+
+log = structlog.get_logger(__name__)
+ENCODINGS = ("auto", "unicode", "ascii")
+REASONS = ("opted_out", "no_channel", "already_received", "capped")
+
+
+@dataclass(frozen=True)
+class BlastRequest:
+    """What the liaison asks for."""
+
+    alert_slug: str
+    segment: Segment
+    channel: str = "sms"
+    encoding: str = "auto"
+    start_at: datetime | None = None
+    not_after: datetime | None = None
+    rate: float | None = None
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    """A stored time as an aware UTC datetime (SQLite hands them back naive)."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def approved_alert(conn: Connection, slug: str) -> dict[str, Any]:
+    """The approved version of alert `slug`, or a refusal saying why there is none."""
+    row = conn.execute(select(alerts).where(alerts.c.slug == slug, alerts.c.status == AlertStatus.APPROVED.value))
+    found = row.mappings().first()
+    if found is not None:
+        return dict(found)
+    latest = catalogue.latest(conn, slug)
+    if latest is None:
+        raise InputRejected(f"Không có mẫu cảnh báo '{slug}'.")
+    if latest["status"] == AlertStatus.RETIRED.value:
+        raise InputRejected(f"Mẫu '{slug}' đã ngừng dùng: không thể gửi.")
+    raise InputRejected(f"Mẫu '{slug}' chưa được duyệt (đang '{latest['status']}'): cần duyệt trước khi gửi.")
+
+
+def rendering_for(alert_row: dict[str, Any], encoding: str) -> catalogue.Rendering:
+    """The worst-case rendering a blast sends (longest region names): what parts are counted on."""
+    renderings = catalogue.render(catalogue.spec_of(alert_row))
+    return renderings.ascii if catalogue.MessageTemplate.of(alert_row, encoding).ascii else renderings.unicode
+
+
+# -- preview ------------------------------------------------------------------------------
+
+
+def preview(
+    conn: Connection, request: BlastRequest, settings: Settings, regions: RegionIndex, now: datetime
+) -> dict[str, Any]:
+    """Recipients, exclusions by reason, per carrier and region, parts, cost and time to send."""
+    _check_request(request, now)
+    alert_row = approved_alert(conn, request.alert_slug)
+    start = request.start_at or now
+    found = _count(conn, request, alert_row["slug"], settings, start)
+    recipients = sum(n for (reason, *_), n in found.items() if reason is None)
+    excluded: dict[str, int] = defaultdict(int)
+    by_carrier: dict[str, int] = defaultdict(int)
+    by_commune: dict[tuple[int, int | None], int] = defaultdict(int)
+    for (reason, carrier, province, commune), n in found.items():
+        if reason is None:
+            by_carrier[carrier] += n
+            by_commune[(province, commune)] += n
+        else:
+            excluded[reason] += n
+    rendering = rendering_for(alert_row, request.encoding)
+    parts = rendering.info.parts
+    largest = max(by_commune, key=by_commune.__getitem__, default=None)
+    sample = catalogue.MessageTemplate.of(alert_row, request.encoding).render(regions, *largest)[0] if largest else ""
+    cost = sum(n * parts * settings.sms.price_for(carrier) for carrier, n in by_carrier.items())
+    finish = _finish_time(settings, start, recipients, request.rate)
+    return {
+        "alert": {"id": alert_row["slug"], "version": alert_row["version"], "title": alert_row["title"]},
+        "segment": list(request.segment.labels), "channel": request.channel,
+        "encoding": str(rendering.info.encoding), "text": sample,
+        "matched": recipients + sum(excluded.values()), "recipients": recipients,
+        "excluded": {reason: excluded.get(reason, 0) for reason in REASONS},
+        "by_carrier": dict(sorted(by_carrier.items(), key=lambda kv: -kv[1])),
+        "by_province": _by_province(by_commune, regions),
+        "partial_communes": list(request.segment.partial_communes),
+        "parts_per_message": parts, "total_parts": recipients * parts,
+        "cost": round(cost), "currency": settings.sms.currency,
+        "start_at": start.isoformat(), "not_after": request.not_after.isoformat() if request.not_after else None,
+        "eta_seconds": round((finish - start).total_seconds()), "finish_at": finish.isoformat(),
+    }  # fmt: skip
+
+
+def _check_request(request: BlastRequest, now: datetime) -> None:
+    if request.channel not in CHANNEL_POLICIES:
+        raise UsageError(f"Kênh '{request.channel}' không hợp lệ (nhận: {', '.join(CHANNEL_POLICIES)}).")
+    if request.encoding not in ENCODINGS:
+        raise UsageError(f"Bảng mã '{request.encoding}' không hợp lệ (nhận: {', '.join(ENCODINGS)}).")
+    start = request.start_at or now
+    if request.not_after is not None and request.not_after <= start:
+        raise UsageError("--not-after phải sau thời điểm bắt đầu gửi.")
+    if request.rate is not None and request.rate <= 0:
+        raise UsageError("--rate phải lớn hơn 0 tin/giây.")
+
+
+def _count(conn: Connection, request: BlastRequest, slug: str, settings: Settings, start: datetime) -> dict:
+    """People of the segment grouped by (exclusion reason or None, carrier, province, commune)."""
+    rules = exclusions(
+        request.channel, slug, start, settings.dispatch.already_received_days, settings.dispatch.cap_per_day
+    )
+    reason = case(*[(predicate, literal(name)) for name, predicate in rules.items()], else_=literal(None))
+    s = subscribers.c
+    query = (
+        select(reason.label("reason"), s.carrier, s.province_code, s.commune_code, func.count())
+        .where(matches(request.segment))
+        .group_by(reason, s.carrier, s.province_code, s.commune_code)
+    )
+    return {(r, c, p, m): n for r, c, p, m, n in conn.execute(query)}
+
+
+def _by_province(by_commune: dict[tuple[int, int | None], int], regions: RegionIndex) -> dict[str, Any]:
+    provinces: dict[str, Any] = {}
+    for (province, commune), n in sorted(by_commune.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        entry = provinces.setdefault(
+            str(province), {"name": regions.province(province).name, "recipients": 0, "communes": {}}
+        )
+        entry["recipients"] += n
+        name = regions.commune(commune).name if commune else "(chưa rõ xã)"
+        entry["communes"][str(commune or 0)] = {"name": name, "recipients": n}
+    return provinces
+
+
+def _finish_time(settings: Settings, start: datetime, messages: int, rate: float | None) -> datetime:
+    limits = [g.rate for g in (settings.gateways.file, settings.gateways.simulator) if g.rate]
+    effective = rate or (min(limits) if limits else settings.policy.assumed_rate)
+    quiet = QuietHours.parse(settings.policy.quiet_start, settings.policy.quiet_end, settings.app.timezone)
+    return quiet.finish_time(start, messages, effective)
+
+
+# -- lifecycle ----------------------------------------------------------------------------
+
+
+def create(
+    conn: Connection, request: BlastRequest, actor: str, settings: Settings, regions: RegionIndex, now: datetime
+) -> tuple[int, dict[str, Any]]:
+    """Store a blast waiting for approval, with its preview; refuses an empty one."""
+    shown = preview(conn, request, settings, regions, now)
+    if shown["recipients"] == 0:
+        raise InputRejected("Phân đoạn này không có người nhận nào (sau khi loại trừ): không tạo đợt gửi.")
+    alert_row = approved_alert(conn, request.alert_slug)
+    blast_id = conn.execute(
+        insert(blasts).values(
+            alert_id=alert_row["id"], segment=request.segment.to_json(), channel=request.channel,
+            encoding=request.encoding, start_at=request.start_at or now, not_after=request.not_after,
+            rate=request.rate, priority=1 if alert_row["priority"] == Priority.URGENT.value else 0,
+            state=BlastState.PENDING_APPROVAL.value, preview=shown, created_by=actor, created_at=now,
+        )
+    ).inserted_primary_key[0]  # fmt: skip
+    audit(conn, now, actor, "blast.create", f"blast:{blast_id}", {"alert": request.alert_slug, **_brief(shown)})
+    log.info("blast.created", blast_id=blast_id, alert=request.alert_slug, recipients=shown["recipients"])
+    return blast_id, {**shown, "blast_id": blast_id, "state": BlastState.PENDING_APPROVAL.value}
+
+
+def _brief(shown: dict[str, Any]) -> dict[str, Any]:
+    return {k: shown[k] for k in ("recipients", "total_parts", "cost", "eta_seconds")}
+
+
+def get(conn: Connection, blast_id: int) -> dict[str, Any]:
+    """One blast, or UsageError."""
+    row = conn.execute(select(blasts).where(blasts.c.id == blast_id)).mappings().first()
+    if row is None:
+        raise UsageError(f"Không có đợt gửi số {blast_id}.")
+    return dict(row)
+
+
+def approve(conn: Connection, blast_id: int, actor: str, now: datetime) -> dict[str, Any]:
+    """Second-person approval: the blast becomes scheduled; its creator cannot approve it."""
+    blast = get(conn, blast_id)
+    if blast["created_by"].casefold() == actor.casefold():
+        raise UsageError(f"'{actor}' đã tạo đợt gửi {blast_id}: cần một người khác duyệt (nguyên tắc bốn mắt).")
+    _move(conn, blast, {BlastState.PENDING_APPROVAL}, BlastState.SCHEDULED, approved_by=actor, approved_at=now)
+    audit(conn, now, actor, "blast.approve", f"blast:{blast_id}", {})
+    log.info("blast.approved", blast_id=blast_id, actor=actor)
+    return get(conn, blast_id)
+
+
+def pause(conn: Connection, blast_id: int, actor: str, now: datetime) -> dict[str, Any]:
+    """Hold a scheduled or running blast: workers claim nothing more of it."""
+    blast = get(conn, blast_id)
+    _move(conn, blast, {BlastState.SCHEDULED, BlastState.RUNNING}, BlastState.PAUSED)
+    audit(conn, now, actor, "blast.pause", f"blast:{blast_id}", {"from": blast["state"]})
+    return get(conn, blast_id)
+
+
+def resume(conn: Connection, blast_id: int, actor: str, now: datetime) -> dict[str, Any]:
+    """Let a paused blast go on where it stopped."""
+    blast = get(conn, blast_id)
+    target = BlastState.RUNNING if blast["started_at"] is not None else BlastState.SCHEDULED
+    _move(conn, blast, {BlastState.PAUSED}, target)
+    audit(conn, now, actor, "blast.resume", f"blast:{blast_id}", {})
+    return get(conn, blast_id)
+
+
+def cancel(conn: Connection, blast_id: int, actor: str, now: datetime) -> dict[str, Any]:
+    """Stop a blast for good: what was not sent yet is cancelled, what is in flight finishes."""
+    blast = get(conn, blast_id)
+    live = {BlastState.PENDING_APPROVAL, BlastState.SCHEDULED, BlastState.RUNNING, BlastState.PAUSED}
+    _move(conn, blast, live, BlastState.CANCELLED, finished_at=now)
+    cancelled = conn.execute(
+        update(deliveries)
+        .where(deliveries.c.blast_id == blast_id, deliveries.c.status == DeliveryStatus.QUEUED.value)
+        .values(status=DeliveryStatus.CANCELLED.value, finished_at=now)
+    ).rowcount
+    audit(conn, now, actor, "blast.cancel", f"blast:{blast_id}", {"cancelled_messages": cancelled})
+    return get(conn, blast_id)
+
+
+def resend_unknown(conn: Connection, blast_id: int, actor: str, now: datetime) -> int:
+    """The operator's decision to send again the messages a dead worker left unknown."""
+    blast = get(conn, blast_id)
+    if blast["state"] in (BlastState.CANCELLED.value, BlastState.EXPIRED.value):
+        raise UsageError(f"Đợt gửi {blast_id} đang '{blast['state']}': không gửi lại.")
+    count = conn.execute(
+        update(deliveries)
+        .where(deliveries.c.blast_id == blast_id, deliveries.c.status == DeliveryStatus.UNKNOWN.value)
+        .values(status=DeliveryStatus.QUEUED.value, next_attempt_at=now, lease_until=None, claimed_by=None)
+    ).rowcount
+    if count and blast["state"] == BlastState.COMPLETED.value:
+        conn.execute(update(blasts).where(blasts.c.id == blast_id).values(state=BlastState.RUNNING.value))
+    audit(conn, now, actor, "blast.resend_unknown", f"blast:{blast_id}", {"messages": count})
+    return count
+
+
+def _move(conn: Connection, blast: dict[str, Any], allowed: set[BlastState], target: BlastState, **values: Any) -> None:
+    if blast["state"] not in {s.value for s in allowed}:
+        raise UsageError(f"Đợt gửi {blast['id']} đang '{blast['state']}': không thể chuyển sang '{target.value}'.")
+    changed = conn.execute(
+        update(blasts)
+        .where(blasts.c.id == blast["id"], blasts.c.state == blast["state"])
+        .values(state=target.value, **values)
+    ).rowcount
+    if changed != 1:
+        raise UsageError(f"Đợt gửi {blast['id']} vừa được người khác thay đổi; hãy thử lại.")
+
+
+# -- starting -----------------------------------------------------------------------------
+
+
+def start_due(conn: Connection, settings: Settings, now: datetime) -> list[int]:
+    """Start every scheduled blast whose time has come; one past its not_after expires instead."""
+    due = conn.execute(
+        select(blasts.c.id).where(blasts.c.state == BlastState.SCHEDULED.value, blasts.c.start_at <= now)
+    ).scalars()
+    started = []
+    for blast_id in list(due):
+        blast = get(conn, blast_id)
+        if blast["not_after"] is not None and utc(blast["not_after"]) <= now:
+            _move(conn, blast, {BlastState.SCHEDULED}, BlastState.EXPIRED, finished_at=now)
+            log.warning("blast.expired_before_start", blast_id=blast_id)
+            continue
+        count = materialise(conn, blast, settings, now)
+        _move(conn, blast, {BlastState.SCHEDULED}, BlastState.RUNNING, started_at=now, recipients=count)
+        log.info("blast.started", blast_id=blast_id, recipients=count)
+        started.append(blast_id)
+    return started
+
+
+def materialise(conn: Connection, blast: dict[str, Any], settings: Settings, now: datetime) -> int:
+    """One queued delivery per recipient, set-based; returns how many rows this call added."""
+    slug = conn.execute(select(alerts.c.slug).where(alerts.c.id == blast["alert_id"])).scalar_one()
+    segment = Segment.from_json(blast["segment"])
+    rules = exclusions(blast["channel"], slug, now, settings.dispatch.already_received_days,
+                       settings.dispatch.cap_per_day)  # fmt: skip
+    s = subscribers.c
+    moment = literal(now, deliveries.c.queued_at.type)
+    chosen = select(
+        literal(blast["id"]), s.id, literal(slug), s.msisdn, s.carrier, s.province_code, s.commune_code,
+        literal(blast["priority"]), literal(DeliveryStatus.QUEUED.value), literal(0), moment, moment,
+    ).where(matches(segment), ~rules.any())  # fmt: skip
+    columns = ["blast_id", "subscriber_id", "alert_slug", "msisdn", "carrier", "province_code", "commune_code",
+               "priority", "status", "attempts", "next_attempt_at", "queued_at"]  # fmt: skip
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(deliveries).from_select(columns, chosen).on_conflict_do_nothing()
+    return conn.execute(statement).rowcount
+
+
+def counts(conn: Connection, blast_id: int) -> dict[str, int]:
+    """Deliveries of a blast by status (every status present, zeros included)."""
+    found = dict(
+        conn.execute(
+            select(deliveries.c.status, func.count())
+            .where(deliveries.c.blast_id == blast_id)
+            .group_by(deliveries.c.status)
+        ).all()
+    )
+    return {status.value: found.get(status.value, 0) for status in DeliveryStatus}

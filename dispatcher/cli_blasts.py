@@ -1,0 +1,344 @@
+"""`canhbao blast …`, `canhbao worker` and `canhbao log`: the commands of the main job."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import signal
+import socket
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import select
+
+from dispatcher import blasts as blast_ops
+from dispatcher.cli import Context, JsonOption, _emit, _msisdn, err, out
+from dispatcher.dispatch import Worker
+from dispatcher.domain import FINAL_DELIVERY_STATES, BlastState, DeliveryStatus
+from dispatcher.errors import UsageError
+from dispatcher.gateways import build
+from dispatcher.models import blasts, deliveries
+from dispatcher.phones import mask
+from dispatcher.segments import SegmentSpec, resolve
+
+Many = Annotated[list[str] | None, typer.Option()]
+STATUS_VI = {
+    "queued": "chờ gửi", "sending": "đang gửi", "sent": "đã gửi", "delivered": "đã nhận", "failed": "lỗi",
+    "undeliverable": "không tới được", "expired": "quá hạn", "unknown": "chưa rõ", "cancelled": "đã huỷ",
+}  # fmt: skip
+REASON_VI = {"opted_out": "từ chối nhận", "no_channel": "không có kênh này", "already_received": "đã nhận mẫu này",
+             "capped": "quá 3 tin/24 giờ"}  # fmt: skip
+
+
+def parse_time(text: str | None, zone: str, option: str) -> datetime | None:
+    """'2026-12-01 09:00' in the deployment's time zone unless the text carries its own offset."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"{option}: không hiểu thời điểm {text!r} (dạng 2026-12-01 09:00).") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(zone))
+    return moment.astimezone(UTC)
+
+
+def register(app: typer.Typer, blast_app: typer.Typer) -> None:
+    """Attach the commands to the application."""
+    blast_app.command("create")(blast_create)
+    blast_app.command("approve")(blast_approve)
+    blast_app.command("pause")(blast_pause)
+    blast_app.command("resume")(blast_resume)
+    blast_app.command("cancel")(blast_cancel)
+    blast_app.command("resend-unknown")(blast_resend_unknown)
+    blast_app.command("status")(blast_status)
+    blast_app.command("list")(blast_list)
+    app.command("worker")(worker)
+    app.command("log")(delivery_log)
+
+
+def blast_create(
+    ctx: typer.Context,
+    alert: Annotated[str, typer.Option(help="Mã mẫu cảnh báo đã duyệt.")],
+    province: Many = None,
+    commune: Many = None,
+    legacy_district: Many = None,
+    audience: Many = None,
+    carrier: Many = None,
+    channel: Annotated[str, typer.Option(help="sms, zalo hoặc zalo_then_sms.")] = "sms",
+    encoding: Annotated[str, typer.Option(help="auto, unicode (có dấu) hoặc ascii (không dấu).")] = "auto",
+    start_at: Annotated[str | None, typer.Option(help="Bắt đầu lúc, ví dụ '2026-12-01 09:00'.")] = None,
+    not_after: Annotated[str | None, typer.Option(help="Không gửi sau thời điểm này.")] = None,
+    rate: Annotated[float | None, typer.Option(help="Số tin mỗi giây tối đa của đợt này.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Chỉ xem trước, không tạo đợt gửi.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Xem trước và tạo đợt gửi: người nhận, loại trừ, theo nhà mạng và địa bàn, số phần tin, chi phí, thời gian."""
+    c: Context = ctx.obj
+    zone = c.settings.app.timezone
+    spec = SegmentSpec(*(tuple(v or ()) for v in (province, commune, legacy_district, audience, carrier)))
+    request = blast_ops.BlastRequest(
+        alert_slug=alert, segment=resolve(spec, c.regions), channel=channel, encoding=encoding,
+        start_at=parse_time(start_at, zone, "--start-at"), not_after=parse_time(not_after, zone, "--not-after"),
+        rate=rate,
+    )  # fmt: skip
+    with c.engine.begin() as conn:
+        if dry_run:
+            shown = blast_ops.preview(conn, request, c.settings, c.regions, c.now)
+        else:
+            _, shown = blast_ops.create(conn, request, c.actor, c.settings, c.regions, c.now)
+    if as_json:
+        _emit(shown)
+        return
+    _print_preview(shown, zone)
+    if not dry_run:
+        out.print(f"\nĐã tạo đợt gửi [bold]{shown['blast_id']}[/bold], chờ người khác duyệt: "
+                  f"canhbao --as NGƯỜI_DUYỆT blast approve {shown['blast_id']}")  # fmt: skip
+
+
+def _print_preview(shown: dict[str, Any], zone: str) -> None:
+    out.print(f"[bold]{shown['alert']['title']}[/bold] ({shown['alert']['id']} bản {shown['alert']['version']})")
+    out.print("Phân đoạn: " + "; ".join(shown["segment"]), markup=False)
+    out.print(f"Người nhận: [bold]{shown['recipients']:,}[/bold] / {shown['matched']:,} trong phân đoạn")
+    for reason, n in shown["excluded"].items():
+        out.print(f"  loại trừ — {REASON_VI[reason]}: {n:,}")
+    table = Table("Nhà mạng", "Người nhận")
+    for carrier, n in shown["by_carrier"].items():
+        table.add_row(carrier, f"{n:,}")
+    out.print(table)
+    table = Table("Tỉnh/thành phố", "Xã/phường", "Người nhận")
+    for province in shown["by_province"].values():
+        for commune in province["communes"].values():
+            table.add_row(province["name"], commune["name"], f"{commune['recipients']:,}")
+    out.print(table)
+    if shown["partial_communes"]:
+        out.print(f"[yellow]{len(shown['partial_communes'])} xã chỉ một phần thuộc địa bàn cũ đã chọn: "
+                  "cả xã sẽ nhận tin.[/yellow]")  # fmt: skip
+    finish = datetime.fromisoformat(shown["finish_at"]).astimezone(ZoneInfo(zone))
+    out.print(
+        f"Mỗi tin {shown['parts_per_message']} phần ({shown['encoding']}), tổng {shown['total_parts']:,} phần, "
+        f"chi phí ước tính {shown['cost']:,} {shown['currency']}; gửi xong sau khoảng "
+        f"{timedelta(seconds=shown['eta_seconds'])} (lúc {finish:%H:%M %d/%m/%Y}, đã tính giờ yên lặng)."
+    )
+    out.print(shown["text"], markup=False)
+
+
+def _transition(ctx: typer.Context, blast_id: int, action: str, as_json: bool) -> None:
+    c: Context = ctx.obj
+    with c.engine.begin() as conn:
+        blast = getattr(blast_ops, action)(conn, blast_id, c.actor, c.now)
+    if as_json:
+        _emit({"blast_id": blast_id, "state": blast["state"], "actor": c.actor})
+    else:
+        out.print(f"Đợt gửi {blast_id}: {blast['state']}.")
+
+
+def blast_approve(ctx: typer.Context, blast_id: int, as_json: JsonOption = False) -> None:
+    """Duyệt đợt gửi (người duyệt phải khác người tạo): mẫu và phân đoạn được cố định."""
+    _transition(ctx, blast_id, "approve", as_json)
+
+
+def blast_pause(ctx: typer.Context, blast_id: int, as_json: JsonOption = False) -> None:
+    """Tạm dừng đợt gửi: không lấy thêm tin nào để gửi."""
+    _transition(ctx, blast_id, "pause", as_json)
+
+
+def blast_resume(ctx: typer.Context, blast_id: int, as_json: JsonOption = False) -> None:
+    """Tiếp tục đợt gửi đã tạm dừng."""
+    _transition(ctx, blast_id, "resume", as_json)
+
+
+def blast_cancel(ctx: typer.Context, blast_id: int, as_json: JsonOption = False) -> None:
+    """Huỷ đợt gửi: tin chưa gửi bị huỷ, tin đang gửi được ghi nhận kết quả."""
+    _transition(ctx, blast_id, "cancel", as_json)
+
+
+def blast_resend_unknown(ctx: typer.Context, blast_id: int, as_json: JsonOption = False) -> None:
+    """Gửi lại các tin 'chưa rõ' (tiến trình gửi bị dừng đột ngột): người vận hành quyết định."""
+    c: Context = ctx.obj
+    with c.engine.begin() as conn:
+        count = blast_ops.resend_unknown(conn, blast_id, c.actor, c.now)
+    if as_json:
+        _emit({"blast_id": blast_id, "requeued": count})
+    else:
+        out.print(f"Đợt gửi {blast_id}: {count:,} tin 'chưa rõ' được xếp gửi lại.")
+
+
+def _status_document(c: Context, blast_id: int) -> dict[str, Any]:
+    with c.engine.connect() as conn:
+        blast = blast_ops.get(conn, blast_id)
+        return {"blast_id": blast_id, "state": blast["state"], "counts": blast_ops.counts(conn, blast_id)}
+
+
+def blast_status(
+    ctx: typer.Context,
+    blast_id: int,
+    watch: Annotated[bool, typer.Option("--watch", help="Theo dõi đến khi xong.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Số tin theo trạng thái của một đợt gửi."""
+    c: Context = ctx.obj
+    document = _status_document(c, blast_id)
+    if watch and not as_json:
+        document = _watch(c, blast_id)
+    if as_json:
+        _emit(document)
+        return
+    table = Table("Trạng thái", "Số tin")
+    for status, n in document["counts"].items():
+        if n:
+            table.add_row(STATUS_VI[status], f"{n:,}")
+    out.print(f"Đợt gửi {blast_id}: [bold]{document['state']}[/bold]")
+    out.print(table)
+
+
+def _watch(c: Context, blast_id: int) -> dict[str, Any]:
+    started, first = time.monotonic(), None
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[rate]}"), console=out) as progress:  # fmt: skip
+        task = progress.add_task(f"Đợt {blast_id}", total=None, rate="")
+        while True:
+            document = _status_document(c, blast_id)
+            counts = document["counts"]
+            done = sum(n for s, n in counts.items() if s not in ("queued", "sending"))
+            first = done if first is None else first
+            rate = (done - first) / max(time.monotonic() - started, 1e-9)
+            progress.update(task, total=sum(counts.values()) or None, completed=done, rate=f"{rate:,.0f} tin/giây")
+            if document["state"] not in (BlastState.RUNNING.value, BlastState.SCHEDULED.value, BlastState.PAUSED.value):
+                return document
+            time.sleep(0.5)
+
+
+def blast_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Các đợt gửi, mới nhất trước."""
+    c: Context = ctx.obj
+    with c.engine.connect() as conn:
+        rows = conn.execute(select(blasts).order_by(blasts.c.id.desc()).limit(50)).mappings().all()
+    keys = ("id", "state", "channel", "encoding", "recipients", "created_by", "approved_by", "start_at")
+    if as_json:
+        _emit([{k: r[k] for k in keys} | {"segment": r["preview"]["segment"]} for r in rows])
+        return
+    table = Table("Số", "Trạng thái", "Mẫu", "Phân đoạn", "Người nhận", "Tạo", "Duyệt")
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            r["state"],
+            r["preview"]["alert"]["id"],
+            "; ".join(r["preview"]["segment"]),
+            f"{r['recipients'] or r['preview']['recipients']:,}",
+            r["created_by"],
+            r["approved_by"] or "—",
+        )
+    out.print(table)
+
+
+def worker(
+    ctx: typer.Context,
+    until_idle: Annotated[bool, typer.Option("--until-idle", help="Gửi hết tin đến hạn rồi thoát.")] = False,
+) -> None:
+    """Tiến trình gửi: lấy tin đến hạn, gửi qua các cổng theo tuyến, ghi kết quả. Ctrl-C dừng an toàn."""
+    c: Context = ctx.obj
+    names = {name for route in c.settings.routes.values() for name in route}
+    gateways = {name: build(name, c.settings.gateways) for name in names}
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    runner = Worker(c.engine, gateways, c.settings, c.regions, lambda: datetime.now(UTC), worker_id)
+    asyncio.run(_run_worker(runner, until_idle))
+    if not until_idle:
+        err.print(f"Đã dừng tiến trình gửi ({runner.sent:,} tin đã gửi).")
+
+
+async def _run_worker(runner: Worker, until_idle: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)  # finish the batch in flight, record it, then stop
+    try:
+        await runner.run(until_idle=until_idle, stop=stop)
+    finally:
+        for gateway in runner.gateways.values():
+            await gateway.close()
+
+
+def delivery_log(
+    ctx: typer.Context,
+    blast: Annotated[int | None, typer.Option(help="Chỉ đợt gửi này.")] = None,
+    status: Annotated[str | None, typer.Option(help="Chỉ trạng thái này (sent, failed, unknown…).")] = None,
+    carrier: Annotated[str | None, typer.Option(help="Chỉ nhà mạng này.")] = None,
+    province: Annotated[str | None, typer.Option(help="Chỉ tỉnh/thành phố này (tên hoặc mã).")] = None,
+    since: Annotated[str | None, typer.Option(help="Từ thời điểm, ví dụ '2026-12-01 09:00'.")] = None,
+    msisdn: Annotated[str | None, typer.Option(help="Chỉ số điện thoại này.")] = None,
+    limit: Annotated[int, typer.Option(help="Số dòng tối đa (khi không xuất tệp).")] = 50,
+    export: Annotated[str | None, typer.Option(help="'csv': xuất toàn bộ ra stdout dạng CSV.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Nhật ký gửi từng tin (số điện thoại được che), lọc theo đợt, trạng thái, nhà mạng, địa bàn."""
+    c: Context = ctx.obj
+    d = deliveries.c
+    query = select(
+        d.id,
+        d.blast_id,
+        d.msisdn,
+        d.carrier,
+        d.province_code,
+        d.status,
+        d.attempts,
+        d.gateway,
+        d.provider_id,
+        d.error_code,
+        d.error,
+        d.queued_at,
+        d.sent_at,
+        d.finished_at,
+    ).order_by(d.id)
+    if status is not None and status not in {s.value for s in DeliveryStatus}:
+        raise UsageError(f"Trạng thái '{status}' không có (nhận: {', '.join(s.value for s in DeliveryStatus)}).")
+    filters = [
+        (blast, lambda v: d.blast_id == v), (status, lambda v: d.status == v),
+        (carrier, lambda v: d.carrier == v.lower()),
+        (province, lambda v: d.province_code == c.regions.one(v).code),
+        (since, lambda v: d.queued_at >= parse_time(v, c.settings.app.timezone, "--since")),
+        (msisdn, lambda v: d.msisdn == _msisdn(v)),
+    ]  # fmt: skip
+    for value, condition in filters:
+        if value is not None:
+            query = query.where(condition(value))
+    if export is None:
+        query = query.limit(limit)
+    with c.engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(query).mappings()]
+    for row in rows:
+        row["msisdn"] = mask(row["msisdn"])
+    if export == "csv":
+        _export_csv(rows)
+    elif as_json:
+        _emit(rows)
+    else:
+        _print_log(rows, c.settings.app.timezone)
+
+
+def _export_csv(rows: list[dict[str, Any]]) -> None:
+    columns = ["id", "blast_id", "msisdn", "carrier", "province_code", "status", "attempts", "gateway", "provider_id",
+               "error_code", "error", "queued_at", "sent_at", "finished_at"]  # fmt: skip
+    writer = csv.DictWriter(sys.stdout, columns)
+    writer.writeheader()
+    writer.writerows({k: row[k] for k in columns} for row in rows)
+
+
+def _print_log(rows: list[dict[str, Any]], zone: str) -> None:
+    table = Table("Tin", "Đợt", "Số", "Nhà mạng", "Trạng thái", "Lần", "Cổng", "Mã nhà cung cấp", "Lỗi", "Gửi lúc")
+    for r in rows:
+        sent = blast_ops.utc(r["sent_at"])
+        sent = sent.astimezone(ZoneInfo(zone)) if sent else None
+        table.add_row(str(r["id"]), str(r["blast_id"]), r["msisdn"], r["carrier"], STATUS_VI[r["status"]],
+                      str(r["attempts"]), r["gateway"] or "", r["provider_id"] or "", r["error_code"] or "",
+                      f"{sent:%H:%M:%S %d/%m}" if sent else "")  # fmt: skip
+    out.print(table)
+    final = sum(1 for r in rows if r["status"] in FINAL_DELIVERY_STATES)
+    out.print(f"{len(rows)} dòng ({final} đã có kết quả cuối).")

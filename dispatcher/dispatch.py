@@ -1,0 +1,357 @@
+"""The dispatch loop: claim due deliveries under a lease, render, route, rate-limit, send, record.
+
+Exactly once: a row is marked `sending` (with a lease) before any gateway sees it, and only a
+gateway's answer moves it on. A worker that dies mid-send leaves rows whose lease expires; they
+become `unknown`, never silently resent: an operator decides (`blast resend-unknown`). Delivery
+states only move forward; a late or out-of-order report never overwrites a final state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import DateTime, Engine, bindparam, select, text, update
+from sqlalchemy.exc import OperationalError
+
+from dispatcher import alerts as catalogue
+from dispatcher import blasts as blast_ops
+from dispatcher.config import GatewayLimits, Settings
+from dispatcher.domain import BlastState, DeliveryStatus
+from dispatcher.gateways.base import (
+    DeliveryReport,
+    Gateway,
+    GatewayError,
+    OutgoingMessage,
+    SendResult,
+    ThrottledError,
+)
+from dispatcher.models import alerts, blasts, deliveries, delivery_attempts
+from dispatcher.regions import RegionIndex
+
+log = structlog.get_logger(__name__)
+Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
+
+_CLAIMED = "id, blast_id, msisdn, carrier, province_code, commune_code, attempts"
+_RUNNING = "blast_id IN (SELECT id FROM blasts WHERE state = 'running')"
+CLAIM_SQLITE = text(
+    "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, claimed_by = :worker, "
+    "lease_until = :lease WHERE id IN (SELECT id FROM deliveries INDEXED BY ix_deliveries_queued "
+    f"WHERE status = 'queued' AND next_attempt_at <= :now AND {_RUNNING} ORDER BY id LIMIT :limit) "
+    f"RETURNING {_CLAIMED}"
+)
+CLAIM_POSTGRESQL = text(
+    "UPDATE deliveries d SET status = 'sending', attempts = d.attempts + 1, claimed_by = :worker, "
+    "lease_until = :lease FROM (SELECT id FROM deliveries WHERE status = 'queued' AND next_attempt_at <= :now "
+    f"AND {_RUNNING} ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED) c WHERE d.id = c.id "
+    f"RETURNING d.id, d.blast_id, d.msisdn, d.carrier, d.province_code, d.commune_code, d.attempts"
+)
+_ONLY_SENDING = "WHERE id = :i AND status = 'sending'"
+SENT_SQL = (
+    "UPDATE deliveries SET status = 'sent', gateway = :g, provider_id = :p, parts = :n, sent_at = :t, "
+    f"lease_until = NULL, error_code = NULL, error = NULL {_ONLY_SENDING}"
+)
+RETRY_SQL = (
+    "UPDATE deliveries SET status = 'queued', gateway = :g, error_code = :c, error = :e, next_attempt_at = :at, "
+    f"lease_until = NULL, claimed_by = NULL {_ONLY_SENDING}"
+)
+FAILED_SQL = (
+    "UPDATE deliveries SET status = 'failed', gateway = :g, error_code = :c, error = :e, finished_at = :t, "
+    f"lease_until = NULL {_ONLY_SENDING}"
+)
+EXPIRED_SQL = f"UPDATE deliveries SET status = 'expired', finished_at = :t, lease_until = NULL {_ONLY_SENDING}"
+_TIMES = [bindparam("now", type_=DateTime(timezone=True)), bindparam("lease", type_=DateTime(timezone=True))]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery this worker now holds under its lease."""
+
+    id: int
+    blast_id: int
+    msisdn: str
+    carrier: str
+    province_code: int
+    commune_code: int | None
+    attempts: int
+
+
+class RateLimiter:
+    """At most `rate` units per second in any one-second window, in evenly spaced chunks.
+
+    Spacing is measured from when each chunk actually went, so a late wake-up never turns
+    into a catch-up burst.
+    """
+
+    def __init__(self, rate: float, sleep: Sleep, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.sleep = sleep
+        self.monotonic = monotonic
+        self.next_free = 0.0
+
+    def chunk(self) -> int:
+        """How many units to release at once: twenty chunks a second."""
+        return max(1, int(self.rate // 20)) if self.rate else 1_000_000
+
+    async def acquire(self, weight: float) -> None:
+        """Wait until `weight` units may go."""
+        if not self.rate:
+            return
+        wait = self.next_free - self.monotonic()
+        if wait > 0:
+            await self.sleep(wait)
+        self.next_free = self.monotonic() + weight / self.rate * 1.0001
+
+
+@dataclass
+class BlastInfo:
+    """What the loop needs of a blast, loaded once."""
+
+    id: int
+    not_after: datetime | None
+    template: catalogue.MessageTemplate
+    limiter: RateLimiter | None
+
+
+@dataclass
+class Worker:
+    """One dispatch process: `run` loops until stopped (or idle), `tick` does one round."""
+
+    engine: Engine
+    gateways: dict[str, Gateway]
+    settings: Settings
+    regions: RegionIndex
+    clock: Clock
+    worker_id: str
+    sleep: Sleep = asyncio.sleep
+    rng: random.Random = field(default_factory=random.Random)
+    _blasts: dict[int, BlastInfo] = field(default_factory=dict)
+    _limiters: dict[str, tuple[RateLimiter, RateLimiter]] = field(default_factory=dict)
+    sent: int = 0
+
+    async def run(self, until_idle: bool = False, stop: asyncio.Event | None = None) -> None:
+        """Dispatch until `stop` is set, or, with `until_idle`, until nothing is left to do."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                busy = await self.tick()
+            except OperationalError as exc:  # database locked or down: wait and go on
+                log.warning("dispatch.database_unavailable", error=str(exc.orig))
+                await self.sleep(1.0)
+                continue
+            if busy:
+                continue
+            if until_idle and self.idle():
+                return
+            await self.sleep(self.settings.dispatch.poll_interval_ms / 1000)
+
+    async def tick(self) -> bool:
+        """Start due blasts, reap dead leases, send one batch, apply reports; True if it sent."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            blast_ops.start_due(conn, self.settings, now)
+            self._reap(conn, now)
+        claimed = self._claim(now)
+        if claimed:
+            await self._dispatch(claimed)
+        self._apply_reports(self.clock())
+        with self.engine.begin() as conn:
+            self._complete(conn, self.clock())
+        return bool(claimed)
+
+    def idle(self) -> bool:
+        """Nothing queued or in flight for a running blast, and no blast waiting to start now."""
+        now = self.clock()
+        with self.engine.connect() as conn:
+            waiting = conn.execute(
+                select(deliveries.c.id)
+                .join(blasts, blasts.c.id == deliveries.c.blast_id)
+                .where(
+                    blasts.c.state == BlastState.RUNNING.value,
+                    deliveries.c.status.in_([DeliveryStatus.QUEUED.value, DeliveryStatus.SENDING.value]),
+                )
+                .limit(1)
+            ).first()
+            due = conn.execute(
+                select(blasts.c.id)
+                .where(blasts.c.state == BlastState.SCHEDULED.value, blasts.c.start_at <= now)
+                .limit(1)
+            ).first()
+        return waiting is None and due is None
+
+    # -- claiming -------------------------------------------------------------------------
+
+    def _claim(self, now: datetime) -> list[Claimed]:
+        lease = now + timedelta(seconds=self.settings.dispatch.lease_seconds)
+        statement = CLAIM_POSTGRESQL if self.engine.dialect.name == "postgresql" else CLAIM_SQLITE
+        params = {"worker": self.worker_id, "now": now, "lease": lease, "limit": self.settings.dispatch.batch_size}
+        with self.engine.begin() as conn:
+            rows = conn.execute(statement.bindparams(*_TIMES), params).all()
+        return [Claimed(*row) for row in rows]
+
+    def _reap(self, conn: Any, now: datetime) -> None:
+        """Rows whose lease ran out while `sending` become `unknown`: they may have gone out."""
+        reaped = conn.execute(
+            update(deliveries)
+            .where(deliveries.c.status == DeliveryStatus.SENDING.value, deliveries.c.lease_until < now)
+            .values(status=DeliveryStatus.UNKNOWN.value, error="lease expired while sending", lease_until=None)
+        ).rowcount
+        if reaped:
+            log.warning("dispatch.leases_expired", deliveries=reaped)
+
+    # -- sending --------------------------------------------------------------------------
+
+    async def _dispatch(self, claimed: list[Claimed]) -> None:
+        now = self.clock()
+        by_gateway: dict[str, list[tuple[Claimed, OutgoingMessage]]] = defaultdict(list)
+        expired: list[Claimed] = []
+        for row in claimed:
+            info = self._blast(row.blast_id)
+            if info.not_after is not None and info.not_after <= now:
+                expired.append(row)
+                continue
+            text_, measured = info.template.render(self.regions, row.province_code, row.commune_code)
+            message = OutgoingMessage(row.id, row.msisdn, text_, measured.encoding, measured.parts, row.carrier)
+            by_gateway[self.settings.route_for(row.carrier)[0]].append((row, message))
+        outcomes = await asyncio.gather(*(self._send(name, batch) for name, batch in by_gateway.items()))
+        self._record([pair for batch in outcomes for pair in batch], expired)
+
+    async def _send(
+        self, name: str, batch: list[tuple[Claimed, OutgoingMessage]]
+    ) -> list[tuple[Claimed, OutgoingMessage, str, SendResult | GatewayError]]:
+        gateway = self.gateways[name]
+        messages, per_message = self._limiters_for(name)
+        results = []
+        step = min(messages.chunk(), per_message.chunk())
+        for start in range(0, len(batch), step):
+            chunk = batch[start : start + step]
+            await self._pace(chunk)
+            await messages.acquire(len(chunk))
+            await per_message.acquire(sum(m.parts for _, m in chunk))
+            outcomes = await gateway.send_batch([m for _, m in chunk])
+            results += [(row, m, name, outcome) for (row, m), outcome in zip(chunk, outcomes, strict=True)]
+        return results
+
+    async def _pace(self, chunk: list[tuple[Claimed, OutgoingMessage]]) -> None:
+        """Hold a chunk to its blast's own --rate, when the blast set one."""
+        info = self._blast(chunk[0][0].blast_id)
+        if info.limiter is not None:
+            await info.limiter.acquire(len(chunk))
+
+    def _limiters_for(self, name: str) -> tuple[RateLimiter, RateLimiter]:
+        if name not in self._limiters:
+            limits: GatewayLimits = getattr(self.settings.gateways, name, GatewayLimits())
+            self._limiters[name] = (RateLimiter(limits.rate, self.sleep), RateLimiter(limits.parts_rate, self.sleep))
+        return self._limiters[name]
+
+    def _blast(self, blast_id: int) -> BlastInfo:
+        if blast_id not in self._blasts:
+            with self.engine.connect() as conn:
+                blast = blast_ops.get(conn, blast_id)
+                alert = conn.execute(select(alerts).where(alerts.c.id == blast["alert_id"])).mappings().one()
+            template = catalogue.MessageTemplate.of(dict(alert), blast["encoding"])
+            limiter = RateLimiter(blast["rate"], self.sleep) if blast["rate"] else None
+            self._blasts[blast_id] = BlastInfo(blast_id, blast_ops.utc(blast["not_after"]), template, limiter)
+        return self._blasts[blast_id]
+
+    # -- recording ------------------------------------------------------------------------
+
+    def _record(self, results: Sequence[tuple[Claimed, OutgoingMessage, str, Any]], expired: list[Claimed]) -> None:
+        now = self.clock()
+        sent, retry, failed, attempts = [], [], [], []
+        for row, message, gateway, outcome in results:
+            attempt = {"delivery_id": row.id, "attempt": row.attempts, "gateway": gateway, "at": now}
+            if isinstance(outcome, SendResult):
+                sent.append({"i": row.id, "g": gateway, "p": outcome.provider_id, "n": outcome.parts, "t": now})
+                attempts.append({**attempt, "outcome": "sent", "provider_id": outcome.provider_id,
+                                 "parts": outcome.parts, "error_code": None, "error": None})  # fmt: skip
+                continue
+            kind = _kind(outcome)
+            attempts.append({**attempt, "outcome": kind, "provider_id": None, "parts": message.parts,
+                             "error_code": outcome.code, "error": str(outcome)[:300]})  # fmt: skip
+            error = {"i": row.id, "g": gateway, "c": outcome.code, "e": str(outcome)[:300], "t": now}
+            if outcome.retryable and row.attempts < self.settings.dispatch.max_attempts:
+                retry.append({**error, "at": now + timedelta(seconds=self._backoff(row.attempts, outcome))})
+            else:
+                failed.append(error)
+        blank = {"provider_id": None, "parts": None, "error_code": None, "error": None}
+        attempts += [
+            {**blank, "delivery_id": r.id, "attempt": r.attempts, "gateway": "-", "at": now, "outcome": "expired"}
+            for r in expired
+        ]
+        gone = [{"i": r.id, "t": now} for r in expired]
+        with self.engine.begin() as conn:
+            self._write(conn, sent, retry, failed, gone, attempts)
+        self.sent += len(sent)
+
+    def _backoff(self, attempts: int, error: GatewayError) -> float:
+        """Exponential backoff with jitter; a throttle's retry-after is respected."""
+        dispatch = self.settings.dispatch
+        delay = min(dispatch.backoff_max_seconds, dispatch.backoff_base_seconds * 2 ** max(0, attempts - 1))
+        delay *= self.rng.uniform(0.5, 1.5)
+        if isinstance(error, ThrottledError) and error.retry_after:
+            delay = max(delay, error.retry_after)
+        return delay
+
+    @staticmethod
+    def _write(conn: Any, sent: list, retry: list, failed: list, expired: list, attempts: list) -> None:
+        """Every outcome of a batch in one transaction; only rows still `sending` move."""
+        for rows, sql, stamp in (
+            (sent, SENT_SQL, "t"), (retry, RETRY_SQL, "at"), (failed, FAILED_SQL, "t"), (expired, EXPIRED_SQL, "t"),
+        ):  # fmt: skip
+            if rows:
+                conn.execute(text(sql).bindparams(bindparam(stamp, type_=DateTime(timezone=True))), rows)
+        if attempts:
+            conn.execute(delivery_attempts.insert(), attempts)
+
+    # -- reports and completion -----------------------------------------------------------
+
+    def _apply_reports(self, now: datetime) -> None:
+        reports: list[DeliveryReport] = [r for g in self.gateways.values() for r in g.reports(now)]
+        if reports:
+            with self.engine.begin() as conn:
+                apply_reports(conn, reports)
+
+    def _complete(self, conn: Any, now: datetime) -> None:
+        done = (
+            conn.execute(
+                text(
+                    "UPDATE blasts SET state = 'completed', finished_at = :t WHERE state = 'running' AND NOT EXISTS "
+                    "(SELECT 1 FROM deliveries d WHERE d.blast_id = blasts.id AND d.status IN ('queued', 'sending')) "
+                    "RETURNING id"
+                ).bindparams(bindparam("t", type_=DateTime(timezone=True))),
+                {"t": now},
+            )
+            .scalars()
+            .all()
+        )
+        for blast_id in done:
+            log.info("blast.completed", blast_id=blast_id)
+            self._blasts.pop(blast_id, None)
+
+
+def _kind(error: GatewayError) -> str:
+    """The attempt outcome an error stands for."""
+    if isinstance(error, ThrottledError):
+        return "throttled"
+    return "temporary" if error.retryable else "permanent"
+
+
+def apply_reports(conn: Any, reports: Sequence[DeliveryReport]) -> int:
+    """Move `sent` deliveries on by provider id; a final state is never overwritten."""
+    rows = [{"p": r.provider_id, "s": r.status.value, "c": r.error_code, "t": r.at} for r in reports]
+    return conn.execute(
+        text(
+            "UPDATE deliveries SET status = :s, error_code = COALESCE(:c, error_code), finished_at = :t "
+            "WHERE provider_id = :p AND status = 'sent'"
+        ).bindparams(bindparam("t", type_=DateTime(timezone=True))),
+        rows,
+    ).rowcount

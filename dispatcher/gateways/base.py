@@ -1,0 +1,113 @@
+"""The Gateway protocol: what the dispatch loop hands a gateway and what it gets back.
+
+A gateway only pushes: batching, rate limits, retries and recording results belong to the
+dispatch loop. `send_batch` returns one outcome per message, in order: a SendResult, or the
+GatewayError that says whether to retry. Foreign exceptions are translated at the gateway edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from dispatcher.smstext import Encoding
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """One message to send: our delivery id travels with it as the client reference."""
+
+    delivery_id: int
+    msisdn: str
+    text: str
+    encoding: Encoding
+    parts: int
+    carrier: str
+    channel: str = "sms"
+    template: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The gateway accepted the message."""
+
+    provider_id: str
+    parts: int
+
+
+class ReportStatus(StrEnum):
+    """What a delivery report says happened to a sent message."""
+
+    DELIVERED = "delivered"
+    """The handset received it."""
+    FAILED = "failed"
+    """The network gave up on it (temporary cause)."""
+    UNDELIVERABLE = "undeliverable"
+    """It can never arrive: unknown subscriber, barred number…"""
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """A late report about a message a gateway accepted, matched by provider id."""
+
+    provider_id: str
+    status: ReportStatus
+    at: datetime
+    error_code: str | None = None
+
+
+@dataclass
+class GatewayError(Exception):
+    """A send that did not go through; `retryable` carries the retry decision."""
+
+    message: str
+    code: str = ""
+    retryable: bool = field(default=False, init=False)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}" if self.code else self.message
+
+
+@dataclass
+class TemporaryError(GatewayError):
+    """Try again later: timeouts, 5xx, a link down."""
+
+    retryable: bool = field(default=True, init=False)
+
+
+@dataclass
+class ThrottledError(GatewayError):
+    """The provider asked us to slow down; retry after `retry_after` seconds if given."""
+
+    retry_after: float | None = None
+    retryable: bool = field(default=True, init=False)
+
+
+@dataclass
+class PermanentError(GatewayError):
+    """Never retry: invalid number, rejected content, unknown subscriber."""
+
+
+Outcome = SendResult | GatewayError
+
+
+@runtime_checkable
+class Gateway(Protocol):
+    """One way out to the carriers."""
+
+    name: str
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[Outcome]:
+        """Send `messages`; one outcome per message, in order. Never raises for one message's failure."""
+        ...
+
+    def reports(self, now: datetime) -> list[DeliveryReport]:
+        """Delivery reports that arrived by `now` and were not returned before."""
+        ...
+
+    async def close(self) -> None:
+        """Flush and release what the gateway holds."""
+        ...

@@ -1,0 +1,59 @@
+"""A gateway for tests, like httpx's MockTransport: it records what it was sent and fails on request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from dispatcher.gateways.base import DeliveryReport, GatewayError, Outcome, OutgoingMessage, ReportStatus, SendResult
+
+
+class FakeGateway:
+    """Accepts everything (provider id `fake-<delivery id>`) unless told to fail."""
+
+    def __init__(self, name: str = "fake") -> None:
+        self.name = name
+        self.sent: list[OutgoingMessage] = []
+        """Every message handed to it, in order, failed ones included."""
+        self.closed = False
+        """Whether `close()` was called."""
+        self._fail_next: list[GatewayError] = []
+        self._rules: list[tuple[Callable[[OutgoingMessage], bool], GatewayError]] = []
+        self._reports: list[tuple[str, ReportStatus, str | None, datetime | None]] = []
+
+    def fail_next(self, n: int, error: GatewayError) -> None:
+        """Make the next `n` messages fail with `error` (before any `fail_when` rule applies)."""
+        self._fail_next.extend([error] * n)
+
+    def fail_when(self, predicate: Callable[[OutgoingMessage], bool], error: GatewayError) -> None:
+        """Make every message for which `predicate` is true fail with `error`, from now on."""
+        self._rules.append((predicate, error))
+
+    def queue_report(
+        self, provider_id: str, status: ReportStatus, error_code: str | None = None, at: datetime | None = None
+    ) -> None:
+        """Make `reports()` return a report for `provider_id`, once `at` has come (at once if None)."""
+        self._reports.append((provider_id, status, error_code, at))
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[Outcome]:
+        """Record the messages; one outcome each, failing those it was told to fail."""
+        self.sent.extend(messages)
+        return [self._outcome(message) for message in messages]
+
+    def reports(self, now: datetime) -> list[DeliveryReport]:
+        """The queued reports due by `now`, each returned once; a report queued without a time is dated `now`."""
+        due = [entry for entry in self._reports if entry[3] is None or entry[3] <= now]
+        self._reports = [entry for entry in self._reports if entry not in due]
+        return [DeliveryReport(pid, status, at or now, code) for pid, status, code, at in due]
+
+    async def close(self) -> None:
+        """Remember that it was closed."""
+        self.closed = True
+
+    def _outcome(self, message: OutgoingMessage) -> Outcome:
+        if self._fail_next:
+            return self._fail_next.pop(0)
+        for predicate, error in self._rules:
+            if predicate(message):
+                return error
+        return SendResult(f"fake-{message.delivery_id}", message.parts)

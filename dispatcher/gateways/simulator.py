@@ -1,0 +1,195 @@
+"""A carrier network in a box, for the demo, the tests and the benchmarks.
+
+Each carrier has a latency and a mix of failures; accepted messages get a delivery report later,
+at a random delay, so reports arrive out of order as they do from real SMSCs. Every draw comes
+from one seeded random generator, so a run with the same seed and the same batches repeats itself.
+The simulator also remembers what it accepted, in memory and optionally in a record file, so a
+test can count messages accepted twice, even across a worker that was killed and restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import random
+import secrets
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from dispatcher.config import CarrierBehaviour, SimulatorSettings
+from dispatcher.gateways.base import (
+    DeliveryReport,
+    Outcome,
+    OutgoingMessage,
+    PermanentError,
+    ReportStatus,
+    SendResult,
+    TemporaryError,
+    ThrottledError,
+)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class _Behaviour:
+    """How one carrier's network treats a message; failure thresholds are cumulative."""
+
+    latency_ms: float
+    temporary_below: float
+    throttled_below: float
+    permanent_below: float
+    undeliverable: float
+
+    @classmethod
+    def of(cls, settings: SimulatorSettings, override: CarrierBehaviour | None = None) -> _Behaviour:
+        """The simulator's behaviour, with the fields `override` sets replacing it."""
+        values = {key: getattr(settings, key) for key in CarrierBehaviour.model_fields}
+        if override is not None:
+            values |= override.model_dump(exclude_none=True)
+        temporary, throttled = values["temporary_failure"], values["throttled"]
+        return cls(
+            latency_ms=values["latency_ms"],
+            temporary_below=temporary,
+            throttled_below=temporary + throttled,
+            permanent_below=temporary + throttled + values["permanent_failure"],
+            undeliverable=values["undeliverable"],
+        )
+
+
+class SimulatorGateway:
+    """Simulated carriers: latency, a seeded failure mix and delivery reports that come later."""
+
+    name = "simulator"
+
+    def __init__(self, settings: SimulatorSettings, clock: Callable[[], datetime] = _utc_now) -> None:
+        self.accepted: list[OutgoingMessage] = []
+        """Every message the network accepted, repeats included."""
+        self.attempts: list[OutgoingMessage] = []
+        """Every message it was handed, accepted or not."""
+        self._clock = clock
+        self._random = random.Random(settings.seed)
+        self._default = _Behaviour.of(settings)
+        self._carriers = {name: _Behaviour.of(settings, rule) for name, rule in settings.carriers.items()}
+        self._has_latency = any(b.latency_ms for b in (self._default, *self._carriers.values()))
+        low_ms, high_ms = settings.report_delay_ms
+        self._report_delay = (low_ms / 1000, (high_ms - low_ms) / 1000)
+        self._concurrency = settings.concurrency
+        self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        # Not from the seeded generator: two processes with the same seed must not share ids.
+        self._prefix = secrets.token_hex(3)
+        self._counter = 0
+        # (due as a POSIX timestamp, tie-breaker, provider id, status): a float is what keeps a
+        # send fast enough for the benchmarks, where a datetime per message is not.
+        self._due: list[tuple[float, int, str, ReportStatus]] = []
+        self._record_path = settings.record_path
+        self._record: TextIO | None = None
+        self._record_lines: list[str] = []
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[Outcome]:
+        """Wait each message's latency (concurrently), then accept or fail each one."""
+        if self._has_latency:
+            await asyncio.gather(*map(self._pause, map(self._latency, messages)))
+        sent_at = self._clock().timestamp()
+        outcomes = [self._attempt(message, sent_at) for message in messages]
+        self._flush_record()
+        return outcomes
+
+    def reports(self, now: datetime) -> list[DeliveryReport]:
+        """The delivery reports due by `now`, oldest first; each is returned once."""
+        due, limit = [], now.timestamp()
+        while self._due and self._due[0][0] <= limit:
+            at, _, provider_id, status = heapq.heappop(self._due)
+            error_code = "SIM-UNDELIV" if status is ReportStatus.UNDELIVERABLE else None
+            due.append(DeliveryReport(provider_id, status, datetime.fromtimestamp(at, UTC), error_code))
+        return due
+
+    def duplicates(self) -> dict[int, int]:
+        """Delivery ids this instance accepted more than once, with how many times."""
+        counts = Counter(message.delivery_id for message in self.accepted)
+        return {delivery_id: count for delivery_id, count in counts.items() if count > 1}
+
+    async def close(self) -> None:
+        """Flush and close the record file."""
+        if self._record is not None:
+            self._record.close()
+            self._record = None
+
+    def _behaviour(self, carrier: str) -> _Behaviour:
+        return self._carriers.get(carrier, self._default)
+
+    def _latency(self, message: OutgoingMessage) -> float:
+        """Seconds the network takes for `message`: uniform jitter of ±50% around the carrier's mean."""
+        mean_ms = self._behaviour(message.carrier).latency_ms
+        return mean_ms * self._random.uniform(0.5, 1.5) / 1000 if mean_ms else 0.0
+
+    async def _pause(self, seconds: float) -> None:
+        if not seconds:
+            return
+        async with self._semaphore():
+            await asyncio.sleep(seconds)
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        """One window of in-flight messages per event loop (tests run several loops in turn)."""
+        loop = asyncio.get_running_loop()
+        if self._limit is None or self._limit[0] is not loop:
+            self._limit = (loop, asyncio.Semaphore(self._concurrency))
+        return self._limit[1]
+
+    def _attempt(self, message: OutgoingMessage, sent_at: float) -> Outcome:
+        """One draw decides the message's fate, in the order temporary, throttled, permanent, accepted."""
+        self.attempts.append(message)
+        behaviour = self._behaviour(message.carrier)
+        draw = self._random.random()
+        if draw < behaviour.temporary_below:
+            return TemporaryError("simulated network failure", code="SIM-TEMP")
+        if draw < behaviour.throttled_below:
+            return ThrottledError("simulated throttling", code="SIM-THROTTLE", retry_after=1.0)
+        if draw < behaviour.permanent_below:
+            return PermanentError("simulated invalid number", code="SIM-INVALID")
+        return self._accept(message, behaviour, sent_at)
+
+    def _accept(self, message: OutgoingMessage, behaviour: _Behaviour, sent_at: float) -> SendResult:
+        """Give the message a provider id, record it and schedule its delivery report."""
+        self._counter += 1
+        provider_id = f"sim-{self._prefix}-{self._counter}"
+        self.accepted.append(message)
+        if self._record_path is not None:
+            self._record_lines.append(_record_line(message, provider_id))
+        low, span = self._report_delay
+        due = sent_at + low + span * self._random.random()
+        undeliverable = self._random.random() < behaviour.undeliverable
+        status = ReportStatus.UNDELIVERABLE if undeliverable else ReportStatus.DELIVERED
+        heapq.heappush(self._due, (due, self._counter, provider_id, status))
+        return SendResult(provider_id, message.parts)
+
+    def _flush_record(self) -> None:
+        """Put this batch's accepted messages in the record file before the batch returns."""
+        if not self._record_lines or self._record_path is None:
+            return
+        if self._record is None:
+            self._record_path.parent.mkdir(parents=True, exist_ok=True)
+            self._record = self._record_path.open("a", encoding="utf-8")
+        self._record.write("".join(self._record_lines))
+        self._record.flush()
+        self._record_lines.clear()
+
+
+def _record_line(message: OutgoingMessage, provider_id: str) -> str:
+    # Spelled out, not json.dumps'ed, so that recording does not halve the benchmark's rate.
+    quote = json.encoder.encode_basestring
+    return f'{{"id": {message.delivery_id}, "msisdn": {quote(message.msisdn)}, "provider_id": "{provider_id}"}}\n'
+
+
+def recorded_duplicates(record_path: Path) -> dict[int, int]:
+    """Delivery ids a record file shows accepted more than once, by any process that wrote it."""
+    with record_path.open(encoding="utf-8") as record:
+        counts = Counter(json.loads(line)["id"] for line in record if line.strip())
+    return {delivery_id: count for delivery_id, count in counts.items() if count > 1}

@@ -1,0 +1,61 @@
+"""Sending policy: quiet hours, and how long a blast takes once they are counted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """A nightly window (local time) in which no message leaves; messages wait, not drop."""
+
+    start: time
+    end: time
+    zone: ZoneInfo
+
+    @classmethod
+    def parse(cls, start: str, end: str, zone: str) -> QuietHours:
+        """From 'HH:MM' strings and a time-zone name."""
+        return cls(time.fromisoformat(start), time.fromisoformat(end), ZoneInfo(zone))
+
+    def is_quiet(self, moment: datetime) -> bool:
+        """True when `moment` falls inside the window (which may span midnight)."""
+        local = moment.astimezone(self.zone).time()
+        if self.start == self.end:
+            return False
+        if self.start < self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
+
+    def next_open(self, moment: datetime) -> datetime:
+        """`moment` itself when sending is allowed, else the end of the window it falls in."""
+        if not self.is_quiet(moment):
+            return moment
+        local = moment.astimezone(self.zone)
+        opening = local.replace(hour=self.end.hour, minute=self.end.minute, second=0, microsecond=0)
+        if opening <= local:
+            opening += timedelta(days=1)
+        return opening.astimezone(moment.tzinfo)
+
+    def next_close(self, moment: datetime) -> datetime:
+        """When the next quiet window starts after an allowed `moment`."""
+        local = moment.astimezone(self.zone)
+        closing = local.replace(hour=self.start.hour, minute=self.start.minute, second=0, microsecond=0)
+        if closing <= local:
+            closing += timedelta(days=1)
+        return closing.astimezone(moment.tzinfo)
+
+    def finish_time(self, start: datetime, messages: int, rate: float) -> datetime:
+        """When `messages` sent at `rate` per second from `start` are all out, waiting out nights."""
+        remaining = messages / rate
+        moment = self.next_open(start)
+        while remaining > 0:
+            window = (self.next_close(moment) - moment).total_seconds() if self.start != self.end else remaining
+            step = min(window, remaining)
+            moment += timedelta(seconds=step)
+            remaining -= step
+            if remaining > 0:
+                moment = self.next_open(moment)
+        return moment

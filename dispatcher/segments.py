@@ -1,0 +1,173 @@
+"""Segments: who a blast reaches, as codes resolved from names, and as SQL over subscribers.
+
+A segment is provinces ∪ communes ∪ legacy districts, ∩ audiences, ∩ carriers, ∩ channel;
+the exclusions (opted out, no such channel, frequency cap, already received this alert) are
+separate predicates so the preview can count each reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select
+
+from dispatcher.domain import Audience, Channel, DeliveryStatus, audience_mask
+from dispatcher.errors import InputRejected, UsageError
+from dispatcher.models import deliveries, subscribers
+from dispatcher.phones import InvalidNumber, parse_carrier
+from dispatcher.regions import SCHEME_2025, Level, RegionIndex
+
+CHANNEL_POLICIES = {
+    "sms": Channel.SMS.mask,
+    "zalo": Channel.ZALO.mask,
+    "zalo_then_sms": Channel.SMS.mask | Channel.ZALO.mask,
+}
+# States in which a message counts against caps and "already received": it went or is going out.
+COUNTED = (DeliveryStatus.SENDING, DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.UNKNOWN)
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    """The audience as the liaison wrote it."""
+
+    provinces: tuple[str, ...] = ()
+    communes: tuple[str, ...] = ()
+    legacy_districts: tuple[str, ...] = ()
+    audiences: tuple[str, ...] = ()
+    carriers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The audience as codes: what the SQL selects."""
+
+    spec: SegmentSpec
+    province_codes: tuple[int, ...] = ()
+    commune_codes: tuple[int, ...] = ()
+    legacy_district_codes: tuple[int, ...] = ()
+    partial_communes: tuple[int, ...] = ()
+    audience_mask: int = 0
+    carriers: tuple[str, ...] = ()
+    labels: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, object]:
+        """Stored with the blast: what was asked and what it meant."""
+        return {**asdict(self), "spec": asdict(self.spec)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Segment:
+        """The segment a blast stored."""
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "spec"}
+        spec = SegmentSpec(**{k: tuple(v) for k, v in data["spec"].items()})
+        return cls(spec=spec, **values)
+
+
+def resolve(spec: SegmentSpec, regions: RegionIndex) -> Segment:
+    """Codes for every name in `spec`; unknown or ambiguous names raise InputRejected listing candidates."""
+    if not (spec.provinces or spec.communes or spec.legacy_districts):
+        raise UsageError("Cần chọn ít nhất một tỉnh/thành phố, xã/phường hoặc quận/huyện cũ (--province, --commune…).")
+    provinces, communes, districts, partial, labels = set(), set(), set(), set(), []
+    names = [(n, Level.PROVINCE) for n in spec.provinces] + [(n, Level.COMMUNE) for n in spec.communes]
+    names += [(n, Level.DISTRICT) for n in spec.legacy_districts]
+    for name, level in names:
+        resolution = regions.resolve(name, frozenset({level}))
+        unit = resolution.matched
+        labels.append(regions.describe(unit))
+        if resolution.whole_province:
+            provinces.add(unit.code)
+            continue
+        communes.update(c.unit.code for c in resolution.communes)
+        partial.update(c.unit.code for c in resolution.communes if c.partial)
+        if unit.level is Level.DISTRICT:
+            districts.add(unit.code)  # people listed by old district, without a commune
+        elif unit.level is Level.PROVINCE and unit.scheme != SCHEME_2025:
+            districts.update(_legacy_districts_of(regions, unit.code))
+    return Segment(
+        spec=spec, province_codes=tuple(sorted(provinces)), commune_codes=tuple(sorted(communes)),
+        legacy_district_codes=tuple(sorted(districts)), partial_communes=tuple(sorted(partial)),
+        audience_mask=_audiences(spec.audiences), carriers=_carriers(spec.carriers), labels=tuple(labels),
+    )  # fmt: skip
+
+
+def _legacy_districts_of(regions: RegionIndex, province_code: int) -> list[int]:
+    """The districts a legacy province had."""
+    return [
+        u.code
+        for u in regions.units.values()
+        if u.level is Level.DISTRICT and u.scheme != SCHEME_2025 and u.province_code == province_code
+    ]
+
+
+def _audiences(names: tuple[str, ...]) -> int:
+    try:
+        return audience_mask({Audience.parse(name) for name in names})
+    except ValueError as exc:
+        known = ", ".join(a.slug for a in Audience)
+        raise InputRejected(f"Nhóm đối tượng không rõ '{exc}' (nhận: {known}).") from None
+
+
+def _carriers(names: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return tuple(sorted({parse_carrier(name).value for name in names}))
+    except InvalidNumber as exc:
+        raise InputRejected(f"Nhà mạng: {exc}.") from None
+
+
+def matches(segment: Segment) -> ColumnElement[bool]:
+    """Subscribers inside the segment's regions, audiences and carriers (before exclusions)."""
+    s = subscribers.c
+    region = or_(
+        s.province_code.in_(segment.province_codes) if segment.province_codes else false(),
+        s.commune_code.in_(segment.commune_codes) if segment.commune_codes else false(),
+        and_(s.commune_code.is_(None), s.legacy_district_code.in_(segment.legacy_district_codes))
+        if segment.legacy_district_codes
+        else false(),
+    )
+    conditions = [region]
+    if segment.audience_mask:
+        conditions.append(s.audience_mask.op("&")(segment.audience_mask) != 0)
+    if segment.carriers:
+        conditions.append(s.carrier.in_(segment.carriers))
+    return and_(*conditions)
+
+
+@dataclass(frozen=True)
+class Exclusions:
+    """Why a subscriber inside the segment is not sent this blast, as SQL predicates."""
+
+    opted_out: ColumnElement[bool]
+    no_channel: ColumnElement[bool]
+    already_received: ColumnElement[bool]
+    capped: ColumnElement[bool]
+
+    def any(self) -> ColumnElement[bool]:
+        """Excluded for some reason."""
+        return or_(self.opted_out, self.no_channel, self.already_received, self.capped)
+
+    def items(self) -> list[tuple[str, ColumnElement[bool]]]:
+        """(reason, predicate) in the order reasons are reported: one reason per person."""
+        return [("opted_out", self.opted_out), ("no_channel", self.no_channel),
+                ("already_received", self.already_received), ("capped", self.capped)]  # fmt: skip
+
+
+def exclusions(channel: str, alert_slug: str, now: datetime, received_days: int, cap_per_day: int) -> Exclusions:
+    """The exclusion predicates for a blast of `alert_slug` on `channel` starting at `now`."""
+    s, d = subscribers.c, deliveries.c
+    already = exists().where(
+        d.subscriber_id == s.id,
+        d.alert_slug == alert_slug,
+        d.status.in_([str(x) for x in COUNTED]),
+        d.queued_at >= now - timedelta(days=received_days),
+    )
+    recent = (
+        select(func.count())
+        .where(d.subscriber_id == s.id, d.status.in_([str(x) for x in COUNTED]), d.sent_at >= now - timedelta(days=1))
+        .scalar_subquery()
+    )
+    return Exclusions(
+        opted_out=s.opted_out_at.is_not(None),
+        no_channel=s.channel_mask.op("&")(CHANNEL_POLICIES[channel]) == 0,
+        already_received=already if received_days > 0 else false(),
+        capped=recent >= cap_per_day,
+    )
