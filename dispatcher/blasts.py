@@ -304,7 +304,8 @@ def materialise(conn: Connection, blast: dict[str, Any], settings: Settings, now
                "priority", "status", "attempts", "next_attempt_at", "queued_at"]  # fmt: skip
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(deliveries).from_select(columns, chosen).on_conflict_do_nothing()
-    return conn.execute(statement).rowcount
+    # psycopg's cursor is closed before rowcount is read unless SQLAlchemy is told to keep it.
+    return conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
 
 
 def counts(conn: Connection, blast_id: int) -> dict[str, int]:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import DateTime, Engine, bindparam, select, text, update
+from sqlalchemy import Engine, and_, bindparam, or_, select, text, update
 from sqlalchemy.exc import OperationalError
 
 from dispatcher import alerts as catalogue
@@ -33,7 +33,7 @@ from dispatcher.gateways.base import (
     SendResult,
     ThrottledError,
 )
-from dispatcher.models import alerts, blasts, deliveries, delivery_attempts
+from dispatcher.models import UtcDateTime, alerts, blasts, deliveries, delivery_attempts
 from dispatcher.regions import RegionIndex
 
 log = structlog.get_logger(__name__)
@@ -68,7 +68,7 @@ FAILED_SQL = (
     f"lease_until = NULL {_ONLY_SENDING}"
 )
 EXPIRED_SQL = f"UPDATE deliveries SET status = 'expired', finished_at = :t, lease_until = NULL {_ONLY_SENDING}"
-_TIMES = [bindparam("now", type_=DateTime(timezone=True)), bindparam("lease", type_=DateTime(timezone=True))]
+_TIMES = [bindparam("now", type_=UtcDateTime()), bindparam("lease", type_=UtcDateTime())]
 
 
 @dataclass(frozen=True)
@@ -168,24 +168,21 @@ class Worker:
         return bool(claimed)
 
     def idle(self) -> bool:
-        """Nothing queued or in flight for a running blast, and no blast waiting to start now."""
+        """Nothing due: no queued message due now, none in flight, no blast waiting to start now."""
         now = self.clock()
+        d = deliveries.c
+        due = or_(and_(d.status == DeliveryStatus.QUEUED.value, d.next_attempt_at <= now),
+                  d.status == DeliveryStatus.SENDING.value)  # fmt: skip
         with self.engine.connect() as conn:
             waiting = conn.execute(
-                select(deliveries.c.id)
-                .join(blasts, blasts.c.id == deliveries.c.blast_id)
-                .where(
-                    blasts.c.state == BlastState.RUNNING.value,
-                    deliveries.c.status.in_([DeliveryStatus.QUEUED.value, DeliveryStatus.SENDING.value]),
-                )
+                select(d.id)
+                .join(blasts, blasts.c.id == d.blast_id)
+                .where(blasts.c.state == BlastState.RUNNING.value, due)
                 .limit(1)
             ).first()
-            due = conn.execute(
-                select(blasts.c.id)
-                .where(blasts.c.state == BlastState.SCHEDULED.value, blasts.c.start_at <= now)
-                .limit(1)
-            ).first()
-        return waiting is None and due is None
+            scheduled = blasts.c.state == BlastState.SCHEDULED.value
+            starting = conn.execute(select(blasts.c.id).where(scheduled, blasts.c.start_at <= now).limit(1)).first()
+        return waiting is None and starting is None
 
     # -- claiming -------------------------------------------------------------------------
 
@@ -308,7 +305,7 @@ class Worker:
             (sent, SENT_SQL, "t"), (retry, RETRY_SQL, "at"), (failed, FAILED_SQL, "t"), (expired, EXPIRED_SQL, "t"),
         ):  # fmt: skip
             if rows:
-                conn.execute(text(sql).bindparams(bindparam(stamp, type_=DateTime(timezone=True))), rows)
+                conn.execute(text(sql).bindparams(bindparam(stamp, type_=UtcDateTime())), rows)
         if attempts:
             conn.execute(delivery_attempts.insert(), attempts)
 
@@ -327,7 +324,7 @@ class Worker:
                     "UPDATE blasts SET state = 'completed', finished_at = :t WHERE state = 'running' AND NOT EXISTS "
                     "(SELECT 1 FROM deliveries d WHERE d.blast_id = blasts.id AND d.status IN ('queued', 'sending')) "
                     "RETURNING id"
-                ).bindparams(bindparam("t", type_=DateTime(timezone=True))),
+                ).bindparams(bindparam("t", type_=UtcDateTime())),
                 {"t": now},
             )
             .scalars()
@@ -352,6 +349,6 @@ def apply_reports(conn: Any, reports: Sequence[DeliveryReport]) -> int:
         text(
             "UPDATE deliveries SET status = :s, error_code = COALESCE(:c, error_code), finished_at = :t "
             "WHERE provider_id = :p AND status = 'sent'"
-        ).bindparams(bindparam("t", type_=DateTime(timezone=True))),
+        ).bindparams(bindparam("t", type_=UtcDateTime())),
         rows,
     ).rowcount

@@ -1,0 +1,340 @@
+"""The dispatch loop: every message sent exactly once, retried or failed by the gateway's word."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from dispatcher import alerts, blasts, population
+from dispatcher.config import Settings, load_settings
+from dispatcher.dispatch import Worker, apply_reports
+from dispatcher.domain import METHODS, BlastState
+from dispatcher.gateways.base import DeliveryReport, PermanentError, ReportStatus, TemporaryError, ThrottledError
+from dispatcher.gateways.fake import FakeGateway
+from dispatcher.gateways.simulator import SimulatorGateway
+from dispatcher.models import deliveries, delivery_attempts
+from dispatcher.segments import SegmentSpec, resolve
+from dispatcher.subscribers import RejectsFile, RowParser, SubscriberImporter
+
+ALERT = "gia-danh-cong-an-goi-video"
+ROOT = Path(__file__).parent.parent
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+async def _no_sleep(_seconds: float) -> None:
+    """Time is the test's clock: nothing waits for real."""
+
+
+def _settings(**environ: str) -> Settings:
+    return load_settings(None, {"CANHBAO_ROUTES": '{"default": ["fake"]}', **environ})
+
+
+def _populate(engine: Engine, regions, now: datetime, tmp_path: Path, count: int) -> None:
+    positions = {name: i for i, name in enumerate(population.HEADER)}
+    rows = population.generate(regions, 48, count, seed=2)
+    importer = SubscriberImporter(engine, regions, tmp_path / "rejects")
+    importer.load(rows, RowParser(regions, positions), now, "test", RejectsFile(tmp_path / "r.csv"))
+    loaded = alerts.load_catalogue_dir(ROOT / "messages", alerts.Catalogue(METHODS, 4))
+    with engine.begin() as conn:
+        alerts.sync(conn, loaded, "police", now)
+        alerts.submit(conn, ALERT, "police", now)
+        alerts.approve(conn, ALERT, "chief", now)
+
+
+def _blast(engine: Engine, regions, settings: Settings, now: datetime, **request) -> int:
+    segment = resolve(SegmentSpec(provinces=("Đà Nẵng",)), regions)
+    with engine.begin() as conn:
+        blast_id, _ = blasts.create(conn, blasts.BlastRequest(ALERT, segment, **request), "liaison", settings,
+                                    regions, now)  # fmt: skip
+        blasts.approve(conn, blast_id, "chief", now)
+    return blast_id
+
+
+def _counts(engine: Engine, blast_id: int) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {k: v for k, v in blasts.counts(conn, blast_id).items() if v}
+
+
+def _state(engine: Engine, blast_id: int) -> str:
+    with engine.connect() as conn:
+        return blasts.get(conn, blast_id)["state"]
+
+
+@pytest.fixture
+def world(engine: Engine, regions, now, tmp_path):
+    """300 subscribers in Đà Nẵng, an approved alert, and a fake gateway behind every carrier."""
+    _populate(engine, regions, now, tmp_path, 300)
+    settings = _settings()
+    clock = Clock(now)
+    fake = FakeGateway()
+    worker = Worker(engine, {"fake": fake}, settings, regions, clock, "w1", sleep=_no_sleep)
+    return engine, settings, clock, fake, worker
+
+
+def test_every_recipient_gets_one_message_and_the_blast_completes(world, regions) -> None:
+    """A run sends each delivery once, records it sent, and completes the blast."""
+    engine, settings, clock, fake, worker = world
+    blast_id = _blast(engine, regions, settings, clock())
+    asyncio.run(worker.run(until_idle=True))
+    counts = _counts(engine, blast_id)
+    assert counts == {"sent": counts["sent"]} and counts["sent"] > 250
+    assert len(fake.sent) == counts["sent"] == len({m.delivery_id for m in fake.sent})
+    assert _state(engine, blast_id) == BlastState.COMPLETED.value
+
+
+def test_messages_are_rendered_for_the_recipients_region(world, regions) -> None:
+    """{ten_tinh} becomes the recipient's province name, and parts are counted on the real text."""
+    engine, settings, clock, fake, worker = world
+    _blast(engine, regions, settings, clock())
+    asyncio.run(worker.run(until_idle=True))
+    message = fake.sent[0]
+    assert message.text.startswith("Công an Thành phố Đà Nẵng cảnh báo")
+    assert (str(message.encoding), message.parts) == ("UCS-2", 3)
+
+
+def test_a_temporary_error_is_retried_after_a_backoff(world, regions) -> None:
+    """A temporary failure requeues the message for later; once due, it is sent on the next attempt."""
+    engine, settings, clock, fake, worker = world
+    blast_id = _blast(engine, regions, settings, clock())
+    fake.fail_next(5, TemporaryError("link down", "T1"))
+    asyncio.run(worker.run(until_idle=True))
+    assert _counts(engine, blast_id)["queued"] == 5
+    clock.advance(settings.dispatch.backoff_base_seconds * 2)
+    asyncio.run(worker.run(until_idle=True))
+    assert "queued" not in _counts(engine, blast_id)
+    with engine.connect() as conn:
+        retried = conn.execute(select(func.count()).where(deliveries.c.attempts == 2)).scalar()
+        outcomes = dict(conn.execute(select(delivery_attempts.c.outcome, func.count()).group_by("outcome")).all())
+    assert retried == 5 and outcomes["temporary"] == 5
+
+
+def test_a_throttle_waits_at_least_its_retry_after(world, regions) -> None:
+    """A throttled message is not due again before the provider's retry-after."""
+    engine, settings, clock, fake, worker = world
+    _blast(engine, regions, settings, clock())
+    fake.fail_next(1, ThrottledError("slow down", "429", retry_after=7200))
+    asyncio.run(worker.run(until_idle=True))
+    with engine.connect() as conn:
+        due = conn.execute(select(deliveries.c.next_attempt_at).where(deliveries.c.status == "queued")).scalar_one()
+    assert blasts.utc(due) >= clock() + timedelta(seconds=7200)
+
+
+def test_a_permanent_error_fails_at_once(world, regions) -> None:
+    """A permanent refusal is never retried."""
+    engine, settings, clock, fake, worker = world
+    blast_id = _blast(engine, regions, settings, clock())
+    fake.fail_next(3, PermanentError("invalid number", "21211"))
+    asyncio.run(worker.run(until_idle=True))
+    assert _counts(engine, blast_id)["failed"] == 3
+    with engine.connect() as conn:
+        codes = conn.execute(select(deliveries.c.error_code).where(deliveries.c.status == "failed")).scalars().all()
+    assert set(codes) == {"21211"}
+
+
+def test_retries_stop_at_the_configured_attempts(world, regions) -> None:
+    """A message that keeps failing temporarily fails after max_attempts."""
+    engine, settings, clock, fake, worker = world
+    blast_id = _blast(engine, regions, settings, clock())
+    fake.fail_when(lambda m: m.delivery_id == 1, TemporaryError("always down"))
+    for _ in range(settings.dispatch.max_attempts + 1):
+        asyncio.run(worker.run(until_idle=True))
+        clock.advance(settings.dispatch.backoff_max_seconds * 2)
+    with engine.connect() as conn:
+        row = conn.execute(select(deliveries.c.status, deliveries.c.attempts).where(deliveries.c.id == 1)).one()
+    assert tuple(row) == ("failed", settings.dispatch.max_attempts)
+    assert _state(engine, blast_id) == BlastState.COMPLETED.value
+
+
+def test_a_message_past_not_after_expires_and_is_never_sent(world, regions) -> None:
+    """What is still queued when the blast's not_after passes becomes expired, not sent late."""
+    engine, settings, clock, fake, worker = world
+    blast_id = _blast(engine, regions, settings, clock(), not_after=clock() + timedelta(hours=1))
+    fake.fail_next(10, TemporaryError("link down"))
+    asyncio.run(worker.run(until_idle=True))
+    clock.advance(2 * 3600)
+    sent_before = len(fake.sent)
+    asyncio.run(worker.run(until_idle=True))
+    assert _counts(engine, blast_id)["expired"] == 10
+    assert len(fake.sent) == sent_before
+
+
+def test_delivery_reports_move_forward_only(world, regions) -> None:
+    """A report moves sent → delivered; a later or duplicate report never changes a final state."""
+    engine, settings, clock, fake, worker = world
+    blast_id = _blast(engine, regions, settings, clock())
+    asyncio.run(worker.run(until_idle=True))
+    first, second = fake.sent[0].delivery_id, fake.sent[1].delivery_id
+    with engine.begin() as conn:
+        reports = [
+            DeliveryReport(f"fake-{first}", ReportStatus.DELIVERED, clock()),
+            DeliveryReport(f"fake-{first}", ReportStatus.UNDELIVERABLE, clock()),  # late, out of order
+            DeliveryReport(f"fake-{second}", ReportStatus.UNDELIVERABLE, clock()),
+            DeliveryReport("fake-unknown-id", ReportStatus.DELIVERED, clock()),
+        ]
+        for report in reports:
+            apply_reports(conn, [report])
+    with engine.connect() as conn:
+        states = dict(conn.execute(select(deliveries.c.id, deliveries.c.status).where(
+            deliveries.c.id.in_([first, second]))).all())  # fmt: skip
+    assert states == {first: "delivered", second: "undeliverable"}
+    assert _counts(engine, blast_id)["delivered"] == 1
+
+
+def test_simulator_reports_arrive_later_and_out_of_order(engine, regions, now, tmp_path) -> None:
+    """With the simulator, reports come after the send and turn sent rows into delivered or undeliverable."""
+    _populate(engine, regions, now, tmp_path, 200)
+    settings = _settings(CANHBAO_ROUTES='{"default": ["simulator"]}', CANHBAO_GATEWAYS__SIMULATOR__UNDELIVERABLE="0.2")
+    clock = Clock(now)
+    simulator = SimulatorGateway(settings.gateways.simulator, clock=clock)
+    worker = Worker(engine, {"simulator": simulator}, settings, regions, clock, "w1", sleep=_no_sleep)
+    blast_id = _blast(engine, regions, settings, now)
+    asyncio.run(worker.run(until_idle=True))
+    assert set(_counts(engine, blast_id)) == {"sent"}
+    clock.advance(5)
+    asyncio.run(worker.tick())
+    counts = _counts(engine, blast_id)
+    assert set(counts) == {"delivered", "undeliverable"}
+    assert 0.1 < counts["undeliverable"] / sum(counts.values()) < 0.3
+
+
+def test_an_expired_lease_makes_the_message_unknown_not_resent(world, regions) -> None:
+    """Rows a dead worker left 'sending' become 'unknown' and are sent again only on request."""
+    engine, settings, clock, fake, worker = world
+    blast_id = _blast(engine, regions, settings, clock())
+    with engine.begin() as conn:
+        blasts.start_due(conn, settings, clock())
+    claimed = worker._claim(clock())  # a worker that claims, then dies before sending
+    clock.advance(settings.dispatch.lease_seconds + 1)
+    asyncio.run(worker.run(until_idle=True))
+    assert _counts(engine, blast_id)["unknown"] == len(claimed)
+    assert not {m.delivery_id for m in fake.sent} & {row.id for row in claimed}
+    with engine.begin() as conn:
+        assert blasts.resend_unknown(conn, blast_id, "operator", clock()) == len(claimed)
+    asyncio.run(worker.run(until_idle=True))
+    assert "unknown" not in _counts(engine, blast_id)
+    assert len(fake.sent) == len({m.delivery_id for m in fake.sent})
+
+
+def test_a_paused_blast_sends_nothing_until_resumed(world, regions) -> None:
+    """Pause holds every queued message; resume lets them go."""
+    engine, settings, clock, fake, worker = world
+    blast_id = _blast(engine, regions, settings, clock())
+    with engine.begin() as conn:
+        blasts.start_due(conn, settings, clock())
+        blasts.pause(conn, blast_id, "operator", clock())
+    asyncio.run(worker.run(until_idle=True))
+    assert fake.sent == []
+    with engine.begin() as conn:
+        blasts.resume(conn, blast_id, "operator", clock())
+    asyncio.run(worker.run(until_idle=True))
+    assert _state(engine, blast_id) == BlastState.COMPLETED.value and len(fake.sent) > 0
+
+
+def test_a_cancelled_blast_never_sends_what_was_queued(world, regions) -> None:
+    """Cancel marks queued messages cancelled; the worker sends none of them."""
+    engine, settings, clock, fake, worker = world
+    blast_id = _blast(engine, regions, settings, clock())
+    with engine.begin() as conn:
+        blasts.start_due(conn, settings, clock())
+        blasts.cancel(conn, blast_id, "operator", clock())
+    asyncio.run(worker.run(until_idle=True))
+    assert fake.sent == [] and set(_counts(engine, blast_id)) == {"cancelled"}
+
+
+def test_a_blast_whose_time_has_not_come_waits(world, regions) -> None:
+    """A blast scheduled for later is not started by an earlier tick."""
+    engine, settings, clock, fake, worker = world
+    blast_id = _blast(engine, regions, settings, clock(), start_at=clock() + timedelta(hours=2))
+    asyncio.run(worker.run(until_idle=True))
+    assert _state(engine, blast_id) == BlastState.SCHEDULED.value and fake.sent == []
+    clock.advance(2 * 3600)
+    asyncio.run(worker.run(until_idle=True))
+    assert _state(engine, blast_id) == BlastState.COMPLETED.value
+
+
+# -- a real process killed mid-blast ------------------------------------------------------
+
+
+def _cli_env(tmp_path: Path, database_url: str, record: Path, lease: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CANHBAO_DATABASE__URL": database_url,
+        "CANHBAO_ROUTES": '{"default": ["simulator"]}',
+        "CANHBAO_GATEWAYS__SIMULATOR__LATENCY_MS": "20",
+        "CANHBAO_GATEWAYS__SIMULATOR__CONCURRENCY": "50",
+        "CANHBAO_GATEWAYS__SIMULATOR__RECORD_PATH": str(record),
+        "CANHBAO_DISPATCH__BATCH_SIZE": "100",
+        "CANHBAO_DISPATCH__LEASE_SECONDS": lease,
+        "CANHBAO_LOGGING__FORMAT": "json",
+    }
+
+
+def test_sigkill_mid_blast_then_restart_sends_each_message_at_most_once(engine, regions, now, tmp_path) -> None:
+    """A worker killed with SIGKILL and restarted: no duplicate, no loss, every row in one state."""
+    _populate(engine, regions, now, tmp_path, 3000)
+    blast_id = _blast(engine, regions, _settings(), datetime.now(now.tzinfo))
+    url = engine.url.render_as_string(hide_password=False)
+    record = tmp_path / "simulator-record.jsonl"
+    env = _cli_env(tmp_path, url, record, lease="1")
+    command = [sys.executable, "-m", "dispatcher", "worker"]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not record.exists() or record.stat().st_size < 20_000):
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    time.sleep(1.2)  # let the dead worker's leases run out
+    subprocess.run(
+        [*command, "--until-idle"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+    seen = [json.loads(line)["id"] for line in record.read_text().splitlines()]
+    assert len(seen) == len(set(seen)), "the simulator accepted a message twice"
+    with engine.connect() as conn:
+        rows = dict(conn.execute(select(deliveries.c.id, deliveries.c.status).where(
+            deliveries.c.blast_id == blast_id)).all())  # fmt: skip
+    went = ("sent", "delivered", "undeliverable")
+    assert all(status in (*went, "unknown") for status in rows.values())
+    sent = {i for i, s in rows.items() if s in went}
+    assert sent <= set(seen), "a row says sent but the carrier never saw it"
+    assert set(seen) - sent <= {i for i, s in rows.items() if s == "unknown"}, "seen by the carrier, yet lost"
+    assert sum(1 for s in rows.values() if s == "unknown") < 500  # at most the batches in flight at the kill
+
+
+def test_the_worker_waits_out_a_locked_database(sqlite_engine, regions, now, tmp_path) -> None:
+    """SQLite locked by another writer for two seconds: the worker waits, then finishes the blast."""
+    _populate(sqlite_engine, regions, now, tmp_path, 200)
+    blast_id = _blast(sqlite_engine, regions, _settings(), datetime.now(now.tzinfo))
+    url = sqlite_engine.url.render_as_string(hide_password=False)
+    env = _cli_env(tmp_path, url, tmp_path / "record.jsonl", lease="60")
+    with sqlite_engine.begin() as blocker:
+        blocker.exec_driver_sql("SELECT 1")  # the engine begins with BEGIN IMMEDIATE: the write lock is held
+        worker = subprocess.Popen([sys.executable, "-m", "dispatcher", "worker", "--until-idle"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        time.sleep(2)
+        assert worker.poll() is None, "the worker gave up while the database was locked"
+    _, stderr = worker.communicate(timeout=60)
+    assert worker.returncode == 0, stderr
+    assert set(_counts(sqlite_engine, blast_id)) <= {"sent", "delivered", "undeliverable"}
