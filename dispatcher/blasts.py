@@ -135,7 +135,7 @@ def _count(conn: Connection, request: BlastRequest, slug: str, settings: Setting
     s = subscribers.c
     query = (
         select(reason.label("reason"), s.carrier, s.province_code, s.commune_code, func.count())
-        .where(matches(request.segment))
+        .where(matches(request.segment, conn.dialect.name))
         .group_by(reason, s.carrier, s.province_code, s.commune_code)
     )
     return {(r, c, p, m): n for r, c, p, m, n in conn.execute(query)}
@@ -299,7 +299,7 @@ def materialise(conn: Connection, blast: dict[str, Any], settings: Settings, now
     chosen = select(
         literal(blast["id"]), s.id, literal(slug), s.msisdn, s.carrier, s.province_code, s.commune_code,
         literal(blast["priority"]), literal(DeliveryStatus.QUEUED.value), literal(0), moment, moment,
-    ).where(matches(segment), ~rules.any())  # fmt: skip
+    ).where(matches(segment, conn.dialect.name), ~rules.any())  # fmt: skip
     columns = ["blast_id", "subscriber_id", "alert_slug", "msisdn", "carrier", "province_code", "commune_code",
                "priority", "status", "attempts", "next_attempt_at", "queued_at"]  # fmt: skip
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite

@@ -26,6 +26,7 @@ from dispatcher.errors import UsageError
 from dispatcher.gateways import build
 from dispatcher.models import blasts, deliveries
 from dispatcher.phones import mask
+from dispatcher.regions import RegionIndex
 from dispatcher.segments import SegmentSpec, resolve
 
 Many = Annotated[list[str] | None, typer.Option()]
@@ -248,7 +249,8 @@ def worker(
     names = {name for route in c.settings.routes.values() for name in route}
     gateways = {name: build(name, c.settings.gateways) for name in names}
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
-    runner = Worker(c.engine, gateways, c.settings, c.regions, lambda: datetime.now(UTC), worker_id)
+    names = RegionIndex.load(legacy_units=False)  # the worker only names regions: no legacy tables
+    runner = Worker(c.engine, gateways, c.settings, names, lambda: datetime.now(UTC), worker_id)
     asyncio.run(_run_worker(runner, until_idle))
     if not until_idle:
         err.print(f"Đã dừng tiến trình gửi ({runner.sent:,} tin đã gửi).")

@@ -24,6 +24,7 @@ from sqlalchemy.exc import OperationalError
 from dispatcher import alerts as catalogue
 from dispatcher import blasts as blast_ops
 from dispatcher.config import GatewayLimits, Settings
+from dispatcher.db import driver_time, executemany
 from dispatcher.domain import BlastState, DeliveryStatus
 from dispatcher.gateways.base import (
     DeliveryReport,
@@ -37,6 +38,7 @@ from dispatcher.models import UtcDateTime, alerts, blasts, deliveries, delivery_
 from dispatcher.regions import RegionIndex
 
 log = structlog.get_logger(__name__)
+HOUSEKEEPING = timedelta(seconds=1)
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -68,6 +70,10 @@ FAILED_SQL = (
     f"lease_until = NULL {_ONLY_SENDING}"
 )
 EXPIRED_SQL = f"UPDATE deliveries SET status = 'expired', finished_at = :t, lease_until = NULL {_ONLY_SENDING}"
+REPORT_SQL = (
+    "UPDATE deliveries SET status = :s, error_code = COALESCE(:c, error_code), finished_at = :t "
+    "WHERE provider_id = :p AND status = 'sent'"
+)
 _TIMES = [bindparam("now", type_=UtcDateTime()), bindparam("lease", type_=UtcDateTime())]
 
 
@@ -82,6 +88,9 @@ class Claimed:
     province_code: int
     commune_code: int | None
     attempts: int
+
+
+Result = tuple[Claimed, OutgoingMessage, str, SendResult | GatewayError]
 
 
 class RateLimiter:
@@ -135,6 +144,9 @@ class Worker:
     rng: random.Random = field(default_factory=random.Random)
     _blasts: dict[int, BlastInfo] = field(default_factory=dict)
     _limiters: dict[str, tuple[RateLimiter, RateLimiter]] = field(default_factory=dict)
+    _routes: dict[str, str] = field(default_factory=dict)
+    _last_housekeeping: datetime | None = None
+    _last_claimed: int = 0
     sent: int = 0
 
     async def run(self, until_idle: bool = False, stop: asyncio.Event | None = None) -> None:
@@ -154,18 +166,29 @@ class Worker:
             await self.sleep(self.settings.dispatch.poll_interval_ms / 1000)
 
     async def tick(self) -> bool:
-        """Start due blasts, reap dead leases, send one batch, apply reports; True if it sent."""
+        """Start due blasts, reap dead leases, send one batch, record it with the reports; True if it sent."""
         now = self.clock()
-        with self.engine.begin() as conn:
-            blast_ops.start_due(conn, self.settings, now)
-            self._reap(conn, now)
+        if self._housekeeping_due(now):
+            with self.engine.begin() as conn:
+                blast_ops.start_due(conn, self.settings, now)
+                self._reap(conn, now)
         claimed = self._claim(now)
-        if claimed:
-            await self._dispatch(claimed)
-        self._apply_reports(self.clock())
+        results, expired = await self._dispatch(claimed) if claimed else ([], [])
+        reports = [r for g in self.gateways.values() for r in g.reports(self.clock())]
         with self.engine.begin() as conn:
-            self._complete(conn, self.clock())
+            self._record(conn, results, expired)
+            apply_reports(conn, reports)
+            if len(claimed) < self.settings.dispatch.batch_size:
+                self._complete(conn, self.clock())
+        self._last_claimed = len(claimed)
         return bool(claimed)
+
+    def _housekeeping_due(self, now: datetime) -> bool:
+        """Starting blasts and reaping leases: every tick when quiet, once a second when busy."""
+        if self._last_housekeeping is None or not self._last_claimed or now - self._last_housekeeping >= HOUSEKEEPING:
+            self._last_housekeeping = now
+            return True
+        return False
 
     def idle(self) -> bool:
         """Nothing due: no queued message due now, none in flight, no blast waiting to start now."""
@@ -206,7 +229,7 @@ class Worker:
 
     # -- sending --------------------------------------------------------------------------
 
-    async def _dispatch(self, claimed: list[Claimed]) -> None:
+    async def _dispatch(self, claimed: list[Claimed]) -> tuple[list[Any], list[Claimed]]:
         now = self.clock()
         by_gateway: dict[str, list[tuple[Claimed, OutgoingMessage]]] = defaultdict(list)
         expired: list[Claimed] = []
@@ -217,9 +240,9 @@ class Worker:
                 continue
             text_, measured = info.template.render(self.regions, row.province_code, row.commune_code)
             message = OutgoingMessage(row.id, row.msisdn, text_, measured.encoding, measured.parts, row.carrier)
-            by_gateway[self.settings.route_for(row.carrier)[0]].append((row, message))
+            by_gateway[self._route(row.carrier)].append((row, message))
         outcomes = await asyncio.gather(*(self._send(name, batch) for name, batch in by_gateway.items()))
-        self._record([pair for batch in outcomes for pair in batch], expired)
+        return [result for batch in outcomes for result in batch], expired
 
     async def _send(
         self, name: str, batch: list[tuple[Claimed, OutgoingMessage]]
@@ -243,6 +266,12 @@ class Worker:
         if info.limiter is not None:
             await info.limiter.acquire(len(chunk))
 
+    def _route(self, carrier: str) -> str:
+        """The first gateway of a carrier's route (remembered: it is asked for every message)."""
+        if carrier not in self._routes:
+            self._routes[carrier] = self.settings.route_for(carrier)[0]
+        return self._routes[carrier]
+
     def _limiters_for(self, name: str) -> tuple[RateLimiter, RateLimiter]:
         if name not in self._limiters:
             limits: GatewayLimits = getattr(self.settings.gateways, name, GatewayLimits())
@@ -261,22 +290,24 @@ class Worker:
 
     # -- recording ------------------------------------------------------------------------
 
-    def _record(self, results: Sequence[tuple[Claimed, OutgoingMessage, str, Any]], expired: list[Claimed]) -> None:
+    def _record(
+        self, conn: Any, results: Sequence[tuple[Claimed, OutgoingMessage, str, Any]], expired: list[Claimed]
+    ) -> None:
+        """Every outcome of a batch; a success lives on its delivery row, other attempts get a row of their own."""
         now = self.clock()
+        t = driver_time(conn.dialect.name, now)
         sent, retry, failed, attempts = [], [], [], []
         for row, message, gateway, outcome in results:
-            attempt = {"delivery_id": row.id, "attempt": row.attempts, "gateway": gateway, "at": now}
             if isinstance(outcome, SendResult):
-                sent.append({"i": row.id, "g": gateway, "p": outcome.provider_id, "n": outcome.parts, "t": now})
-                attempts.append({**attempt, "outcome": "sent", "provider_id": outcome.provider_id,
-                                 "parts": outcome.parts, "error_code": None, "error": None})  # fmt: skip
+                sent.append({"i": row.id, "g": gateway, "p": outcome.provider_id, "n": outcome.parts, "t": t})
                 continue
-            kind = _kind(outcome)
-            attempts.append({**attempt, "outcome": kind, "provider_id": None, "parts": message.parts,
+            attempts.append({"delivery_id": row.id, "attempt": row.attempts, "gateway": gateway, "at": now,
+                             "outcome": _kind(outcome), "provider_id": None, "parts": message.parts,
                              "error_code": outcome.code, "error": str(outcome)[:300]})  # fmt: skip
-            error = {"i": row.id, "g": gateway, "c": outcome.code, "e": str(outcome)[:300], "t": now}
+            error = {"i": row.id, "g": gateway, "c": outcome.code, "e": str(outcome)[:300], "t": t}
             if outcome.retryable and row.attempts < self.settings.dispatch.max_attempts:
-                retry.append({**error, "at": now + timedelta(seconds=self._backoff(row.attempts, outcome))})
+                later = now + timedelta(seconds=self._backoff(row.attempts, outcome))
+                retry.append({**error, "at": driver_time(conn.dialect.name, later)})
             else:
                 failed.append(error)
         blank = {"provider_id": None, "parts": None, "error_code": None, "error": None}
@@ -284,9 +315,11 @@ class Worker:
             {**blank, "delivery_id": r.id, "attempt": r.attempts, "gateway": "-", "at": now, "outcome": "expired"}
             for r in expired
         ]
-        gone = [{"i": r.id, "t": now} for r in expired]
-        with self.engine.begin() as conn:
-            self._write(conn, sent, retry, failed, gone, attempts)
+        for rows, sql in ((sent, SENT_SQL), (retry, RETRY_SQL), (failed, FAILED_SQL)):
+            executemany(conn, sql, rows)
+        executemany(conn, EXPIRED_SQL, [{"i": r.id, "t": t} for r in expired])
+        if attempts:
+            conn.execute(delivery_attempts.insert(), attempts)
         self.sent += len(sent)
 
     def _backoff(self, attempts: int, error: GatewayError) -> float:
@@ -298,24 +331,7 @@ class Worker:
             delay = max(delay, error.retry_after)
         return delay
 
-    @staticmethod
-    def _write(conn: Any, sent: list, retry: list, failed: list, expired: list, attempts: list) -> None:
-        """Every outcome of a batch in one transaction; only rows still `sending` move."""
-        for rows, sql, stamp in (
-            (sent, SENT_SQL, "t"), (retry, RETRY_SQL, "at"), (failed, FAILED_SQL, "t"), (expired, EXPIRED_SQL, "t"),
-        ):  # fmt: skip
-            if rows:
-                conn.execute(text(sql).bindparams(bindparam(stamp, type_=UtcDateTime())), rows)
-        if attempts:
-            conn.execute(delivery_attempts.insert(), attempts)
-
     # -- reports and completion -----------------------------------------------------------
-
-    def _apply_reports(self, now: datetime) -> None:
-        reports: list[DeliveryReport] = [r for g in self.gateways.values() for r in g.reports(now)]
-        if reports:
-            with self.engine.begin() as conn:
-                apply_reports(conn, reports)
 
     def _complete(self, conn: Any, now: datetime) -> None:
         done = (
@@ -344,11 +360,6 @@ def _kind(error: GatewayError) -> str:
 
 def apply_reports(conn: Any, reports: Sequence[DeliveryReport]) -> int:
     """Move `sent` deliveries on by provider id; a final state is never overwritten."""
-    rows = [{"p": r.provider_id, "s": r.status.value, "c": r.error_code, "t": r.at} for r in reports]
-    return conn.execute(
-        text(
-            "UPDATE deliveries SET status = :s, error_code = COALESCE(:c, error_code), finished_at = :t "
-            "WHERE provider_id = :p AND status = 'sent'"
-        ).bindparams(bindparam("t", type_=UtcDateTime())),
-        rows,
-    ).rowcount
+    rows = [{"p": r.provider_id, "s": r.status.value, "c": r.error_code, "t": driver_time(conn.dialect.name, r.at)}
+            for r in reports]  # fmt: skip
+    return executemany(conn, REPORT_SQL, rows)

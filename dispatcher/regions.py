@@ -160,10 +160,13 @@ class RegionIndex:
     data_version: str = ""
 
     @classmethod
-    def load(cls) -> RegionIndex:
-        """Build the index from the pinned `vietnam-provinces` data (1–2 s: load it once)."""
+    def load(cls, legacy_units: bool = True) -> RegionIndex:
+        """Build the index from the pinned `vietnam-provinces` data (1–2 s: load it once).
+
+        Without `legacy_units` only today's provinces and communes are loaded (about 40 MB
+        instead of 200 MB): enough to name a recipient's region, not to resolve old names.
+        """
         import vietnam_provinces as vp
-        from vietnam_provinces import legacy
 
         index = cls(data_version=vp.__data_version__)
         for p in vp.Province.iter_all():
@@ -172,6 +175,16 @@ class RegionIndex:
             unit = Unit(w.code.value, w.name, Level.COMMUNE, SCHEME_2025, w.province_code.value, kind=_kind(w))
             index._add(unit)
             index.communes_by_province[unit.province_code].append(unit)
+        if legacy_units:
+            index._add_legacy()
+        return index
+
+    def _add_legacy(self) -> None:
+        """The units before 1 July 2025 and which of today's communes each became."""
+        import vietnam_provinces as vp
+        from vietnam_provinces import legacy
+
+        index = self
         for p in legacy.Province.iter_all():
             index._add(Unit(p.code.value, p.name, Level.PROVINCE, SCHEME_LEGACY, p.code.value, kind=_kind(p)))
         for d in legacy.District.iter_all():
@@ -185,7 +198,6 @@ class RegionIndex:
             index.sources[w.code.value] = olds
             for old in olds:
                 index.successors[old.code].append(w.code.value)
-        return index
 
     def _add(self, unit: Unit) -> None:
         self.units[(unit.scheme, unit.level, unit.code)] = unit

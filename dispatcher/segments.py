@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select
+from sqlalchemy import ColumnElement, and_, false, func, or_, select
 
 from dispatcher.domain import Audience, Channel, DeliveryStatus, audience_mask
 from dispatcher.errors import InputRejected, UsageError
@@ -114,11 +114,17 @@ def _carriers(names: tuple[str, ...]) -> tuple[str, ...]:
         raise InputRejected(f"Nhà mạng: {exc}.") from None
 
 
-def matches(segment: Segment) -> ColumnElement[bool]:
-    """Subscribers inside the segment's regions, audiences and carriers (before exclusions)."""
+def matches(segment: Segment, dialect: str = "postgresql") -> ColumnElement[bool]:
+    """Subscribers inside the segment's regions, audiences and carriers (before exclusions).
+
+    On SQLite a province is matched as `province_code + 0`: a whole province is most of the
+    table, and one sequential scan (2.4 s for a million) beats an index walk with a random row
+    fetch per subscriber (6.6 s).
+    """
     s = subscribers.c
+    province = s.province_code + 0 if dialect == "sqlite" else s.province_code
     region = or_(
-        s.province_code.in_(segment.province_codes) if segment.province_codes else false(),
+        province.in_(segment.province_codes) if segment.province_codes else false(),
         s.commune_code.in_(segment.commune_codes) if segment.commune_codes else false(),
         and_(s.commune_code.is_(None), s.legacy_district_code.in_(segment.legacy_district_codes))
         if segment.legacy_district_codes
@@ -152,22 +158,25 @@ class Exclusions:
 
 
 def exclusions(channel: str, alert_slug: str, now: datetime, received_days: int, cap_per_day: int) -> Exclusions:
-    """The exclusion predicates for a blast of `alert_slug` on `channel` starting at `now`."""
+    """The exclusion predicates for a blast of `alert_slug` on `channel` starting at `now`.
+
+    The history conditions are uncorrelated sets, computed once per statement rather than
+    probed once per subscriber: a million-recipient blast materialises in about a second.
+    """
     s, d = subscribers.c, deliveries.c
-    already = exists().where(
-        d.subscriber_id == s.id,
-        d.alert_slug == alert_slug,
-        d.status.in_([str(x) for x in COUNTED]),
-        d.queued_at >= now - timedelta(days=received_days),
+    counted = d.status.in_([str(x) for x in COUNTED])
+    received = select(d.subscriber_id).where(
+        d.alert_slug == alert_slug, counted, d.queued_at >= now - timedelta(days=received_days)
     )
-    recent = (
-        select(func.count())
-        .where(d.subscriber_id == s.id, d.status.in_([str(x) for x in COUNTED]), d.sent_at >= now - timedelta(days=1))
-        .scalar_subquery()
+    busy = (
+        select(d.subscriber_id)
+        .where(counted, d.sent_at >= now - timedelta(days=1))
+        .group_by(d.subscriber_id)
+        .having(func.count() >= cap_per_day)
     )
     return Exclusions(
         opted_out=s.opted_out_at.is_not(None),
         no_channel=s.channel_mask.op("&")(CHANNEL_POLICIES[channel]) == 0,
-        already_received=already if received_days > 0 else false(),
-        capped=recent >= cap_per_day,
+        already_received=s.id.in_(received) if received_days > 0 else false(),
+        capped=s.id.in_(busy),
     )

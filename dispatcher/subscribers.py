@@ -12,12 +12,13 @@ import io
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import structlog
 from sqlalchemy import Connection, Engine, select, update
 
+from dispatcher.db import driver_time
 from dispatcher.domain import Audience, Channel, audience_mask, fold
 from dispatcher.errors import UsageError
 from dispatcher.models import subscribers
@@ -380,7 +381,7 @@ class Staging:
         subscriber); an opt-out is never cleared by an import.
         """
         s, t, p = "subscribers", self.name, self._mark()
-        now = self._db_time(now)
+        now = driver_time(self.conn.dialect.name, now)
         known = self.conn.exec_driver_sql(f"SELECT count(*) FROM {t} JOIN {s} ON {s}.msisdn = {t}.msisdn").scalar()
         carrier = f"CASE WHEN {t}.carrier_declared OR NOT {s}.carrier_declared THEN {t}.carrier ELSE {s}.carrier END"
         assignments = {
@@ -412,12 +413,6 @@ class Staging:
             (now, source[:200], now, now),
         ).rowcount
         return added, updated, (known or 0) - updated
-
-    def _db_time(self, moment: datetime) -> datetime | str:
-        """`moment` as the driver should receive it: SQLAlchemy's text form for sqlite3."""
-        if self.conn.dialect.name != "sqlite":
-            return moment
-        return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
     def _mark(self) -> str:
         """The driver's placeholder: sqlite3 takes '?', psycopg '%s'."""

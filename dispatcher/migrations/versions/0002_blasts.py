@@ -88,7 +88,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("blast_id", "subscriber_id", name=op.f("uq_deliveries_blast_id_subscriber_id")),
     )
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_deliveries_blast_id_status"), ["blast_id", "status"], unique=False)
         batch_op.create_index(batch_op.f("ix_deliveries_provider_id"), ["provider_id"], unique=False)
         batch_op.create_index(
             "ix_deliveries_queued",
@@ -97,7 +96,13 @@ def upgrade() -> None:
             sqlite_where=sa.text("status = 'queued'"),
             postgresql_where=sa.text("status = 'queued'"),
         )
-        batch_op.create_index(batch_op.f("ix_deliveries_status_lease_until"), ["status", "lease_until"], unique=False)
+        batch_op.create_index(
+            "ix_deliveries_sending",
+            ["lease_until"],
+            unique=False,
+            sqlite_where=sa.text("status = 'sending'"),
+            postgresql_where=sa.text("status = 'sending'"),
+        )
         batch_op.create_index(
             batch_op.f("ix_deliveries_subscriber_id_alert_slug"), ["subscriber_id", "alert_slug"], unique=False
         )
@@ -106,14 +111,17 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_deliveries_subscriber_id_alert_slug"))
-        batch_op.drop_index(batch_op.f("ix_deliveries_status_lease_until"))
+        batch_op.drop_index(
+            "ix_deliveries_sending",
+            sqlite_where=sa.text("status = 'sending'"),
+            postgresql_where=sa.text("status = 'sending'"),
+        )
         batch_op.drop_index(
             "ix_deliveries_queued",
             sqlite_where=sa.text("status = 'queued'"),
             postgresql_where=sa.text("status = 'queued'"),
         )
         batch_op.drop_index(batch_op.f("ix_deliveries_provider_id"))
-        batch_op.drop_index(batch_op.f("ix_deliveries_blast_id_status"))
 
     op.drop_table("deliveries")
     with op.batch_alter_table("blasts", schema=None) as batch_op:
