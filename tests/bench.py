@@ -3,10 +3,18 @@
 Import: a synthetic 1,000,000-row CSV (mixed written forms, Đà Nẵng) through the real
 `canhbao subscribers import`, in a child process on a fresh SQLite file; peak memory of a
 100,000-row and a 1,000,000-row import shows whether memory stays flat. Target: ≥ 40,000 rows/s.
+
+Blasts (SQLite, simulator with zero latency): materialising every subscriber of the province
+(target ≤ 3 s for 1,000,000), then `canhbao worker --until-idle` in a child process, once with
+delivery reports held back (claim → render → send → record, target ≥ 20,000 messages/s) and
+once with the simulator's reports applied as they arrive; the worker's peak memory at 100,000
+and 1,000,000 recipients (target ≤ 150 MB). Throttle: 60,000 messages through a gateway
+limited to 500/s: the busiest one-second window and the mean rate.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import os
@@ -15,13 +23,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-from dispatcher import population, smstext
+from sqlalchemy import update
+
+from dispatcher import alerts, blasts, db, population, smstext
+from dispatcher.config import Settings, load_settings
+from dispatcher.dispatch import Worker
+from dispatcher.domain import METHODS
+from dispatcher.gateways.fake import FakeGateway
+from dispatcher.models import blasts as blasts_table
 from dispatcher.phones import PhoneBook
 from dispatcher.regions import RegionIndex
+from dispatcher.segments import SegmentSpec, resolve
+from dispatcher.subscribers import RejectsFile, RowParser, SubscriberImporter
 
 IMPORT_TARGET = 40_000
+ALERT = "gia-danh-cong-an-goi-video"
 
 
 def _write_population(regions: RegionIndex, path: Path, count: int) -> None:
@@ -31,21 +50,36 @@ def _write_population(regions: RegionIndex, path: Path, count: int) -> None:
         writer.writerows(population.generate(regions, 48, count, seed=11))
 
 
+# Forks from a small fresh interpreter, so the child's peak memory is its own: a child forked
+# straight from this (large) process would report this process's size as its peak.
+_LAUNCHER = (
+    "import os, sys\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "print(usage.ru_maxrss, file=sys.stderr)\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
+def _measured(args: list[str], env: dict[str, str]) -> tuple[str, float, int]:
+    """(stdout, seconds, peak RSS MiB) of `python ARGS` in a child process."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _LAUNCHER, *args], env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode not in (0, 1):
+        raise RuntimeError(done.stderr)
+    return done.stdout, seconds, int(done.stderr.strip().splitlines()[-1]) // 1024
+
+
 def _import(path: Path, workdir: Path) -> tuple[dict, float, int]:
     """(summary, seconds, peak RSS in MiB) of `canhbao subscribers import` in a child process."""
     database = workdir / f"{path.stem}.db"
     env = {**os.environ, "CANHBAO_DATABASE__URL": f"sqlite:///{database}",
            "CANHBAO_SUBSCRIBERS__REJECTS_DIR": str(workdir / "rejects")}  # fmt: skip
-    started = time.perf_counter()
-    child = subprocess.Popen(
-        [sys.executable, "-m", "dispatcher", "subscribers", "import", str(path), "--json"],
-        env=env, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert child.stdout is not None
-    out = child.stdout.read()
-    _, _, usage = os.wait4(child.pid, 0)  # this child's own peak memory
-    child.returncode = 0
-    return json.loads(out), time.perf_counter() - started, usage.ru_maxrss // 1024
+    out, seconds, peak = _measured(["-m", "dispatcher", "subscribers", "import", str(path), "--json"], env)
+    return json.loads(out), seconds, peak
 
 
 def bench_import(regions: RegionIndex) -> None:
@@ -63,6 +97,108 @@ def bench_import(regions: RegionIndex) -> None:
     print(f"  1,000,000 rows {seconds_l:6.1f} s  {rate:8,.0f} rows/s  peak RSS {peak_l} MiB")
     verdict = "OK" if rate >= IMPORT_TARGET else "BELOW TARGET"
     print(f"  target ≥ {IMPORT_TARGET:,} rows/s: {verdict}; added {summary_l['added']:,}")
+
+
+def _world(workdir: Path, regions: RegionIndex, count: int) -> tuple[str, Settings]:
+    """A SQLite file with `count` subscribers in Đà Nẵng and an approved alert."""
+    url = f"sqlite:///{workdir / f'blasts-{count}.db'}"
+    # Two blasts of one alert go to the same people: the bench measures, it does not dedupe.
+    settings = load_settings(None, {"CANHBAO_DATABASE__URL": url, "CANHBAO_DISPATCH__ALREADY_RECEIVED_DAYS": "0"})
+    engine = db.make_engine(settings.database)
+    db.upgrade(engine)
+    now = datetime.now(UTC)
+    positions = {name: i for i, name in enumerate(population.HEADER)}
+    importer = SubscriberImporter(engine, regions, workdir / "rejects")
+    importer.load(population.generate(regions, 48, count, seed=3), RowParser(regions, positions), now, "bench",
+                  RejectsFile(workdir / "rejects" / "x.csv"))  # fmt: skip
+    loaded = alerts.load_catalogue_dir(Path("messages"), alerts.Catalogue(METHODS, 4))
+    with engine.begin() as conn:
+        alerts.sync(conn, loaded, "police", now)
+        alerts.submit(conn, ALERT, "police", now)
+        alerts.approve(conn, ALERT, "chief", now)
+    engine.dispose()
+    return url, settings
+
+
+def _scheduled_blast(url: str, settings: Settings, regions: RegionIndex) -> tuple[int, float, int]:
+    """(blast id, seconds to materialise, recipients) of a blast to the whole province, started now."""
+    engine = db.make_engine(settings.database)
+    now = datetime.now(UTC)
+    segment = resolve(SegmentSpec(provinces=("48",)), regions)
+    with engine.begin() as conn:
+        blast_id, _ = blasts.create(conn, blasts.BlastRequest(ALERT, segment), "liaison", settings, regions, now)
+        blasts.approve(conn, blast_id, "chief", now)
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        recipients = blasts.materialise(conn, blasts.get(conn, blast_id), settings, now)
+        conn.execute(update(blasts_table).where(blasts_table.c.id == blast_id).values(
+            state="running", started_at=now, recipients=recipients))  # fmt: skip
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    return blast_id, seconds, recipients
+
+
+def _run_worker(url: str, reports: bool) -> tuple[float, int]:
+    """(seconds, peak RSS MiB) of `canhbao worker --until-idle` through the zero-latency simulator."""
+    env = {**os.environ, "CANHBAO_DATABASE__URL": url, "CANHBAO_ROUTES": '{"default": ["simulator"]}',
+           "CANHBAO_DISPATCH__BATCH_SIZE": "5000", "CANHBAO_LOGGING__LEVEL": "warning"}  # fmt: skip
+    if not reports:
+        env["CANHBAO_GATEWAYS__SIMULATOR__REPORT_DELAY_MS"] = "[3600000, 3600000]"
+    _, seconds, peak = _measured(["-m", "dispatcher", "worker", "--until-idle"], env)
+    return seconds, peak
+
+
+def bench_blasts(regions: RegionIndex) -> None:
+    """Materialise and dispatch rates, and the worker's memory, at 100k and 1M recipients."""
+    print("blasts (SQLite, simulator with zero latency, one worker process)")
+    with tempfile.TemporaryDirectory(prefix="canhbao-bench-") as tmp:
+        for count in (100_000, 1_000_000):
+            url, settings = _world(Path(tmp), regions, count)
+            for reports in (False, True):
+                blast_id, materialise, recipients = _scheduled_blast(url, settings, regions)
+                seconds, peak = _run_worker(url, reports)
+                label = "with reports" if reports else "reports held"
+                print(f"  {count:>9,} subscribers: materialise {recipients:,} in {materialise:4.2f} s; worker "
+                      f"{label}: {recipients / seconds:8,.0f} msg/s ({seconds:5.1f} s incl. start-up), "
+                      f"peak RSS {peak} MiB")  # fmt: skip
+    print("  targets: materialise 1M ≤ 3 s; ≥ 20,000 msg/s claim → render → send → record; RSS ≤ 150 MB")
+
+
+class _TimingGateway(FakeGateway):
+    """Records when each message reached the gateway."""
+
+    def __init__(self) -> None:
+        super().__init__("simulator")
+        self.times: list[float] = []
+
+    async def send_batch(self, messages):  # type: ignore[no-untyped-def]
+        self.times.extend([time.monotonic()] * len(messages))
+        return await super().send_batch(messages)
+
+
+def bench_throttle(regions: RegionIndex, count: int = 60_000, rate: int = 500) -> None:
+    """The busiest one-second window and the mean rate through a gateway limited to `rate`/s."""
+    with tempfile.TemporaryDirectory(prefix="canhbao-bench-") as tmp:
+        url, settings = _world(Path(tmp), regions, count)
+        settings = load_settings(None, {"CANHBAO_DATABASE__URL": url, "CANHBAO_ROUTES": '{"default": ["simulator"]}',
+                                        "CANHBAO_GATEWAYS__SIMULATOR__RATE": str(rate)})  # fmt: skip
+        _scheduled_blast(url, settings, regions)
+        gateway = _TimingGateway()
+        engine = db.make_engine(settings.database)
+        worker = Worker(engine, {"simulator": gateway}, settings, regions, lambda: datetime.now(UTC), "bench")
+        asyncio.run(worker.run(until_idle=True))
+        engine.dispose()
+    times = gateway.times
+    busiest, start = 0, 0
+    for end, moment in enumerate(times):
+        while moment - times[start] >= 1.0:
+            start += 1
+        busiest = max(busiest, end - start + 1)
+    mean = len(times) / (times[-1] - times[0])
+    print(
+        f"throttle: {len(times):,} messages at a {rate}/s limit: busiest 1-s window {busiest}, mean {mean:,.1f}/s "
+        f"(target: no window above {rate}, mean ≥ {rate * 0.97:,.0f}/s)"
+    )
 
 
 def bench_phones() -> None:
@@ -91,7 +227,10 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     bench_phones()
     bench_text()
-    bench_import(RegionIndex.load())
+    regions = RegionIndex.load()
+    bench_import(regions)
+    bench_blasts(regions)
+    bench_throttle(regions)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import heapq
 import json
 import random
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,10 +70,12 @@ class SimulatorGateway:
     name = "simulator"
 
     def __init__(self, settings: SimulatorSettings, clock: Callable[[], datetime] = _utc_now) -> None:
-        self.accepted: list[OutgoingMessage] = []
-        """Every message the network accepted, repeats included."""
-        self.attempts: list[OutgoingMessage] = []
-        """Every message it was handed, accepted or not."""
+        # Only the latest messages stay in memory, so a long run's footprint stays flat; the
+        # record file (record_path) is the full account, across processes too.
+        self.accepted: deque[OutgoingMessage] = deque(maxlen=settings.keep_last)
+        """The latest messages the network accepted, repeats included."""
+        self.attempts: deque[OutgoingMessage] = deque(maxlen=settings.keep_last)
+        """The latest messages it was handed, accepted or not."""
         self._clock = clock
         self._random = random.Random(settings.seed)
         self._default = _Behaviour.of(settings)
@@ -112,7 +114,7 @@ class SimulatorGateway:
         return due
 
     def duplicates(self) -> dict[int, int]:
-        """Delivery ids this instance accepted more than once, with how many times."""
+        """Delivery ids accepted more than once among the latest `keep_last`, with how many times."""
         counts = Counter(message.delivery_id for message in self.accepted)
         return {delivery_id: count for delivery_id, count in counts.items() if count > 1}
 
