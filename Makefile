@@ -3,9 +3,12 @@
 SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
+# Every command is a fresh process: without cached bytecode each one recompiles every module
+# it imports (about 2 s). Some machines set PYTHONDONTWRITEBYTECODE; here it is not wanted.
+unexport PYTHONDONTWRITEBYTECODE
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
-RUN := $(UV) run --locked --no-progress
+RUN := $(UV) run --no-sync --no-progress
 
 .PHONY: help setup demo test bench lint clean
 
@@ -18,31 +21,50 @@ help:
 setup:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 \
 		|| $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
-	@$(UV) sync --locked --no-progress --quiet
+	@UV_COMPILE_BYTECODE=1 $(UV) sync --locked --no-progress --quiet
 
-# The demo works on its own database and rejects folder, fresh each time.
-DEMO := CANHBAO_DATABASE__URL=sqlite:///var/demo.db CANHBAO_SUBSCRIBERS__REJECTS_DIR=var/demo-rejects $(RUN) canhbao
+# The demo works on its own database, rejects folder and outbox, fresh each time. It sends
+# through the carrier simulator (latency, a few refusals, delivery reports arriving later);
+# Itel and Reddi go to the hand-off file, to show both gateways.
+DEMO := CANHBAO_DATABASE__URL=sqlite:///var/demo.db CANHBAO_SUBSCRIBERS__REJECTS_DIR=var/demo-rejects \
+	CANHBAO_GATEWAYS__FILE__PATH=var/demo-outbox.jsonl \
+	CANHBAO_ROUTES='{"default": ["simulator"], "itel": ["file"], "reddi": ["file"]}' \
+	CANHBAO_GATEWAYS__SIMULATOR__LATENCY_MS=15 CANHBAO_GATEWAYS__SIMULATOR__PERMANENT_FAILURE=0.01 \
+	CANHBAO_GATEWAYS__SIMULATOR__UNDELIVERABLE=0.03 CANHBAO_GATEWAYS__SIMULATOR__REPORT_DELAY_MS='[100, 1500]' \
+	$(RUN) canhbao
 # `subscribers import` exits 1 when it rejected rows, which the sample files are made to show.
 ACCEPT_REJECTS := || [ $$? -eq 1 ]
 
 demo: setup
-	@rm -rf var/demo.db var/demo.db-wal var/demo.db-shm var/demo-rejects
+	@rm -rf var/demo.db var/demo.db-wal var/demo.db-shm var/demo-rejects var/demo-outbox.jsonl
 	@echo "== 1. Cơ sở dữ liệu (SQLite, var/demo.db)"
 	@$(DEMO) db upgrade
 	@echo "== 2. Nạp mẫu cảnh báo từ messages/"
 	@$(DEMO) alerts sync
-	@$(DEMO) --as cong-an-pa05 alerts submit gia-danh-cong-an-goi-video
-	@$(DEMO) --as lanh-dao-so alerts approve gia-danh-cong-an-goi-video
-	@$(DEMO) alerts show gia-danh-cong-an-goi-video
+	@$(DEMO) --as cong-an-pa05 alerts submit gia-danh-cong-an-goi-video viec-nhe-luong-cao
+	@$(DEMO) --as lanh-dao-so alerts approve gia-danh-cong-an-goi-video viec-nhe-luong-cao
 	@echo "== 3. 50.000 thuê bao giả lập ở Đà Nẵng"
 	@$(DEMO) subscribers generate --province "Đà Nẵng" --count 50000 --seed 1
 	@echo "== 4. Nhập tệp mẫu (tests/data) và báo cáo dòng bị từ chối"
 	@$(DEMO) subscribers import tests/data/thue-bao-da-nang.csv $(ACCEPT_REJECTS)
 	@$(DEMO) subscribers import tests/data/subscribers-cao-bang-da-nang.xlsx $(ACCEPT_REJECTS)
 	@cat var/demo-rejects/thue-bao-da-nang-*.rejects.csv
-	@$(DEMO) subscribers stats
 	@echo "== 5. Phân đoạn \"Quảng Nam (cũ), huyện Duy Xuyên\" nay là những xã nào"
 	@$(DEMO) regions show "Quảng Nam (cũ), huyện Duy Xuyên"
+	@echo "== 6. Đợt gửi 1: cảnh báo giả danh công an tới các xã của huyện Duy Xuyên cũ"
+	@$(DEMO) --as lien-lac-vien blast create --alert gia-danh-cong-an-goi-video --legacy-district "Quảng Nam (cũ), huyện Duy Xuyên"
+	@echo "== 7. Đợt gửi 2: \"việc nhẹ lương cao\" tới học sinh, sinh viên toàn Đà Nẵng (bản không dấu)"
+	@$(DEMO) --as lien-lac-vien blast create --alert viec-nhe-luong-cao --province "Đà Nẵng" --audience student --encoding ascii
+	@echo "== 8. Người thứ hai duyệt (người tạo không tự duyệt được)"
+	@$(DEMO) --as lien-lac-vien blast approve 1 || echo "   (đúng: bị từ chối)"
+	@$(DEMO) --as lanh-dao-so blast approve 1 2
+	@echo "== 9. Gửi qua trình mô phỏng nhà mạng"
+	@$(DEMO) worker --until-idle
+	@$(DEMO) blast status 1
+	@$(DEMO) blast status 2
+	@$(DEMO) log --blast 1 --limit 5
+	@echo "Nhật ký đầy đủ: canhbao log --blast 2 --export csv  ·  tệp chuyển giao (Itel, Reddi): var/demo-outbox.jsonl"
+	@echo "Cơ sở dữ liệu: var/demo.db  ·  báo cáo dòng bị từ chối: var/demo-rejects/"
 
 test: setup
 	@$(RUN) pytest

@@ -474,37 +474,45 @@ def alerts_show(
     out.print("Số phần tin tính với giá trị dài nhất của các biến ({ten_tinh}, {ten_xa}).", markup=False)
 
 
-def _lifecycle(ctx: typer.Context, alert_id: str, as_json: bool, action: str) -> None:
+def _lifecycle(ctx: typer.Context, alert_ids: list[str], as_json: bool, action: str) -> None:
     c: Context = ctx.obj
-    with c.engine.begin() as conn:
-        if action == "retire":
-            versions = catalogue.retire(conn, alert_id, c.actor, c.now)
-            row = catalogue.version(conn, alert_id)
-        else:
-            row = getattr(catalogue, action)(conn, alert_id, c.actor, c.now)
-            versions = [row["version"]]
+    done = []
+    with c.engine.begin() as conn:  # all or nothing: one refusal leaves every alert as it was
+        for alert_id in alert_ids:
+            if action == "retire":
+                versions = catalogue.retire(conn, alert_id, c.actor, c.now)
+                row = catalogue.version(conn, alert_id)
+            else:
+                row = getattr(catalogue, action)(conn, alert_id, c.actor, c.now)
+                versions = [row["version"]]
+            done.append({"id": alert_id, "versions": versions, "status": row["status"], "actor": c.actor})
     if as_json:
-        _emit({"id": alert_id, "versions": versions, "status": row["status"], "actor": c.actor})
-    else:
-        out.print(f"Mẫu '{alert_id}' bản {', '.join(map(str, versions))}: {_STATUS_VI[row['status']]}.")
+        _emit(done[0] if len(done) == 1 else done)
+        return
+    for item in done:
+        versions = ", ".join(map(str, item["versions"]))
+        out.print(f"Mẫu '{item['id']}' bản {versions}: {_STATUS_VI[item['status']]}.")
+
+
+AlertIds = Annotated[list[str], typer.Argument(help="Một hoặc nhiều mã mẫu.")]
 
 
 @alerts_app.command("submit")
-def alerts_submit(ctx: typer.Context, alert_id: str, as_json: JsonOption = False) -> None:
+def alerts_submit(ctx: typer.Context, alert_ids: AlertIds, as_json: JsonOption = False) -> None:
     """Gửi bản nháp mới nhất đi duyệt."""
-    _lifecycle(ctx, alert_id, as_json, "submit")
+    _lifecycle(ctx, alert_ids, as_json, "submit")
 
 
 @alerts_app.command("approve")
-def alerts_approve(ctx: typer.Context, alert_id: str, as_json: JsonOption = False) -> None:
+def alerts_approve(ctx: typer.Context, alert_ids: AlertIds, as_json: JsonOption = False) -> None:
     """Duyệt mẫu đang chờ duyệt (người duyệt phải khác tác giả)."""
-    _lifecycle(ctx, alert_id, as_json, "approve")
+    _lifecycle(ctx, alert_ids, as_json, "approve")
 
 
 @alerts_app.command("retire")
-def alerts_retire(ctx: typer.Context, alert_id: str, as_json: JsonOption = False) -> None:
+def alerts_retire(ctx: typer.Context, alert_ids: AlertIds, as_json: JsonOption = False) -> None:
     """Ngừng dùng mẫu (giữ lại để tra cứu)."""
-    _lifecycle(ctx, alert_id, as_json, "retire")
+    _lifecycle(ctx, alert_ids, as_json, "retire")
 
 
 @alerts_app.command("methods")

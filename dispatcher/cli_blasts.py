@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -16,7 +17,7 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from dispatcher import blasts as blast_ops
 from dispatcher.cli import Context, JsonOption, _emit, _msisdn, err, out
@@ -115,9 +116,13 @@ def _print_preview(shown: dict[str, Any], zone: str) -> None:
         table.add_row(carrier, f"{n:,}")
     out.print(table)
     table = Table("Tỉnh/thành phố", "Xã/phường", "Người nhận")
-    for province in shown["by_province"].values():
-        for commune in province["communes"].values():
-            table.add_row(province["name"], commune["name"], f"{commune['recipients']:,}")
+    communes = [(p["name"], c["name"], c["recipients"]) for p in shown["by_province"].values()
+                for c in p["communes"].values()]  # fmt: skip
+    communes.sort(key=lambda row: -row[2])
+    for province, commune, n in communes[:10]:
+        table.add_row(province, commune, f"{n:,}")
+    if len(communes) > 10:
+        table.add_row("", f"… và {len(communes) - 10} xã/phường khác", f"{sum(n for *_, n in communes[10:]):,}")
     out.print(table)
     if shown["partial_communes"]:
         out.print(f"[yellow]{len(shown['partial_communes'])} xã chỉ một phần thuộc địa bàn cũ đã chọn: "
@@ -131,34 +136,41 @@ def _print_preview(shown: dict[str, Any], zone: str) -> None:
     out.print(shown["text"], markup=False)
 
 
-def _transition(ctx: typer.Context, blast_id: int, action: str, as_json: bool) -> None:
+BlastIds = Annotated[list[int], typer.Argument(help="Một hoặc nhiều số đợt gửi.")]
+
+
+def _transition(ctx: typer.Context, blast_ids: list[int], action: str, as_json: bool) -> None:
     c: Context = ctx.obj
-    with c.engine.begin() as conn:
-        blast = getattr(blast_ops, action)(conn, blast_id, c.actor, c.now)
+    done = []
+    with c.engine.begin() as conn:  # all or nothing
+        for blast_id in blast_ids:
+            blast = getattr(blast_ops, action)(conn, blast_id, c.actor, c.now)
+            done.append({"blast_id": blast_id, "state": blast["state"], "actor": c.actor})
     if as_json:
-        _emit({"blast_id": blast_id, "state": blast["state"], "actor": c.actor})
-    else:
-        out.print(f"Đợt gửi {blast_id}: {blast['state']}.")
+        _emit(done[0] if len(done) == 1 else done)
+        return
+    for item in done:
+        out.print(f"Đợt gửi {item['blast_id']}: {item['state']}.")
 
 
-def blast_approve(ctx: typer.Context, blast_id: int, as_json: JsonOption = False) -> None:
+def blast_approve(ctx: typer.Context, blast_ids: BlastIds, as_json: JsonOption = False) -> None:
     """Duyệt đợt gửi (người duyệt phải khác người tạo): mẫu và phân đoạn được cố định."""
-    _transition(ctx, blast_id, "approve", as_json)
+    _transition(ctx, blast_ids, "approve", as_json)
 
 
-def blast_pause(ctx: typer.Context, blast_id: int, as_json: JsonOption = False) -> None:
+def blast_pause(ctx: typer.Context, blast_ids: BlastIds, as_json: JsonOption = False) -> None:
     """Tạm dừng đợt gửi: không lấy thêm tin nào để gửi."""
-    _transition(ctx, blast_id, "pause", as_json)
+    _transition(ctx, blast_ids, "pause", as_json)
 
 
-def blast_resume(ctx: typer.Context, blast_id: int, as_json: JsonOption = False) -> None:
+def blast_resume(ctx: typer.Context, blast_ids: BlastIds, as_json: JsonOption = False) -> None:
     """Tiếp tục đợt gửi đã tạm dừng."""
-    _transition(ctx, blast_id, "resume", as_json)
+    _transition(ctx, blast_ids, "resume", as_json)
 
 
-def blast_cancel(ctx: typer.Context, blast_id: int, as_json: JsonOption = False) -> None:
+def blast_cancel(ctx: typer.Context, blast_ids: BlastIds, as_json: JsonOption = False) -> None:
     """Huỷ đợt gửi: tin chưa gửi bị huỷ, tin đang gửi được ghi nhận kết quả."""
-    _transition(ctx, blast_id, "cancel", as_json)
+    _transition(ctx, blast_ids, "cancel", as_json)
 
 
 def blast_resend_unknown(ctx: typer.Context, blast_id: int, as_json: JsonOption = False) -> None:
@@ -175,7 +187,15 @@ def blast_resend_unknown(ctx: typer.Context, blast_id: int, as_json: JsonOption 
 def _status_document(c: Context, blast_id: int) -> dict[str, Any]:
     with c.engine.connect() as conn:
         blast = blast_ops.get(conn, blast_id)
-        return {"blast_id": blast_id, "state": blast["state"], "counts": blast_ops.counts(conn, blast_id)}
+        d = deliveries.c
+        rows = conn.execute(
+            select(d.carrier, d.status, func.count()).where(d.blast_id == blast_id).group_by(d.carrier, d.status)
+        ).all()
+        by_carrier: dict[str, dict[str, int]] = {}
+        for carrier, status, n in rows:
+            by_carrier.setdefault(carrier, {})[status] = n
+        return {"blast_id": blast_id, "state": blast["state"], "counts": blast_ops.counts(conn, blast_id),
+                "by_carrier": by_carrier}  # fmt: skip
 
 
 def blast_status(
@@ -192,10 +212,11 @@ def blast_status(
     if as_json:
         _emit(document)
         return
-    table = Table("Trạng thái", "Số tin")
-    for status, n in document["counts"].items():
-        if n:
-            table.add_row(STATUS_VI[status], f"{n:,}")
+    shown = [status for status, n in document["counts"].items() if n]
+    table = Table("Nhà mạng", *(STATUS_VI[status] for status in shown))
+    for carrier, counts in sorted(document["by_carrier"].items(), key=lambda kv: -sum(kv[1].values())):
+        table.add_row(carrier, *(f"{counts.get(status, 0):,}" for status in shown))
+    table.add_row("[bold]Tổng[/bold]", *(f"[bold]{document['counts'][status]:,}[/bold]" for status in shown))
     out.print(f"Đợt gửi {blast_id}: [bold]{document['state']}[/bold]")
     out.print(table)
 
@@ -251,18 +272,37 @@ def worker(
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     names = RegionIndex.load(legacy_units=False)  # the worker only names regions: no legacy tables
     runner = Worker(c.engine, gateways, c.settings, names, lambda: datetime.now(UTC), worker_id)
-    asyncio.run(_run_worker(runner, until_idle))
+    with Progress(TextColumn("Đang gửi"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[rate]}"), console=err, disable=not err.is_terminal) as progress:  # fmt: skip
+        task = progress.add_task("", total=None, rate="")
+        started = time.monotonic()
+
+        def show() -> None:
+            rate = runner.sent / max(time.monotonic() - started, 1e-9)
+            progress.update(task, completed=runner.sent, total=runner.sent + _waiting(c), rate=f"{rate:,.0f} tin/giây")
+
+        asyncio.run(_run_worker(runner, until_idle, show))
     if not until_idle:
         err.print(f"Đã dừng tiến trình gửi ({runner.sent:,} tin đã gửi).")
 
 
-async def _run_worker(runner: Worker, until_idle: bool) -> None:
+def _waiting(c: Context) -> int:
+    """Messages queued or in flight for running blasts."""
+    with c.engine.connect() as conn:
+        return conn.execute(
+            select(func.count())
+            .select_from(deliveries.join(blasts, blasts.c.id == deliveries.c.blast_id))
+            .where(blasts.c.state == BlastState.RUNNING.value, deliveries.c.status.in_(["queued", "sending"]))
+        ).scalar_one()
+
+
+async def _run_worker(runner: Worker, until_idle: bool, on_tick: Callable[[], None] | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)  # finish the batch in flight, record it, then stop
     try:
-        await runner.run(until_idle=until_idle, stop=stop)
+        await runner.run(until_idle=until_idle, stop=stop, on_tick=on_tick)
     finally:
         for gateway in runner.gateways.values():
             await gateway.close()

@@ -168,6 +168,9 @@ class DispatchSettings(Section):
     backoff_base_seconds: float = Field(30, ge=0)
     backoff_max_seconds: float = Field(3600, ge=0)
     poll_interval_ms: float = Field(200, ge=1)
+    report_wait_seconds: float = Field(
+        5, ge=0, description="how long --until-idle waits for outstanding delivery reports"
+    )
     already_received_days: int = Field(30, ge=0, description="the same alert is not sent twice within")
     cap_per_day: int = Field(3, ge=1, description="messages per subscriber per 24 h, all blasts")
 

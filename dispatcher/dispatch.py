@@ -33,6 +33,7 @@ from dispatcher.gateways.base import (
     OutgoingMessage,
     SendResult,
     ThrottledError,
+    pending_reports,
 )
 from dispatcher.models import UtcDateTime, alerts, blasts, deliveries, delivery_attempts
 from dispatcher.regions import RegionIndex
@@ -149,10 +150,18 @@ class Worker:
     _last_claimed: int = 0
     sent: int = 0
 
-    async def run(self, until_idle: bool = False, stop: asyncio.Event | None = None) -> None:
-        """Dispatch until `stop` is set, or, with `until_idle`, until nothing is left to do."""
+    async def run(
+        self, until_idle: bool = False, stop: asyncio.Event | None = None, on_tick: Callable[[], None] | None = None
+    ) -> None:
+        """Dispatch until `stop` is set, or, with `until_idle`, until nothing is left to do.
+
+        Idle waits up to `report_wait_seconds` for delivery reports the gateways still expect.
+        """
         stop = stop or asyncio.Event()
+        quiet_since: float | None = None
         while not stop.is_set():
+            if on_tick:
+                on_tick()
             try:
                 busy = await self.tick()
             except OperationalError as exc:  # database locked or down: wait and go on
@@ -160,10 +169,17 @@ class Worker:
                 await self.sleep(1.0)
                 continue
             if busy:
+                quiet_since = None
                 continue
             if until_idle and self.idle():
-                return
+                quiet_since = quiet_since or time.monotonic()
+                waited = time.monotonic() - quiet_since
+                if not self._reports_expected() or waited >= self.settings.dispatch.report_wait_seconds:
+                    return
             await self.sleep(self.settings.dispatch.poll_interval_ms / 1000)
+
+    def _reports_expected(self) -> bool:
+        return any(pending_reports(gateway) for gateway in self.gateways.values())
 
     async def tick(self) -> bool:
         """Start due blasts, reap dead leases, send one batch, record it with the reports; True if it sent."""

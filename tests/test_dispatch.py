@@ -48,7 +48,9 @@ async def _no_sleep(_seconds: float) -> None:
 
 
 def _settings(**environ: str) -> Settings:
-    return load_settings(None, {"CANHBAO_ROUTES": '{"default": ["fake"]}', **environ})
+    # Reports are the test's to deliver: --until-idle must not wait for them in real time.
+    base = {"CANHBAO_ROUTES": '{"default": ["fake"]}', "CANHBAO_DISPATCH__REPORT_WAIT_SECONDS": "0"}
+    return load_settings(None, {**base, **environ})
 
 
 def _populate(engine: Engine, regions, now: datetime, tmp_path: Path, count: int) -> None:

@@ -111,3 +111,9 @@ class Gateway(Protocol):
     async def close(self) -> None:
         """Flush and release what the gateway holds."""
         ...
+
+
+def pending_reports(gateway: Gateway) -> int:
+    """Reports a gateway still expects (0 for gateways that never report, like the hand-off file)."""
+    count = getattr(gateway, "pending_reports", None)
+    return count() if callable(count) else 0

@@ -113,6 +113,10 @@ class SimulatorGateway:
             due.append(DeliveryReport(provider_id, status, datetime.fromtimestamp(at, UTC), error_code))
         return due
 
+    def pending_reports(self) -> int:
+        """Delivery reports still to come."""
+        return len(self._due)
+
     def duplicates(self) -> dict[int, int]:
         """Delivery ids accepted more than once among the latest `keep_last`, with how many times."""
         counts = Counter(message.delivery_id for message in self.accepted)
