@@ -22,6 +22,7 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from dispatcher import smstext
 from dispatcher.audit import audit
+from dispatcher.db import compare_and_set
 from dispatcher.domain import AlertStatus, Audience, Priority, fold
 from dispatcher.errors import InputRejected, UsageError
 from dispatcher.models import alerts
@@ -343,7 +344,7 @@ def submit(conn: Connection, slug: str, actor: str, now: datetime) -> dict[str, 
     """Offer the newest draft of `slug` for approval."""
     row = version(conn, slug)
     _require(row, AlertStatus.DRAFT, "gửi duyệt")
-    _transition(conn, row, AlertStatus.SUBMITTED, now, submitted_at=now)
+    _transition(conn, row, AlertStatus.SUBMITTED, submitted_at=now)
     audit(conn, now, actor, "alert.submit", f"alert:{slug}", {"version": row["version"]})
     log.info("alert.submitted", alert=slug, version=row["version"], actor=actor)
     return version(conn, slug, row["version"])
@@ -360,7 +361,7 @@ def approve(conn: Connection, slug: str, actor: str, now: datetime) -> dict[str,
         .where(alerts.c.slug == slug, alerts.c.status == AlertStatus.APPROVED.value)
         .values(status=AlertStatus.RETIRED.value, retired_at=now)
     )
-    _transition(conn, row, AlertStatus.APPROVED, now, approver=actor, approved_at=now)
+    _transition(conn, row, AlertStatus.APPROVED, approver=actor, approved_at=now)
     audit(conn, now, actor, "alert.approve", f"alert:{slug}", {"version": row["version"]})
     log.info("alert.approved", alert=slug, version=row["version"], actor=actor)
     return version(conn, slug, row["version"])
@@ -396,13 +397,8 @@ def _require(row: dict[str, Any], status: AlertStatus, action: str) -> None:
         )
 
 
-def _transition(conn: Connection, row: dict[str, Any], status: AlertStatus, now: datetime, **values: Any) -> None:
-    changed = conn.execute(
-        update(alerts)
-        .where(alerts.c.id == row["id"], alerts.c.status == row["status"])
-        .values(status=status.value, **values)
-    ).rowcount
-    if changed != 1:
+def _transition(conn: Connection, row: dict[str, Any], status: AlertStatus, **values: Any) -> None:
+    if not compare_and_set(conn, alerts, row["id"], "status", row["status"], status=status.value, **values):
         raise UsageError(f"Mẫu '{row['slug']}' vừa được người khác thay đổi; hãy thử lại.")
 
 

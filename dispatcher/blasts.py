@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from dispatcher import alerts as catalogue
 from dispatcher.audit import audit
 from dispatcher.config import Settings
+from dispatcher.db import compare_and_set
 from dispatcher.domain import AlertStatus, BlastState, DeliveryStatus, Priority
 from dispatcher.errors import InputRejected, UsageError
 from dispatcher.models import alerts, blasts, deliveries, subscribers
@@ -257,12 +258,7 @@ def resend_unknown(conn: Connection, blast_id: int, actor: str, now: datetime) -
 def _move(conn: Connection, blast: dict[str, Any], allowed: set[BlastState], target: BlastState, **values: Any) -> None:
     if blast["state"] not in {s.value for s in allowed}:
         raise UsageError(f"Đợt gửi {blast['id']} đang '{blast['state']}': không thể chuyển sang '{target.value}'.")
-    changed = conn.execute(
-        update(blasts)
-        .where(blasts.c.id == blast["id"], blasts.c.state == blast["state"])
-        .values(state=target.value, **values)
-    ).rowcount
-    if changed != 1:
+    if not compare_and_set(conn, blasts, blast["id"], "state", blast["state"], state=target.value, **values):
         raise UsageError(f"Đợt gửi {blast['id']} vừa được người khác thay đổi; hãy thử lại.")
 
 

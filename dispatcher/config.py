@@ -138,6 +138,7 @@ class SimulatorSettings(GatewayLimits):
     permanent_failure: float = Field(0, ge=0, le=1)
     undeliverable: float = Field(0, ge=0, le=1)
     report_delay_ms: tuple[float, float] = (50, 2000)
+    reports: bool = Field(True, description="send delivery reports at all (off: measure sending alone)")
     record_path: Path | None = None
     keep_last: int = Field(20_000, ge=0, description="messages kept in memory for tests to inspect")
     carriers: dict[str, CarrierBehaviour] = Field(default_factory=dict)

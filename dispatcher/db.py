@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
@@ -72,6 +72,12 @@ def executemany(conn: Connection, sql: str, rows: list[dict[str, Any]]) -> int:
     if conn.dialect.name != "sqlite":
         sql = re.sub(r"(?<!:):(\w+)", r"%(\1)s", sql)
     return conn.exec_driver_sql(sql, rows).rowcount  # type: ignore[arg-type]
+
+
+def compare_and_set(conn: Connection, table: Table, row_id: int, column: str, expected: str, **values: Any) -> bool:
+    """Update one row only if `column` still holds `expected`: False when someone got there first."""
+    statement = update(table).where(table.c.id == row_id, table.c[column] == expected).values(**values)
+    return conn.execute(statement).rowcount == 1
 
 
 def _alembic_config(engine: Engine) -> Config:

@@ -83,6 +83,7 @@ class SimulatorGateway:
         self._has_latency = any(b.latency_ms for b in (self._default, *self._carriers.values()))
         low_ms, high_ms = settings.report_delay_ms
         self._report_delay = (low_ms / 1000, (high_ms - low_ms) / 1000)
+        self._reports = settings.reports
         self._concurrency = settings.concurrency
         self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         # Not from the seeded generator: two processes with the same seed must not share ids.
@@ -169,6 +170,8 @@ class SimulatorGateway:
         self.accepted.append(message)
         if self._record_path is not None:
             self._record_lines.append(_record_line(message, provider_id))
+        if not self._reports:
+            return SendResult(provider_id, message.parts)
         low, span = self._report_delay
         due = sent_at + low + span * self._random.random()
         undeliverable = self._random.random() < behaviour.undeliverable
