@@ -267,23 +267,37 @@ def worker(
 ) -> None:
     """Tiến trình gửi: lấy tin đến hạn, gửi qua các cổng theo tuyến, ghi kết quả. Ctrl-C dừng an toàn."""
     c: Context = ctx.obj
-    names = {name for route in c.settings.routes.values() for name in route}
-    gateways = {name: build(name, c.settings.gateways) for name in names}
+    used = {name for route in c.settings.routes.values() for name in route}
+    gateways = {name: build(name, c.settings.gateways) for name in used}
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     names = RegionIndex.load(legacy_units=False)  # the worker only names regions: no legacy tables
     runner = Worker(c.engine, gateways, c.settings, names, lambda: datetime.now(UTC), worker_id)
-    with Progress(TextColumn("Đang gửi"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[rate]}"), console=err, disable=not err.is_terminal) as progress:  # fmt: skip
-        task = progress.add_task("", total=None, rate="")
-        started = time.monotonic()
-
-        def show() -> None:
-            rate = runner.sent / max(time.monotonic() - started, 1e-9)
-            progress.update(task, completed=runner.sent, total=runner.sent + _waiting(c), rate=f"{rate:,.0f} tin/giây")
-
-        asyncio.run(_run_worker(runner, until_idle, show))
+    if not err.is_terminal:
+        asyncio.run(_run_worker(runner, until_idle))
+    else:
+        _with_progress(c, runner, until_idle)
     if not until_idle:
         err.print(f"Đã dừng tiến trình gửi ({runner.sent:,} tin đã gửi).")
+
+
+def _with_progress(c: Context, runner: Worker, until_idle: bool) -> None:
+    """Run the worker under a progress bar; the count of waiting messages is refreshed every 2 s."""
+    with Progress(TextColumn("Đang gửi"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[rate]}"), console=err) as progress:  # fmt: skip
+        task = progress.add_task("", total=None, rate="")
+        started = checked = time.monotonic()
+        waiting = _waiting(c)
+
+        def show() -> None:
+            nonlocal checked, waiting
+            now = time.monotonic()
+            if now - checked >= 2:  # counting waiting rows reads the table: not on every batch
+                checked, waiting = now, _waiting(c)
+            rate = runner.sent / max(now - started, 1e-9)
+            progress.update(task, completed=runner.sent, total=max(runner.sent + waiting, runner.sent),
+                            rate=f"{rate:,.0f} tin/giây")  # fmt: skip
+
+        asyncio.run(_run_worker(runner, until_idle, show))
 
 
 def _waiting(c: Context) -> int:
