@@ -80,7 +80,17 @@ def preview(
 ) -> dict[str, Any]:
     """Recipients, exclusions by reason, per carrier and region, parts, cost and time to send."""
     _check_request(request, now)
-    alert_row = approved_alert(conn, request.alert_slug)
+    return _preview(conn, request, approved_alert(conn, request.alert_slug), settings, regions, now)
+
+
+def _preview(
+    conn: Connection,
+    request: BlastRequest,
+    alert_row: dict[str, Any],
+    settings: Settings,
+    regions: RegionIndex,
+    now: datetime,
+) -> dict[str, Any]:
     start = request.start_at or now
     found = _count(conn, request, alert_row["slug"], settings, start)
     recipients = sum(n for (reason, *_), n in found.items() if reason is None)
@@ -168,10 +178,11 @@ def create(
     conn: Connection, request: BlastRequest, actor: str, settings: Settings, regions: RegionIndex, now: datetime
 ) -> tuple[int, dict[str, Any]]:
     """Store a blast waiting for approval, with its preview; refuses an empty one."""
-    shown = preview(conn, request, settings, regions, now)
+    _check_request(request, now)
+    alert_row = approved_alert(conn, request.alert_slug)
+    shown = _preview(conn, request, alert_row, settings, regions, now)
     if shown["recipients"] == 0:
         raise InputRejected("Phân đoạn này không có người nhận nào (sau khi loại trừ): không tạo đợt gửi.")
-    alert_row = approved_alert(conn, request.alert_slug)
     blast_id = conn.execute(
         insert(blasts).values(
             alert_id=alert_row["id"], segment=request.segment.to_json(), channel=request.channel,

@@ -172,9 +172,7 @@ def parse_carrier(text: str) -> Carrier:
 
 def mask(e164: str) -> str:
     """'+84905123456' → '+8490****456': enough to recognise, not enough to call."""
-    if len(e164) < 9:
-        return "*" * len(e164)
-    return e164[:5] + "*" * (len(e164) - 8) + e164[-3:]
+    return mask_digits(e164)
 
 
 def mask_digits(written: str) -> str:

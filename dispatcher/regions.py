@@ -155,8 +155,6 @@ class RegionIndex:
     communes_by_province: dict[int, list[Unit]] = field(default_factory=lambda: defaultdict(list))
     # new commune code → the legacy communes it was formed from
     sources: dict[int, list[Unit]] = field(default_factory=dict)
-    # legacy commune code → the new communes it went into
-    successors: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
     data_version: str = ""
 
     @classmethod
@@ -196,8 +194,6 @@ class RegionIndex:
         for w in vp.Ward.iter_all():
             olds = [index.units[(SCHEME_LEGACY, Level.COMMUNE, o.code.value)] for o in w.get_legacy_sources()]
             index.sources[w.code.value] = olds
-            for old in olds:
-                index.successors[old.code].append(w.code.value)
 
     def _add(self, unit: Unit) -> None:
         self.units[(unit.scheme, unit.level, unit.code)] = unit
