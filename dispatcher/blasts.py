@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, case, func, insert, literal, select, update
+from sqlalchemy import Connection, and_, case, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dispatcher import alerts as catalogue
@@ -23,13 +23,14 @@ from dispatcher.db import compare_and_set
 from dispatcher.domain import AlertStatus, BlastState, DeliveryStatus, Priority
 from dispatcher.errors import InputRejected, UsageError
 from dispatcher.models import alerts, blasts, deliveries, subscribers
-from dispatcher.policy import QuietHours
+from dispatcher.policy import quiet_hours
 from dispatcher.regions import RegionIndex
-from dispatcher.segments import CHANNEL_POLICIES, Segment, exclusions, matches
+from dispatcher.segments import CHANNEL_POLICIES, Segment, exclusions, matches, rotation_choice
 
 log = structlog.get_logger(__name__)
 ENCODINGS = ("auto", "unicode", "ascii")
 REASONS = ("opted_out", "no_channel", "already_received", "capped")
+DEFER = timedelta(days=1)  # how long a person at their cap waits: their oldest message leaves the 24 h window
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,15 @@ def _preview(
 ) -> dict[str, Any]:
     start = request.start_at or now
     found = _count(conn, request, alert_row["slug"], settings, start)
-    recipients = sum(n for (reason, *_), n in found.items() if reason is None)
+    defer = settings.policy.capped == "defer"
     excluded: dict[str, int] = defaultdict(int)
     by_carrier: dict[str, int] = defaultdict(int)
     by_commune: dict[tuple[int, int | None], int] = defaultdict(int)
+    recipients = deferred = 0
     for (reason, carrier, province, commune), n in found.items():
-        if reason is None:
+        if reason is None or (reason == "capped" and defer):
+            recipients += n
+            deferred += n if reason else 0
             by_carrier[carrier] += n
             by_commune[(province, commune)] += n
         else:
@@ -108,13 +112,14 @@ def _preview(
     largest = max(by_commune, key=by_commune.__getitem__, default=None)
     sample = catalogue.MessageTemplate.of(alert_row, request.encoding).render(regions, *largest)[0] if largest else ""
     cost = sum(n * parts * settings.sms.price_for(carrier) for carrier, n in by_carrier.items())
-    finish = _finish_time(settings, start, recipients, request.rate)
+    finish = _finish_time(settings, request.channel, start, recipients, request.rate, deferred)
     return {
         "alert": {"id": alert_row["slug"], "version": alert_row["version"], "title": alert_row["title"]},
         "segment": list(request.segment.labels), "channel": request.channel,
         "encoding": str(rendering.info.encoding), "text": sample,
         "matched": recipients + sum(excluded.values()), "recipients": recipients,
         "excluded": {reason: excluded.get(reason, 0) for reason in REASONS},
+        "deferred": deferred,
         "by_carrier": dict(sorted(by_carrier.items(), key=lambda kv: -kv[1])),
         "by_province": _by_province(by_commune, regions),
         "partial_communes": list(request.segment.partial_communes),
@@ -164,11 +169,17 @@ def _by_province(by_commune: dict[tuple[int, int | None], int], regions: RegionI
     return provinces
 
 
-def _finish_time(settings: Settings, start: datetime, messages: int, rate: float | None) -> datetime:
+def _finish_time(
+    settings: Settings, channel: str, start: datetime, messages: int, rate: float | None, deferred: int = 0
+) -> datetime:
+    """When the last message goes, nights waited out; people at their cap go a day later."""
     limits = [g.rate for g in (settings.gateways.file, settings.gateways.simulator) if g.rate]
     effective = rate or (min(limits) if limits else settings.policy.assumed_rate)
-    quiet = QuietHours.parse(settings.policy.quiet_start, settings.policy.quiet_end, settings.app.timezone)
-    return quiet.finish_time(start, messages, effective)
+    quiet = quiet_hours(settings, channel)
+    finish = quiet.finish_time(start, messages - deferred, effective)
+    if deferred:
+        finish = max(finish, quiet.finish_time(start + DEFER, deferred, effective))
+    return finish
 
 
 # -- lifecycle ----------------------------------------------------------------------------
@@ -288,25 +299,52 @@ def start_due(conn: Connection, settings: Settings, now: datetime) -> list[int]:
             _move(conn, blast, {BlastState.SCHEDULED}, BlastState.EXPIRED, finished_at=now)
             log.warning("blast.expired_before_start", blast_id=blast_id)
             continue
-        count = materialise(conn, blast, settings, now)
-        _move(conn, blast, {BlastState.SCHEDULED}, BlastState.RUNNING, started_at=now, recipients=count)
+        count, held = materialise(conn, blast, settings, now)
+        _move(conn, blast, {BlastState.SCHEDULED}, BlastState.RUNNING, started_at=now, recipients=count, held=held)
         log.info("blast.started", blast_id=blast_id, recipients=count)
         started.append(blast_id)
     return started
 
 
-def materialise(conn: Connection, blast: dict[str, Any], settings: Settings, now: datetime) -> int:
-    """One queued delivery per recipient, set-based; returns how many rows this call added."""
-    slug = conn.execute(select(alerts.c.slug).where(alerts.c.id == blast["alert_id"])).scalar_one()
+def materialise(conn: Connection, blast: dict[str, Any], settings: Settings, now: datetime) -> tuple[int, dict]:
+    """One queued delivery per recipient, set-based; returns the rows this call added and who was held back.
+
+    People at their cap go a day later (`policy.capped = "defer"`) or not at all ("skip"). A
+    rotation gives each person the next alert of its series they have not received.
+    """
+    series = [slug for slug, _ in blast["series"]] if blast["series"] else None
+    slug = None if series else conn.execute(select(alerts.c.slug).where(alerts.c.id == blast["alert_id"])).scalar_one()
     segment = Segment.from_json(blast["segment"])
-    rules = exclusions(blast["channel"], slug, now, settings.dispatch.already_received_days,
-                       settings.dispatch.cap_per_day)  # fmt: skip
+    days = settings.dispatch.already_received_days
+    rules = exclusions(blast["channel"], slug, now, days, settings.dispatch.cap_per_day)
+    content = rotation_choice(series, now, days) if series else literal(slug)
+    excluded = or_(rules.opted_out, rules.no_channel, rules.already_received)
+    eligible = and_(matches(segment, conn.dialect.name), ~excluded)
+    added = _insert(conn, blast, content, and_(eligible, ~rules.capped), now, now)
+    capped = and_(eligible, rules.capped)
+    if settings.policy.capped == "defer":
+        return added + (deferred := _insert(conn, blast, content, capped, now, now + DEFER)), {"deferred": deferred}
+    skipped = conn.execute(select(func.count()).where(capped, *([content.is_not(None)] if series else []))).scalar()
+    return added, {"capped": skipped}
+
+
+def _insert(conn: Connection, blast: dict[str, Any], content: Any, where: Any, now: datetime, due: datetime) -> int:
+    """INSERT … SELECT the deliveries of `blast` for the subscribers matching `where`, due at `due`.
+
+    `content` is the alert slug each gets: a literal, or a rotation's per-person choice, which
+    may be None (nothing left to send them) and then adds no row.
+    """
     s = subscribers.c
-    moment = literal(now, deliveries.c.queued_at.type)
     chosen = select(
-        literal(blast["id"]), s.id, literal(slug), s.msisdn, s.carrier, s.province_code, s.commune_code,
-        literal(blast["priority"]), literal(DeliveryStatus.QUEUED.value), literal(0), moment, moment,
-    ).where(matches(segment, conn.dialect.name), ~rules.any())  # fmt: skip
+        literal(blast["id"]).label("blast_id"), s.id.label("subscriber_id"), content.label("alert_slug"), s.msisdn,
+        s.carrier, s.province_code, s.commune_code, literal(blast["priority"]).label("priority"),
+        literal(DeliveryStatus.QUEUED.value).label("status"), literal(0).label("attempts"),
+        literal(due, deliveries.c.queued_at.type).label("next_attempt_at"),
+        literal(now, deliveries.c.queued_at.type).label("queued_at"),
+    ).where(where)  # fmt: skip
+    if blast["series"]:
+        inner = chosen.subquery()
+        chosen = select(inner).where(inner.c.alert_slug.is_not(None))
     columns = ["blast_id", "subscriber_id", "alert_slug", "msisdn", "carrier", "province_code", "commune_code",
                "priority", "status", "attempts", "next_attempt_at", "queued_at"]  # fmt: skip
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite

@@ -177,19 +177,50 @@ class DispatchSettings(Section):
 
 
 class PolicySettings(Section):
-    """When messages may leave: quiet hours are local time in [app] timezone."""
+    """When and how often messages may leave; quiet hours are local time in [app] timezone."""
 
-    quiet_start: str = "22:00"
-    quiet_end: str = "07:00"
+    quiet_hours: dict[Literal["sms", "zalo"], str] = Field(
+        default_factory=lambda: {"sms": "22:00-07:00", "zalo": "22:00-07:00"},
+        description="per channel 'HH:MM-HH:MM' in which nothing leaves (messages wait); '' for none",
+    )
+    urgent_in_quiet_hours: bool = Field(False, description="urgent alerts may go out inside quiet hours")
+    capped: Literal["defer", "skip"] = Field(
+        "defer", description="people at cap_per_day: 'defer' sends them a day later, 'skip' leaves them out"
+    )
+    urgent_share: float = Field(
+        0.8, gt=0, lt=1, description="the part of each batch urgent messages may take while normal ones wait"
+    )
     assumed_rate: float = Field(100, gt=0, description="messages/s used for the ETA when no limit is set")
 
-    @field_validator("quiet_start", "quiet_end")
+    @field_validator("quiet_hours")
     @classmethod
-    def _clock_time(cls, value: str) -> str:
-        hours, _, minutes = value.partition(":")
-        if not (hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60):
-            raise ValueError(f"cần giờ dạng HH:MM, nhận được {value!r}")
-        return value
+    def _windows(cls, value: dict[str, str]) -> dict[str, str]:
+        for channel, window in value.items():
+            start, dash, end = window.partition("-")
+            if window and not (dash and _is_clock_time(start) and _is_clock_time(end)):
+                raise ValueError(f"'{channel}': cần khoảng giờ dạng HH:MM-HH:MM (hoặc \"\"), nhận được {window!r}")
+        return {"sms": "", "zalo": "", **value}
+
+    def quiet_window(self, channel: str) -> tuple[str, str]:
+        """(start, end) of `channel`'s quiet hours; equal times mean none."""
+        start, _, end = (self.quiet_hours.get(channel) or "00:00-00:00").partition("-")
+        return start.strip(), end.strip()
+
+
+def _is_clock_time(value: str) -> bool:
+    hours, _, minutes = value.strip().partition(":")
+    return hours.isdigit() and minutes.isdigit() and len(minutes) == 2 and int(hours) < 24 and int(minutes) < 60
+
+
+class SchedulerSettings(Section):
+    """The scheduler: one leader among the scheduler processes fires one-off and recurring blasts."""
+
+    schedules_dir: Path = Path("schedules")
+    grace_seconds: float = Field(
+        3600, ge=0, description="a start missed while everything was down still runs within this, else 'missed'"
+    )
+    lease_seconds: float = Field(30, ge=2, description="how long a leader holds the lease without renewing it")
+    reconcile_seconds: float = Field(5, gt=0, description="how often the leader re-reads blasts and schedules")
 
 
 class Settings(BaseSettings):
@@ -211,6 +242,7 @@ class Settings(BaseSettings):
     routes: dict[str, list[str]] = Field(default_factory=lambda: {"default": ["file"]})
     dispatch: DispatchSettings = DispatchSettings()
     policy: PolicySettings = PolicySettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
 
     @field_validator("routes")
     @classmethod

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -137,6 +138,9 @@ blasts = Table(
     Column("approved_at", UtcDateTime()),
     Column("started_at", UtcDateTime()),
     Column("finished_at", UtcDateTime()),
+    Column("schedule", String(80), comment="the recurring campaign that made it, if any"),
+    Column("series", JSON, comment="a rotation: [[alert slug, alert id], …] in order; None: alert_id alone"),
+    Column("held", JSON, comment="recipients held back when it started, by reason: capped, deferred"),
     Index(None, "state"),
 )
 
@@ -192,4 +196,56 @@ delivery_attempts = Table(
     Column("parts", Integer),
     Column("at", UtcDateTime(), nullable=False),
     Index(None, "delivery_id"),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True, comment="what is led: 'scheduler'"),
+    Column("holder", String(120), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("acquired_at", UtcDateTime(), nullable=False),
+)
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("name", String(80), primary_key=True, comment="the file stem in schedules/"),
+    Column("definition", JSON, nullable=False, comment="the parsed file"),
+    Column("origin", String(300), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("state", String(20), nullable=False, comment="pending_approval, active, disabled, removed"),
+    Column("synced_by", String(80), nullable=False),
+    Column("synced_at", UtcDateTime(), nullable=False),
+    Column("approved_by", String(80)),
+    Column("approved_at", UtcDateTime()),
+)
+
+schedule_runs = Table(
+    "schedule_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("schedule", String(80), nullable=False),
+    Column("run_at", UtcDateTime(), nullable=False, comment="the fire time the trigger gave"),
+    Column("outcome", String(20), nullable=False, comment="started, missed, empty, no_alert"),
+    Column("blast_id", Integer),
+    Column("recorded_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("schedule", "run_at"),
+)
+
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("gateway", String(64), primary_key=True, comment="gateway name, or name:parts"),
+    Column("tokens", Float, nullable=False),
+    Column("refreshed", Float, nullable=False, comment="epoch seconds of the last refill"),
+)
+
+# APScheduler's SQLAlchemy job store, as it creates it itself, so migrations own the schema.
+scheduler_jobs = Table(
+    "scheduler_jobs",
+    metadata,
+    Column("id", String(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
 )

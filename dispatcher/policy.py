@@ -1,10 +1,14 @@
-"""Sending policy: quiet hours, and how long a blast takes once they are counted."""
+"""Sending policy: quiet hours per channel, and how long a blast takes once they are counted."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from dispatcher.config import Settings
 
 
 @dataclass(frozen=True)
@@ -59,3 +63,19 @@ class QuietHours:
             if remaining > 0:
                 moment = self.next_open(moment)
         return moment
+
+
+def quiet_hours(settings: Settings, channel: str) -> QuietHours:
+    """The quiet window a blast on `channel` keeps.
+
+    `zalo_then_sms` keeps the SMS window: its fallback must reach people at SMS hours, and
+    Zalo's own window (which Zalo enforces 22:00–06:00 anyway) is no wider by default.
+    """
+    own = "zalo" if channel == "zalo" else "sms"
+    start, end = settings.policy.quiet_window(own)
+    return QuietHours.parse(start, end, settings.app.timezone)
+
+
+def open_channels(settings: Settings, channels: tuple[str, ...], now: datetime) -> tuple[str, ...]:
+    """The blast channels that may send at `now`."""
+    return tuple(c for c in channels if not quiet_hours(settings, c).is_quiet(now))

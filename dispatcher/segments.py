@@ -7,10 +7,24 @@ separate predicates so the preview can count each reason.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, false, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    ScalarSelect,
+    Select,
+    String,
+    and_,
+    column,
+    false,
+    func,
+    or_,
+    select,
+    values,
+)
 
 from dispatcher.domain import Audience, Channel, DeliveryStatus, audience_mask
 from dispatcher.errors import InputRejected, UsageError
@@ -25,6 +39,8 @@ CHANNEL_POLICIES = {
 }
 # States in which a message counts against caps and "already received": it went or is going out.
 COUNTED = (DeliveryStatus.SENDING, DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.UNKNOWN)
+# …and for "already received" also what is queued to go: it will be received.
+RECEIVING = [str(x) for x in (*COUNTED, DeliveryStatus.QUEUED)]
 
 
 @dataclass(frozen=True)
@@ -157,26 +173,64 @@ class Exclusions:
                 ("already_received", self.already_received), ("capped", self.capped)]  # fmt: skip
 
 
-def exclusions(channel: str, alert_slug: str, now: datetime, received_days: int, cap_per_day: int) -> Exclusions:
+def exclusions(
+    channel: str, alert_slug: str | None, now: datetime, received_days: int, cap_per_day: int
+) -> Exclusions:
     """The exclusion predicates for a blast of `alert_slug` on `channel` starting at `now`.
 
-    The history conditions are uncorrelated sets, computed once per statement rather than
-    probed once per subscriber: a million-recipient blast materialises in about a second.
+    A rotation (`alert_slug` None) picks each person's alert itself (`rotation_choice`), so
+    "already received" is decided there. The history conditions are uncorrelated sets, computed
+    once per statement rather than probed once per subscriber: a million-recipient blast
+    materialises in about a second.
     """
     s, d = subscribers.c, deliveries.c
-    counted = d.status.in_([str(x) for x in COUNTED])
     received = select(d.subscriber_id).where(
-        d.alert_slug == alert_slug, counted, d.queued_at >= now - timedelta(days=received_days)
-    )
-    busy = (
-        select(d.subscriber_id)
-        .where(counted, d.sent_at >= now - timedelta(days=1))
-        .group_by(d.subscriber_id)
-        .having(func.count() >= cap_per_day)
+        d.alert_slug == alert_slug, d.status.in_(RECEIVING), d.queued_at >= now - timedelta(days=received_days)
     )
     return Exclusions(
         opted_out=s.opted_out_at.is_not(None),
         no_channel=s.channel_mask.op("&")(CHANNEL_POLICIES[channel]) == 0,
-        already_received=s.id.in_(received) if received_days > 0 else false(),
-        capped=s.id.in_(busy),
+        already_received=s.id.in_(received) if received_days > 0 and alert_slug else false(),
+        capped=s.id.in_(_busy(now, cap_per_day)),
+    )
+
+
+def _busy(now: datetime, cap_per_day: int) -> Select:
+    """People who reach the cap in the 24 h around `now`: sent in the last day, or queued to go in the next.
+
+    Counting what other running blasts still hold in their queues keeps two blasts that start
+    together from each filling the same person's cap.
+    """
+    d = deliveries.c
+    day = timedelta(days=1)
+    in_window = or_(
+        and_(d.status.in_([str(x) for x in COUNTED]), d.sent_at >= now - day),
+        and_(d.status == DeliveryStatus.QUEUED.value, d.next_attempt_at < now + day),
+    )
+    return select(d.subscriber_id).where(in_window).group_by(d.subscriber_id).having(func.count() >= cap_per_day)
+
+
+def rotation_choice(series: Sequence[str], now: datetime, received_days: int) -> ScalarSelect:
+    """Per subscriber, the next alert of `series` to send: SQL, correlated to `subscribers`.
+
+    Never-received alerts come first, in series order; once every alert has been received, the
+    one received longest ago; an alert received within `received_days` is never chosen (None:
+    the person has had them all recently).
+    """
+    s, d = subscribers.c, deliveries.c
+    ranked = values(column("slug", String), column("rank", Integer), name="series").data(
+        [(slug, rank) for rank, slug in enumerate(series)]
+    )
+    last = (
+        select(func.max(d.queued_at))
+        .where(d.subscriber_id == s.id, d.alert_slug == ranked.c.slug, d.status.in_(RECEIVING))
+        .scalar_subquery()
+    )
+    cutoff = now - timedelta(days=received_days)
+    return (
+        select(ranked.c.slug)
+        .where(or_(last.is_(None), last < cutoff))
+        .order_by(last.is_not(None), last, ranked.c.rank)
+        .limit(1)
+        .scalar_subquery()
     )

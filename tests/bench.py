@@ -131,7 +131,7 @@ def _scheduled_blast(url: str, settings: Settings, regions: RegionIndex) -> tupl
         blasts.approve(conn, blast_id, "chief", now)
     started = time.perf_counter()
     with engine.begin() as conn:
-        recipients = blasts.materialise(conn, blasts.get(conn, blast_id), settings, now)
+        recipients, _ = blasts.materialise(conn, blasts.get(conn, blast_id), settings, now)
         conn.execute(update(blasts_table).where(blasts_table.c.id == blast_id).values(
             state="running", started_at=now, recipients=recipients))  # fmt: skip
     seconds = time.perf_counter() - started

@@ -61,7 +61,7 @@ def settings(tmp_path: Path) -> Settings:
     path.write_text(
         f"[sms.price_per_part]\n{prices}\n"
         "[dispatch]\nalready_received_days = 30\ncap_per_day = 3\n"
-        '[policy]\nquiet_start = "22:00"\nquiet_end = "07:00"\nassumed_rate = 100\n',
+        '[policy]\ncapped = "skip"\nassumed_rate = 100\n[policy.quiet_hours]\nsms = "22:00-07:00"\n',
         encoding="utf-8",
     )
     return load_settings(path, {})
@@ -554,8 +554,8 @@ def test_materialise_returns_how_many_rows_it_added(people, regions, settings, n
     blast_id = _scheduled(people, _request(_duy_xuyen(regions)), settings, regions, now)
     with people.begin() as conn:
         blast = blasts.get(conn, blast_id)
-        assert blasts.materialise(conn, blast, settings, now) == 6
-        assert blasts.materialise(conn, blast, settings, now) == 0
+        assert blasts.materialise(conn, blast, settings, now) == (6, {"capped": 0})
+        assert blasts.materialise(conn, blast, settings, now) == (0, {"capped": 0})
 
 
 def test_opt_outs_after_approval_are_respected_at_start(people, regions, settings, now) -> None:
