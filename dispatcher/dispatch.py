@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Engine, and_, bindparam, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
 from dispatcher import alerts as catalogue
@@ -35,7 +36,8 @@ from dispatcher.gateways.base import (
     ThrottledError,
     pending_reports,
 )
-from dispatcher.models import UtcDateTime, alerts, blasts, deliveries, delivery_attempts
+from dispatcher.models import UtcDateTime, alerts, blasts, deliveries, delivery_attempts, rate_buckets
+from dispatcher.policy import open_channels
 from dispatcher.regions import RegionIndex
 
 log = structlog.get_logger(__name__)
@@ -43,19 +45,21 @@ HOUSEKEEPING = timedelta(seconds=1)
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
 
-_CLAIMED = "id, blast_id, msisdn, carrier, province_code, commune_code, attempts"
-_RUNNING = "blast_id IN (SELECT id FROM blasts WHERE state = 'running')"
+_CLAIMED = "id, blast_id, alert_slug, msisdn, carrier, province_code, commune_code, attempts"
+# Blasts that may send now: running, on a channel outside its quiet hours, of the priority claimed.
+_RUNNING = "blast_id IN (SELECT id FROM blasts WHERE state = 'running' AND channel IN :channels)"
 CLAIM_SQLITE = text(
     "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, claimed_by = :worker, "
     "lease_until = :lease WHERE id IN (SELECT id FROM deliveries INDEXED BY ix_deliveries_queued "
-    f"WHERE status = 'queued' AND next_attempt_at <= :now AND {_RUNNING} ORDER BY id LIMIT :limit) "
-    f"RETURNING {_CLAIMED}"
+    f"WHERE status = 'queued' AND priority = :priority AND next_attempt_at <= :now AND {_RUNNING} "
+    f"ORDER BY priority, id LIMIT :limit) RETURNING {_CLAIMED}"
 )
 CLAIM_POSTGRESQL = text(
     "UPDATE deliveries d SET status = 'sending', attempts = d.attempts + 1, claimed_by = :worker, "
-    "lease_until = :lease FROM (SELECT id FROM deliveries WHERE status = 'queued' AND next_attempt_at <= :now "
-    f"AND {_RUNNING} ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED) c WHERE d.id = c.id "
-    f"RETURNING d.id, d.blast_id, d.msisdn, d.carrier, d.province_code, d.commune_code, d.attempts"
+    "lease_until = :lease FROM (SELECT id FROM deliveries WHERE status = 'queued' AND priority = :priority "
+    f"AND next_attempt_at <= :now AND {_RUNNING} ORDER BY priority, id LIMIT :limit FOR UPDATE SKIP LOCKED) c "
+    "WHERE d.id = c.id RETURNING d.id, d.blast_id, d.alert_slug, d.msisdn, d.carrier, d.province_code, "
+    "d.commune_code, d.attempts"
 )
 _ONLY_SENDING = "WHERE id = :i AND status = 'sending'"
 SENT_SQL = (
@@ -70,12 +74,23 @@ FAILED_SQL = (
     "UPDATE deliveries SET status = 'failed', gateway = :g, error_code = :c, error = :e, finished_at = :t, "
     f"lease_until = NULL {_ONLY_SENDING}"
 )
+# A message claimed but never handed to a gateway (the worker is stopping) goes back to the queue.
+RELEASE_SQL = (
+    "UPDATE deliveries SET status = 'queued', attempts = attempts - 1, lease_until = NULL, claimed_by = NULL "
+    f"{_ONLY_SENDING}"
+)
 EXPIRED_SQL = f"UPDATE deliveries SET status = 'expired', finished_at = :t, lease_until = NULL {_ONLY_SENDING}"
 REPORT_SQL = (
     "UPDATE deliveries SET status = :s, error_code = COALESCE(:c, error_code), finished_at = :t "
     "WHERE provider_id = :p AND status = 'sent'"
 )
-_TIMES = [bindparam("now", type_=UtcDateTime()), bindparam("lease", type_=UtcDateTime())]
+_CLAIM_PARAMS = [
+    bindparam("now", type_=UtcDateTime()),
+    bindparam("lease", type_=UtcDateTime()),
+    bindparam("channels", expanding=True),
+]
+CHANNELS = ("sms", "zalo", "zalo_then_sms")
+URGENT, NORMAL = 1, 0
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,7 @@ class Claimed:
 
     id: int
     blast_id: int
+    alert_slug: str
     msisdn: str
     carrier: str
     province_code: int
@@ -121,13 +137,50 @@ class RateLimiter:
         self.next_free = self.monotonic() + weight / self.rate * 1.0001
 
 
+class SharedRateLimiter(RateLimiter):
+    """A RateLimiter whose schedule lives in the database, so every worker sharing a gateway shares it.
+
+    Each chunk reserves its slot with one atomic UPDATE of the `rate_buckets` row (pushing
+    `next_free` on by weight / rate) and then sleeps until its slot: the slots of all workers
+    form one evenly spaced schedule, so the limit holds for their sum. Slots are wall-clock
+    epoch seconds: workers on several machines need synchronised clocks (NTP).
+    """
+
+    def __init__(
+        self, engine: Engine, name: str, rate: float, sleep: Sleep, wallclock: Callable[[], float] = time.time
+    ) -> None:
+        super().__init__(rate, sleep, wallclock)
+        self.engine = engine
+        self.name = name
+        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+        with engine.begin() as conn:
+            conn.execute(dialect.insert(rate_buckets).values(name=name, next_free=0.0).on_conflict_do_nothing())
+        later = "GREATEST" if engine.dialect.name == "postgresql" else "MAX"
+        self._reserve = text(
+            f"UPDATE rate_buckets SET next_free = {later}(next_free, :now) + :step WHERE name = :name "
+            "RETURNING next_free - :step"
+        )
+
+    async def acquire(self, weight: float) -> None:
+        """Reserve the next `weight` units of the shared schedule and wait for their slot."""
+        if not self.rate:
+            return
+        step = weight / self.rate * 1.0001
+        with self.engine.begin() as conn:
+            slot = conn.execute(self._reserve, {"now": self.monotonic(), "step": step, "name": self.name}).scalar_one()
+        wait = slot - self.monotonic()
+        if wait > 0:
+            await self.sleep(wait)
+
+
 @dataclass
 class BlastInfo:
     """What the loop needs of a blast, loaded once."""
 
     id: int
+    channel: str
     not_after: datetime | None
-    template: catalogue.MessageTemplate
+    templates: dict[str, catalogue.MessageTemplate]
     limiter: RateLimiter | None
 
 
@@ -148,6 +201,8 @@ class Worker:
     _routes: dict[str, str] = field(default_factory=dict)
     _last_housekeeping: datetime | None = None
     _last_claimed: int = 0
+    _urgent_running: bool = True  # until housekeeping has looked
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
     sent: int = 0
 
     async def run(
@@ -157,7 +212,8 @@ class Worker:
 
         Idle waits up to `report_wait_seconds` for delivery reports the gateways still expect.
         """
-        stop = stop or asyncio.Event()
+        stop = stop or self.stopping
+        self.stopping = stop
         quiet_since: float | None = None
         while not stop.is_set():
             if on_tick:
@@ -188,11 +244,13 @@ class Worker:
             with self.engine.begin() as conn:
                 blast_ops.start_due(conn, self.settings, now)
                 self._reap(conn, now)
+                self._urgent_running = _urgent_running(conn)
         claimed = self._claim(now)
-        results, expired = await self._dispatch(claimed) if claimed else ([], [])
+        results, expired, released = await self._dispatch(claimed) if claimed else ([], [], [])
         reports = [r for g in self.gateways.values() for r in g.reports(self.clock())]
         with self.engine.begin() as conn:
             self._record(conn, results, expired)
+            executemany(conn, RELEASE_SQL, [{"i": row.id} for row in released])
             apply_reports(conn, reports)
             if len(claimed) < self.settings.dispatch.batch_size:
                 self._complete(conn, self.clock())
@@ -207,30 +265,58 @@ class Worker:
         return False
 
     def idle(self) -> bool:
-        """Nothing due: no queued message due now, none in flight, no blast waiting to start now."""
+        """Nothing due: no message that may go now, none in flight, no blast waiting to start now.
+
+        Messages held by quiet hours are not due: `--until-idle` stops and they wait for the morning.
+        """
         now = self.clock()
         d = deliveries.c
-        due = or_(and_(d.status == DeliveryStatus.QUEUED.value, d.next_attempt_at <= now),
-                  d.status == DeliveryStatus.SENDING.value)  # fmt: skip
+        b = blasts.c
+        may_go = and_(d.status == DeliveryStatus.QUEUED.value, d.next_attempt_at <= now, self._sendable(now))
+        due = or_(may_go, d.status == DeliveryStatus.SENDING.value)
         with self.engine.connect() as conn:
             waiting = conn.execute(
-                select(d.id)
-                .join(blasts, blasts.c.id == d.blast_id)
-                .where(blasts.c.state == BlastState.RUNNING.value, due)
-                .limit(1)
+                select(d.id).join(blasts, b.id == d.blast_id).where(b.state == BlastState.RUNNING.value, due).limit(1)
             ).first()
-            scheduled = blasts.c.state == BlastState.SCHEDULED.value
-            starting = conn.execute(select(blasts.c.id).where(scheduled, blasts.c.start_at <= now).limit(1)).first()
+            starting = conn.execute(
+                select(b.id).where(b.state == BlastState.SCHEDULED.value, b.start_at <= now).limit(1)
+            ).first()
         return waiting is None and starting is None
+
+    def _sendable(self, now: datetime) -> Any:
+        """SQL: the row's blast may send at `now` (its channel is outside quiet hours, or it is urgent and allowed)."""
+        normal = blasts.c.channel.in_(self._channels(NORMAL, now))
+        return or_(normal, and_(blasts.c.priority == URGENT, blasts.c.channel.in_(self._channels(URGENT, now))))
+
+    def _channels(self, priority: int, now: datetime) -> tuple[str, ...]:
+        """The blast channels a message of `priority` may go on at `now`."""
+        if priority == URGENT and self.settings.policy.urgent_in_quiet_hours:
+            return CHANNELS
+        return open_channels(self.settings, CHANNELS, now)
 
     # -- claiming -------------------------------------------------------------------------
 
     def _claim(self, now: datetime) -> list[Claimed]:
+        """One batch under a lease: urgent messages first, but never the whole batch while normal ones wait."""
+        size = self.settings.dispatch.batch_size
+        if not self._urgent_running:
+            return self._claim_priority(NORMAL, size, now)
+        urgent = self._claim_priority(URGENT, max(1, int(size * self.settings.policy.urgent_share)), now)
+        normal = self._claim_priority(NORMAL, size - len(urgent), now)
+        if len(urgent) + len(normal) < size and normal:
+            return urgent + normal
+        return urgent + normal + self._claim_priority(URGENT, size - len(urgent) - len(normal), now)
+
+    def _claim_priority(self, priority: int, limit: int, now: datetime) -> list[Claimed]:
+        channels = self._channels(priority, now)
+        if limit <= 0 or not channels:
+            return []
         lease = now + timedelta(seconds=self.settings.dispatch.lease_seconds)
         statement = CLAIM_POSTGRESQL if self.engine.dialect.name == "postgresql" else CLAIM_SQLITE
-        params = {"worker": self.worker_id, "now": now, "lease": lease, "limit": self.settings.dispatch.batch_size}
+        params = {"worker": self.worker_id, "now": now, "lease": lease, "limit": limit, "priority": priority,
+                  "channels": list(channels)}  # fmt: skip
         with self.engine.begin() as conn:
-            rows = conn.execute(statement.bindparams(*_TIMES), params).all()
+            rows = conn.execute(statement.bindparams(*_CLAIM_PARAMS), params).all()
         return [Claimed(*row) for row in rows]
 
     def _reap(self, conn: Any, now: datetime) -> None:
@@ -245,7 +331,8 @@ class Worker:
 
     # -- sending --------------------------------------------------------------------------
 
-    async def _dispatch(self, claimed: list[Claimed]) -> tuple[list[Any], list[Claimed]]:
+    async def _dispatch(self, claimed: list[Claimed]) -> tuple[list[Any], list[Claimed], list[Claimed]]:
+        """Send what was claimed; returns the results, the rows past their not_after and those never handed over."""
         now = self.clock()
         by_gateway: dict[str, list[tuple[Claimed, OutgoingMessage]]] = defaultdict(list)
         expired: list[Claimed] = []
@@ -254,27 +341,32 @@ class Worker:
             if info.not_after is not None and info.not_after <= now:
                 expired.append(row)
                 continue
-            text_, measured = info.template.render(self.regions, row.province_code, row.commune_code)
+            template = info.templates[row.alert_slug]
+            text_, measured = template.render(self.regions, row.province_code, row.commune_code)
             message = OutgoingMessage(row.id, row.msisdn, text_, measured.encoding, measured.parts, row.carrier)
             by_gateway[self._route(row.carrier)].append((row, message))
         outcomes = await asyncio.gather(*(self._send(name, batch) for name, batch in by_gateway.items()))
-        return [result for batch in outcomes for result in batch], expired
+        results = [result for sent, _ in outcomes for result in sent]
+        return results, expired, [row for _, held in outcomes for row in held]
 
     async def _send(
         self, name: str, batch: list[tuple[Claimed, OutgoingMessage]]
-    ) -> list[tuple[Claimed, OutgoingMessage, str, SendResult | GatewayError]]:
+    ) -> tuple[list[tuple[Claimed, OutgoingMessage, str, SendResult | GatewayError]], list[Claimed]]:
+        """Hand `batch` to gateway `name` chunk by chunk at its rate; a stop leaves the rest unsent."""
         gateway = self.gateways[name]
         messages, per_message = self._limiters_for(name)
         results = []
         step = min(messages.chunk(), per_message.chunk())
         for start in range(0, len(batch), step):
+            if self.stopping.is_set():
+                return results, [row for row, _ in batch[start:]]
             chunk = batch[start : start + step]
             await self._pace(chunk)
             await messages.acquire(len(chunk))
             await per_message.acquire(sum(m.parts for _, m in chunk))
             outcomes = await gateway.send_batch([m for _, m in chunk])
             results += [(row, m, name, outcome) for (row, m), outcome in zip(chunk, outcomes, strict=True)]
-        return results
+        return results, []
 
     async def _pace(self, chunk: list[tuple[Claimed, OutgoingMessage]]) -> None:
         """Hold a chunk to its blast's own --rate, when the blast set one."""
@@ -289,19 +381,33 @@ class Worker:
         return self._routes[carrier]
 
     def _limiters_for(self, name: str) -> tuple[RateLimiter, RateLimiter]:
+        """A gateway's message and part limits, shared through the database with every other worker."""
         if name not in self._limiters:
             limits: GatewayLimits = getattr(self.settings.gateways, name, GatewayLimits())
-            self._limiters[name] = (RateLimiter(limits.rate, self.sleep), RateLimiter(limits.parts_rate, self.sleep))
+            self._limiters[name] = (
+                self._limiter(f"gateway:{name}", limits.rate),
+                self._limiter(f"parts:{name}", limits.parts_rate),
+            )
         return self._limiters[name]
 
+    def _limiter(self, name: str, rate: float) -> RateLimiter:
+        if not rate:
+            return RateLimiter(0, self.sleep)
+        return SharedRateLimiter(self.engine, name, rate, self.sleep)
+
     def _blast(self, blast_id: int) -> BlastInfo:
+        """The blast's channel, expiry, templates (one per alert of a rotation) and own rate limit."""
         if blast_id not in self._blasts:
             with self.engine.connect() as conn:
                 blast = blast_ops.get(conn, blast_id)
-                alert = conn.execute(select(alerts).where(alerts.c.id == blast["alert_id"])).mappings().one()
-            template = catalogue.MessageTemplate.of(dict(alert), blast["encoding"])
-            limiter = RateLimiter(blast["rate"], self.sleep) if blast["rate"] else None
-            self._blasts[blast_id] = BlastInfo(blast_id, blast_ops.utc(blast["not_after"]), template, limiter)
+                slug_ids = blast["series"] or [[None, blast["alert_id"]]]
+                ids = [alert_id for _, alert_id in slug_ids]
+                rows = conn.execute(select(alerts).where(alerts.c.id.in_(ids))).mappings().all()
+            templates = {row["slug"]: catalogue.MessageTemplate.of(dict(row), blast["encoding"]) for row in rows}
+            limiter = self._limiter(f"blast:{blast_id}", blast["rate"]) if blast["rate"] else None
+            self._blasts[blast_id] = BlastInfo(
+                blast_id, blast["channel"], blast_ops.utc(blast["not_after"]), templates, limiter
+            )
         return self._blasts[blast_id]
 
     # -- recording ------------------------------------------------------------------------
@@ -365,6 +471,15 @@ class Worker:
         for blast_id in done:
             log.info("blast.completed", blast_id=blast_id)
             self._blasts.pop(blast_id, None)
+
+
+def _urgent_running(conn: Any) -> bool:
+    """Whether a running blast is urgent: only then does the claim look for urgent messages."""
+    b = blasts.c
+    return (
+        conn.execute(select(b.id).where(b.state == BlastState.RUNNING.value, b.priority == URGENT).limit(1)).first()
+        is not None
+    )
 
 
 def _kind(error: GatewayError) -> str:

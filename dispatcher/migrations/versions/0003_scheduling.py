@@ -13,7 +13,16 @@ branch_labels = None
 depends_on = None
 
 
+QUEUED = sa.text("status = 'queued'")
+
+
 def upgrade() -> None:
+    # The claim now takes urgent messages first: the queued index leads with priority.
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_deliveries_queued", sqlite_where=QUEUED, postgresql_where=QUEUED)
+        batch_op.create_index(
+            "ix_deliveries_queued", ["priority", "id"], unique=False, sqlite_where=QUEUED, postgresql_where=QUEUED
+        )
     with op.batch_alter_table("blasts", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column(
@@ -70,10 +79,9 @@ def upgrade() -> None:
     )
     op.create_table(
         "rate_buckets",
-        sa.Column("gateway", sa.String(length=64), nullable=False, comment="gateway name, or name:parts"),
-        sa.Column("tokens", sa.Float(), nullable=False),
-        sa.Column("refreshed", sa.Float(), nullable=False, comment="epoch seconds of the last refill"),
-        sa.PrimaryKeyConstraint("gateway", name=op.f("pk_rate_buckets")),
+        sa.Column("name", sa.String(length=64), nullable=False, comment="'gateway:file', 'parts:file', 'blast:12'"),
+        sa.Column("next_free", sa.Float(), nullable=False, comment="epoch seconds from which the next unit may go"),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_rate_buckets")),
     )
     op.create_table(
         "scheduler_jobs",
@@ -87,6 +95,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_deliveries_queued", sqlite_where=QUEUED, postgresql_where=QUEUED)
+        batch_op.create_index(
+            "ix_deliveries_queued", ["id"], unique=False, sqlite_where=QUEUED, postgresql_where=QUEUED
+        )
     for table in ("scheduler_jobs", "rate_buckets", "schedule_runs", "schedules", "leases"):
         op.drop_table(table)
     with op.batch_alter_table("blasts", schema=None) as batch_op:
