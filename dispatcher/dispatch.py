@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, and_, bindparam, or_, select, text, update
+from sqlalchemy import Engine, and_, bindparam, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
@@ -34,6 +34,7 @@ from dispatcher.gateways.base import (
     OutgoingMessage,
     SendResult,
     ThrottledError,
+    confirm,
     pending_reports,
 )
 from dispatcher.models import UtcDateTime, alerts, blasts, deliveries, delivery_attempts, rate_buckets
@@ -79,6 +80,11 @@ RELEASE_SQL = (
     "UPDATE deliveries SET status = 'queued', attempts = attempts - 1, lease_until = NULL, claimed_by = NULL "
     f"{_ONLY_SENDING}"
 )
+UNKNOWN_SQL = (
+    "UPDATE deliveries SET status = 'unknown', error = 'lease expired while sending', lease_until = NULL "
+    f"{_ONLY_SENDING}"
+)
+REAP_BATCH = 10_000
 EXPIRED_SQL = f"UPDATE deliveries SET status = 'expired', finished_at = :t, lease_until = NULL {_ONLY_SENDING}"
 REPORT_SQL = (
     "UPDATE deliveries SET status = :s, error_code = COALESCE(:c, error_code), finished_at = :t "
@@ -202,6 +208,7 @@ class Worker:
     _last_housekeeping: datetime | None = None
     _last_claimed: int = 0
     _urgent_running: bool = True  # until housekeeping has looked
+    _lease_until: datetime | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     sent: int = 0
 
@@ -243,8 +250,8 @@ class Worker:
         if self._housekeeping_due(now):
             with self.engine.begin() as conn:
                 blast_ops.start_due(conn, self.settings, now)
-                self._reap(conn, now)
                 self._urgent_running = _urgent_running(conn)
+            await self._reap(now)
         claimed = self._claim(now)
         results, expired, released = await self._dispatch(claimed) if claimed else ([], [], [])
         reports = [r for g in self.gateways.values() for r in g.reports(self.clock())]
@@ -307,11 +314,21 @@ class Worker:
             return urgent + normal
         return urgent + normal + self._claim_priority(URGENT, size - len(urgent) - len(normal), now)
 
+    def _lease_running_out(self) -> bool:
+        """Whether the batch's lease is in its last quarter: what is not handed over by then goes back.
+
+        Past its lease a row may be reaped and requeued by another worker; sending it then could
+        send it twice, so a slow (rate-limited) batch stops short and releases the rest.
+        """
+        margin = timedelta(seconds=self.settings.dispatch.lease_seconds / 4)
+        return self._lease_until is not None and self.clock() >= self._lease_until - margin
+
     def _claim_priority(self, priority: int, limit: int, now: datetime) -> list[Claimed]:
         channels = self._channels(priority, now)
         if limit <= 0 or not channels:
             return []
         lease = now + timedelta(seconds=self.settings.dispatch.lease_seconds)
+        self._lease_until = lease
         statement = CLAIM_POSTGRESQL if self.engine.dialect.name == "postgresql" else CLAIM_SQLITE
         params = {"worker": self.worker_id, "now": now, "lease": lease, "limit": limit, "priority": priority,
                   "channels": list(channels)}  # fmt: skip
@@ -319,15 +336,42 @@ class Worker:
             rows = conn.execute(statement.bindparams(*_CLAIM_PARAMS), params).all()
         return [Claimed(*row) for row in rows]
 
-    def _reap(self, conn: Any, now: datetime) -> None:
-        """Rows whose lease ran out while `sending` become `unknown`: they may have gone out."""
-        reaped = conn.execute(
-            update(deliveries)
-            .where(deliveries.c.status == DeliveryStatus.SENDING.value, deliveries.c.lease_until < now)
-            .values(status=DeliveryStatus.UNKNOWN.value, error="lease expired while sending", lease_until=None)
-        ).rowcount
-        if reaped:
-            log.warning("dispatch.leases_expired", deliveries=reaped)
+    async def _reap(self, now: datetime) -> None:
+        """Rows whose lease ran out while `sending`: settled by their gateway's own account, else `unknown`.
+
+        A gateway that can confirm by our delivery id says whether it accepted the message (then
+        it is `sent`) or never saw it (then it goes back to the queue); rows it cannot vouch for
+        become `unknown`, never silently resent: they may have gone out.
+        """
+        d = deliveries.c
+        expired = select(d.id, d.carrier).where(d.status == DeliveryStatus.SENDING.value, d.lease_until < now)
+        with self.engine.connect() as conn:
+            rows = conn.execute(expired.limit(REAP_BATCH)).all()
+        if not rows:
+            return
+        by_gateway: dict[str, list[int]] = defaultdict(list)
+        for delivery_id, carrier in rows:
+            by_gateway[self._route(carrier)].append(delivery_id)
+        answers = {name: await confirm(self.gateways[name], ids) for name, ids in by_gateway.items()}
+        with self.engine.begin() as conn:
+            self._settle_reaped(conn, answers, [row.id for row in rows], now)
+
+    def _settle_reaped(
+        self, conn: Any, answers: dict[str, dict[int, SendResult | None]], ids: list[int], now: datetime
+    ) -> None:
+        t = driver_time(conn.dialect.name, now)
+        sent = [{"i": i, "g": name, "p": r.provider_id, "n": r.parts, "t": t}
+                for name, found in answers.items() for i, r in found.items() if r is not None]  # fmt: skip
+        never = [{"i": i} for found in answers.values() for i, r in found.items() if r is None]
+        executemany(conn, SENT_SQL, sent)
+        executemany(conn, RELEASE_SQL, never)
+        settled = {row["i"] for row in sent + never}
+        unknown = [{"i": i} for i in ids if i not in settled]
+        executemany(conn, UNKNOWN_SQL, unknown)
+        if unknown:
+            log.warning("dispatch.leases_expired", deliveries=len(unknown))
+        if settled:
+            log.info("dispatch.leases_confirmed", sent=len(sent), requeued=len(never))
 
     # -- sending --------------------------------------------------------------------------
 
@@ -358,7 +402,7 @@ class Worker:
         results = []
         step = min(messages.chunk(), per_message.chunk())
         for start in range(0, len(batch), step):
-            if self.stopping.is_set():
+            if self.stopping.is_set() or self._lease_running_out():
                 return results, [row for row, _ in batch[start:]]
             chunk = batch[start : start + step]
             await self._pace(chunk)

@@ -173,9 +173,7 @@ class Exclusions:
                 ("already_received", self.already_received), ("capped", self.capped)]  # fmt: skip
 
 
-def exclusions(
-    channel: str, alert_slug: str | None, now: datetime, received_days: int, cap_per_day: int
-) -> Exclusions:
+def exclusions(channel: str, alert_slug: str | None, now: datetime, received_days: int, cap_per_day: int) -> Exclusions:
     """The exclusion predicates for a blast of `alert_slug` on `channel` starting at `now`.
 
     A rotation (`alert_slug` None) picks each person's alert itself (`rotation_choice`), so

@@ -10,11 +10,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from dispatcher.config import CarrierBehaviour, FileGatewaySettings, GatewaysSettings, SimulatorSettings
 from dispatcher.errors import ConfigError
 from dispatcher.gateways import GATEWAYS, build
 from dispatcher.gateways.base import (
+    DeliveryReport,
     Gateway,
     Outcome,
     OutgoingMessage,
@@ -23,9 +25,10 @@ from dispatcher.gateways.base import (
     SendResult,
     TemporaryError,
     ThrottledError,
+    confirm,
 )
 from dispatcher.gateways.fake import FakeGateway
-from dispatcher.gateways.file import FileGateway
+from dispatcher.gateways.file import FileGateway, outbox_line
 from dispatcher.gateways.simulator import SimulatorGateway, recorded_duplicates
 from dispatcher.smstext import Encoding
 
@@ -58,6 +61,17 @@ def kinds(outcomes: Sequence[Outcome]) -> Counter[str]:
 def simulator(now: datetime, **settings: object) -> SimulatorGateway:
     """A simulator on a fixed clock."""
     return SimulatorGateway(SimulatorSettings(**settings), clock=lambda: now)
+
+
+def confirmed(gateway: Gateway, delivery_ids: Sequence[int]) -> dict[int, SendResult | None]:
+    """What `gateway` confirms of `delivery_ids`, asked on a fresh event loop."""
+    return asyncio.run(confirm(gateway, delivery_ids))
+
+
+def tear(path: Path, line: str) -> None:
+    """Append the first half of `line` without its newline, as a process killed mid-write leaves it."""
+    with path.open("a", encoding="utf-8") as file:
+        file.write(line[: len(line) // 2])
 
 
 # -- the registry -------------------------------------------------------------------------
@@ -170,6 +184,45 @@ def test_file_gateway_has_no_reports(tmp_path: Path, now: datetime) -> None:
     gateway = FileGateway(FileGatewaySettings(path=tmp_path / "outbox.jsonl"))
     send(gateway, [message(1)])
     assert gateway.reports(now + timedelta(days=1)) == []
+
+
+def test_file_gateway_confirms_the_lines_in_the_outbox(tmp_path: Path) -> None:
+    """A restarted gateway confirms a handed-off message with the provider id and parts it was given."""
+    settings = FileGatewaySettings(path=tmp_path / "outbox.jsonl")
+    vietnamese = OutgoingMessage(7, "+84905123456", WARNING, Encoding.UCS2, 2, "mobifone")
+    send(FileGateway(settings), [vietnamese, message(8)])
+    assert confirmed(FileGateway(settings), [7, 8]) == {7: SendResult("file-7", 2), 8: SendResult("file-8", 1)}
+
+
+def test_file_gateway_says_an_id_without_a_line_was_never_handed_off(tmp_path: Path) -> None:
+    """An id the outbox has no line for is answered None: the file is all that was handed off."""
+    gateway = FileGateway(FileGatewaySettings(path=tmp_path / "outbox.jsonl"))
+    send(gateway, [message(1)])
+    assert confirmed(gateway, [1, 2]) == {1: SendResult("file-1", 1), 2: None}
+
+
+def test_file_gateway_without_an_outbox_handed_off_nothing(tmp_path: Path) -> None:
+    """With no outbox file at all, every id is answered None."""
+    gateway = FileGateway(FileGatewaySettings(path=tmp_path / "outbox.jsonl"))
+    assert confirmed(gateway, [1, 2]) == {1: None, 2: None}
+
+
+def test_file_gateway_confirm_ignores_a_torn_last_line(tmp_path: Path) -> None:
+    """A line cut short by a killed process is not a hand-off."""
+    settings = FileGatewaySettings(path=tmp_path / "outbox.jsonl")
+    send(FileGateway(settings), [message(1)])
+    tear(settings.path, outbox_line(message(2)))
+    assert confirmed(FileGateway(settings), [1, 2]) == {1: SendResult("file-1", 1), 2: None}
+
+
+def test_file_gateway_starts_a_new_line_after_a_torn_one(tmp_path: Path) -> None:
+    """A gateway opening an outbox that ends in a torn line keeps its own first line whole."""
+    settings = FileGatewaySettings(path=tmp_path / "outbox.jsonl")
+    tear(settings.path, outbox_line(message(1)))
+    gateway = FileGateway(settings)
+    send(gateway, [message(2)])
+    assert settings.path.read_text(encoding="utf-8").splitlines()[1] == outbox_line(message(2)).rstrip("\n")
+    assert confirmed(gateway, [1, 2]) == {1: None, 2: SendResult("file-2", 1)}
 
 
 # -- the carrier simulator ----------------------------------------------------------------
@@ -309,9 +362,9 @@ def test_simulator_record_file_has_one_line_per_accepted_message(tmp_path: Path,
     record = tmp_path / "sim" / "accepted.jsonl"
     gateway = simulator(now, temporary_failure=0.3, record_path=record)
     outcomes = send(gateway, [message(i) for i in range(200)])
-    accepted = [(m.delivery_id, m.msisdn, o.provider_id) for m, o in zip(gateway.attempts, outcomes, strict=True)
-                if isinstance(o, SendResult)]  # fmt: skip
-    assert [(line["id"], line["msisdn"], line["provider_id"]) for line in read_lines(record)] == accepted
+    accepted = [(m.delivery_id, m.msisdn, o.provider_id, o.parts)
+                for m, o in zip(gateway.attempts, outcomes, strict=True) if isinstance(o, SendResult)]  # fmt: skip
+    assert [(line["id"], line["msisdn"], line["provider_id"], line["parts"]) for line in read_lines(record)] == accepted
     assert len(accepted) == len(gateway.accepted) < 200
     asyncio.run(gateway.close())
 
@@ -336,6 +389,58 @@ def test_record_file_counts_duplicates_across_restarts(tmp_path: Path, now: date
     asyncio.run(after_restart.close())
     assert after_restart.duplicates() == {}
     assert recorded_duplicates(record) == {2: 2}
+
+
+def test_simulator_confirms_from_memory(now: datetime) -> None:
+    """Without a record file, accepted ids get their SendResult and refused or unseen ids None."""
+    gateway = simulator(now, carriers={"mobifone": CarrierBehaviour(permanent_failure=1)})
+    accepted, _ = send(gateway, [message(1), message(2, "mobifone")])
+    assert confirmed(gateway, [1, 2, 3]) == {1: accepted, 2: None, 3: None}
+
+
+def test_simulator_leaves_out_what_memory_may_have_evicted(now: datetime) -> None:
+    """Once the ring has dropped messages, an id not in it is left out rather than answered None."""
+    gateway = simulator(now, keep_last=2)
+    _, second, third = send(gateway, [message(1), message(2), message(3)])
+    assert confirmed(gateway, [1, 2, 3, 4]) == {2: second, 3: third}
+
+
+def test_simulator_confirms_across_a_restart_from_the_record_file(tmp_path: Path, now: datetime) -> None:
+    """A new simulator on the same record file confirms what the killed worker's simulator accepted."""
+    record = tmp_path / "accepted.jsonl"
+    before_crash = simulator(now, record_path=record, carriers={"mobifone": CarrierBehaviour(permanent_failure=1)})
+    accepted, _ = send(before_crash, [message(1), message(2, "mobifone")])
+    assert confirmed(simulator(now, record_path=record), [1, 2, 3]) == {1: accepted, 2: None, 3: None}
+
+
+def test_simulator_without_a_record_file_yet_accepted_nothing(tmp_path: Path, now: datetime) -> None:
+    """A record file nobody has written yet answers None for every id."""
+    assert confirmed(simulator(now, record_path=tmp_path / "accepted.jsonl"), [1]) == {1: None}
+
+
+def test_simulator_confirm_ignores_a_torn_last_line(tmp_path: Path, now: datetime) -> None:
+    """A record line cut short by a killed process is not an acceptance."""
+    record = tmp_path / "accepted.jsonl"
+    [accepted] = send(simulator(now, record_path=record), [message(1)])
+    tear(record, '{"id": 2, "msisdn": "+84900000002", "provider_id": "sim-0-2", "parts": 1}\n')
+    assert confirmed(simulator(now, record_path=record), [1, 2]) == {1: accepted, 2: None}
+
+
+def test_simulator_starts_a_new_record_line_after_a_torn_one(tmp_path: Path, now: datetime) -> None:
+    """A restarted simulator's first record line stays whole after a torn one, and counts."""
+    record = tmp_path / "accepted.jsonl"
+    tear(record, '{"id": 1, "msisdn": "+84900000001", "provider_id": "sim-0-1", "parts": 1}\n')
+    after_restart = simulator(now, record_path=record)
+    [accepted] = send(after_restart, [message(1)])
+    assert confirmed(after_restart, [1]) == {1: accepted}
+    assert recorded_duplicates(record) == {}
+
+
+def test_simulator_leaves_out_a_record_line_without_parts(tmp_path: Path, now: datetime) -> None:
+    """A line from before the record kept parts shows the id accepted, with parts unknown: it is left out."""
+    record = tmp_path / "accepted.jsonl"
+    record.write_text('{"id": 1, "msisdn": "+84900000001", "provider_id": "sim-0-1"}\n', encoding="utf-8")
+    assert confirmed(simulator(now, record_path=record), [1, 2]) == {2: None}
 
 
 # -- the fake -----------------------------------------------------------------------------
@@ -377,8 +482,60 @@ def test_fake_queue_report_is_returned_once_due(now: datetime) -> None:
     assert fake.reports(now + timedelta(days=1)) == []
 
 
+def test_fake_confirms_what_it_accepted() -> None:
+    """The fake confirms an accepted id with its result, and a failed or unseen id with None."""
+    fake = FakeGateway()
+    fake.fail_next(1, TemporaryError("link down"))
+    send(fake, [message(1), message(2)])
+    assert confirmed(fake, [1, 2, 3]) == {1: None, 2: SendResult("fake-2", 1), 3: None}
+
+
+def test_fake_told_it_cannot_confirm_answers_nothing() -> None:
+    """With `confirms` off the fake plays a gateway that cannot tell, so no id is answered."""
+    fake = FakeGateway()
+    send(fake, [message(1)])
+    fake.confirms = False
+    assert confirmed(fake, [1, 2]) == {}
+
+
 def test_fake_remembers_being_closed() -> None:
     """`close()` is observable, so a test can check the worker released its gateways."""
     fake = FakeGateway("twilio")
     asyncio.run(fake.close())
     assert fake.closed and fake.name == "twilio"
+
+
+# -- confirming through the base helper ---------------------------------------------------
+
+
+class SendOnly:
+    """A gateway that can send but not confirm, like a carrier API without a lookup by reference."""
+
+    name = "send-only"
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[Outcome]:
+        """Accept every message."""
+        return [SendResult(f"send-only-{m.delivery_id}", m.parts) for m in messages]
+
+    def reports(self, now: datetime) -> list[DeliveryReport]:
+        """Never any."""
+        return []
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+def test_confirm_answers_nothing_for_a_gateway_without_the_capability() -> None:
+    """A gateway that cannot confirm leaves every id out."""
+    gateway = SendOnly()
+    send(gateway, [message(1)])
+    assert confirmed(gateway, [1]) == {}
+
+
+def test_confirm_answers_nothing_when_the_gateway_cannot_look(tmp_path: Path) -> None:
+    """An outbox that cannot be read confirms nothing, with a warning naming the gateway."""
+    with capture_logs() as logs:
+        assert confirmed(FileGateway(FileGatewaySettings(path=tmp_path)), [1]) == {}
+    [warning] = logs
+    assert (warning["event"], warning["gateway"], warning["log_level"]) == ("gateway.confirm_failed", "file", "warning")
+    assert warning["error"].startswith("FILE-IO: cannot read")

@@ -3,6 +3,13 @@
 A gateway only pushes: batching, rate limits, retries and recording results belong to the
 dispatch loop. `send_batch` returns one outcome per message, in order: a SendResult, or the
 GatewayError that says whether to retry. Foreign exceptions are translated at the gateway edge.
+
+A gateway may also confirm by its own account what it accepted, for the rows a dead worker left
+`sending`: `async def confirm(self, delivery_ids: Sequence[int]) -> dict[int, SendResult | None]`
+answers, for each of our delivery ids (the client reference every message carries), the
+SendResult it gave when it accepted that message, or None when it is sure it never accepted it;
+an id it cannot answer for is left out. A GatewayError means it could answer for none. The
+capability is optional: call it through `confirm()` below, which answers {} for a gateway without it.
 """
 
 from __future__ import annotations
@@ -13,7 +20,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+import structlog
+
 from dispatcher.smstext import Encoding
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -117,3 +128,16 @@ def pending_reports(gateway: Gateway) -> int:
     """Reports a gateway still expects (0 for gateways that never report, like the hand-off file)."""
     count = getattr(gateway, "pending_reports", None)
     return count() if callable(count) else 0
+
+
+async def confirm(gateway: Gateway, delivery_ids: Sequence[int]) -> dict[int, SendResult | None]:
+    """What `gateway` knows it accepted of `delivery_ids` ({} for a gateway that cannot confirm)."""
+    answer = getattr(gateway, "confirm", None)
+    if not callable(answer) or not delivery_ids:
+        return {}
+    try:
+        return await answer(delivery_ids)
+    except GatewayError as error:
+        # Confirming is a best effort: rows it cannot vouch for stay unknown, for an operator to decide.
+        log.warning("gateway.confirm_failed", gateway=gateway.name, error=str(error))
+        return {}

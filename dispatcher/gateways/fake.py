@@ -1,4 +1,8 @@
-"""A gateway for tests, like httpx's MockTransport: it records what it was sent and fails on request."""
+"""A gateway for tests, like httpx's MockTransport: it records what it was sent and fails on request.
+
+It confirms from what it recorded, which is everything it ever accepted, so an id it never
+accepted is answered None; set `confirms` to False to play a gateway that cannot tell.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,9 @@ class FakeGateway:
         """Every message handed to it, in order, failed ones included."""
         self.closed = False
         """Whether `close()` was called."""
+        self.confirms = True
+        """Whether `confirm()` answers; False makes it answer {}, like a gateway that cannot tell."""
+        self._accepted: dict[int, SendResult] = {}
         self._fail_next: list[GatewayError] = []
         self._rules: list[tuple[Callable[[OutgoingMessage], bool], GatewayError]] = []
         self._reports: list[tuple[str, ReportStatus, str | None, datetime | None]] = []
@@ -38,7 +45,17 @@ class FakeGateway:
     async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[Outcome]:
         """Record the messages; one outcome each, failing those it was told to fail."""
         self.sent.extend(messages)
-        return [self._outcome(message) for message in messages]
+        outcomes = [self._outcome(message) for message in messages]
+        for message, outcome in zip(messages, outcomes, strict=True):
+            if isinstance(outcome, SendResult):
+                self._accepted.setdefault(message.delivery_id, outcome)
+        return outcomes
+
+    async def confirm(self, delivery_ids: Sequence[int]) -> dict[int, SendResult | None]:
+        """The SendResult each id was first accepted with, None for one never accepted ({} if `confirms` is off)."""
+        if not self.confirms:
+            return {}
+        return {delivery_id: self._accepted.get(delivery_id) for delivery_id in delivery_ids}
 
     def reports(self, now: datetime) -> list[DeliveryReport]:
         """The queued reports due by `now`, each returned once; a report queued without a time is dated `now`."""

@@ -3,15 +3,24 @@
 It is the embedded default: a message is "sent" once its line is on disk, and a hand-off file
 has no delivery reports. A batch goes out with one append, so what `send_batch` returns as sent
 is in the file (the kernel's page cache: it survives the process being killed).
+
+Nothing is buffered in the process, so the file is the whole account of what was handed off and
+`confirm` answers from it alone: an id with a line was handed off, an id without one (or with no
+file at all) never was. A process killed mid-append leaves at most a torn last line, which no
+carrier can take and `confirm` ignores; the next gateway to open the file starts a fresh line
+after it. Whoever takes the lines must therefore leave the file in place: a file moved away or
+truncated would make handed-off messages look never sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 
 from dispatcher.config import FileGatewaySettings
 from dispatcher.gateways.base import DeliveryReport, GatewayError, Outcome, OutgoingMessage, SendResult, TemporaryError
@@ -39,6 +48,7 @@ class FileGateway:
     def __init__(self, settings: FileGatewaySettings) -> None:
         self.path = settings.path
         self._fd: int | None = None
+        self._torn = False
 
     async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[Outcome]:
         """Append the batch; every message is sent, or every one failed with a TemporaryError."""
@@ -48,6 +58,18 @@ class FileGateway:
         except GatewayError as error:
             return [error] * len(messages)
         return [SendResult(f"file-{m.delivery_id}", m.parts) for m in messages]
+
+    async def confirm(self, delivery_ids: Sequence[int]) -> dict[int, SendResult | None]:
+        """Each id's SendResult if the outbox has its line, else None: the file is all that was handed off."""
+        wanted = set(delivery_ids)
+        try:
+            # Off the event loop: an outbox grows to millions of lines and an absent id reads them all.
+            found = await asyncio.to_thread(_handed_off, self.path, wanted)
+        except FileNotFoundError:
+            found = {}
+        except OSError as exc:
+            raise TemporaryError(f"cannot read {self.path}: {exc.strerror}", code="FILE-IO") from exc
+        return {delivery_id: found.get(delivery_id) for delivery_id in wanted}
 
     def reports(self, now: datetime) -> list[DeliveryReport]:
         """Always empty: nobody reports back through a hand-off file."""
@@ -67,15 +89,18 @@ class FileGateway:
         except OSError as exc:
             raise TemporaryError(f"cannot open {self.path}: {exc.strerror}", code="FILE-IO") from exc
         try:
-            _write_all(fd, data)
+            _write_all(fd, b"\n" + data if self._torn else data)
         except OSError as exc:
             self._roll_back(fd, start)
             raise TemporaryError(f"cannot write {self.path}: {exc.strerror}", code="FILE-IO") from exc
+        self._torn = False
 
     def _open(self) -> int:
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            # Read as well as append, to see whether a killed process left the last line torn.
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            self._torn = _ends_mid_line(self._fd)
         return self._fd
 
     def _roll_back(self, fd: int, size: int) -> None:
@@ -91,3 +116,37 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _ends_mid_line(fd: int) -> bool:
+    """Whether the file ends in a torn line, which the next append must not run on from."""
+    size = os.fstat(fd).st_size
+    return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+
+
+def _handed_off(path: Path, wanted: set[int]) -> dict[int, SendResult]:
+    """The SendResult of each `wanted` id that has a line in the outbox, reading no further than needed."""
+    found: dict[int, SendResult] = {}
+    with path.open("rb") as outbox:
+        for line in outbox:
+            if not line.endswith(b"\n"):
+                break  # the torn end of an append cut short: not handed off
+            handed_off = _wanted_line(line, wanted)
+            if handed_off is not None:
+                delivery_id, parts = handed_off
+                found.setdefault(delivery_id, SendResult(f"file-{delivery_id}", parts))
+                if len(found) == len(wanted):
+                    break
+    return found
+
+
+def _wanted_line(line: bytes, wanted: set[int]) -> tuple[int, int] | None:
+    """The id and parts of an outbox line for a `wanted` id; None for other lines and for a torn one."""
+    # The id is read off the start `outbox_line` gives every line, so other ids cost no JSON parse.
+    comma = line.find(b",")
+    if not line.startswith(b'{"id": ') or not line[7:comma].isdigit() or int(line[7:comma]) not in wanted:
+        return None
+    try:
+        return int(line[7:comma]), json.loads(line)["parts"]
+    except ValueError:  # a line cut short by a killed process, which the next gateway ended
+        return None

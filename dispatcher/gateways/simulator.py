@@ -5,21 +5,29 @@ at a random delay, so reports arrive out of order as they do from real SMSCs. Ev
 from one seeded random generator, so a run with the same seed and the same batches repeats itself.
 The simulator also remembers what it accepted, in memory and optionally in a record file, so a
 test can count messages accepted twice, even across a worker that was killed and restarted.
+
+It confirms by that memory too. With a record file, the file is the network's account, shared by
+every process that writes it: a message counts as accepted once its line is there, so a process
+killed before its batch's lines were written accepted nothing of that batch, and a torn last line
+is not an acceptance. Without one, only this instance's memory answers, and an id it does not
+find is "never accepted" only while nothing has been evicted from the `keep_last` ring.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import json
+import os
 import random
 import secrets
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from dispatcher.config import CarrierBehaviour, SimulatorSettings
 from dispatcher.gateways.base import (
@@ -76,6 +84,8 @@ class SimulatorGateway:
         """The latest messages the network accepted, repeats included."""
         self.attempts: deque[OutgoingMessage] = deque(maxlen=settings.keep_last)
         """The latest messages it was handed, accepted or not."""
+        self._results: deque[SendResult] = deque(maxlen=settings.keep_last)  # in step with `accepted`
+        self._keep_last = settings.keep_last
         self._clock = clock
         self._random = random.Random(settings.seed)
         self._default = _Behaviour.of(settings)
@@ -114,6 +124,18 @@ class SimulatorGateway:
             due.append(DeliveryReport(provider_id, status, datetime.fromtimestamp(at, UTC), error_code))
         return due
 
+    async def confirm(self, delivery_ids: Sequence[int]) -> dict[int, SendResult | None]:
+        """What the network accepted of `delivery_ids`: from the record file if there is one, else from memory."""
+        wanted = set(delivery_ids)
+        if self._record_path is None:
+            return self._confirm_from_memory(wanted)
+        try:
+            self._flush_record()
+            # Off the event loop: a benchmark's record runs to millions of lines.
+            return await asyncio.to_thread(_confirm_from_record, self._record_path, wanted)
+        except OSError as exc:
+            raise TemporaryError(f"cannot read {self._record_path}: {exc.strerror}", code="SIM-RECORD") from exc
+
     def pending_reports(self) -> int:
         """Delivery reports still to come."""
         return len(self._due)
@@ -128,6 +150,16 @@ class SimulatorGateway:
         if self._record is not None:
             self._record.close()
             self._record = None
+
+    def _confirm_from_memory(self, wanted: set[int]) -> dict[int, SendResult | None]:
+        """The results remembered for `wanted`; the ids not found are None only if nothing was evicted."""
+        found: dict[int, SendResult | None] = {}
+        for message, result in zip(self.accepted, self._results, strict=True):
+            if message.delivery_id in wanted:
+                found.setdefault(message.delivery_id, result)
+        if self._counter > self._keep_last:
+            return found
+        return {delivery_id: found.get(delivery_id) for delivery_id in wanted}
 
     def _behaviour(self, carrier: str) -> _Behaviour:
         return self._carriers.get(carrier, self._default)
@@ -166,18 +198,22 @@ class SimulatorGateway:
     def _accept(self, message: OutgoingMessage, behaviour: _Behaviour, sent_at: float) -> SendResult:
         """Give the message a provider id, record it and schedule its delivery report."""
         self._counter += 1
-        provider_id = f"sim-{self._prefix}-{self._counter}"
+        result = SendResult(f"sim-{self._prefix}-{self._counter}", message.parts)
         self.accepted.append(message)
+        self._results.append(result)
         if self._record_path is not None:
-            self._record_lines.append(_record_line(message, provider_id))
-        if not self._reports:
-            return SendResult(provider_id, message.parts)
+            self._record_lines.append(_record_line(message, result))
+        if self._reports:
+            self._schedule_report(result.provider_id, behaviour, sent_at)
+        return result
+
+    def _schedule_report(self, provider_id: str, behaviour: _Behaviour, sent_at: float) -> None:
+        """Draw when the message's report comes and what it says."""
         low, span = self._report_delay
         due = sent_at + low + span * self._random.random()
         undeliverable = self._random.random() < behaviour.undeliverable
         status = ReportStatus.UNDELIVERABLE if undeliverable else ReportStatus.DELIVERED
         heapq.heappush(self._due, (due, self._counter, provider_id, status))
-        return SendResult(provider_id, message.parts)
 
     def _flush_record(self) -> None:
         """Put this batch's accepted messages in the record file before the batch returns."""
@@ -186,19 +222,63 @@ class SimulatorGateway:
         if self._record is None:
             self._record_path.parent.mkdir(parents=True, exist_ok=True)
             self._record = self._record_path.open("a", encoding="utf-8")
+            if _ends_mid_line(self._record_path):
+                self._record.write("\n")  # a killed process's torn line must not swallow our first one
         self._record.write("".join(self._record_lines))
         self._record.flush()
         self._record_lines.clear()
 
 
-def _record_line(message: OutgoingMessage, provider_id: str) -> str:
+def _record_line(message: OutgoingMessage, result: SendResult) -> str:
     # Spelled out, not json.dumps'ed, so that recording does not halve the benchmark's rate.
     quote = json.encoder.encode_basestring
-    return f'{{"id": {message.delivery_id}, "msisdn": {quote(message.msisdn)}, "provider_id": "{provider_id}"}}\n'
+    return (
+        f'{{"id": {message.delivery_id}, "msisdn": {quote(message.msisdn)}, '
+        f'"provider_id": "{result.provider_id}", "parts": {result.parts}}}\n'
+    )
+
+
+def _read_record(record_path: Path) -> Iterator[dict[str, Any]]:
+    """The record's entries, in order, leaving out a torn line a killed process left behind."""
+    with record_path.open("rb") as record:  # bytes: a torn line may end inside a character
+        for line in record:
+            if not line.endswith(b"\n"):
+                return  # the torn end of a write cut short: not accepted
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a torn line that a later process started a new line after
+                continue
+            yield entry
+
+
+def _ends_mid_line(path: Path) -> bool:
+    """Whether the file ends in a torn line."""
+    with path.open("rb") as record:
+        if record.seek(0, os.SEEK_END) == 0:
+            return False
+        record.seek(-1, os.SEEK_END)
+        return record.read(1) != b"\n"
+
+
+def _confirm_from_record(record_path: Path, wanted: set[int]) -> dict[int, SendResult | None]:
+    """Answers for `wanted` from a record file, which holds everything any process accepted."""
+    answers: dict[int, SendResult | None] = dict.fromkeys(wanted)
+    unread = set(wanted)
+    with contextlib.suppress(FileNotFoundError):  # no record yet: nothing accepted
+        for entry in _read_record(record_path):
+            if entry["id"] not in unread:
+                continue
+            unread.discard(entry["id"])
+            if "parts" in entry:
+                answers[entry["id"]] = SendResult(entry["provider_id"], entry["parts"])
+            else:  # a line from before parts were recorded: accepted, but how many parts is not known
+                del answers[entry["id"]]
+            if not unread:
+                break
+    return answers
 
 
 def recorded_duplicates(record_path: Path) -> dict[int, int]:
     """Delivery ids a record file shows accepted more than once, by any process that wrote it."""
-    with record_path.open(encoding="utf-8") as record:
-        counts = Counter(json.loads(line)["id"] for line in record if line.strip())
+    counts = Counter(entry["id"] for entry in _read_record(record_path))
     return {delivery_id: count for delivery_id, count in counts.items() if count > 1}
