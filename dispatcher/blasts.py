@@ -224,7 +224,10 @@ def approve(conn: Connection, blast_id: int, actor: str, now: datetime) -> dict[
     blast = get(conn, blast_id)
     if blast["created_by"].casefold() == actor.casefold():
         raise UsageError(f"'{actor}' đã tạo đợt gửi {blast_id}: cần một người khác duyệt (nguyên tắc bốn mắt).")
-    _move(conn, blast, {BlastState.PENDING_APPROVAL}, BlastState.SCHEDULED, approved_by=actor, approved_at=now)
+    # A start already past means "as soon as approved": approving late is not a start missed while down.
+    start_at = max(utc(blast["start_at"]), now)
+    _move(conn, blast, {BlastState.PENDING_APPROVAL}, BlastState.SCHEDULED, approved_by=actor, approved_at=now,
+          start_at=start_at)  # fmt: skip
     audit(conn, now, actor, "blast.approve", f"blast:{blast_id}", {})
     log.info("blast.approved", blast_id=blast_id, actor=actor)
     return get(conn, blast_id)
@@ -288,22 +291,43 @@ def _move(conn: Connection, blast: dict[str, Any], allowed: set[BlastState], tar
 
 
 def start_due(conn: Connection, settings: Settings, now: datetime) -> list[int]:
-    """Start every scheduled blast whose time has come; one past its not_after expires instead."""
+    """Start every scheduled blast whose time has come (see `start`); returns those started."""
     due = conn.execute(
         select(blasts.c.id).where(blasts.c.state == BlastState.SCHEDULED.value, blasts.c.start_at <= now)
     ).scalars()
-    started = []
-    for blast_id in list(due):
-        blast = get(conn, blast_id)
-        if blast["not_after"] is not None and utc(blast["not_after"]) <= now:
-            _move(conn, blast, {BlastState.SCHEDULED}, BlastState.EXPIRED, finished_at=now)
-            log.warning("blast.expired_before_start", blast_id=blast_id)
-            continue
-        count, held = materialise(conn, blast, settings, now)
-        _move(conn, blast, {BlastState.SCHEDULED}, BlastState.RUNNING, started_at=now, recipients=count, held=held)
-        log.info("blast.started", blast_id=blast_id, recipients=count)
-        started.append(blast_id)
-    return started
+    return [blast_id for blast_id in list(due) if start(conn, get(conn, blast_id), settings, now)]
+
+
+def start(conn: Connection, blast: dict[str, Any], settings: Settings, now: datetime) -> bool:
+    """Materialise and run a scheduled blast; one whose time is gone is marked instead, never sent stale.
+
+    Past its not_after it is `expired`; started later than `[scheduler] grace_seconds` after its
+    start_at (everything was down) it is `missed`.
+    """
+    late = (now - utc(blast["start_at"])).total_seconds()
+    if blast["not_after"] is not None and utc(blast["not_after"]) <= now:
+        _move(conn, blast, {BlastState.SCHEDULED}, BlastState.EXPIRED, finished_at=now)
+        log.warning("blast.expired_before_start", blast_id=blast["id"])
+        return False
+    if late > settings.scheduler.grace_seconds:
+        _move(conn, blast, {BlastState.SCHEDULED}, BlastState.MISSED, finished_at=now)
+        log.warning("blast.missed", blast_id=blast["id"], late_seconds=round(late))
+        return False
+    _serialise_materialising(conn)
+    count, held = materialise(conn, blast, settings, now)
+    _move(conn, blast, {BlastState.SCHEDULED}, BlastState.RUNNING, started_at=now, recipients=count, held=held)
+    log.info("blast.started", blast_id=blast["id"], recipients=count, **held)
+    return True
+
+
+def _serialise_materialising(conn: Connection) -> None:
+    """One blast materialises at a time, so the caps of one see the queue of the other.
+
+    SQLite serialises writers already; on PostgreSQL two workers starting blasts at once would
+    each count the other's rows as not yet there.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7410001)")
 
 
 def materialise(conn: Connection, blast: dict[str, Any], settings: Settings, now: datetime) -> tuple[int, dict]:

@@ -547,5 +547,9 @@ from dispatcher.cli_blasts import register  # noqa: E402  (the blast commands li
 
 register(app, blast_app)
 
+from dispatcher.cli_schedules import register as register_schedules  # noqa: E402
+
+register_schedules(app)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

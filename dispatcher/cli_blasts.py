@@ -36,7 +36,7 @@ STATUS_VI = {
     "undeliverable": "không tới được", "expired": "quá hạn", "unknown": "chưa rõ", "cancelled": "đã huỷ",
 }  # fmt: skip
 REASON_VI = {"opted_out": "từ chối nhận", "no_channel": "không có kênh này", "already_received": "đã nhận mẫu này",
-             "capped": "quá 3 tin/24 giờ"}  # fmt: skip
+             "capped": "đã đủ số tin trong 24 giờ"}  # fmt: skip
 
 
 def parse_time(text: str | None, zone: str, option: str) -> datetime | None:
@@ -111,6 +111,8 @@ def _print_preview(shown: dict[str, Any], zone: str) -> None:
     out.print(f"Người nhận: [bold]{shown['recipients']:,}[/bold] / {shown['matched']:,} trong phân đoạn")
     for reason, n in shown["excluded"].items():
         out.print(f"  loại trừ — {REASON_VI[reason]}: {n:,}")
+    if shown.get("deferred"):
+        out.print(f"  hoãn 1 ngày — đã đủ số tin trong 24 giờ: {shown['deferred']:,} (vẫn nhận, muộn hơn)")
     table = Table("Nhà mạng", "Người nhận")
     for carrier, n in shown["by_carrier"].items():
         table.add_row(carrier, f"{n:,}")
@@ -195,7 +197,7 @@ def _status_document(c: Context, blast_id: int) -> dict[str, Any]:
         for carrier, status, n in rows:
             by_carrier.setdefault(carrier, {})[status] = n
         return {"blast_id": blast_id, "state": blast["state"], "counts": blast_ops.counts(conn, blast_id),
-                "by_carrier": by_carrier}  # fmt: skip
+                "held": blast["held"] or {}, "by_carrier": by_carrier}  # fmt: skip
 
 
 def blast_status(
@@ -219,6 +221,11 @@ def blast_status(
     table.add_row("[bold]Tổng[/bold]", *(f"[bold]{document['counts'][status]:,}[/bold]" for status in shown))
     out.print(f"Đợt gửi {blast_id}: [bold]{document['state']}[/bold]")
     out.print(table)
+    held = document["held"]
+    if held.get("deferred"):
+        out.print(f"Hoãn 1 ngày vì đã đủ số tin trong 24 giờ: {held['deferred']:,} người (đã tính ở trên).")
+    if held.get("capped"):
+        out.print(f"Bỏ qua vì đã đủ số tin trong 24 giờ: {held['capped']:,} người.")
 
 
 def _watch(c: Context, blast_id: int) -> dict[str, Any]:
@@ -267,17 +274,22 @@ def worker(
 ) -> None:
     """Tiến trình gửi: lấy tin đến hạn, gửi qua các cổng theo tuyến, ghi kết quả. Ctrl-C dừng an toàn."""
     c: Context = ctx.obj
-    used = {name for route in c.settings.routes.values() for name in route}
-    gateways = {name: build(name, c.settings.gateways) for name in used}
-    worker_id = f"{socket.gethostname()}:{os.getpid()}"
-    names = RegionIndex.load(legacy_units=False)  # the worker only names regions: no legacy tables
-    runner = Worker(c.engine, gateways, c.settings, names, lambda: datetime.now(UTC), worker_id)
+    runner = build_worker(c)
     if not err.is_terminal:
-        asyncio.run(_run_worker(runner, until_idle))
+        asyncio.run(run_worker(runner, until_idle))
     else:
         _with_progress(c, runner, until_idle)
     if not until_idle:
         err.print(f"Đã dừng tiến trình gửi ({runner.sent:,} tin đã gửi).")
+
+
+def build_worker(c: Context) -> Worker:
+    """A dispatch worker with every gateway the routes name."""
+    used = {name for route in c.settings.routes.values() for name in route}
+    gateways = {name: build(name, c.settings.gateways) for name in used}
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    names = RegionIndex.load(legacy_units=False)  # the worker only names regions: no legacy tables
+    return Worker(c.engine, gateways, c.settings, names, lambda: datetime.now(UTC), worker_id)
 
 
 def _with_progress(c: Context, runner: Worker, until_idle: bool) -> None:
@@ -297,7 +309,7 @@ def _with_progress(c: Context, runner: Worker, until_idle: bool) -> None:
             progress.update(task, completed=runner.sent, total=max(runner.sent + waiting, runner.sent),
                             rate=f"{rate:,.0f} tin/giây")  # fmt: skip
 
-        asyncio.run(_run_worker(runner, until_idle, show))
+        asyncio.run(run_worker(runner, until_idle, show))
 
 
 def _waiting(c: Context) -> int:
@@ -310,7 +322,8 @@ def _waiting(c: Context) -> int:
         ).scalar_one()
 
 
-async def _run_worker(runner: Worker, until_idle: bool, on_tick: Callable[[], None] | None = None) -> None:
+async def run_worker(runner: Worker, until_idle: bool, on_tick: Callable[[], None] | None = None) -> None:
+    """Run `runner` until idle or stopped by Ctrl-C / SIGTERM, then close its gateways."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

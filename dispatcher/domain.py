@@ -135,6 +135,32 @@ class BlastState(StrEnum):
     """Stopped for good; unsent messages were cancelled."""
     EXPIRED = "expired"
     """Its not_after passed before it could start."""
+    MISSED = "missed"
+    """Its start passed more than the grace while nothing ran: never sent stale."""
+
+
+class ScheduleState(StrEnum):
+    """Lifecycle of a recurring campaign (chiến dịch định kỳ) loaded from schedules/."""
+
+    PENDING_APPROVAL = "pending_approval"
+    """New or changed by a sync; waits for a second person."""
+    ACTIVE = "active"
+    """Approved: its runs fire."""
+    DISABLED = "disabled"
+    """Its file says enabled = false: no run fires."""
+    REMOVED = "removed"
+    """Its file is gone: no run fires; its history stays."""
+
+
+class RunOutcome(StrEnum):
+    """What one fire time of a recurring campaign came to."""
+
+    STARTED = "started"
+    """A blast was made and started."""
+    MISSED = "missed"
+    """The fire time passed more than the grace while nothing ran, or a later run superseded it."""
+    NO_ALERT = "no_alert"
+    """None of its alerts had an approved version: nothing to send."""
 
 
 class DeliveryStatus(StrEnum):

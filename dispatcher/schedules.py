@@ -73,15 +73,15 @@ def parse_when(text: str, timezone: str) -> CronTrigger:
     return trigger
 
 
-def next_runs(trigger: CronTrigger, after: datetime, count: int = 5) -> list[datetime]:
-    """The next `count` fire times strictly after the aware instant `after`, in the trigger's zone."""
+def next_runs(trigger: CronTrigger, after: datetime, count: int = 5, until: datetime | None = None) -> list[datetime]:
+    """The next `count` fire times strictly after the aware instant `after` (and not after `until`)."""
     if after.tzinfo is None:
         raise ValueError("next_runs needs an aware datetime")
     runs, previous = [], after
     while len(runs) < count:
         # Given as the previous fire time, an instant is stepped past: the result is strictly later.
         fire = trigger.get_next_fire_time(previous, previous)
-        if fire is None:
+        if fire is None or (until is not None and fire > until):
             break
         runs.append(fire)
         previous = fire

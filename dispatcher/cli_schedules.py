@@ -1,0 +1,144 @@
+"""`canhbao schedules …`, `canhbao scheduler` and `canhbao serve`: recurring campaigns and their processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import threading
+from datetime import datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.table import Table
+
+from dispatcher import scheduler as scheduling
+from dispatcher import schedules as campaigns
+from dispatcher.cli import Context, JsonOption, _emit, err, out
+from dispatcher.cli_blasts import build_worker, run_worker
+
+STATE_VI = {"pending_approval": "chờ duyệt", "active": "đang chạy", "disabled": "tắt", "removed": "đã gỡ"}
+schedules_app = typer.Typer(help="Chiến dịch định kỳ: nạp từ schedules/, duyệt, xem lịch chạy.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the commands to the application."""
+    app.add_typer(schedules_app, name="schedules")
+    app.command("scheduler")(scheduler_command)
+    app.command("serve")(serve)
+
+
+@schedules_app.command("sync")
+def schedules_sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Kiểm tra và nạp các chiến dịch trong schedules/; chiến dịch mới hoặc đã sửa chờ người khác duyệt."""
+    c: Context = ctx.obj
+    specs = campaigns.load_dir(c.settings.scheduler.schedules_dir, c.settings.app.timezone)
+    with c.engine.begin() as conn:
+        for spec in specs:
+            campaigns.check(spec, conn, c.regions, c.catalogue().methods)
+        outcome = scheduling.sync(conn, specs, c.actor, c.now)
+    if as_json:
+        _emit(outcome)
+        return
+    words = {"added": "mới", "changed": "đã sửa", "unchanged": "không đổi", "removed": "đã gỡ (tệp không còn)"}
+    for key, names in outcome.items():
+        if names:
+            out.print(f"{words[key]}: {', '.join(names)}")
+    waiting = outcome["added"] + outcome["changed"]
+    if waiting:
+        out.print(f"Chờ duyệt: canhbao --as NGƯỜI_DUYỆT schedules approve {' '.join(waiting)}")
+
+
+@schedules_app.command("approve")
+def schedules_approve(
+    ctx: typer.Context, names: Annotated[list[str], typer.Argument(help="Tên chiến dịch (tên tệp).")]
+) -> None:
+    """Duyệt chiến dịch (người duyệt khác người nạp): từ đó các lượt chạy của nó được gửi."""
+    c: Context = ctx.obj
+    with c.engine.begin() as conn:
+        for name in names:
+            scheduling.approve(conn, name, c.actor, c.now)
+    out.print(f"Đã duyệt: {', '.join(names)}.")
+
+
+@schedules_app.command("list")
+def schedules_list(
+    ctx: typer.Context,
+    count: Annotated[int, typer.Option("--next", min=1, max=50, help="Số lượt chạy sắp tới cần xem.")] = 5,
+    as_json: JsonOption = False,
+) -> None:
+    """Các chiến dịch, trạng thái và các lượt chạy sắp tới (giờ địa phương)."""
+    c: Context = ctx.obj
+    with c.engine.connect() as conn:
+        shown = scheduling.listing(conn, c.now, count)
+    if as_json:
+        _emit(shown)
+        return
+    if not shown:
+        out.print("Chưa có chiến dịch nào: chạy 'canhbao schedules sync'.")
+        return
+    zone = ZoneInfo(c.settings.app.timezone)
+    table = Table("Chiến dịch", "Trạng thái", "Lịch", "Phân đoạn", "Nội dung", f"{count} lượt tới", "Lượt trước")
+    for item in shown:
+        table.add_row(item["name"], STATE_VI.get(item["state"], item["state"]), item["when"],
+                      "; ".join(item["segment"]), _content(item), "\n".join(_local(t, zone) for t in item["next_runs"]),
+                      _local(item["last_run"], zone) if item["last_run"] else "—")  # fmt: skip
+    out.print(table)
+
+
+def _content(item: dict[str, Any]) -> str:
+    if not item["rotation"]:
+        return item["content"][0]
+    if item["content"][0].startswith("method:"):
+        return f"xoay vòng theo {len(item['content'])} phương thức"
+    return f"xoay vòng {len(item['content'])} mẫu"
+
+
+WEEKDAYS_VI = ("T2", "T3", "T4", "T5", "T6", "T7", "CN")
+
+
+def _local(moment: str, zone: ZoneInfo) -> str:
+    local = datetime.fromisoformat(moment).astimezone(zone)
+    return f"{WEEKDAYS_VI[local.weekday()]} {local:%d/%m/%Y %H:%M}"
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _service(c: Context) -> scheduling.SchedulerService:
+    return scheduling.SchedulerService(c.engine, c.settings, c.regions, _holder())
+
+
+def scheduler_command(ctx: typer.Context) -> None:
+    """Bộ lập lịch: chạy các đợt hẹn giờ và chiến dịch định kỳ. Nhiều tiến trình thì chỉ một tiến trình dẫn."""
+    c: Context = ctx.obj
+    service = _service(c)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    err.print(f"Bộ lập lịch {service.holder} đang chạy (Ctrl-C để dừng).")
+    service.serve(stop)
+    err.print("Đã dừng bộ lập lịch.")
+
+
+def serve(ctx: typer.Context) -> None:
+    """Bộ lập lịch và một tiến trình gửi trong cùng một tiến trình (cài đặt gọn một máy). Ctrl-C dừng an toàn."""
+    c: Context = ctx.obj
+    service = _service(c)
+    worker = build_worker(c)
+    stop = threading.Event()
+    thread = threading.Thread(target=service.serve, args=(stop,), name="scheduler", daemon=True)
+    thread.start()
+    err.print(f"Cảnh Báo đang chạy: bộ lập lịch và tiến trình gửi {worker.worker_id} (Ctrl-C để dừng).")
+    try:
+        asyncio.run(run_worker(worker, until_idle=False))
+    finally:
+        stop.set()
+        thread.join()
+    err.print(f"Đã dừng ({worker.sent:,} tin đã gửi).")
