@@ -157,7 +157,7 @@ def listing(conn: Connection, now: datetime, count: int = 5) -> list[dict[str, A
             "segment": _segment_words(spec), "content": list(spec.alerts) or [f"method:{m}" for m in spec.methods],
             "rotation": spec.is_rotation(), "channel": spec.channel,
             "last_run": blast_ops.utc(last[row.name]).isoformat() if row.name in last else None,
-            "next_runs": [t.isoformat() for t in next_runs(spec.trigger(), now, count)] if live else [],
+            "next_runs": [t.astimezone(UTC).isoformat() for t in next_runs(spec.trigger(), now, count)] if live else [],
         })  # fmt: skip
     return shown
 
@@ -209,8 +209,9 @@ def _record(
     if not added:
         return None
     level = log.warning if outcome is RunOutcome.MISSED else log.info
-    level("schedule.run", schedule=name, run_at=run_at.isoformat(), outcome=outcome.value)
-    return {"schedule": name, "run_at": run_at.isoformat(), "outcome": outcome.value, "blast_id": blast_id}
+    level("schedule.run", schedule=name, run_at=run_at.astimezone(UTC).isoformat(), outcome=outcome.value)
+    return {"schedule": name, "run_at": run_at.astimezone(UTC).isoformat(), "outcome": outcome.value,
+            "blast_id": blast_id}  # fmt: skip
 
 
 def fire(
@@ -228,7 +229,8 @@ def fire(
     urgent = not spec.is_rotation() and first["priority"] == Priority.URGENT.value
     segment = resolve(spec.segment, regions)
     shown = {"alert": {"id": first["slug"], "version": first["version"], "title": first["title"]},
-             "segment": list(segment.labels), "recipients": 0, "schedule": row.name, "run_at": run_at.isoformat(),
+             "segment": list(segment.labels), "recipients": 0, "schedule": row.name,
+             "run_at": run_at.astimezone(UTC).isoformat(),
              "series": [slug for slug, _ in series]}  # fmt: skip
     if spec.is_rotation():
         shown["alert"] = {"id": f"xoay vòng {len(series)} mẫu", "version": None, "title": spec.title}

@@ -13,17 +13,15 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import (
     ColumnElement,
-    Integer,
     ScalarSelect,
     Select,
-    String,
     and_,
-    column,
     false,
     func,
+    literal,
     or_,
     select,
-    values,
+    union_all,
 )
 
 from dispatcher.domain import Audience, Channel, DeliveryStatus, audience_mask
@@ -216,19 +214,19 @@ def rotation_choice(series: Sequence[str], now: datetime, received_days: int) ->
     the person has had them all recently).
     """
     s, d = subscribers.c, deliveries.c
-    ranked = values(column("slug", String), column("rank", Integer), name="series").data(
-        [(slug, rank) for rank, slug in enumerate(series)]
-    )
-    last = (
-        select(func.max(d.queued_at))
-        .where(d.subscriber_id == s.id, d.alert_slug == ranked.c.slug, d.status.in_(RECEIVING))
-        .scalar_subquery()
-    )
+    # A UNION ALL of literal rows: SQLite does not take column names on a VALUES derived table.
+    ranked = union_all(*(select(literal(slug).label("slug"), literal(rank).label("rank"))
+                         for rank, slug in enumerate(series))).subquery("series")  # fmt: skip
+    received = and_(d.subscriber_id == s.id, d.alert_slug == ranked.c.slug, d.status.in_(RECEIVING))
+    last = func.max(d.queued_at)
     cutoff = now - timedelta(days=received_days)
     return (
         select(ranked.c.slug)
-        .where(or_(last.is_(None), last < cutoff))
+        .select_from(ranked.outerjoin(deliveries, received))
+        .group_by(ranked.c.slug, ranked.c.rank)
+        .having(or_(last.is_(None), last < cutoff))
         .order_by(last.is_not(None), last, ranked.c.rank)
         .limit(1)
+        .correlate(subscribers)
         .scalar_subquery()
     )
