@@ -25,8 +25,10 @@ setup:
 
 # The demo works on its own database, rejects folder and outbox, fresh each time. It sends
 # through the carrier simulator (latency, a few refusals, delivery reports arriving later);
-# Itel and Reddi go to the hand-off file, to show both gateways.
+# Itel and Reddi go to the hand-off file, to show both gateways. Quiet hours (22:00–07:00) are
+# off in the demo only, so that it sends at whatever hour it is run.
 DEMO := CANHBAO_DATABASE__URL=sqlite:///var/demo.db CANHBAO_SUBSCRIBERS__REJECTS_DIR=var/demo-rejects \
+	CANHBAO_POLICY__QUIET_HOURS='{"sms": "", "zalo": ""}' \
 	CANHBAO_GATEWAYS__FILE__PATH=var/demo-outbox.jsonl \
 	CANHBAO_ROUTES='{"default": ["simulator"], "itel": ["file"], "reddi": ["file"]}' \
 	CANHBAO_GATEWAYS__SIMULATOR__LATENCY_MS=15 CANHBAO_GATEWAYS__SIMULATOR__PERMANENT_FAILURE=0.01 \
@@ -63,6 +65,11 @@ demo: setup
 	@$(DEMO) blast status 1
 	@$(DEMO) blast status 2
 	@$(DEMO) log --blast 1 --limit 5
+	@echo "== 10. Chiến dịch định kỳ (schedules/): nạp, người thứ hai duyệt, 5 lượt chạy tới"
+	@$(DEMO) --as lien-lac-vien schedules sync
+	@$(DEMO) --as lanh-dao-so schedules approve cao-bang-hang-tuan an-giang-sinh-vien-hang-thang
+	@COLUMNS=140 $(DEMO) schedules list
+	@echo "Chạy lâu dài: canhbao serve (bộ lập lịch + tiến trình gửi); giờ yên lặng 22:00–07:00 áp dụng ngoài bản demo."
 	@echo "Nhật ký đầy đủ: canhbao log --blast 2 --export csv  ·  tệp chuyển giao (Itel, Reddi): var/demo-outbox.jsonl"
 	@echo "Cơ sở dữ liệu: var/demo.db  ·  báo cáo dòng bị từ chối: var/demo-rejects/"
 
