@@ -1,0 +1,105 @@
+"""`canhbao schedules …` and `canhbao serve` from the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+
+from dispatcher import alerts, blasts, population
+from dispatcher.config import load_settings
+from dispatcher.domain import METHODS
+from dispatcher.models import deliveries
+from dispatcher.segments import SegmentSpec, resolve
+from dispatcher.subscribers import RejectsFile, RowParser, SubscriberImporter
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD = """title = "Hằng tuần"
+when = "every Monday 09:00"
+[segment]
+provinces = ["Đà Nẵng"]
+[content]
+alert = "viec-nhe-luong-cao"
+"""
+
+
+def _schedules(cli, files: dict[str, str]) -> Path:
+    folder = cli.root / "schedules"
+    folder.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    with cli.config.open("a", encoding="utf-8") as fh:
+        fh.write(f'[scheduler]\nschedules_dir = "{folder}"\n')
+    return folder
+
+
+def test_sync_names_the_file_and_line_of_every_problem(cli) -> None:
+    """A bad cron and an unknown alert: exit 1, each problem with its file and line, nothing stored."""
+    bad = GOOD.replace("every Monday 09:00", "every blue moon").replace("viec-nhe-luong-cao", "khong-co-mau-nay")
+    _schedules(cli, {"xau.toml": bad})
+    assert cli("alerts", "sync")[0] == 0
+    code, _, err = cli("schedules", "sync")
+    assert code == 1
+    assert "xau.toml:2:" in err and "every blue moon" in err and "khong-co-mau-nay" in err
+    assert cli.json("schedules", "list")[1] == []
+
+
+def test_a_synced_campaign_fires_only_once_a_second_person_approved_it(cli) -> None:
+    """sync → pending approval; the syncer cannot approve; another person can; list shows five next runs."""
+    _schedules(cli, {"hang-tuan.toml": GOOD})
+    cli("alerts", "sync")
+    assert cli.json("schedules", "sync", user="lien-lac")[1]["added"] == ["hang-tuan"]
+    code, _, err = cli("schedules", "approve", "hang-tuan", user="lien-lac")
+    assert code == 2 and "bốn mắt" in err
+    assert cli("schedules", "approve", "hang-tuan", user="lanh-dao")[0] == 0
+    code, shown = cli.json("schedules", "list")
+    assert shown[0]["state"] == "active" and len(shown[0]["next_runs"]) == 5
+    assert all(datetime.fromisoformat(t).astimezone().weekday() in (0, 1) for t in shown[0]["next_runs"])
+
+
+def test_serve_sends_a_timed_blast_and_stops_cleanly_on_sigterm(engine: Engine, regions, tmp_path) -> None:
+    """`canhbao serve` starts a timed blast at its time and sends it; SIGTERM mid-blast leaves nothing sending."""
+    now = datetime.now().astimezone()
+    positions = {name: i for i, name in enumerate(population.HEADER)}
+    importer = SubscriberImporter(engine, regions, tmp_path / "rejects")
+    importer.load(population.generate(regions, 48, 300, seed=3), RowParser(regions, positions), now, "test",
+                  RejectsFile(tmp_path / "r.csv"))  # fmt: skip
+    loaded = alerts.load_catalogue_dir(ROOT / "messages", alerts.Catalogue(METHODS, 4))
+    settings = load_settings(None, {})
+    with engine.begin() as conn:
+        alerts.sync(conn, loaded, "police", now)
+        alerts.submit(conn, "viec-nhe-luong-cao", "police", now)
+        alerts.approve(conn, "viec-nhe-luong-cao", "chief", now)
+        segment = resolve(SegmentSpec(provinces=("Đà Nẵng",)), regions)
+        request = blasts.BlastRequest("viec-nhe-luong-cao", segment, start_at=now + timedelta(seconds=2), rate=100)
+        blast_id, _ = blasts.create(conn, request, "liaison", settings, regions, now)
+        blasts.approve(conn, blast_id, "chief", now)
+    (tmp_path / "none.toml").write_text("", encoding="utf-8")
+    env = {**os.environ, "CANHBAO_CONFIG": str(tmp_path / "none.toml"), "CANHBAO_LOGGING__FORMAT": "json",
+           "CANHBAO_DATABASE__URL": engine.url.render_as_string(hide_password=False),
+           "CANHBAO_ROUTES": '{"default": ["simulator"]}', "CANHBAO_GATEWAYS__SIMULATOR__REPORTS": "false",
+           "CANHBAO_POLICY__QUIET_HOURS": '{"sms": ""}', "CANHBAO_SCHEDULER__RECONCILE_SECONDS": "0.3"}  # fmt: skip
+    serve = subprocess.Popen([sys.executable, "-m", "dispatcher", "serve"], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _statuses(engine, blast_id).count("sent") < 100:
+        time.sleep(0.1)
+    serve.send_signal(signal.SIGTERM)  # mid-blast: 300 messages at 100/s
+    _, stderr = serve.communicate(timeout=30)
+    assert serve.returncode == 0, stderr
+    statuses = _statuses(engine, blast_id)
+    assert "sending" not in statuses and statuses.count("sent") >= 100
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert any(e.get("event") == "blast.started" and e.get("blast_id") == blast_id for e in events)
+
+
+def _statuses(engine: Engine, blast_id: int) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(deliveries.c.status).where(deliveries.c.blast_id == blast_id)).scalars())
