@@ -331,7 +331,7 @@ def _serialise_materialising(conn: Connection) -> None:
 
 
 def materialise(conn: Connection, blast: dict[str, Any], settings: Settings, now: datetime) -> tuple[int, dict]:
-    """One queued delivery per recipient, set-based; returns the rows this call added and who was held back.
+    """One queued delivery per recipient, one INSERT … SELECT; returns the rows added and who was held back.
 
     People at their cap go a day later (`policy.capped = "defer"`) or not at all ("skip"). A
     rotation gives each person the next alert of its series they have not received.
@@ -344,16 +344,17 @@ def materialise(conn: Connection, blast: dict[str, Any], settings: Settings, now
     content = rotation_choice(series, now, days) if series else literal(slug)
     excluded = or_(rules.opted_out, rules.no_channel, rules.already_received)
     eligible = and_(matches(segment, conn.dialect.name), ~excluded)
-    added = _insert(conn, blast, content, and_(eligible, ~rules.capped), now, now)
-    capped = and_(eligible, rules.capped)
-    if settings.policy.capped == "defer":
-        return added + (deferred := _insert(conn, blast, content, capped, now, now + DEFER)), {"deferred": deferred}
-    skipped = conn.execute(select(func.count()).where(capped, *([content.is_not(None)] if series else []))).scalar()
-    return added, {"capped": skipped}
+    defer = settings.policy.capped == "defer"
+    due = case((rules.capped, literal(now + DEFER, deliveries.c.queued_at.type)), else_=literal(now,
+               deliveries.c.queued_at.type)) if defer else literal(now, deliveries.c.queued_at.type)  # fmt: skip
+    added = _insert(conn, blast, content, eligible if defer else and_(eligible, ~rules.capped), now, due)
+    # Few people are at their cap: counting them walks the capped set, not the segment.
+    held = conn.execute(select(func.count()).where(rules.capped, eligible, *([content.is_not(None)] if series else [])))
+    return added, {"deferred" if defer else "capped": held.scalar()}
 
 
-def _insert(conn: Connection, blast: dict[str, Any], content: Any, where: Any, now: datetime, due: datetime) -> int:
-    """INSERT … SELECT the deliveries of `blast` for the subscribers matching `where`, due at `due`.
+def _insert(conn: Connection, blast: dict[str, Any], content: Any, where: Any, now: datetime, due: Any) -> int:
+    """INSERT … SELECT the deliveries of `blast` for the subscribers matching `where`, due at `due` (SQL).
 
     `content` is the alert slug each gets: a literal, or a rotation's per-person choice, which
     may be None (nothing left to send them) and then adds no row.
@@ -363,8 +364,7 @@ def _insert(conn: Connection, blast: dict[str, Any], content: Any, where: Any, n
         literal(blast["id"]).label("blast_id"), s.id.label("subscriber_id"), content.label("alert_slug"), s.msisdn,
         s.carrier, s.province_code, s.commune_code, literal(blast["priority"]).label("priority"),
         literal(DeliveryStatus.QUEUED.value).label("status"), literal(0).label("attempts"),
-        literal(due, deliveries.c.queued_at.type).label("next_attempt_at"),
-        literal(now, deliveries.c.queued_at.type).label("queued_at"),
+        due.label("next_attempt_at"), literal(now, deliveries.c.queued_at.type).label("queued_at"),
     ).where(where)  # fmt: skip
     if blast["series"]:
         inner = chosen.subquery()
