@@ -347,10 +347,12 @@ def materialise(conn: Connection, blast: dict[str, Any], settings: Settings, now
     defer = settings.policy.capped == "defer"
     due = case((rules.capped, literal(now + DEFER, deliveries.c.queued_at.type)), else_=literal(now,
                deliveries.c.queued_at.type)) if defer else literal(now, deliveries.c.queued_at.type)  # fmt: skip
-    added = _insert(conn, blast, content, eligible if defer else and_(eligible, ~rules.capped), now, due)
-    # Few people are at their cap: counting them walks the capped set, not the segment.
+    # Counted before the insert, whose own rows would make everyone "already received". Few people
+    # are at their cap: counting them walks the capped set, not the segment.
     held = conn.execute(select(func.count()).where(rules.capped, eligible, *([content.is_not(None)] if series else [])))
-    return added, {"deferred" if defer else "capped": held.scalar()}
+    held_back = {"deferred" if defer else "capped": held.scalar()}
+    added = _insert(conn, blast, content, eligible if defer else and_(eligible, ~rules.capped), now, due)
+    return added, held_back
 
 
 def _insert(conn: Connection, blast: dict[str, Any], content: Any, where: Any, now: datetime, due: Any) -> int:

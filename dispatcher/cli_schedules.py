@@ -34,10 +34,10 @@ def register(app: typer.Typer) -> None:
 def schedules_sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Kiểm tra và nạp các chiến dịch trong schedules/; chiến dịch mới hoặc đã sửa chờ người khác duyệt."""
     c: Context = ctx.obj
-    specs = campaigns.load_dir(c.settings.scheduler.schedules_dir, c.settings.app.timezone)
+    methods = c.catalogue().methods
     with c.engine.begin() as conn:
-        for spec in specs:
-            campaigns.check(spec, conn, c.regions, c.catalogue().methods)
+        specs = campaigns.load_dir(c.settings.scheduler.schedules_dir, c.settings.app.timezone,
+                                   lambda spec: campaigns.check(spec, conn, c.regions, methods))  # fmt: skip
         outcome = scheduling.sync(conn, specs, c.actor, c.now)
     if as_json:
         _emit(outcome)

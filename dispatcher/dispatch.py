@@ -188,6 +188,7 @@ class BlastInfo:
     not_after: datetime | None
     templates: dict[str, catalogue.MessageTemplate]
     limiter: RateLimiter | None
+    priority: int = 0
 
 
 @dataclass
@@ -396,11 +397,12 @@ class Worker:
     async def _send(
         self, name: str, batch: list[tuple[Claimed, OutgoingMessage]]
     ) -> tuple[list[tuple[Claimed, OutgoingMessage, str, SendResult | GatewayError]], list[Claimed]]:
-        """Hand `batch` to gateway `name` chunk by chunk at its rate; a stop leaves the rest unsent."""
+        """Hand `batch` to gateway `name` chunk by chunk at its rate; a stop or quiet hours leave the rest unsent."""
         gateway = self.gateways[name]
         messages, per_message = self._limiters_for(name)
         results = []
-        step = min(messages.chunk(), per_message.chunk())
+        paces = [info.limiter.chunk() for info in map(self._blast, {row.blast_id for row, _ in batch}) if info.limiter]
+        step = min(messages.chunk(), per_message.chunk(), *paces)
         for start in range(0, len(batch), step):
             if self.stopping.is_set() or self._lease_running_out():
                 return results, [row for row, _ in batch[start:]]
@@ -408,9 +410,17 @@ class Worker:
             await self._pace(chunk)
             await messages.acquire(len(chunk))
             await per_message.acquire(sum(m.parts for _, m in chunk))
+            if self._quiet(chunk):  # quiet hours began during the waits: the rest waits for the morning
+                return results, [row for row, _ in batch[start:]]
             outcomes = await gateway.send_batch([m for _, m in chunk])
             results += [(row, m, name, outcome) for (row, m), outcome in zip(chunk, outcomes, strict=True)]
         return results, []
+
+    def _quiet(self, chunk: list[tuple[Claimed, OutgoingMessage]]) -> bool:
+        """Whether quiet hours began, while its batch went out, for a blast of `chunk`."""
+        now = self.clock()
+        infos = map(self._blast, {row.blast_id for row, _ in chunk})
+        return any(info.channel not in self._channels(info.priority, now) for info in infos)
 
     async def _pace(self, chunk: list[tuple[Claimed, OutgoingMessage]]) -> None:
         """Hold a chunk to its blast's own --rate, when the blast set one."""
@@ -450,7 +460,7 @@ class Worker:
             templates = {row["slug"]: catalogue.MessageTemplate.of(dict(row), blast["encoding"]) for row in rows}
             limiter = self._limiter(f"blast:{blast_id}", blast["rate"]) if blast["rate"] else None
             self._blasts[blast_id] = BlastInfo(
-                blast_id, blast["channel"], blast_ops.utc(blast["not_after"]), templates, limiter
+                blast_id, blast["channel"], blast_ops.utc(blast["not_after"]), templates, limiter, blast["priority"]
             )
         return self._blasts[blast_id]
 

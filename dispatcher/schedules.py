@@ -244,13 +244,21 @@ def parse_file(path: Path, default_timezone: str) -> ScheduleSpec:
     return spec
 
 
-def load_dir(directory: Path, default_timezone: str) -> list[ScheduleSpec]:
-    """Every *.toml of `directory` by name; InputRejected lists the problems of all files, one a line."""
+def load_dir(
+    directory: Path, default_timezone: str, checker: Callable[[ScheduleSpec], None] | None = None
+) -> list[ScheduleSpec]:
+    """Every *.toml of `directory` by name, each parsed file also given to `checker` (e.g. `check`);
+    InputRejected lists the problems of all files, one a line."""
     if not directory.is_dir():
         raise UsageError(f"Không có thư mục lịch gửi {directory}.")
     specs, problems = [], []
     for path in sorted(directory.glob("*.toml")):
         spec, found = _read(path, default_timezone)
+        if spec is not None and checker is not None:
+            try:
+                checker(spec)
+            except InputRejected as exc:
+                found.append(str(exc))
         problems += found
         specs += [spec] if spec else []
     if problems:

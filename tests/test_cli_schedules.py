@@ -41,13 +41,14 @@ def _schedules(cli, files: dict[str, str]) -> Path:
 
 
 def test_sync_names_the_file_and_line_of_every_problem(cli) -> None:
-    """A bad cron and an unknown alert: exit 1, each problem with its file and line, nothing stored."""
-    bad = GOOD.replace("every Monday 09:00", "every blue moon").replace("viec-nhe-luong-cao", "khong-co-mau-nay")
-    _schedules(cli, {"xau.toml": bad})
+    """A bad cron in one file and an unknown alert in another: exit 1, both named with file and line, nothing stored."""
+    _schedules(cli, {"a.toml": GOOD.replace("every Monday 09:00", "every blue moon"),
+                     "b.toml": GOOD.replace("viec-nhe-luong-cao", "khong-co-mau-nay")})  # fmt: skip
     assert cli("alerts", "sync")[0] == 0
     code, _, err = cli("schedules", "sync")
     assert code == 1
-    assert "xau.toml:2:" in err and "every blue moon" in err and "khong-co-mau-nay" in err
+    assert "a.toml:2:" in err and "every blue moon" in err
+    assert "b.toml:6:" in err and "khong-co-mau-nay" in err
     assert cli.json("schedules", "list")[1] == []
 
 
