@@ -80,7 +80,7 @@ def preview(
     conn: Connection, request: BlastRequest, settings: Settings, regions: RegionIndex, now: datetime
 ) -> dict[str, Any]:
     """Recipients, exclusions by reason, per carrier and region, parts, cost and time to send."""
-    _check_request(request, now)
+    _check_request(request, settings, now)
     return _preview(conn, request, approved_alert(conn, request.alert_slug), settings, regions, now)
 
 
@@ -130,7 +130,7 @@ def _preview(
     }  # fmt: skip
 
 
-def _check_request(request: BlastRequest, now: datetime) -> None:
+def _check_request(request: BlastRequest, settings: Settings, now: datetime) -> None:
     if request.channel not in CHANNEL_POLICIES:
         raise UsageError(f"Kênh '{request.channel}' không hợp lệ (nhận: {', '.join(CHANNEL_POLICIES)}).")
     if request.encoding not in ENCODINGS:
@@ -140,6 +140,11 @@ def _check_request(request: BlastRequest, now: datetime) -> None:
         raise UsageError("--not-after phải sau thời điểm bắt đầu gửi.")
     if request.rate is not None and request.rate <= 0:
         raise UsageError("--rate phải lớn hơn 0 tin/giây.")
+    # One message's wait must fit well inside a claim's lease, or it would go out after the lease.
+    slowest = 4 / settings.dispatch.lease_seconds
+    if request.rate is not None and request.rate < slowest:
+        raise UsageError(f"--rate tối thiểu {slowest:.3g} tin/giây (một tin mỗi {1 / slowest:.0f} giây) "
+                         "với [dispatch] lease_seconds hiện tại.")  # fmt: skip
 
 
 def _count(conn: Connection, request: BlastRequest, slug: str, settings: Settings, start: datetime) -> dict:
@@ -189,7 +194,7 @@ def create(
     conn: Connection, request: BlastRequest, actor: str, settings: Settings, regions: RegionIndex, now: datetime
 ) -> tuple[int, dict[str, Any]]:
     """Store a blast waiting for approval, with its preview; refuses an empty one."""
-    _check_request(request, now)
+    _check_request(request, settings, now)
     alert_row = approved_alert(conn, request.alert_slug)
     shown = _preview(conn, request, alert_row, settings, regions, now)
     if shown["recipients"] == 0:

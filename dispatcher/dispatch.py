@@ -324,6 +324,10 @@ class Worker:
         margin = timedelta(seconds=self.settings.dispatch.lease_seconds / 4)
         return self._lease_until is not None and self.clock() >= self._lease_until - margin
 
+    def _lease_expired(self) -> bool:
+        """Whether the batch's lease is over: nothing more of it may be handed over."""
+        return self._lease_until is not None and self.clock() >= self._lease_until
+
     def _claim_priority(self, priority: int, limit: int, now: datetime) -> list[Claimed]:
         channels = self._channels(priority, now)
         if limit <= 0 or not channels:
@@ -410,7 +414,7 @@ class Worker:
             await self._pace(chunk)
             await messages.acquire(len(chunk))
             await per_message.acquire(sum(m.parts for _, m in chunk))
-            if self._quiet(chunk):  # quiet hours began during the waits: the rest waits for the morning
+            if self._quiet(chunk) or self._lease_expired():  # the waits ran into the night, or past the lease
                 return results, [row for row, _ in batch[start:]]
             outcomes = await gateway.send_batch([m for _, m in chunk])
             results += [(row, m, name, outcome) for (row, m), outcome in zip(chunk, outcomes, strict=True)]

@@ -60,7 +60,7 @@ def settings(tmp_path: Path) -> Settings:
     prices = "\n".join(f"{carrier} = {price}" for carrier, price in PRICES.items())
     path.write_text(
         f"[sms.price_per_part]\n{prices}\n"
-        "[dispatch]\nalready_received_days = 30\ncap_per_day = 3\n"
+        "[dispatch]\nalready_received_days = 30\ncap_per_day = 3\nlease_seconds = 3600\n"
         '[policy]\ncapped = "skip"\nassumed_rate = 100\n[policy.quiet_hours]\nsms = "22:00-07:00"\n',
         encoding="utf-8",
     )
@@ -431,11 +431,16 @@ def test_not_after_must_come_after_the_start(people, regions, settings, now, off
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"channel": "fax"}, "Kênh 'fax'"), ({"encoding": "utf8"}, "Bảng mã 'utf8'"), ({"rate": 0}, "--rate")],
-    ids=["channel", "encoding", "rate"],
+    [
+        ({"channel": "fax"}, "Kênh 'fax'"),
+        ({"encoding": "utf8"}, "Bảng mã 'utf8'"),
+        ({"rate": 0}, "--rate"),
+        ({"rate": 0.0001}, "--rate tối thiểu"),
+    ],
+    ids=["channel", "encoding", "rate", "rate-slower-than-the-lease-allows"],
 )
 def test_an_unknown_channel_encoding_or_rate_is_a_usage_error(people, regions, settings, now, options, message) -> None:
-    """Channel and encoding come from fixed lists and the rate must be positive."""
+    """Channel and encoding come from fixed lists; the rate must be positive, one message's wait inside a lease."""
     with pytest.raises(UsageError, match=message):
         _create(people, _request(_duy_xuyen(regions), **options), settings, regions, now)
 

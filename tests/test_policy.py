@@ -190,7 +190,7 @@ def test_until_idle_at_night_returns_and_leaves_messages_queued(world) -> None:
 def test_a_blast_spanning_several_nights_finishes_when_its_preview_said(world) -> None:
     """One message every 10 min from 09:00: it waits out each night, and completes at the preview's finish_at."""
     interval = 600  # rate limits wait on the wall clock, so the test's clock moves one message's worth per tick
-    settings = world.settings("[dispatch]\nbatch_size = 1\n")
+    settings = world.settings("[dispatch]\nbatch_size = 1\nlease_seconds = 3600\n")
     start = world.clock()
     blast_id, shown = world.blast(settings, NORMAL[0], rate=1 / interval)
     finish = datetime.fromisoformat(shown["finish_at"])
