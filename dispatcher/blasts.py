@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from dispatcher import alerts as catalogue
 from dispatcher.audit import audit
-from dispatcher.config import Settings
+from dispatcher.config import ZALO_ROUTE, Settings
 from dispatcher.db import compare_and_set
 from dispatcher.domain import AlertStatus, BlastState, DeliveryStatus, Priority
 from dispatcher.errors import InputRejected, UsageError
@@ -195,6 +195,9 @@ def create(
 ) -> tuple[int, dict[str, Any]]:
     """Store a blast waiting for approval, with its preview; refuses an empty one."""
     _check_request(request, settings, now)
+    if request.channel != "sms" and ZALO_ROUTE not in settings.routes:  # a preview may still count Zalo users
+        raise UsageError(f"Kênh '{request.channel}' cần cổng Zalo trong [routes] zalo = [...]; chưa cấu hình cổng "
+                         "Zalo nào: dùng --channel sms.")  # fmt: skip
     alert_row = approved_alert(conn, request.alert_slug)
     shown = _preview(conn, request, alert_row, settings, regions, now)
     if shown["recipients"] == 0:

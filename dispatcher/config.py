@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from dispatcher.errors import ConfigError
 
 ENV_PREFIX = "CANHBAO_"
+ZALO_ROUTE = "zalo"  # the [routes] key of the Zalo channel's gateways (the others are carriers)
 DEFAULT_CONFIG_FILE = Path("config.toml")
 
 
@@ -253,8 +254,10 @@ class Settings(BaseSettings):
             raise ValueError("mỗi tuyến cần ít nhất một cổng gửi")
         return value
 
-    def route_for(self, carrier: str) -> list[str]:
-        """The ordered gateways a carrier's messages go through."""
+    def route_for(self, carrier: str, channel: str = "sms") -> list[str]:
+        """The ordered gateways a message goes through: by carrier for SMS, `[routes] zalo` for Zalo."""
+        if channel != "sms" and ZALO_ROUTE in self.routes:
+            return self.routes[ZALO_ROUTE]
         return self.routes.get(carrier, self.routes["default"])
 
     @classmethod

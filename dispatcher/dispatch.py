@@ -349,14 +349,18 @@ class Worker:
         become `unknown`, never silently resent: they may have gone out.
         """
         d = deliveries.c
-        expired = select(d.id, d.carrier).where(d.status == DeliveryStatus.SENDING.value, d.lease_until < now)
+        expired = (
+            select(d.id, d.carrier, blasts.c.channel)
+            .join(blasts, blasts.c.id == d.blast_id)
+            .where(d.status == DeliveryStatus.SENDING.value, d.lease_until < now)
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(expired.limit(REAP_BATCH)).all()
         if not rows:
             return
         by_gateway: dict[str, list[int]] = defaultdict(list)
-        for delivery_id, carrier in rows:
-            by_gateway[self._route(carrier)].append(delivery_id)
+        for delivery_id, carrier, channel in rows:
+            by_gateway[self._route(carrier, channel)].append(delivery_id)
         answers = {name: await confirm(self.gateways[name], ids) for name, ids in by_gateway.items()}
         with self.engine.begin() as conn:
             self._settle_reaped(conn, answers, [row.id for row in rows], now)
@@ -392,8 +396,11 @@ class Worker:
                 continue
             template = info.templates[row.alert_slug]
             text_, measured = template.render(self.regions, row.province_code, row.commune_code)
-            message = OutgoingMessage(row.id, row.msisdn, text_, measured.encoding, measured.parts, row.carrier)
-            by_gateway[self._route(row.carrier)].append((row, message))
+            channel = "sms" if info.channel == "sms" else "zalo"
+            message = OutgoingMessage(
+                row.id, row.msisdn, text_, measured.encoding, measured.parts, row.carrier, channel
+            )
+            by_gateway[self._route(row.carrier, info.channel)].append((row, message))
         outcomes = await asyncio.gather(*(self._send(name, batch) for name, batch in by_gateway.items()))
         results = [result for sent, _ in outcomes for result in sent]
         return results, expired, [row for _, held in outcomes for row in held]
@@ -432,11 +439,12 @@ class Worker:
         if info.limiter is not None:
             await info.limiter.acquire(len(chunk))
 
-    def _route(self, carrier: str) -> str:
-        """The first gateway of a carrier's route (remembered: it is asked for every message)."""
-        if carrier not in self._routes:
-            self._routes[carrier] = self.settings.route_for(carrier)[0]
-        return self._routes[carrier]
+    def _route(self, carrier: str, channel: str) -> str:
+        """The first gateway of a message's route (remembered: it is asked for every message)."""
+        key = f"{carrier}:{channel}"
+        if key not in self._routes:
+            self._routes[key] = self.settings.route_for(carrier, channel)[0]
+        return self._routes[key]
 
     def _limiters_for(self, name: str) -> tuple[RateLimiter, RateLimiter]:
         """A gateway's message and part limits, shared through the database with every other worker."""

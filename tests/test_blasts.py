@@ -783,3 +783,11 @@ def test_cli_unknown_province_exits_1_with_the_reason_on_stderr(cli_ready) -> No
     assert code == 1
     assert out == ""
     assert "Không tìm thấy địa danh 'Tỉnh Atlantis'" in err
+
+
+def test_a_zalo_blast_needs_a_zalo_route(people, regions, settings, now) -> None:
+    """Without `[routes] zalo` a Zalo blast is previewed (who has Zalo) but not created."""
+    request = _request(_duy_xuyen(regions), channel="zalo")
+    assert _preview(people, request, settings, regions, now)["recipients"] > 0
+    with pytest.raises(UsageError, match="cần cổng Zalo"):
+        _create(people, request, settings, regions, now)

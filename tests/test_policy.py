@@ -75,7 +75,7 @@ class World:
     def settings(self, toml: str = "") -> Settings:
         """Defaults plus `toml`, whatever the developer's environment or ./config.toml say."""
         path = self.tmp_path / "settings.toml"
-        base = '[routes]\ndefault = ["fake"]\n[dispatch]\nreport_wait_seconds = 0\n'
+        base = '[routes]\ndefault = ["fake"]\nzalo = ["fake"]\n[dispatch]\nreport_wait_seconds = 0\n'
         path.write_text(_merge(base, toml), encoding="utf-8")
         return load_settings(path, {})
 
