@@ -156,6 +156,7 @@ def _count(conn: Connection, request: BlastRequest, slug: str, settings: Setting
     s = subscribers.c
     query = (
         select(reason.label("reason"), s.carrier, s.province_code, s.commune_code, func.count())
+        .select_from(rules.from_())
         .where(matches(request.segment, conn.dialect.name))
         .group_by(reason, s.carrier, s.province_code, s.commune_code)
     )
@@ -310,20 +311,24 @@ def start(conn: Connection, blast: dict[str, Any], settings: Settings, now: date
     """Materialise and run a scheduled blast; one whose time is gone is marked instead, never sent stale.
 
     Past its not_after it is `expired`; started later than `[scheduler] grace_seconds` after its
-    start_at (everything was down) it is `missed`.
+    start_at (everything was down) it is `missed`. False when it did not start, also when another
+    worker or the scheduler started it first.
     """
     late = (now - utc(blast["start_at"])).total_seconds()
-    if blast["not_after"] is not None and utc(blast["not_after"]) <= now:
-        _move(conn, blast, {BlastState.SCHEDULED}, BlastState.EXPIRED, finished_at=now)
-        log.warning("blast.expired_before_start", blast_id=blast["id"])
-        return False
-    if late > settings.scheduler.grace_seconds:
-        _move(conn, blast, {BlastState.SCHEDULED}, BlastState.MISSED, finished_at=now)
-        log.warning("blast.missed", blast_id=blast["id"], late_seconds=round(late))
+    gone = blast["not_after"] is not None and utc(blast["not_after"]) <= now
+    if gone or late > settings.scheduler.grace_seconds:
+        state = BlastState.EXPIRED if gone else BlastState.MISSED
+        if compare_and_set(conn, blasts, blast["id"], "state", BlastState.SCHEDULED.value, state=state.value,
+                           finished_at=now):  # fmt: skip
+            log.warning("blast.not_started", blast_id=blast["id"], state=state.value, late_seconds=round(late))
         return False
     _serialise_materialising(conn)
+    scheduled = BlastState.SCHEDULED.value
+    if not compare_and_set(conn, blasts, blast["id"], "state", scheduled, state=BlastState.RUNNING.value,
+                           started_at=now):  # fmt: skip
+        return False
     count, held = materialise(conn, blast, settings, now)
-    _move(conn, blast, {BlastState.SCHEDULED}, BlastState.RUNNING, started_at=now, recipients=count, held=held)
+    conn.execute(update(blasts).where(blasts.c.id == blast["id"]).values(recipients=count, held=held))
     log.info("blast.started", blast_id=blast["id"], recipients=count, **held)
     return True
 
@@ -357,14 +362,18 @@ def materialise(conn: Connection, blast: dict[str, Any], settings: Settings, now
                deliveries.c.queued_at.type)) if defer else literal(now, deliveries.c.queued_at.type)  # fmt: skip
     # Counted before the insert, whose own rows would make everyone "already received". Few people
     # are at their cap: counting them walks the capped set, not the segment.
-    held = conn.execute(select(func.count()).where(rules.capped, eligible, *([content.is_not(None)] if series else [])))
+    rotating = [content.is_not(None)] if series else []
+    held = conn.execute(select(func.count()).select_from(rules.from_()).where(rules.capped, eligible, *rotating))
     held_back = {"deferred" if defer else "capped": held.scalar()}
-    added = _insert(conn, blast, content, eligible if defer else and_(eligible, ~rules.capped), now, due)
+    where = eligible if defer else and_(eligible, ~rules.capped)
+    added = _insert(conn, blast, content, rules.from_(), where, now, due)
     return added, held_back
 
 
-def _insert(conn: Connection, blast: dict[str, Any], content: Any, where: Any, now: datetime, due: Any) -> int:
-    """INSERT … SELECT the deliveries of `blast` for the subscribers matching `where`, due at `due` (SQL).
+def _insert(
+    conn: Connection, blast: dict[str, Any], content: Any, source: Any, where: Any, now: datetime, due: Any
+) -> int:
+    """INSERT … SELECT the deliveries of `blast` for the subscribers of `source` matching `where`, due at `due`.
 
     `content` is the alert slug each gets: a literal, or a rotation's per-person choice, which
     may be None (nothing left to send them) and then adds no row.
@@ -375,7 +384,7 @@ def _insert(conn: Connection, blast: dict[str, Any], content: Any, where: Any, n
         s.carrier, s.province_code, s.commune_code, literal(blast["priority"]).label("priority"),
         literal(DeliveryStatus.QUEUED.value).label("status"), literal(0).label("attempts"),
         due.label("next_attempt_at"), literal(now, deliveries.c.queued_at.type).label("queued_at"),
-    ).where(where)  # fmt: skip
+    ).select_from(source).where(where)  # fmt: skip
     if blast["series"]:
         inner = chosen.subquery()
         chosen = select(inner).where(inner.c.alert_slug.is_not(None))

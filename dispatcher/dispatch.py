@@ -63,6 +63,19 @@ CLAIM_POSTGRESQL = text(
     "d.commune_code, d.attempts"
 )
 _ONLY_SENDING = "WHERE id = :i AND status = 'sending'"
+# On PostgreSQL the two hot updates go as one statement over arrays (unnest): twice the rows a
+# second of an executemany, which pays a round of planning and index upkeep per row.
+SENT_SQL_PG = (
+    "UPDATE deliveries AS d SET status = 'sent', gateway = v.g, provider_id = v.p, parts = v.n, sent_at = v.t, "
+    "lease_until = NULL, error_code = NULL, error = NULL FROM unnest(CAST(:i AS integer[]), CAST(:g AS text[]), "
+    "CAST(:p AS text[]), CAST(:n AS integer[]), CAST(:t AS timestamptz[])) AS v(i, g, p, n, t) "
+    "WHERE d.id = v.i AND d.status = 'sending'"
+)
+REPORT_SQL_PG = (
+    "UPDATE deliveries AS d SET status = v.s, error_code = COALESCE(v.c, d.error_code), finished_at = v.t "
+    "FROM unnest(CAST(:p AS text[]), CAST(:s AS text[]), CAST(:c AS text[]), CAST(:t AS timestamptz[])) "
+    "AS v(p, s, c, t) WHERE d.provider_id = v.p AND d.status = 'sent'"
+)
 SENT_SQL = (
     "UPDATE deliveries SET status = 'sent', gateway = :g, provider_id = :p, parts = :n, sent_at = :t, "
     f"lease_until = NULL, error_code = NULL, error = NULL {_ONLY_SENDING}"
@@ -168,15 +181,28 @@ class SharedRateLimiter(RateLimiter):
         )
 
     async def acquire(self, weight: float) -> None:
-        """Reserve the next `weight` units of the shared schedule and wait for their slot."""
+        """Reserve the next `weight` units of the shared schedule and wait for their slot.
+
+        Slots are fixed, so a chunk that goes late would share a one-second window with the 20
+        chunks due on time after it: a slot missed by more than the schedule's slack (0.5 %) is
+        given up and a new one reserved. After a few tries the chunk goes anyway.
+        """
         if not self.rate:
             return
-        step = weight / self.rate * 1.0001
-        with self.engine.begin() as conn:
-            slot = conn.execute(self._reserve, {"now": self.monotonic(), "step": step, "name": self.name}).scalar_one()
-        wait = slot - self.monotonic()
-        if wait > 0:
-            await self.sleep(wait)
+        step = weight / self.rate * SPACING
+        for _ in range(LATE_RETRIES):
+            with self.engine.begin() as conn:
+                slot = conn.execute(self._reserve, {"now": self.monotonic(), "step": step, "name": self.name})
+                slot = slot.scalar_one()
+            wait = slot - self.monotonic()
+            if wait > 0:
+                await self.sleep(wait)
+            if self.monotonic() - slot <= SPACING - 1:
+                return
+
+
+SPACING = 1.005  # slots 0.5 % apart beyond the limit: the slack a chunk may be late by without exceeding it
+LATE_RETRIES = 4
 
 
 @dataclass
@@ -372,7 +398,7 @@ class Worker:
         sent = [{"i": i, "g": name, "p": r.provider_id, "n": r.parts, "t": t}
                 for name, found in answers.items() for i, r in found.items() if r is not None]  # fmt: skip
         never = [{"i": i} for found in answers.values() for i, r in found.items() if r is None]
-        executemany(conn, SENT_SQL, sent)
+        _update_many(conn, SENT_SQL, sent, SENT_SQL_PG)
         executemany(conn, RELEASE_SQL, never)
         settled = {row["i"] for row in sent + never}
         unknown = [{"i": i} for i in ids if i not in settled]
@@ -503,7 +529,8 @@ class Worker:
             {**blank, "delivery_id": r.id, "attempt": r.attempts, "gateway": "-", "at": now, "outcome": "expired"}
             for r in expired
         ]
-        for rows, sql in ((sent, SENT_SQL), (retry, RETRY_SQL), (failed, FAILED_SQL)):
+        _update_many(conn, SENT_SQL, sent, SENT_SQL_PG)
+        for rows, sql in ((retry, RETRY_SQL), (failed, FAILED_SQL)):
             executemany(conn, sql, rows)
         executemany(conn, EXPIRED_SQL, [{"i": r.id, "t": t} for r in expired])
         if attempts:
@@ -559,4 +586,12 @@ def apply_reports(conn: Any, reports: Sequence[DeliveryReport]) -> int:
     """Move `sent` deliveries on by provider id; a final state is never overwritten."""
     rows = [{"p": r.provider_id, "s": r.status.value, "c": r.error_code, "t": driver_time(conn.dialect.name, r.at)}
             for r in reports]  # fmt: skip
-    return executemany(conn, REPORT_SQL, rows)
+    return _update_many(conn, REPORT_SQL, rows, REPORT_SQL_PG)
+
+
+def _update_many(conn: Any, sql: str, rows: list[dict[str, Any]], postgresql_sql: str) -> int:
+    """`sql` once per row, or on PostgreSQL `postgresql_sql` once with one array per parameter."""
+    if conn.dialect.name != "postgresql" or not rows:
+        return executemany(conn, sql, rows)
+    arrays = {key: [row[key] for row in rows] for key in rows[0]}
+    return conn.execute(text(postgresql_sql).execution_options(preserve_rowcount=True), arrays).rowcount

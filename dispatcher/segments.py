@@ -13,8 +13,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import (
     ColumnElement,
+    FromClause,
     ScalarSelect,
     Select,
+    Subquery,
     and_,
     false,
     func,
@@ -154,12 +156,17 @@ def matches(segment: Segment, dialect: str = "postgresql") -> ColumnElement[bool
 
 @dataclass(frozen=True)
 class Exclusions:
-    """Why a subscriber inside the segment is not sent this blast, as SQL predicates."""
+    """Why a subscriber inside the segment is not sent this blast, as SQL predicates.
+
+    The history predicates look at sets LEFT JOINed to subscribers (`from_()`), computed once per
+    statement: an `IN (subquery)` inside a CASE is re-run per subscriber by PostgreSQL.
+    """
 
     opted_out: ColumnElement[bool]
     no_channel: ColumnElement[bool]
     already_received: ColumnElement[bool]
     capped: ColumnElement[bool]
+    sources: tuple[Subquery, ...] = ()
 
     def any(self) -> ColumnElement[bool]:
         """Excluded for some reason."""
@@ -170,24 +177,39 @@ class Exclusions:
         return [("opted_out", self.opted_out), ("no_channel", self.no_channel),
                 ("already_received", self.already_received), ("capped", self.capped)]  # fmt: skip
 
+    def from_(self) -> FromClause:
+        """Subscribers with the history sets the predicates need, to select from."""
+        joined: FromClause = subscribers
+        for source in self.sources:
+            joined = joined.outerjoin(source, source.c.subscriber_id == subscribers.c.id)
+        return joined
+
 
 def exclusions(channel: str, alert_slug: str | None, now: datetime, received_days: int, cap_per_day: int) -> Exclusions:
     """The exclusion predicates for a blast of `alert_slug` on `channel` starting at `now`.
 
     A rotation (`alert_slug` None) picks each person's alert itself (`rotation_choice`), so
-    "already received" is decided there. The history conditions are uncorrelated sets, computed
-    once per statement rather than probed once per subscriber: a million-recipient blast
-    materialises in about a second.
+    "already received" is decided there.
     """
     s, d = subscribers.c, deliveries.c
-    received = select(d.subscriber_id).where(
-        d.alert_slug == alert_slug, d.status.in_(RECEIVING), d.queued_at >= now - timedelta(days=received_days)
-    )
+    busy = _busy(now, cap_per_day).subquery("busy")
+    sources: tuple[Subquery, ...] = (busy,)
+    already_received: ColumnElement[bool] = false()
+    if received_days > 0 and alert_slug:
+        since = now - timedelta(days=received_days)
+        received = (
+            select(d.subscriber_id)
+            .where(d.alert_slug == alert_slug, d.status.in_(RECEIVING), d.queued_at >= since)
+            .group_by(d.subscriber_id)
+            .subquery("received")
+        )
+        sources, already_received = (received, busy), received.c.subscriber_id.is_not(None)
     return Exclusions(
         opted_out=s.opted_out_at.is_not(None),
         no_channel=s.channel_mask.op("&")(CHANNEL_POLICIES[channel]) == 0,
-        already_received=s.id.in_(received) if received_days > 0 and alert_slug else false(),
-        capped=s.id.in_(_busy(now, cap_per_day)),
+        already_received=already_received,
+        capped=busy.c.subscriber_id.is_not(None),
+        sources=sources,
     )
 
 

@@ -10,19 +10,32 @@ the simulator's delivery reports off (claim → render → send → record, targ
 once with the simulator's reports applied as they arrive; the worker's peak memory at 100,000
 and 1,000,000 recipients (target ≤ 150 MB). Throttle: 60,000 messages through a gateway
 limited to 500/s: the busiest one-second window and the mean rate.
+
+PostgreSQL (a throwaway cluster started here as conftest does, but with fsync on): the same
+blast to 1,000,000 subscribers dispatched by two `canhbao worker --until-idle` processes started
+together (target ≥ 30,000 messages/s for the pair), and the throttle with the two workers sharing
+one gateway limited to 500/s (the limit must hold for their sum).
+
+`python -m tests.bench [section …]` runs only the sections named (see SECTIONS), e.g.
+`python -m tests.bench pg-blasts pg-throttle`; without arguments, every one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,9 +52,13 @@ from dispatcher.phones import PhoneBook
 from dispatcher.regions import RegionIndex
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.subscribers import RejectsFile, RowParser, SubscriberImporter
+from tests.conftest import _as_user, _create_database, _free_port, _pg_bin
 
 IMPORT_TARGET = 40_000
+PAIR_TARGET = 30_000
 ALERT = "gia-danh-cong-an-goi-video"
+# The figures are about sending: a run after 22:00 in Vietnam must not wait for the morning.
+NO_QUIET_HOURS = {"CANHBAO_POLICY__QUIET_HOURS": '{"sms": "", "zalo": ""}'}
 
 
 def _write_population(regions: RegionIndex, path: Path, count: int) -> None:
@@ -100,11 +117,10 @@ def bench_import(regions: RegionIndex) -> None:
     print(f"  target ≥ {IMPORT_TARGET:,} rows/s: {verdict}; added {summary_l['added']:,}")
 
 
-def _world(workdir: Path, regions: RegionIndex, count: int) -> tuple[str, Settings]:
-    """A SQLite file with `count` subscribers in Đà Nẵng and an approved alert."""
-    url = f"sqlite:///{workdir / f'blasts-{count}.db'}"
-    # Two blasts of one alert go to the same people: the bench measures, it does not dedupe.
-    settings = load_settings(None, {"CANHBAO_DATABASE__URL": url, "CANHBAO_DISPATCH__ALREADY_RECEIVED_DAYS": "0"})
+def _world(workdir: Path, regions: RegionIndex, count: int, url: str | None = None) -> tuple[str, Settings]:
+    """A database (by default a SQLite file) with `count` subscribers in Đà Nẵng and an approved alert."""
+    url = url or f"sqlite:///{workdir / f'blasts-{count}.db'}"
+    settings = _settings(url)
     engine = db.make_engine(settings.database)
     db.upgrade(engine)
     now = datetime.now(UTC)
@@ -119,6 +135,11 @@ def _world(workdir: Path, regions: RegionIndex, count: int) -> tuple[str, Settin
         alerts.approve(conn, ALERT, "chief", now)
     engine.dispose()
     return url, settings
+
+
+def _settings(url: str) -> Settings:
+    # Two blasts of one alert go to the same people: the bench measures, it does not dedupe.
+    return load_settings(None, {"CANHBAO_DATABASE__URL": url, "CANHBAO_DISPATCH__ALREADY_RECEIVED_DAYS": "0"})
 
 
 def _scheduled_blast(url: str, settings: Settings, regions: RegionIndex) -> tuple[int, float, int]:
@@ -139,15 +160,38 @@ def _scheduled_blast(url: str, settings: Settings, regions: RegionIndex) -> tupl
     return blast_id, seconds, recipients
 
 
-def _run_worker(url: str, reports: bool) -> tuple[float, int]:
-    """(seconds, peak RSS MiB) of `canhbao worker --until-idle` through the zero-latency simulator."""
-    env = {**os.environ, "CANHBAO_DATABASE__URL": url, "CANHBAO_ROUTES": '{"default": ["simulator"]}',
-           "CANHBAO_DISPATCH__BATCH_SIZE": "5000", "CANHBAO_LOGGING__LEVEL": "warning",
-           "CANHBAO_DISPATCH__REPORT_WAIT_SECONDS": "0"}  # fmt: skip
+def _worker_env(url: str, reports: bool, **extra: str) -> dict[str, str]:
+    """The environment of a bench worker: the zero-latency simulator behind every carrier."""
+    env = {**os.environ, **NO_QUIET_HOURS, "CANHBAO_DATABASE__URL": url,
+           "CANHBAO_ROUTES": '{"default": ["simulator"]}', "CANHBAO_DISPATCH__BATCH_SIZE": "5000",
+           "CANHBAO_LOGGING__LEVEL": "warning", "CANHBAO_DISPATCH__REPORT_WAIT_SECONDS": "0", **extra}  # fmt: skip
     if not reports:
         env["CANHBAO_GATEWAYS__SIMULATOR__REPORTS"] = "false"
-    _, seconds, peak = _measured(["-m", "dispatcher", "worker", "--until-idle"], env)
+    return env
+
+
+def _run_worker(url: str, reports: bool) -> tuple[float, int]:
+    """(seconds, peak RSS MiB) of `canhbao worker --until-idle` through the zero-latency simulator."""
+    _, seconds, peak = _measured(["-m", "dispatcher", "worker", "--until-idle"], _worker_env(url, reports))
     return seconds, peak
+
+
+def _run_pair(env: dict[str, str]) -> tuple[float, list[int]]:
+    """(wall seconds from the start of both to the end of both, peak RSS MiB of each) of two workers."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda _: _measured(["-m", "dispatcher", "worker", "--until-idle"], env), range(2)))
+    return time.perf_counter() - started, [peak for _, _, peak in runs]
+
+
+def _shares(url: str, blast_id: int) -> list[int]:
+    """Messages each worker sent of the blast, largest first."""
+    engine = db.make_engine(DatabaseSettings(url=url))
+    with engine.connect() as conn:
+        sent = select(func.count()).where(deliveries.c.blast_id == blast_id, deliveries.c.sent_at.is_not(None))
+        shares = sorted(conn.execute(sent.group_by(deliveries.c.claimed_by)).scalars(), reverse=True)
+    engine.dispose()
+    return shares
 
 
 def _send_span(url: str, blast_id: int) -> float:
@@ -196,7 +240,8 @@ def bench_throttle(regions: RegionIndex, count: int = 60_000, rate: int = 500) -
     """The busiest one-second window and the mean rate through a gateway limited to `rate`/s."""
     with tempfile.TemporaryDirectory(prefix="canhbao-bench-") as tmp:
         url, settings = _world(Path(tmp), regions, count)
-        settings = load_settings(None, {"CANHBAO_DATABASE__URL": url, "CANHBAO_ROUTES": '{"default": ["simulator"]}',
+        settings = load_settings(None, {**NO_QUIET_HOURS, "CANHBAO_DATABASE__URL": url,
+                                        "CANHBAO_ROUTES": '{"default": ["simulator"]}',
                                         "CANHBAO_GATEWAYS__SIMULATOR__RATE": str(rate)})  # fmt: skip
         _scheduled_blast(url, settings, regions)
         gateway = _TimingGateway()
@@ -204,16 +249,121 @@ def bench_throttle(regions: RegionIndex, count: int = 60_000, rate: int = 500) -
         worker = Worker(engine, {"simulator": gateway}, settings, regions, lambda: datetime.now(UTC), "bench")
         asyncio.run(worker.run(until_idle=True))
         engine.dispose()
-    times = gateway.times
-    busiest, start = 0, 0
+    busiest, mean = _window(gateway.times)
+    print(
+        f"throttle: {len(gateway.times):,} messages at a {rate}/s limit: busiest 1-s window {busiest}, "
+        f"mean {mean:,.1f}/s (target: no window above {rate}, mean ≥ {rate * 0.97:,.0f}/s)"
+    )
+
+
+def _window(times: list[float]) -> tuple[int, float]:
+    """(the most messages in any one-second window opening at a message, the mean rate) of send times."""
+    times, busiest, start = sorted(times), 0, 0
     for end, moment in enumerate(times):
         while moment - times[start] >= 1.0:
             start += 1
         busiest = max(busiest, end - start + 1)
-    mean = len(times) / (times[-1] - times[0])
+    return busiest, len(times) / (times[-1] - times[0])
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _postgres() -> Iterator[str | None]:
+    """A throwaway PostgreSQL cluster (fsync on, as in production); its base URL, or None without binaries."""
+    bindir = _pg_bin()
+    if bindir is None:
+        yield None
+        return
+    root = Path(tempfile.mkdtemp(prefix="canhbao-bench-pg-"))
+    prefix = _as_user()
+    if prefix:
+        shutil.chown(root, "postgres", "postgres")
+    data, port = root / "data", _free_port()
+    run = lambda *args: subprocess.run([*prefix, *map(str, args)], check=True, capture_output=True)  # noqa: E731
+    run(bindir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
+    # As shared/reference measured (fsync on, 256 MB of buffers); a larger WAL keeps checkpoints
+    # forced by building the world out of the runs measured.
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c shared_buffers=256MB -c max_wal_size=4GB"
+    run(bindir / "pg_ctl", "-D", data, "-l", root / "server.log", "-w", "-o", options, "start")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        run(bindir / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _copy_database(server: str, template: str) -> str:
+    """A new database on `server` holding what the database at URL `template` holds."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    plain = server.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(f"{plain}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template.rsplit('/', 1)[1]}")
+    return f"{server}/{name}"
+
+
+def _on_postgres(section: Callable[[RegionIndex, str], None]) -> Callable[[RegionIndex], None]:
+    """Run `section` on a fresh cluster, or say why it cannot run."""
+
+    def run(regions: RegionIndex) -> None:
+        with _postgres() as server:
+            if server is None:
+                print(f"{section.__name__}: skipped, PostgreSQL binaries not installed")
+                return
+            section(regions, server)
+
+    run.__name__ = section.__name__
+    return run
+
+
+def _finished_times(url: str, blast_id: int) -> list[float]:
+    """When the simulator accepted each message of the blast, from its delivery report (sent with no delay)."""
+    engine = db.make_engine(DatabaseSettings(url=url))
+    with engine.connect() as conn:
+        stamps = conn.execute(select(deliveries.c.finished_at).where(deliveries.c.blast_id == blast_id)).scalars()
+        times = [stamp.timestamp() for stamp in stamps]
+    engine.dispose()
+    return times
+
+
+def bench_pg_blasts(regions: RegionIndex, server: str, count: int = 1_000_000) -> None:
+    """Messages per second of two workers sharing one blast on PostgreSQL."""
+    print("blasts (PostgreSQL, simulator with zero latency, two worker processes started together)")
+    with tempfile.TemporaryDirectory(prefix="canhbao-bench-") as tmp:
+        world, _ = _world(Path(tmp), regions, count, _create_database(server))
+        for reports in (False, True):
+            # Each run starts from a copy of the world, not from the last run's million deliveries:
+            # over those, the blast preview's cap subquery runs once per row in PostgreSQL's parallel workers.
+            url = _copy_database(server, world)
+            blast_id, materialise, recipients = _scheduled_blast(url, _settings(url), regions)
+            seconds, peaks = _run_pair(_worker_env(url, reports))
+            shares, span = _shares(url, blast_id), _send_span(url, blast_id)
+            label = "with reports" if reports else "no reports  "
+            print(f"  {count:>9,} subscribers: materialise {recipients:,} in {materialise:4.2f} s; 2 workers "
+                  f"{label}: {recipients / seconds:8,.0f} msg/s start to end ({seconds:5.1f} s), "
+                  f"{recipients / span:8,.0f} msg/s sending; per worker {' + '.join(f'{n:,}' for n in shares)}, "
+                  f"peak RSS {' / '.join(map(str, peaks))} MiB")  # fmt: skip
+    print(f"  target: ≥ {PAIR_TARGET:,} msg/s with 2 workers (batch 5000)")
+
+
+def bench_pg_throttle(regions: RegionIndex, server: str, count: int = 60_000, rate: int = 500) -> None:
+    """The busiest one-second window and the mean rate of two workers sharing a gateway limited to `rate`/s."""
+    with tempfile.TemporaryDirectory(prefix="canhbao-bench-") as tmp:
+        url, settings = _world(Path(tmp), regions, count, _create_database(server))
+        blast_id, _, _ = _scheduled_blast(url, settings, regions)
+        # Reports with no delay carry the simulator's own time of acceptance of each message.
+        env = _worker_env(url, True, CANHBAO_GATEWAYS__SIMULATOR__RATE=str(rate),
+                          CANHBAO_GATEWAYS__SIMULATOR__REPORT_DELAY_MS="[0, 0]")  # fmt: skip
+        _run_pair(env)
+        busiest, mean = _window(_finished_times(url, blast_id))
+        shares = _shares(url, blast_id)
     print(
-        f"throttle: {len(times):,} messages at a {rate}/s limit: busiest 1-s window {busiest}, mean {mean:,.1f}/s "
-        f"(target: no window above {rate}, mean ≥ {rate * 0.97:,.0f}/s)"
+        f"throttle, 2 workers sharing the gateway (PostgreSQL): {sum(shares):,} messages "
+        f"({' + '.join(f'{n:,}' for n in shares)}) at a {rate}/s limit: busiest 1-s window {busiest}, "
+        f"mean {mean:,.1f}/s (target: no window above {rate}, mean ≥ {rate * 0.97:,.0f}/s)"
     )
 
 
@@ -238,16 +388,27 @@ def bench_text() -> None:
     print(f"SMS part counting: {50_000 / (time.perf_counter() - started):,.0f} texts/s (one core)")
 
 
-def main() -> None:
-    """Print every figure."""
+SECTIONS: dict[str, Callable[[RegionIndex], None]] = {
+    "phones": lambda _: bench_phones(),
+    "text": lambda _: bench_text(),
+    "import": bench_import,
+    "blasts": bench_blasts,
+    "throttle": bench_throttle,
+    "pg-blasts": _on_postgres(bench_pg_blasts),
+    "pg-throttle": _on_postgres(bench_pg_throttle),
+}
+
+
+def main(names: list[str]) -> None:
+    """Print the figures of the sections named, or of every section."""
+    unknown = set(names) - set(SECTIONS)
+    if unknown:
+        sys.exit(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
-    bench_phones()
-    bench_text()
     regions = RegionIndex.load()
-    bench_import(regions)
-    bench_blasts(regions)
-    bench_throttle(regions)
+    for name in names or SECTIONS:
+        SECTIONS[name](regions)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -318,6 +318,8 @@ def _cli_env(tmp_path: Path, database_url: str, record: Path, lease: str) -> dic
         "CANHBAO_DISPATCH__BATCH_SIZE": "100",
         "CANHBAO_DISPATCH__LEASE_SECONDS": lease,
         "CANHBAO_LOGGING__FORMAT": "json",
+        # These run on the real clock: quiet hours would hold everything after 22:00 in Hà Nội.
+        "CANHBAO_POLICY__QUIET_HOURS": '{"sms": "", "zalo": ""}',
     }
 
 
