@@ -28,13 +28,12 @@ import csv
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +51,7 @@ from dispatcher.phones import PhoneBook
 from dispatcher.regions import RegionIndex
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.subscribers import RejectsFile, RowParser, SubscriberImporter
-from tests.conftest import _as_user, _create_database, _free_port, _pg_bin
+from tests import pg
 
 IMPORT_TARGET = 40_000
 PAIR_TARGET = 30_000
@@ -269,29 +268,13 @@ def _window(times: list[float]) -> tuple[int, float]:
 # -- PostgreSQL ---------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _postgres() -> Iterator[str | None]:
-    """A throwaway PostgreSQL cluster (fsync on, as in production); its base URL, or None without binaries."""
-    bindir = _pg_bin()
-    if bindir is None:
-        yield None
-        return
-    root = Path(tempfile.mkdtemp(prefix="canhbao-bench-pg-"))
-    prefix = _as_user()
-    if prefix:
-        shutil.chown(root, "postgres", "postgres")
-    data, port = root / "data", _free_port()
-    run = lambda *args: subprocess.run([*prefix, *map(str, args)], check=True, capture_output=True)  # noqa: E731
-    run(bindir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
-    # As shared/reference measured (fsync on, 256 MB of buffers); a larger WAL keeps checkpoints
-    # forced by building the world out of the runs measured.
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c shared_buffers=256MB -c max_wal_size=4GB"
-    run(bindir / "pg_ctl", "-D", data, "-l", root / "server.log", "-w", "-o", options, "start")
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
-    finally:
-        run(bindir / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+def _postgres() -> contextlib.AbstractContextManager[str | None]:
+    """A throwaway PostgreSQL cluster (fsync on, as in production); its base URL, or None without binaries.
+
+    As shared/reference measured (256 MB of buffers); a larger WAL keeps checkpoints forced by
+    building the world out of the runs measured.
+    """
+    return pg.cluster("-c shared_buffers=256MB -c max_wal_size=4GB", stop="fast")
 
 
 def _copy_database(server: str, template: str) -> str:
@@ -333,7 +316,7 @@ def bench_pg_blasts(regions: RegionIndex, server: str, count: int = 1_000_000) -
     """Messages per second of two workers sharing one blast on PostgreSQL."""
     print("blasts (PostgreSQL, simulator with zero latency, two worker processes started together)")
     with tempfile.TemporaryDirectory(prefix="canhbao-bench-") as tmp:
-        world, _ = _world(Path(tmp), regions, count, _create_database(server))
+        world, _ = _world(Path(tmp), regions, count, pg.create_database(server))
         for reports in (False, True):
             # Each run starts from a copy of the world, not from the last run's million deliveries:
             # over those, the blast preview's cap subquery runs once per row in PostgreSQL's parallel workers.
@@ -352,7 +335,7 @@ def bench_pg_blasts(regions: RegionIndex, server: str, count: int = 1_000_000) -
 def bench_pg_throttle(regions: RegionIndex, server: str, count: int = 60_000, rate: int = 500) -> None:
     """The busiest one-second window and the mean rate of two workers sharing a gateway limited to `rate`/s."""
     with tempfile.TemporaryDirectory(prefix="canhbao-bench-") as tmp:
-        url, settings = _world(Path(tmp), regions, count, _create_database(server))
+        url, settings = _world(Path(tmp), regions, count, pg.create_database(server))
         blast_id, _, _ = _scheduled_blast(url, settings, regions)
         # Reports with no delay carry the simulator's own time of acceptance of each message.
         env = _worker_env(url, True, CANHBAO_GATEWAYS__SIMULATOR__RATE=str(rate),

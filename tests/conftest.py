@@ -7,14 +7,8 @@ server is a failure.
 
 from __future__ import annotations
 
-import glob
 import os
-import pwd
 import shutil
-import socket
-import subprocess
-import tempfile
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +20,7 @@ from sqlalchemy import Engine
 from dispatcher import db
 from dispatcher.config import DatabaseSettings
 from dispatcher.regions import RegionIndex
+from tests import pg
 
 DATA = Path(__file__).parent / "data"
 
@@ -53,63 +48,15 @@ def regions() -> RegionIndex:
 # -- PostgreSQL ---------------------------------------------------------------------------
 
 
-def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _as_user() -> list[str]:
-    """The command prefix that runs PostgreSQL as a non-root user (it refuses root)."""
-    if os.geteuid() != 0:
-        return []
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "postgres"], check=True)
-    return ["runuser", "-u", "postgres", "--"]
-
-
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
-    """A PostgreSQL cluster for this test session; yields its base URL."""
-    bindir = _pg_bin()
-    if bindir is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL binaries not found: .ci/run must install postgresql")
-        pytest.skip("PostgreSQL binaries not installed")
-    root = Path(tempfile.mkdtemp(prefix="canhbao-pg-"))
-    prefix = _as_user()
-    if prefix:
-        shutil.chown(root, "postgres", "postgres")
-    data, port = root / "data", _free_port()
-    run = lambda *args: subprocess.run([*prefix, *map(str, args)], check=True, capture_output=True)  # noqa: E731
-    run(bindir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=128MB"
-    run(bindir / "pg_ctl", "-D", data, "-l", root / "server.log", "-w", "-o", options, "start")
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
-    finally:
-        run(bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _create_database(server: str) -> str:
-    import psycopg
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    plain = server.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(f"{plain}/postgres", autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return f"{server}/{name}"
+    """A PostgreSQL cluster for this test session (fsync off: tests, not durability); yields its base URL."""
+    with pg.cluster("-c fsync=off -c shared_buffers=128MB") as url:
+        if url is None:
+            if os.environ.get("CI"):
+                pytest.fail("PostgreSQL binaries not found: .ci/run must install postgresql")
+            pytest.skip("PostgreSQL binaries not installed")
+        yield url
 
 
 # -- databases ----------------------------------------------------------------------------
@@ -120,7 +67,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty database of each kind."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'canhbao.db'}"
-    return _create_database(request.getfixturevalue("pg_server"))
+    return pg.create_database(request.getfixturevalue("pg_server"))
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, select
 from dispatcher import blasts, db
 from dispatcher.config import DatabaseSettings
 from dispatcher.models import deliveries
-from tests.conftest import _create_database
+from tests import pg
 from tests.test_dispatch import _blast, _populate, _settings
 
 RATE = 100
@@ -31,7 +31,7 @@ CHUNK = RATE // 20
 @pytest.fixture
 def pg_engine(pg_server: str) -> Iterator[Engine]:
     """A migrated PostgreSQL database: the shared limit is for workers on a shared server."""
-    engine = db.make_engine(DatabaseSettings(url=_create_database(pg_server)))
+    engine = db.make_engine(DatabaseSettings(url=pg.create_database(pg_server)))
     db.upgrade(engine)
     yield engine
     engine.dispose()
