@@ -146,6 +146,7 @@ blasts = Table(
 
 QUEUED = text("status = 'queued'")
 SENDING = text("status = 'sending'")
+HAS_PROVIDER_ID = text("provider_id IS NOT NULL")
 
 deliveries = Table(
     "deliveries",
@@ -175,7 +176,8 @@ deliveries = Table(
     UniqueConstraint("blast_id", "subscriber_id"),
     # The claim walks only queued rows of one priority (shared/reference: 150k rows/s on SQLite, not 14k).
     Index("ix_deliveries_queued", "priority", "id", sqlite_where=QUEUED, postgresql_where=QUEUED),
-    Index(None, "provider_id"),
+    # Reports look rows up by provider id; unsent rows have none and stay out of the index.
+    Index("ix_deliveries_provider_id", "provider_id", sqlite_where=HAS_PROVIDER_ID, postgresql_where=HAS_PROVIDER_ID),
     Index(None, "subscriber_id", "alert_slug"),
     # The reaper looks only at rows in flight; an index leading with status would also tempt
     # SQLite's planner into scanning every sent row for each delivery report.

@@ -14,6 +14,7 @@ depends_on = None
 
 
 QUEUED = sa.text("status = 'queued'")
+HAS_PROVIDER_ID = sa.text("provider_id IS NOT NULL")
 
 
 def upgrade() -> None:
@@ -22,6 +23,15 @@ def upgrade() -> None:
         batch_op.drop_index("ix_deliveries_queued", sqlite_where=QUEUED, postgresql_where=QUEUED)
         batch_op.create_index(
             "ix_deliveries_queued", ["priority", "id"], unique=False, sqlite_where=QUEUED, postgresql_where=QUEUED
+        )
+        # Materialising a million rows need not index a million empty provider ids.
+        batch_op.drop_index("ix_deliveries_provider_id")
+        batch_op.create_index(
+            "ix_deliveries_provider_id",
+            ["provider_id"],
+            unique=False,
+            sqlite_where=HAS_PROVIDER_ID,
+            postgresql_where=HAS_PROVIDER_ID,
         )
     with op.batch_alter_table("blasts", schema=None) as batch_op:
         batch_op.add_column(
@@ -96,6 +106,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_deliveries_provider_id", sqlite_where=HAS_PROVIDER_ID, postgresql_where=HAS_PROVIDER_ID)
+        batch_op.create_index("ix_deliveries_provider_id", ["provider_id"], unique=False)
         batch_op.drop_index("ix_deliveries_queued", sqlite_where=QUEUED, postgresql_where=QUEUED)
         batch_op.create_index(
             "ix_deliveries_queued", ["id"], unique=False, sqlite_where=QUEUED, postgresql_where=QUEUED
