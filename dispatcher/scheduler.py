@@ -29,12 +29,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 
 from dispatcher import blasts as blast_ops
 from dispatcher.audit import audit
 from dispatcher.config import Settings
 from dispatcher.domain import AlertStatus, BlastState, Priority, RunOutcome, ScheduleState
-from dispatcher.errors import UsageError
+from dispatcher.errors import CanhBaoError, UsageError
 from dispatcher.models import alerts, blasts, leases, schedule_runs, schedules
 from dispatcher.regions import RegionIndex
 from dispatcher.schedules import ScheduleSpec, next_runs
@@ -175,7 +176,11 @@ def run_due(conn: Connection, settings: Settings, regions: RegionIndex, now: dat
     """Start due one-off blasts and fire (or mark missed) every campaign run due by `now`."""
     fired = [{"blast_id": blast_id} for blast_id in blast_ops.start_due(conn, settings, now)]
     for row in conn.execute(select(schedules).where(schedules.c.state == ScheduleState.ACTIVE.value)).all():
-        fired += _run_campaign(conn, row, settings, regions, now)
+        try:
+            with conn.begin_nested():  # one campaign that cannot run (a region renamed…) stops no other
+                fired += _run_campaign(conn, row, settings, regions, now)
+        except CanhBaoError as exc:
+            log.error("schedule.run_failed", schedule=row.name, error=str(exc))
     return fired
 
 
@@ -314,7 +319,12 @@ class SchedulerService:
         was_leading = None
         try:
             while not stop.is_set():
-                leading = self.step()
+                try:
+                    leading = self.step()
+                except OperationalError as exc:  # database locked or down: wait and go on
+                    log.warning("scheduler.database_unavailable", error=str(exc.orig))
+                    stop.wait(1.0)
+                    continue
                 if leading != was_leading:
                     log.info("scheduler.leading" if leading else "scheduler.standby", holder=self.holder)
                     was_leading = leading

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import structlog
 from sqlalchemy import Engine, func, select, update
 
 from dispatcher import alerts, blasts, population
@@ -20,7 +21,7 @@ from dispatcher.config import Settings, load_settings
 from dispatcher.domain import METHODS, BlastState, RunOutcome, ScheduleState
 from dispatcher.errors import UsageError
 from dispatcher.models import blasts as blasts_table
-from dispatcher.models import deliveries, leases, schedule_runs, scheduler_jobs
+from dispatcher.models import deliveries, leases, schedule_runs, scheduler_jobs, schedules
 from dispatcher.schedules import ScheduleSpec, parse_file
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.subscribers import RejectsFile, RowParser, SubscriberImporter
@@ -326,3 +327,24 @@ def _wait(condition, seconds: float) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.1)
+
+
+def test_a_campaign_that_cannot_run_stops_no_other(world, settings, regions, now, tmp_path) -> None:
+    """A campaign whose region no longer resolves is logged and skipped; another due at the same time runs."""
+    specs = []
+    for name in ("da-nang", "hong"):
+        (tmp_path / f"{name}.toml").write_text(WEEKLY, encoding="utf-8")
+        specs.append(parse_file(tmp_path / f"{name}.toml", "Asia/Ho_Chi_Minh"))
+    with world.begin() as conn:
+        scheduling.sync(conn, specs, "liaison", now - timedelta(days=1))
+        for spec in specs:
+            scheduling.approve(conn, spec.name, "chief", now - timedelta(days=1))
+    broken = specs[1]
+    definition = {**broken.to_json(), "segment": {**broken.to_json()["segment"], "provinces": ["Tỉnh Không Có"]}}
+    with world.begin() as conn:
+        conn.execute(update(schedules).where(schedules.c.name == "hong").values(definition=definition))
+    with structlog.testing.capture_logs() as logs:
+        fired = _run(world, settings, regions, now)
+    assert [(f["schedule"], f["outcome"]) for f in fired] == [("da-nang", "started")]
+    assert any(e["event"] == "schedule.run_failed" and e["schedule"] == "hong" for e in logs)
+    assert [outcome for _, outcome in _runs(world)] == ["started"]
