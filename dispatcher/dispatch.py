@@ -335,11 +335,12 @@ class Worker:
         size = self.settings.dispatch.batch_size
         if not self._urgent_running:
             return self._claim_priority(NORMAL, size, now)
-        urgent = self._claim_priority(URGENT, max(1, int(size * self.settings.policy.urgent_share)), now)
+        share = max(1, int(size * self.settings.policy.urgent_share))
+        urgent = self._claim_priority(URGENT, share, now)
         normal = self._claim_priority(NORMAL, size - len(urgent), now)
-        if len(urgent) + len(normal) < size and normal:
-            return urgent + normal
-        return urgent + normal + self._claim_priority(URGENT, size - len(urgent) - len(normal), now)
+        if len(urgent) == share:  # urgent may have more: it takes what normal left of the batch
+            urgent += self._claim_priority(URGENT, size - len(urgent) - len(normal), now)
+        return urgent + normal
 
     def _lease_running_out(self) -> bool:
         """Whether the batch's lease is in its last quarter: what is not handed over by then goes back.
