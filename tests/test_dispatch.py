@@ -33,22 +33,10 @@ from dispatcher.models import deliveries, delivery_attempts
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.smstext import Encoding
 from dispatcher.subscribers import RejectsFile, RowParser, SubscriberImporter
+from tests.clock import Clock
 
 ALERT = "gia-danh-cong-an-goi-video"
 ROOT = Path(__file__).parent.parent
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 async def _no_sleep(_seconds: float) -> None:

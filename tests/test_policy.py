@@ -24,6 +24,7 @@ from dispatcher.models import deliveries
 from dispatcher.regions import RegionIndex
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.subscribers import RejectsFile, RowParser, SubscriberImporter
+from tests.clock import Clock
 
 ROOT = Path(__file__).parent.parent
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -42,19 +43,6 @@ def _quiet(moment: datetime, start: time = time(22), end: time = time(7)) -> boo
     """Whether `moment` is inside a nightly window, worked out here rather than by the code under test."""
     local = moment.astimezone(LOCAL).time()
     return local >= start or local < end
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 async def _yield(_seconds: float) -> None:
