@@ -13,12 +13,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select
 
-from dispatcher import alerts, blasts, population
+from dispatcher import blasts
 from dispatcher.config import load_settings
-from dispatcher.domain import METHODS
 from dispatcher.models import deliveries
 from dispatcher.segments import SegmentSpec, resolve
-from dispatcher.subscribers import RejectsFile, RowParser, SubscriberImporter
+from tests.world import catalogue, people
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = """title = "Hằng tuần"
@@ -68,16 +67,10 @@ def test_a_synced_campaign_fires_only_once_a_second_person_approved_it(cli) -> N
 def test_serve_sends_a_timed_blast_and_stops_cleanly_on_sigterm(engine: Engine, regions, tmp_path) -> None:
     """`canhbao serve` starts a timed blast at its time and sends it; SIGTERM mid-blast leaves nothing sending."""
     now = datetime.now().astimezone()
-    positions = {name: i for i, name in enumerate(population.HEADER)}
-    importer = SubscriberImporter(engine, regions, tmp_path / "rejects")
-    importer.load(population.generate(regions, 48, 300, seed=3), RowParser(regions, positions), now, "test",
-                  RejectsFile(tmp_path / "r.csv"))  # fmt: skip
-    loaded = alerts.load_catalogue_dir(ROOT / "messages", alerts.Catalogue(METHODS, 4))
+    people(engine, regions, now, tmp_path, 300, seed=3)
+    catalogue(engine, now, ["viec-nhe-luong-cao"])
     settings = load_settings(None, {})
     with engine.begin() as conn:
-        alerts.sync(conn, loaded, "police", now)
-        alerts.submit(conn, "viec-nhe-luong-cao", "police", now)
-        alerts.approve(conn, "viec-nhe-luong-cao", "chief", now)
         segment = resolve(SegmentSpec(provinces=("Đà Nẵng",)), regions)
         request = blasts.BlastRequest("viec-nhe-luong-cao", segment, start_at=now + timedelta(seconds=2), rate=100)
         blast_id, _ = blasts.create(conn, request, "liaison", settings, regions, now)

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from dispatcher import alerts, blasts, population
+from dispatcher import blasts
 from dispatcher.config import Settings, load_settings
 from dispatcher.dispatch import Worker, apply_reports
-from dispatcher.domain import METHODS, BlastState
+from dispatcher.domain import BlastState
 from dispatcher.gateways.base import (
     DeliveryReport,
     OutgoingMessage,
@@ -32,8 +32,8 @@ from dispatcher.gateways.simulator import SimulatorGateway
 from dispatcher.models import deliveries, delivery_attempts
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.smstext import Encoding
-from dispatcher.subscribers import RejectsFile, RowParser, SubscriberImporter
 from tests.clock import Clock
+from tests.world import catalogue, people
 
 ALERT = "gia-danh-cong-an-goi-video"
 ROOT = Path(__file__).parent.parent
@@ -50,15 +50,8 @@ def _settings(**environ: str) -> Settings:
 
 
 def _populate(engine: Engine, regions, now: datetime, tmp_path: Path, count: int) -> None:
-    positions = {name: i for i, name in enumerate(population.HEADER)}
-    rows = population.generate(regions, 48, count, seed=2)
-    importer = SubscriberImporter(engine, regions, tmp_path / "rejects")
-    importer.load(rows, RowParser(regions, positions), now, "test", RejectsFile(tmp_path / "r.csv"))
-    loaded = alerts.load_catalogue_dir(ROOT / "messages", alerts.Catalogue(METHODS, 4))
-    with engine.begin() as conn:
-        alerts.sync(conn, loaded, "police", now)
-        alerts.submit(conn, ALERT, "police", now)
-        alerts.approve(conn, ALERT, "chief", now)
+    people(engine, regions, now, tmp_path, count, seed=2)
+    catalogue(engine, now, [ALERT])
 
 
 def _blast(engine: Engine, regions, settings: Settings, now: datetime, **request) -> int:

@@ -14,17 +14,17 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Engine, select
 
-from dispatcher import alerts, blasts, population
+from dispatcher import blasts
 from dispatcher.config import Settings, load_settings
 from dispatcher.dispatch import Sleep, Worker
-from dispatcher.domain import METHODS, BlastState
+from dispatcher.domain import BlastState
 from dispatcher.gateways.base import Outcome, OutgoingMessage
 from dispatcher.gateways.fake import FakeGateway
 from dispatcher.models import deliveries
 from dispatcher.regions import RegionIndex
 from dispatcher.segments import SegmentSpec, resolve
-from dispatcher.subscribers import RejectsFile, RowParser, SubscriberImporter
 from tests.clock import Clock
+from tests.world import catalogue, people
 
 ROOT = Path(__file__).parent.parent
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -118,16 +118,8 @@ def _merge(base: str, extra: str) -> str:
 def world(engine: Engine, regions: RegionIndex, now: datetime, tmp_path: Path) -> World:
     """PEOPLE subscribers in Đà Nẵng (about two thirds on Zalo too), one urgent and four normal alerts approved."""
     before = now - timedelta(days=2)
-    positions = {name: i for i, name in enumerate(population.HEADER)}
-    rows = population.generate(regions, 48, PEOPLE, seed=2)
-    importer = SubscriberImporter(engine, regions, tmp_path / "rejects")
-    importer.load(rows, RowParser(regions, positions), before, "test", RejectsFile(tmp_path / "r.csv"))
-    loaded = alerts.load_catalogue_dir(ROOT / "messages", alerts.Catalogue(METHODS, 4))
-    with engine.begin() as conn:
-        alerts.sync(conn, loaded, "police", before)
-        for slug in (URGENT, *NORMAL):
-            alerts.submit(conn, slug, "police", before)
-            alerts.approve(conn, slug, "chief", before)
+    people(engine, regions, before, tmp_path, PEOPLE, seed=2)
+    catalogue(engine, before, [URGENT, *NORMAL])
     return World(engine, regions, Clock(now), FakeGateway(), tmp_path)
 
 

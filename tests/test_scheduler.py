@@ -15,16 +15,16 @@ import pytest
 import structlog
 from sqlalchemy import Engine, func, select, update
 
-from dispatcher import alerts, blasts, population
+from dispatcher import alerts, blasts
 from dispatcher import scheduler as scheduling
 from dispatcher.config import Settings, load_settings
-from dispatcher.domain import METHODS, BlastState, RunOutcome, ScheduleState
+from dispatcher.domain import BlastState, RunOutcome, ScheduleState
 from dispatcher.errors import UsageError
 from dispatcher.models import blasts as blasts_table
 from dispatcher.models import deliveries, leases, schedule_runs, scheduler_jobs, schedules
 from dispatcher.schedules import ScheduleSpec, parse_file
 from dispatcher.segments import SegmentSpec, resolve
-from dispatcher.subscribers import RejectsFile, RowParser, SubscriberImporter
+from tests.world import catalogue, people
 
 ROOT = Path(__file__).resolve().parent.parent
 ROTATION = ["gia-danh-cong-an-goi-video", "dau-tu-tien-ao-ngoai-hoi", "viec-nhe-luong-cao", "khong-cung-cap-ma-otp",
@@ -49,16 +49,8 @@ def settings() -> Settings:
 @pytest.fixture
 def world(engine: Engine, regions, now, tmp_path) -> Engine:
     """200 people in Đà Nẵng and the whole catalogue approved."""
-    positions = {name: i for i, name in enumerate(population.HEADER)}
-    importer = SubscriberImporter(engine, regions, tmp_path / "rejects")
-    rows = population.generate(regions, 48, 200, seed=5)
-    importer.load(rows, RowParser(regions, positions), now, "test", RejectsFile(tmp_path / "r.csv"))
-    loaded = alerts.load_catalogue_dir(ROOT / "messages", alerts.Catalogue(METHODS, 4))
-    with engine.begin() as conn:
-        alerts.sync(conn, loaded, "police", now)
-        for _, spec, _ in loaded:
-            alerts.submit(conn, spec.id, "police", now)
-            alerts.approve(conn, spec.id, "chief", now)
+    people(engine, regions, now, tmp_path, 200, seed=5)
+    catalogue(engine, now)
     return engine
 
 

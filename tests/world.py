@@ -1,0 +1,34 @@
+"""Building a test world: generated people in Đà Nẵng and the real alert catalogue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from dispatcher import alerts, population
+from dispatcher.domain import METHODS
+from dispatcher.regions import RegionIndex
+from dispatcher.subscribers import RejectsFile, RowParser, SubscriberImporter
+
+MESSAGES = Path(__file__).resolve().parent.parent / "messages"
+
+
+def people(engine: Engine, regions: RegionIndex, now: datetime, tmp_path: Path, count: int, seed: int) -> None:
+    """Import `count` generated subscribers of Đà Nẵng (province 48), the same for the same seed."""
+    positions = {name: i for i, name in enumerate(population.HEADER)}
+    importer = SubscriberImporter(engine, regions, tmp_path / "rejects")
+    rows = population.generate(regions, 48, count, seed=seed)
+    importer.load(rows, RowParser(regions, positions), now, "test", RejectsFile(tmp_path / "r.csv"))
+
+
+def catalogue(engine: Engine, now: datetime, approved: Iterable[str] | None = None) -> None:
+    """Sync messages/ and have `approved` (every alert when None) submitted by police, approved by chief."""
+    loaded = alerts.load_catalogue_dir(MESSAGES, alerts.Catalogue(METHODS, 4))
+    with engine.begin() as conn:
+        alerts.sync(conn, loaded, "police", now)
+        for slug in [spec.id for _, spec, _ in loaded] if approved is None else approved:
+            alerts.submit(conn, slug, "police", now)
+            alerts.approve(conn, slug, "chief", now)
