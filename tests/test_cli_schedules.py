@@ -19,7 +19,6 @@ from dispatcher.models import deliveries
 from dispatcher.segments import SegmentSpec, resolve
 from tests.world import catalogue, people
 
-ROOT = Path(__file__).resolve().parent.parent
 GOOD = """title = "Hằng tuần"
 when = "every Monday 09:00"
 [segment]

@@ -36,7 +36,6 @@ from tests.clock import Clock
 from tests.world import catalogue, people
 
 ALERT = "gia-danh-cong-an-goi-video"
-ROOT = Path(__file__).parent.parent
 
 
 async def _no_sleep(_seconds: float) -> None:

@@ -26,7 +26,6 @@ from dispatcher.segments import SegmentSpec, resolve
 from tests.clock import Clock
 from tests.world import catalogue, people
 
-ROOT = Path(__file__).parent.parent
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
 URGENT = "gia-danh-cong-an-goi-video"
 NORMAL = ("khong-cung-cap-ma-otp", "viec-nhe-luong-cao", "dau-tu-tien-ao-ngoai-hoi", "cuoc-goi-dau-so-nuoc-ngoai")

@@ -26,7 +26,6 @@ from dispatcher.schedules import ScheduleSpec, parse_file
 from dispatcher.segments import SegmentSpec, resolve
 from tests.world import catalogue, people
 
-ROOT = Path(__file__).resolve().parent.parent
 ROTATION = ["gia-danh-cong-an-goi-video", "dau-tu-tien-ao-ngoai-hoi", "viec-nhe-luong-cao", "khong-cung-cap-ma-otp",
             "phat-nguoi-gia-mao"]  # fmt: skip
 WEEKLY = f"""
