@@ -17,6 +17,7 @@ from sqlalchemy import Connection, and_, case, func, insert, literal, or_, selec
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dispatcher import alerts as catalogue
+from dispatcher import queue
 from dispatcher.audit import audit
 from dispatcher.config import ZALO_ROUTE, Settings
 from dispatcher.db import compare_and_set
@@ -269,6 +270,7 @@ def cancel(conn: Connection, blast_id: int, actor: str, now: datetime) -> dict[s
         .where(deliveries.c.blast_id == blast_id, deliveries.c.status == DeliveryStatus.QUEUED.value)
         .values(status=DeliveryStatus.CANCELLED.value, finished_at=now)
     ).rowcount
+    queue.forget_blast(conn, blast_id)
     audit(conn, now, actor, "blast.cancel", f"blast:{blast_id}", {"cancelled_messages": cancelled})
     return get(conn, blast_id)
 
@@ -283,6 +285,7 @@ def resend_unknown(conn: Connection, blast_id: int, actor: str, now: datetime) -
         .where(deliveries.c.blast_id == blast_id, deliveries.c.status == DeliveryStatus.UNKNOWN.value)
         .values(status=DeliveryStatus.QUEUED.value, next_attempt_at=now, lease_until=None, claimed_by=None)
     ).rowcount
+    queue.enqueue(conn, deliveries.c.blast_id == blast_id)
     if count and blast["state"] == BlastState.COMPLETED.value:
         conn.execute(update(blasts).where(blasts.c.id == blast_id).values(state=BlastState.RUNNING.value))
     audit(conn, now, actor, "blast.resend_unknown", f"blast:{blast_id}", {"messages": count})
@@ -367,6 +370,7 @@ def materialise(conn: Connection, blast: dict[str, Any], settings: Settings, now
     held_back = {"deferred" if defer else "capped": held.scalar()}
     where = eligible if defer else and_(eligible, ~rules.capped)
     added = _insert(conn, blast, content, rules.from_(), where, now, due)
+    queue.enqueue(conn, deliveries.c.blast_id == blast["id"])
     return added, held_back
 
 

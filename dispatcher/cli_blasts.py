@@ -25,7 +25,7 @@ from dispatcher.dispatch import Worker
 from dispatcher.domain import FINAL_DELIVERY_STATES, BlastState, DeliveryStatus
 from dispatcher.errors import UsageError
 from dispatcher.gateways import build
-from dispatcher.models import blasts, deliveries
+from dispatcher.models import blasts, deliveries, delivery_queue
 from dispatcher.phones import mask
 from dispatcher.regions import RegionIndex
 from dispatcher.segments import SegmentSpec, resolve
@@ -313,12 +313,12 @@ def _with_progress(c: Context, runner: Worker, until_idle: bool) -> None:
 
 
 def _waiting(c: Context) -> int:
-    """Messages queued or in flight for running blasts."""
+    """Messages waiting on the queue for running blasts."""
     with c.engine.connect() as conn:
         return conn.execute(
             select(func.count())
-            .select_from(deliveries.join(blasts, blasts.c.id == deliveries.c.blast_id))
-            .where(blasts.c.state == BlastState.RUNNING.value, deliveries.c.status.in_(["queued", "sending"]))
+            .select_from(delivery_queue.join(blasts, blasts.c.id == delivery_queue.c.blast_id))
+            .where(blasts.c.state == BlastState.RUNNING.value)
         ).scalar_one()
 
 

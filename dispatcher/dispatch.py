@@ -1,9 +1,10 @@
 """The dispatch loop: claim due deliveries under a lease, render, route, rate-limit, send, record.
 
-Exactly once: a row is marked `sending` (with a lease) before any gateway sees it, and only a
-gateway's answer moves it on. A worker that dies mid-send leaves rows whose lease expires; they
-become `unknown`, never silently resent: an operator decides (`blast resend-unknown`). Delivery
-states only move forward; a late or out-of-order report never overwrites a final state.
+Exactly once: a row is marked `sending` (under a claim with a lease, see dispatcher.queue)
+before any gateway sees it, and only a gateway's answer moves it on. A worker that dies
+mid-send leaves claims whose lease expires; their rows are settled by the gateway's own account
+or become `unknown`, never silently resent: an operator decides (`blast resend-unknown`).
+Delivery states only move forward; a late or out-of-order report never overwrites a final state.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from sqlalchemy.exc import OperationalError
 
 from dispatcher import alerts as catalogue
 from dispatcher import blasts as blast_ops
+from dispatcher import queue
 from dispatcher.config import GatewayLimits, Settings
 from dispatcher.db import driver_time, executemany
-from dispatcher.domain import BlastState, DeliveryStatus
+from dispatcher.domain import BlastState
 from dispatcher.gateways.base import (
-    DeliveryReport,
     Gateway,
     GatewayError,
     OutgoingMessage,
@@ -37,7 +38,7 @@ from dispatcher.gateways.base import (
     confirm,
     pending_reports,
 )
-from dispatcher.models import UtcDateTime, alerts, blasts, deliveries, delivery_attempts, rate_buckets
+from dispatcher.models import UtcDateTime, alerts, blasts, claims, delivery_attempts, delivery_queue, rate_buckets
 from dispatcher.policy import open_channels
 from dispatcher.regions import RegionIndex
 
@@ -46,40 +47,7 @@ HOUSEKEEPING = timedelta(seconds=1)
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
 
-_CLAIMED = "id, blast_id, alert_slug, msisdn, carrier, province_code, commune_code, attempts"
-# Blasts that may send now: running, on a channel outside its quiet hours, of the priority claimed.
-_RUNNING = "blast_id IN (SELECT id FROM blasts WHERE state = 'running' AND channel IN :channels)"
-CLAIM_SQLITE = text(
-    "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, claimed_by = :worker, "
-    "lease_until = :lease WHERE id IN (SELECT id FROM deliveries INDEXED BY ix_deliveries_queued "
-    f"WHERE status = 'queued' AND priority = :priority AND next_attempt_at <= :now AND {_RUNNING} "
-    f"ORDER BY priority, id LIMIT :limit) RETURNING {_CLAIMED}"
-)
-CLAIM_POSTGRESQL = text(
-    "UPDATE deliveries d SET status = 'sending', attempts = d.attempts + 1, claimed_by = :worker, "
-    "lease_until = :lease FROM (SELECT id FROM deliveries WHERE status = 'queued' AND priority = :priority "
-    f"AND next_attempt_at <= :now AND {_RUNNING} ORDER BY priority, id LIMIT :limit FOR UPDATE SKIP LOCKED) c "
-    "WHERE d.id = c.id RETURNING d.id, d.blast_id, d.alert_slug, d.msisdn, d.carrier, d.province_code, "
-    "d.commune_code, d.attempts"
-)
 _ONLY_SENDING = "WHERE id = :i AND status = 'sending'"
-# On PostgreSQL the two hot updates go as one statement over arrays (unnest): twice the rows a
-# second of an executemany, which pays a round of planning and index upkeep per row.
-SENT_SQL_PG = (
-    "UPDATE deliveries AS d SET status = 'sent', gateway = v.g, provider_id = v.p, parts = v.n, sent_at = v.t, "
-    "lease_until = NULL, error_code = NULL, error = NULL FROM unnest(CAST(:i AS integer[]), CAST(:g AS text[]), "
-    "CAST(:p AS text[]), CAST(:n AS integer[]), CAST(:t AS timestamptz[])) AS v(i, g, p, n, t) "
-    "WHERE d.id = v.i AND d.status = 'sending'"
-)
-REPORT_SQL_PG = (
-    "UPDATE deliveries AS d SET status = v.s, error_code = COALESCE(v.c, d.error_code), finished_at = v.t "
-    "FROM unnest(CAST(:p AS text[]), CAST(:s AS text[]), CAST(:c AS text[]), CAST(:t AS timestamptz[])) "
-    "AS v(p, s, c, t) WHERE d.provider_id = v.p AND d.status = 'sent'"
-)
-SENT_SQL = (
-    "UPDATE deliveries SET status = 'sent', gateway = :g, provider_id = :p, parts = :n, sent_at = :t, "
-    f"lease_until = NULL, error_code = NULL, error = NULL {_ONLY_SENDING}"
-)
 RETRY_SQL = (
     "UPDATE deliveries SET status = 'queued', gateway = :g, error_code = :c, error = :e, next_attempt_at = :at, "
     f"lease_until = NULL, claimed_by = NULL {_ONLY_SENDING}"
@@ -97,17 +65,7 @@ UNKNOWN_SQL = (
     "UPDATE deliveries SET status = 'unknown', error = 'lease expired while sending', lease_until = NULL "
     f"{_ONLY_SENDING}"
 )
-REAP_BATCH = 10_000
 EXPIRED_SQL = f"UPDATE deliveries SET status = 'expired', finished_at = :t, lease_until = NULL {_ONLY_SENDING}"
-REPORT_SQL = (
-    "UPDATE deliveries SET status = :s, error_code = COALESCE(:c, error_code), finished_at = :t "
-    "WHERE provider_id = :p AND status = 'sent'"
-)
-_CLAIM_PARAMS = [
-    bindparam("now", type_=UtcDateTime()),
-    bindparam("lease", type_=UtcDateTime()),
-    bindparam("channels", expanding=True),
-]
 CHANNELS = ("sms", "zalo", "zalo_then_sms")
 URGENT, NORMAL = 1, 0
 
@@ -279,13 +237,15 @@ class Worker:
                 blast_ops.start_due(conn, self.settings, now)
                 self._urgent_running = _urgent_running(conn)
             await self._reap(now)
-        claimed = self._claim(now)
+        claimed, claim_ids = self._claim(now)
         results, expired, released = await self._dispatch(claimed) if claimed else ([], [], [])
         reports = [r for g in self.gateways.values() for r in g.reports(self.clock())]
         with self.engine.begin() as conn:
             self._record(conn, results, expired)
             executemany(conn, RELEASE_SQL, [{"i": row.id} for row in released])
-            apply_reports(conn, reports)
+            queue.enqueue_ids(conn, [row.id for row in released])
+            queue.drop(conn, claim_ids)
+            queue.apply_reports(conn, reports)
             if len(claimed) < self.settings.dispatch.batch_size:
                 self._complete(conn, self.clock())
         self._last_claimed = len(claimed)
@@ -304,18 +264,14 @@ class Worker:
         Messages held by quiet hours are not due: `--until-idle` stops and they wait for the morning.
         """
         now = self.clock()
-        d = deliveries.c
-        b = blasts.c
-        may_go = and_(d.status == DeliveryStatus.QUEUED.value, d.next_attempt_at <= now, self._sendable(now))
-        due = or_(may_go, d.status == DeliveryStatus.SENDING.value)
+        q, b = delivery_queue.c, blasts.c
+        running = b.state == BlastState.RUNNING.value
+        may_go = select(q.delivery_id).join(blasts, b.id == q.blast_id).where(running, q.due_at <= now,
+                                                                              self._sendable(now))  # fmt: skip
+        in_flight = select(claims.c.id).join(blasts, b.id == claims.c.blast_id).where(running)
+        starting = select(b.id).where(b.state == BlastState.SCHEDULED.value, b.start_at <= now)
         with self.engine.connect() as conn:
-            waiting = conn.execute(
-                select(d.id).join(blasts, b.id == d.blast_id).where(b.state == BlastState.RUNNING.value, due).limit(1)
-            ).first()
-            starting = conn.execute(
-                select(b.id).where(b.state == BlastState.SCHEDULED.value, b.start_at <= now).limit(1)
-            ).first()
-        return waiting is None and starting is None
+            return all(conn.execute(query.limit(1)).first() is None for query in (may_go, in_flight, starting))
 
     def _sendable(self, now: datetime) -> Any:
         """SQL: the row's blast may send at `now` (its channel is outside quiet hours, or it is urgent and allowed)."""
@@ -330,17 +286,21 @@ class Worker:
 
     # -- claiming -------------------------------------------------------------------------
 
-    def _claim(self, now: datetime) -> list[Claimed]:
-        """One batch under a lease: urgent messages first, but never the whole batch while normal ones wait."""
+    def _claim(self, now: datetime) -> tuple[list[Claimed], list[int]]:
+        """One batch under a lease: urgent messages first, but never the whole batch while normal ones wait.
+
+        Returns the rows and the ids of the claims that hold them.
+        """
         size = self.settings.dispatch.batch_size
+        claim_ids: list[int] = []
         if not self._urgent_running:
-            return self._claim_priority(NORMAL, size, now)
+            return self._claim_priority(NORMAL, size, now, claim_ids), claim_ids
         share = max(1, int(size * self.settings.policy.urgent_share))
-        urgent = self._claim_priority(URGENT, share, now)
-        normal = self._claim_priority(NORMAL, size - len(urgent), now)
+        urgent = self._claim_priority(URGENT, share, now, claim_ids)
+        normal = self._claim_priority(NORMAL, size - len(urgent), now, claim_ids)
         if len(urgent) == share:  # urgent may have more: it takes what normal left of the batch
-            urgent += self._claim_priority(URGENT, size - len(urgent) - len(normal), now)
-        return urgent + normal
+            urgent += self._claim_priority(URGENT, size - len(urgent) - len(normal), now, claim_ids)
+        return urgent + normal, claim_ids
 
     def _lease_running_out(self) -> bool:
         """Whether the batch's lease is in its last quarter: what is not handed over by then goes back.
@@ -355,17 +315,15 @@ class Worker:
         """Whether the batch's lease is over: nothing more of it may be handed over."""
         return self._lease_until is not None and self.clock() >= self._lease_until
 
-    def _claim_priority(self, priority: int, limit: int, now: datetime) -> list[Claimed]:
+    def _claim_priority(self, priority: int, limit: int, now: datetime, claim_ids: list[int]) -> list[Claimed]:
         channels = self._channels(priority, now)
         if limit <= 0 or not channels:
             return []
         lease = now + timedelta(seconds=self.settings.dispatch.lease_seconds)
         self._lease_until = lease
-        statement = CLAIM_POSTGRESQL if self.engine.dialect.name == "postgresql" else CLAIM_SQLITE
-        params = {"worker": self.worker_id, "now": now, "lease": lease, "limit": limit, "priority": priority,
-                  "channels": list(channels)}  # fmt: skip
         with self.engine.begin() as conn:
-            rows = conn.execute(statement.bindparams(*_CLAIM_PARAMS), params).all()
+            rows, opened = queue.claim(conn, self.worker_id, now, lease, priority, channels, limit)
+        claim_ids += opened
         return [Claimed(*row) for row in rows]
 
     async def _reap(self, now: datetime) -> None:
@@ -375,38 +333,38 @@ class Worker:
         it is `sent`) or never saw it (then it goes back to the queue); rows it cannot vouch for
         become `unknown`, never silently resent: they may have gone out.
         """
-        d = deliveries.c
-        # Only the in-flight index is walked (no join): this runs every second of a busy blast.
-        expired = select(d.id, d.carrier, d.blast_id).where(
-            d.status == DeliveryStatus.SENDING.value, d.lease_until < now
-        )
-        with self.engine.connect() as conn:
-            rows = conn.execute(expired.limit(REAP_BATCH)).all()
-        if not rows:
+        # Only the claims table is read (a few rows per worker): this runs every second of a busy blast.
+        lease = now + timedelta(seconds=self.settings.dispatch.lease_seconds)
+        with self.engine.begin() as conn:
+            taken = queue.take_expired(conn, self.worker_id, now, lease)
+        if not taken:
             return
+        with self.engine.connect() as conn:
+            rows = queue.in_flight(conn, [i for _, ids in taken for i in ids])
         by_gateway: dict[str, list[int]] = defaultdict(list)
         for delivery_id, carrier, blast_id in rows:
             by_gateway[self._route(carrier, self._blast(blast_id).channel)].append(delivery_id)
         answers = {name: await confirm(self.gateways[name], ids) for name, ids in by_gateway.items()}
         with self.engine.begin() as conn:
             self._settle_reaped(conn, answers, [row.id for row in rows], now)
+            queue.drop(conn, [claim_id for claim_id, _ in taken])
 
     def _settle_reaped(
         self, conn: Any, answers: dict[str, dict[int, SendResult | None]], ids: list[int], now: datetime
     ) -> None:
-        t = driver_time(conn.dialect.name, now)
-        sent = [{"i": i, "g": name, "p": r.provider_id, "n": r.parts, "t": t}
-                for name, found in answers.items() for i, r in found.items() if r is not None]  # fmt: skip
-        never = [{"i": i} for found in answers.values() for i, r in found.items() if r is None]
-        _update_many(conn, SENT_SQL, sent, SENT_SQL_PG)
-        executemany(conn, RELEASE_SQL, never)
-        settled = {row["i"] for row in sent + never}
+        sent = 0
+        for name, found in answers.items():
+            sent += queue.record_sent(conn, name, now, [(i, r.provider_id, r.parts) for i, r in found.items() if r])
+        never = [i for found in answers.values() for i, r in found.items() if r is None]
+        executemany(conn, RELEASE_SQL, [{"i": i} for i in never])
+        queue.enqueue_ids(conn, never)
+        settled = {i for found in answers.values() for i in found}
         unknown = [{"i": i} for i in ids if i not in settled]
         executemany(conn, UNKNOWN_SQL, unknown)
         if unknown:
             log.warning("dispatch.leases_expired", deliveries=len(unknown))
         if settled:
-            log.info("dispatch.leases_confirmed", sent=len(sent), requeued=len(never))
+            log.info("dispatch.leases_confirmed", sent=sent, requeued=len(never))
 
     # -- sending --------------------------------------------------------------------------
 
@@ -510,10 +468,11 @@ class Worker:
         """Every outcome of a batch; a success lives on its delivery row, other attempts get a row of their own."""
         now = self.clock()
         t = driver_time(conn.dialect.name, now)
-        sent, retry, failed, attempts = [], [], [], []
+        sent: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
+        retry, failed, attempts = [], [], []
         for row, message, gateway, outcome in results:
             if isinstance(outcome, SendResult):
-                sent.append({"i": row.id, "g": gateway, "p": outcome.provider_id, "n": outcome.parts, "t": t})
+                sent[gateway].append((row.id, outcome.provider_id, outcome.parts))
                 continue
             attempts.append({"delivery_id": row.id, "attempt": row.attempts, "gateway": gateway, "at": now,
                              "outcome": _kind(outcome), "provider_id": None, "parts": message.parts,
@@ -529,13 +488,15 @@ class Worker:
             {**blank, "delivery_id": r.id, "attempt": r.attempts, "gateway": "-", "at": now, "outcome": "expired"}
             for r in expired
         ]
-        _update_many(conn, SENT_SQL, sent, SENT_SQL_PG)
+        for gateway, accepted in sent.items():
+            queue.record_sent(conn, gateway, now, accepted)
         for rows, sql in ((retry, RETRY_SQL), (failed, FAILED_SQL)):
             executemany(conn, sql, rows)
+        queue.enqueue_ids(conn, [row["i"] for row in retry])
         executemany(conn, EXPIRED_SQL, [{"i": r.id, "t": t} for r in expired])
         if attempts:
             conn.execute(delivery_attempts.insert(), attempts)
-        self.sent += len(sent)
+        self.sent += sum(map(len, sent.values()))
 
     def _backoff(self, attempts: int, error: GatewayError) -> float:
         """Exponential backoff with jitter; a throttle's retry-after is respected."""
@@ -553,8 +514,8 @@ class Worker:
             conn.execute(
                 text(
                     "UPDATE blasts SET state = 'completed', finished_at = :t WHERE state = 'running' AND NOT EXISTS "
-                    "(SELECT 1 FROM deliveries d WHERE d.blast_id = blasts.id AND d.status IN ('queued', 'sending')) "
-                    "RETURNING id"
+                    "(SELECT 1 FROM delivery_queue q WHERE q.blast_id = blasts.id) AND NOT EXISTS "
+                    "(SELECT 1 FROM claims c WHERE c.blast_id = blasts.id) RETURNING id"
                 ).bindparams(bindparam("t", type_=UtcDateTime())),
                 {"t": now},
             )
@@ -580,18 +541,3 @@ def _kind(error: GatewayError) -> str:
     if isinstance(error, ThrottledError):
         return "throttled"
     return "temporary" if error.retryable else "permanent"
-
-
-def apply_reports(conn: Any, reports: Sequence[DeliveryReport]) -> int:
-    """Move `sent` deliveries on by provider id; a final state is never overwritten."""
-    rows = [{"p": r.provider_id, "s": r.status.value, "c": r.error_code, "t": driver_time(conn.dialect.name, r.at)}
-            for r in reports]  # fmt: skip
-    return _update_many(conn, REPORT_SQL, rows, REPORT_SQL_PG)
-
-
-def _update_many(conn: Any, sql: str, rows: list[dict[str, Any]], postgresql_sql: str) -> int:
-    """`sql` once per row, or on PostgreSQL `postgresql_sql` once with one array per parameter."""
-    if conn.dialect.name != "postgresql" or not rows:
-        return executemany(conn, sql, rows)
-    arrays = {key: [row[key] for row in rows] for key in rows[0]}
-    return conn.execute(text(postgresql_sql).execution_options(preserve_rowcount=True), arrays).rowcount

@@ -25,7 +25,6 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
-    text,
 )
 
 
@@ -144,10 +143,6 @@ blasts = Table(
     Index(None, "state"),
 )
 
-QUEUED = text("status = 'queued'")
-SENDING = text("status = 'sending'")
-HAS_PROVIDER_ID = text("provider_id IS NOT NULL")
-
 deliveries = Table(
     "deliveries",
     metadata,
@@ -174,14 +169,42 @@ deliveries = Table(
     Column("sent_at", UtcDateTime()),
     Column("finished_at", UtcDateTime()),
     UniqueConstraint("blast_id", "subscriber_id"),
-    # The claim walks only queued rows of one priority (shared/reference: 150k rows/s on SQLite, not 14k).
-    Index("ix_deliveries_queued", "priority", "id", sqlite_where=QUEUED, postgresql_where=QUEUED),
-    # Reports look rows up by provider id; unsent rows have none and stay out of the index.
-    Index("ix_deliveries_provider_id", "provider_id", sqlite_where=HAS_PROVIDER_ID, postgresql_where=HAS_PROVIDER_ID),
     Index(None, "subscriber_id", "alert_slug"),
-    # The reaper looks only at rows in flight; an index leading with status would also tempt
-    # SQLite's planner into scanning every sent row for each delivery report.
-    Index("ix_deliveries_sending", "lease_until", sqlite_where=SENDING, postgresql_where=SENDING),
+    # No index names a column the sending path changes (status, lease, provider id…): on
+    # PostgreSQL each claim, result and report is then a HOT update, written beside the old row
+    # version in the room the fill factor leaves, touching no index. What is waiting is found in
+    # `delivery_queue`, what is in flight in `claims`, whose message a report is in `provider_refs`.
+    postgresql_with={"fillfactor": "50"},
+)
+
+delivery_queue = Table(
+    "delivery_queue",
+    metadata,
+    Column("priority", Integer, primary_key=True),
+    Column("due_at", UtcDateTime(), primary_key=True, comment="the delivery's next_attempt_at"),
+    Column("delivery_id", Integer, primary_key=True),
+    Column("blast_id", Integer, nullable=False),
+    comment="deliveries waiting to be claimed, in the order they go; a row leaves when claimed",
+    sqlite_with_rowid=False,
+)
+
+claims = Table(
+    "claims",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("worker", String(64), nullable=False),
+    Column("blast_id", Integer, nullable=False),
+    Column("lease_until", UtcDateTime(), nullable=False),
+    Column("delivery_ids", Text, nullable=False, comment="comma-separated: the deliveries this claim holds"),
+    comment="deliveries in flight: one row per worker batch and blast until its results are recorded",
+)
+
+provider_refs = Table(
+    "provider_refs",
+    metadata,
+    Column("provider_id", String(64), primary_key=True, comment="the gateway's own id of a message"),
+    Column("delivery_id", Integer, nullable=False),
+    comment="which delivery a gateway's delivery report is about",
 )
 
 delivery_attempts = Table(

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, select
 
 from dispatcher import blasts
 from dispatcher.config import Settings, load_settings
-from dispatcher.dispatch import Worker, apply_reports
+from dispatcher.dispatch import Worker
 from dispatcher.domain import BlastState
 from dispatcher.gateways.base import (
     DeliveryReport,
@@ -30,6 +30,7 @@ from dispatcher.gateways.base import (
 from dispatcher.gateways.fake import FakeGateway
 from dispatcher.gateways.simulator import SimulatorGateway
 from dispatcher.models import deliveries, delivery_attempts
+from dispatcher.queue import apply_reports
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.smstext import Encoding
 from tests.clock import Clock
@@ -216,7 +217,7 @@ def test_an_expired_lease_makes_the_message_unknown_not_resent(world, regions) -
     blast_id = _blast(engine, regions, settings, clock())
     with engine.begin() as conn:
         blasts.start_due(conn, settings, clock())
-    claimed = worker._claim(clock())  # a worker that claims, then dies before sending
+    claimed, _ = worker._claim(clock())  # a worker that claims, then dies before sending
     clock.advance(settings.dispatch.lease_seconds + 1)
     asyncio.run(worker.run(until_idle=True))
     assert _counts(engine, blast_id)["unknown"] == len(claimed)
@@ -234,7 +235,7 @@ def test_an_expired_lease_is_settled_by_the_gateways_own_account(world, regions)
     blast_id = _blast(engine, regions, settings, clock())
     with engine.begin() as conn:
         blasts.start_due(conn, settings, clock())
-    claimed = worker._claim(clock())
+    claimed, _ = worker._claim(clock())
     handed = [OutgoingMessage(r.id, r.msisdn, "x", Encoding.GSM7, 1, r.carrier) for r in claimed[: len(claimed) // 2]]
     asyncio.run(fake.send_batch(handed))  # the worker died after handing over half of its batch
     clock.advance(settings.dispatch.lease_seconds + 1)

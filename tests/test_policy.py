@@ -210,7 +210,7 @@ def test_the_claim_takes_only_blasts_whose_channel_is_open(world) -> None:
     sms, _ = world.blast(settings, NORMAL[1], channel="sms")
     world.start(settings)
     worker = world.worker(settings)
-    claimed = worker._claim(world.clock())
+    claimed, _ = worker._claim(world.clock())
     assert {row.blast_id for row in claimed} == {zalo} and len(claimed) == shown["recipients"]
 
 

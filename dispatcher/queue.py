@@ -1,0 +1,194 @@
+"""The work list beside the delivery log: what waits, what is in flight, whose a provider id is.
+
+A delivery row keeps its state (the truth the operators read); three narrow tables find rows
+fast without an index on any column the sending path changes, so that on PostgreSQL a claim, a
+result and a report each rewrite the delivery in place (a HOT update, no index touched):
+
+- `delivery_queue`: one row per delivery waiting in state `queued`, keyed in the order they go
+  (priority, due time, id). A claim deletes the rows it takes; every move back to `queued`
+  (a retry, a release, a requeue) adds one. A stale row (its delivery no longer `queued`) is
+  dropped by the next claim that meets it and never sends anything.
+- `claims`: one row per worker batch and blast, holding the delivery ids it took under a
+  lease, deleted in the transaction that records their results. A claim whose lease ran out
+  belongs to a worker that died: the reaper takes it over (`take_expired`).
+- `provider_refs`: the gateway's id of each message sent → the delivery, for delivery reports.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, delete, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from dispatcher.db import driver_time, executemany
+from dispatcher.domain import DeliveryStatus
+from dispatcher.models import UtcDateTime, claims, deliveries, delivery_queue
+
+CLAIMED = "id, blast_id, alert_slug, msisdn, carrier, province_code, commune_code, attempts"
+# Rows of blasts that may send now: running, on a channel outside its quiet hours, of the priority claimed.
+_DUE = (
+    "FROM delivery_queue WHERE priority = :priority AND due_at <= :now AND blast_id IN "
+    "(SELECT id FROM blasts WHERE state = 'running' AND channel IN :channels) "
+    "ORDER BY priority, due_at, delivery_id LIMIT :limit"
+)
+_TAKE = "status = 'sending', attempts = attempts + 1, claimed_by = :worker, lease_until = :lease"
+# SQLite: the writer lock makes the claim one at a time; the same ordered selection is read twice.
+CLAIM_SQLITE = (
+    text(
+        f"UPDATE deliveries SET {_TAKE} WHERE id IN (SELECT delivery_id {_DUE}) AND status = 'queued' "
+        f"RETURNING {CLAIMED}"
+    ),  # fmt: skip
+    text(
+        "DELETE FROM delivery_queue WHERE (priority, due_at, delivery_id) IN "
+        f"(SELECT priority, due_at, delivery_id {_DUE})"
+    ),
+)
+# PostgreSQL: workers claim side by side, each skipping the queue rows another one holds.
+CLAIM_POSTGRESQL = text(
+    f"WITH taken AS (DELETE FROM delivery_queue WHERE ctid = ANY(ARRAY(SELECT ctid {_DUE} FOR UPDATE SKIP LOCKED)) "
+    f"RETURNING delivery_id) UPDATE deliveries SET {_TAKE} "
+    f"WHERE id = ANY(ARRAY(SELECT delivery_id FROM taken)) AND status = 'queued' RETURNING {CLAIMED}"
+)
+_DUE_PARAMS = (bindparam("now", type_=UtcDateTime()), bindparam("channels", expanding=True))
+_LEASE = bindparam("lease", type_=UtcDateTime())
+
+
+def claim(conn: Any, worker: str, now: datetime, lease: datetime, priority: int, channels: Sequence[str],
+          limit: int) -> tuple[list[Any], list[int]]:  # fmt: skip
+    """Take up to `limit` due deliveries of `priority` off the queue and mark them `sending`.
+
+    Returns the rows (CLAIMED columns) and the ids of the claims opened for them.
+    """
+    params = {"worker": worker, "now": now, "lease": lease, "limit": limit, "priority": priority,
+              "channels": list(channels)}  # fmt: skip
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(CLAIM_POSTGRESQL.bindparams(*_DUE_PARAMS, _LEASE), params).all()
+    else:
+        update_, delete_ = CLAIM_SQLITE
+        rows = conn.execute(update_.bindparams(*_DUE_PARAMS, _LEASE), params).all()
+        conn.execute(delete_.bindparams(*_DUE_PARAMS), {k: params[k] for k in ("now", "priority", "channels", "limit")})
+    by_blast: dict[int, list[int]] = defaultdict(list)
+    for row in rows:
+        by_blast[row[1]].append(row[0])
+    opened = [{"worker": worker, "blast_id": blast_id, "lease_until": lease, "delivery_ids": _join(ids)}
+              for blast_id, ids in by_blast.items()]  # fmt: skip
+    claim_ids = [conn.execute(claims.insert().returning(claims.c.id), row).scalar_one() for row in opened]
+    return rows, claim_ids
+
+
+def take_expired(conn: Any, worker: str, now: datetime, lease: datetime) -> list[tuple[int, list[int]]]:
+    """Claims whose lease ran out before `now`, now held by `worker` until `lease`: [(claim id, delivery ids)].
+
+    Taking one over is a compare-and-set on its lease: of two reapers, one gets it.
+    """
+    c = claims.c
+    rows = conn.execute(
+        update(claims).where(c.lease_until < now).values(worker=worker, lease_until=lease)
+        .returning(c.id, c.delivery_ids)
+    ).all()  # fmt: skip
+    return [(claim_id, [int(i) for i in ids.split(",") if i]) for claim_id, ids in rows]
+
+
+def drop(conn: Any, claim_ids: Sequence[int]) -> None:
+    """Claims whose deliveries are settled (recorded by their worker, or by a reaper)."""
+    if claim_ids:
+        conn.execute(delete(claims).where(claims.c.id.in_(claim_ids)))
+
+
+def enqueue(conn: Any, where: Any) -> int:
+    """Put the `queued` deliveries matching `where` on the queue (those already on it stay as they are)."""
+    d = deliveries.c
+    rows = select(d.priority, d.next_attempt_at, d.id, d.blast_id).where(d.status == DeliveryStatus.QUEUED.value, where)
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(delivery_queue).from_select(["priority", "due_at", "delivery_id", "blast_id"], rows)
+    return conn.execute(statement.on_conflict_do_nothing().execution_options(preserve_rowcount=True)).rowcount
+
+
+def enqueue_ids(conn: Any, ids: Sequence[int]) -> int:
+    """Put these deliveries back on the queue, if they are `queued` (after a retry or a release)."""
+    if not ids:
+        return 0
+    return enqueue(conn, deliveries.c.id.in_(list(ids)))
+
+
+def forget_blast(conn: Any, blast_id: int) -> None:
+    """A cancelled blast's waiting rows leave the queue."""
+    conn.execute(delete(delivery_queue).where(delivery_queue.c.blast_id == blast_id))
+
+
+def in_flight(conn: Any, ids: Sequence[int]) -> list[Any]:
+    """(id, carrier, blast_id) of the deliveries among `ids` still `sending`."""
+    d = deliveries.c
+    found = []
+    for start in range(0, len(ids), 5000):
+        chunk = list(ids[start : start + 5000])
+        found += conn.execute(
+            select(d.id, d.carrier, d.blast_id).where(d.id.in_(chunk), d.status == DeliveryStatus.SENDING.value)
+        ).all()
+    return found
+
+
+# -- provider ids and delivery reports ------------------------------------------------------
+
+REFS_SQL = (
+    "INSERT INTO provider_refs (provider_id, delivery_id) VALUES (:p, :i) "
+    "ON CONFLICT (provider_id) DO UPDATE SET delivery_id = excluded.delivery_id"
+)
+SENT_SQL = (
+    "UPDATE deliveries SET status = 'sent', gateway = :g, provider_id = :p, parts = :n, sent_at = :t, "
+    "lease_until = NULL, error_code = NULL, error = NULL WHERE id = :i AND status = 'sending'"
+)
+# On PostgreSQL the hot statements take one text parameter per column (ids and values joined,
+# split in SQL): psycopg adapts a list element by element in Python, ten times slower.
+SENT_SQL_PG = (
+    "WITH v AS (SELECT * FROM unnest(CAST(string_to_array(:i, ',') AS integer[]), string_to_array(:p, :sep), "
+    "CAST(string_to_array(:n, ',') AS integer[])) AS v(i, p, n)), "
+    "s AS (UPDATE deliveries AS d SET status = 'sent', gateway = :g, provider_id = v.p, parts = v.n, sent_at = :t, "
+    "lease_until = NULL, error_code = NULL, error = NULL FROM v WHERE d.id = v.i AND d.status = 'sending' "
+    "RETURNING d.id, d.provider_id) "
+    "INSERT INTO provider_refs (provider_id, delivery_id) SELECT provider_id, id FROM s "
+    "ON CONFLICT (provider_id) DO UPDATE SET delivery_id = excluded.delivery_id"
+)
+REPORT_SQL = (
+    "UPDATE deliveries SET status = :s, error_code = COALESCE(:c, error_code), finished_at = :t "
+    "WHERE id = (SELECT delivery_id FROM provider_refs WHERE provider_id = :p) AND status = 'sent'"
+)
+REPORT_SQL_PG = (
+    "UPDATE deliveries AS d SET status = v.s, error_code = COALESCE(v.c, d.error_code), finished_at = v.t "
+    "FROM unnest(CAST(:p AS text[]), CAST(:s AS text[]), CAST(:c AS text[]), CAST(:t AS timestamptz[])) "
+    "AS v(p, s, c, t) JOIN provider_refs AS r ON r.provider_id = v.p WHERE d.id = r.delivery_id AND d.status = 'sent'"
+)
+SEPARATOR = "\x1f"  # the ASCII unit separator: no gateway puts it in an id
+
+
+def record_sent(conn: Any, gateway: str, at: datetime, sent: Sequence[tuple[int, str, int]]) -> int:
+    """Deliveries accepted by `gateway` at `at`, as (delivery id, provider id, parts): `sent`, and their refs."""
+    if not sent:
+        return 0
+    if conn.dialect.name == "postgresql" and not any(SEPARATOR in p for _, p, _ in sent):
+        params = {"i": _join(i for i, _, _ in sent), "p": SEPARATOR.join(p for _, p, _ in sent),
+                  "n": _join(n for _, _, n in sent), "sep": SEPARATOR, "g": gateway, "t": at}  # fmt: skip
+        statement = text(SENT_SQL_PG).bindparams(bindparam("t", type_=UtcDateTime()))
+        return conn.execute(statement.execution_options(preserve_rowcount=True), params).rowcount
+    t = driver_time(conn.dialect.name, at)
+    changed = executemany(conn, SENT_SQL, [{"i": i, "g": gateway, "p": p, "n": n, "t": t} for i, p, n in sent])
+    executemany(conn, REFS_SQL, [{"p": p, "i": i} for i, p, _ in sent])
+    return changed
+
+
+def apply_reports(conn: Any, reports: Sequence[Any]) -> int:
+    """Move `sent` deliveries on by provider id; a final state is never overwritten."""
+    rows = [{"p": r.provider_id, "s": r.status.value, "c": r.error_code, "t": driver_time(conn.dialect.name, r.at)}
+            for r in reports]  # fmt: skip
+    if conn.dialect.name != "postgresql" or not rows:
+        return executemany(conn, REPORT_SQL, rows)
+    arrays = {key: [row[key] for row in rows] for key in rows[0]}
+    return conn.execute(text(REPORT_SQL_PG).execution_options(preserve_rowcount=True), arrays).rowcount
+
+
+def _join(values: Iterable[int]) -> str:
+    return ",".join(map(str, values))
