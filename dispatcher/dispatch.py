@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from sqlalchemy import Engine, and_, bindparam, or_, select, text
@@ -70,9 +70,8 @@ CHANNELS = ("sms", "zalo", "zalo_then_sms")
 URGENT, NORMAL = 1, 0
 
 
-@dataclass(frozen=True)
-class Claimed:
-    """A delivery this worker now holds under its lease."""
+class Claimed(NamedTuple):
+    """A delivery this worker now holds under its lease (a named tuple: one is made per message)."""
 
     id: int
     blast_id: int
@@ -324,7 +323,7 @@ class Worker:
         with self.engine.begin() as conn:
             rows, opened = queue.claim(conn, self.worker_id, now, lease, priority, channels, limit)
         claim_ids += opened
-        return [Claimed(*row) for row in rows]
+        return list(map(Claimed._make, rows))
 
     async def _reap(self, now: datetime) -> None:
         """Rows whose lease ran out while `sending`: settled by their gateway's own account, else `unknown`.
@@ -354,7 +353,9 @@ class Worker:
     ) -> None:
         sent = 0
         for name, found in answers.items():
-            sent += queue.record_sent(conn, name, now, [(i, r.provider_id, r.parts) for i, r in found.items() if r])
+            sent += queue.record_sent(
+                conn, name, now, [(i, r.provider_id, r.parts) for i, r in found.items() if r is not None]
+            )
         never = [i for found in answers.values() for i, r in found.items() if r is None]
         executemany(conn, RELEASE_SQL, [{"i": i} for i in never])
         queue.enqueue_ids(conn, never)

@@ -205,6 +205,7 @@ provider_refs = Table(
     Column("provider_id", String(64), primary_key=True, comment="the gateway's own id of a message"),
     Column("delivery_id", Integer, nullable=False),
     comment="which delivery a gateway's delivery report is about",
+    sqlite_with_rowid=False,
 )
 
 delivery_attempts = Table(

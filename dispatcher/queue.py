@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select, text, update
@@ -158,9 +158,10 @@ REPORT_SQL = (
     "WHERE id = (SELECT delivery_id FROM provider_refs WHERE provider_id = :p) AND status = 'sent'"
 )
 REPORT_SQL_PG = (
-    "UPDATE deliveries AS d SET status = v.s, error_code = COALESCE(v.c, d.error_code), finished_at = v.t "
-    "FROM unnest(CAST(:p AS text[]), CAST(:s AS text[]), CAST(:c AS text[]), CAST(:t AS timestamptz[])) "
-    "AS v(p, s, c, t) JOIN provider_refs AS r ON r.provider_id = v.p WHERE d.id = r.delivery_id AND d.status = 'sent'"
+    "UPDATE deliveries AS d SET status = v.s, error_code = COALESCE(NULLIF(v.c, ''), d.error_code), "
+    "finished_at = CAST(v.t AS timestamptz) FROM unnest(string_to_array(:p, :sep), string_to_array(:s, ','), "
+    "string_to_array(:c, :sep), string_to_array(:t, ',')) AS v(p, s, c, t) "
+    "JOIN provider_refs AS r ON r.provider_id = v.p WHERE d.id = r.delivery_id AND d.status = 'sent'"
 )
 SEPARATOR = "\x1f"  # the ASCII unit separator: no gateway puts it in an id
 
@@ -182,12 +183,22 @@ def record_sent(conn: Any, gateway: str, at: datetime, sent: Sequence[tuple[int,
 
 def apply_reports(conn: Any, reports: Sequence[Any]) -> int:
     """Move `sent` deliveries on by provider id; a final state is never overwritten."""
+    if not reports:
+        return 0
+    texts = [r.provider_id for r in reports] + [r.error_code or "" for r in reports]
+    if conn.dialect.name == "postgresql" and not any(SEPARATOR in value for value in texts):
+        params = {"p": SEPARATOR.join(r.provider_id for r in reports), "s": ",".join(r.status.value for r in reports),
+                  "c": SEPARATOR.join(r.error_code or "" for r in reports), "sep": SEPARATOR,
+                  "t": ",".join(_utc(r.at).isoformat() for r in reports)}  # fmt: skip
+        return conn.execute(text(REPORT_SQL_PG).execution_options(preserve_rowcount=True), params).rowcount
     rows = [{"p": r.provider_id, "s": r.status.value, "c": r.error_code, "t": driver_time(conn.dialect.name, r.at)}
             for r in reports]  # fmt: skip
-    if conn.dialect.name != "postgresql" or not rows:
-        return executemany(conn, REPORT_SQL, rows)
-    arrays = {key: [row[key] for row in rows] for key in rows[0]}
-    return conn.execute(text(REPORT_SQL_PG).execution_options(preserve_rowcount=True), arrays).rowcount
+    return executemany(conn, REPORT_SQL, rows)
+
+
+def _utc(moment: datetime) -> datetime:
+    """A naive time is UTC, as UtcDateTime reads it."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _join(values: Iterable[int]) -> str:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
 from dispatcher import db
 from dispatcher.config import DatabaseSettings
 from dispatcher.models import metadata
+from tests.world import catalogue
 
 
 def test_upgrade_creates_every_table(engine: Engine) -> None:
@@ -48,3 +51,49 @@ def test_ensure_schema_migrates_a_fresh_database(tmp_path) -> None:
 def test_schema_head_constant_is_alembics_head() -> None:
     """The revision every command checks against is the newest migration."""
     assert db.head_revision() == db.SCHEMA_HEAD
+
+
+def test_no_index_of_deliveries_names_a_column_the_sending_path_changes(engine: Engine) -> None:
+    """Claims, results and reports must stay HOT updates on PostgreSQL: only fixed columns are indexed."""
+    found = inspect(engine)
+    indexed = {column for index in found.get_indexes("deliveries") for column in index["column_names"]}
+    indexed |= {column for unique in found.get_unique_constraints("deliveries") for column in unique["column_names"]}
+    assert indexed <= {"blast_id", "subscriber_id", "alert_slug"}
+    where = f"{engine.dialect.name}_where"
+    assert not [index for index in found.get_indexes("deliveries") if index.get("dialect_options", {}).get(where)]
+    if engine.dialect.name == "postgresql":  # room on each page for the row's next versions
+        with engine.connect() as conn:
+            options = conn.execute(text("SELECT reloptions FROM pg_class WHERE relname = 'deliveries'")).scalar()
+        assert options == ["fillfactor=50"]
+
+
+def test_the_queue_migration_moves_waiting_in_flight_and_sent_rows(database_url: str) -> None:
+    """Upgrading a database with a blast under way: queued rows are queued, in-flight ones claimed, sent ones found."""
+    from alembic import command
+
+    engine = db.make_engine(DatabaseSettings(url=database_url))
+    command.upgrade(db._alembic_config(engine), "0003")
+    at = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+    catalogue(engine, at, ["gia-danh-cong-an-goi-video"])
+    t = db.driver_time(engine.dialect.name, at)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO blasts (id, alert_id, segment, channel, encoding, start_at, priority, state, preview, "
+            "created_by, created_at) VALUES (7, 1, '{}', 'sms', 'auto', :t, 0, 'running', '{}', 'liaison', :t)"
+        ), {"t": t})  # fmt: skip
+        for i, status, provider_id in [(1, "queued", None), (2, "queued", None), (3, "sending", None),
+                                       (4, "sent", "P-4"), (5, "delivered", "P-5")]:  # fmt: skip
+            conn.execute(text(
+                "INSERT INTO deliveries (id, blast_id, subscriber_id, alert_slug, msisdn, carrier, province_code, "
+                "priority, status, attempts, next_attempt_at, lease_until, provider_id, queued_at) VALUES "
+                "(:i, 7, :i, 'a', '+84905123456', 'viettel', 48, 0, :s, 1, :t, :t, :p, :t)"
+            ), {"i": i, "s": status, "p": provider_id, "t": t})  # fmt: skip
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        queued = conn.execute(text("SELECT delivery_id, blast_id FROM delivery_queue ORDER BY 1")).all()
+        claims = conn.execute(text("SELECT worker, blast_id, delivery_ids FROM claims")).all()
+        refs = conn.execute(text("SELECT provider_id, delivery_id FROM provider_refs ORDER BY 1")).all()
+    engine.dispose()
+    assert [tuple(r) for r in queued] == [(1, 7), (2, 7)]
+    assert [tuple(r) for r in claims] == [("migration", 7, "3")]
+    assert [tuple(r) for r in refs] == [("P-4", 4), ("P-5", 5)]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from dispatcher import blasts
+from dispatcher import blasts, queue
 from dispatcher.config import Settings, load_settings
 from dispatcher.dispatch import Worker
 from dispatcher.domain import BlastState
@@ -29,7 +29,7 @@ from dispatcher.gateways.base import (
 )
 from dispatcher.gateways.fake import FakeGateway
 from dispatcher.gateways.simulator import SimulatorGateway
-from dispatcher.models import deliveries, delivery_attempts
+from dispatcher.models import deliveries, delivery_attempts, delivery_queue
 from dispatcher.queue import apply_reports
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.smstext import Encoding
@@ -246,6 +246,86 @@ def test_an_expired_lease_is_settled_by_the_gateways_own_account(world, regions)
     with engine.connect() as conn:
         attempts = dict(conn.execute(select(deliveries.c.id, deliveries.c.attempts)).all())
     assert all(attempts[m.delivery_id] == 1 for m in handed)
+
+
+def test_an_expired_claim_is_taken_over_by_one_reaper_only(world, regions) -> None:
+    """Two workers find the same dead claim: the first takes it over, the second finds nothing to do."""
+    engine, settings, clock, fake, worker = world
+    _blast(engine, regions, settings, clock())
+    with engine.begin() as conn:
+        blasts.start_due(conn, settings, clock())
+    claimed, claim_ids = worker._claim(clock())
+    clock.advance(settings.dispatch.lease_seconds + 1)
+    later = clock() + timedelta(seconds=settings.dispatch.lease_seconds)
+    with engine.begin() as conn:
+        first = queue.take_expired(conn, "w2", clock(), later)
+    with engine.begin() as conn:
+        second = queue.take_expired(conn, "w3", clock(), later)
+    assert [claim_id for claim_id, _ in first] == claim_ids and second == []
+    assert sorted(i for _, ids in first for i in ids) == sorted(row.id for row in claimed)
+
+
+def test_a_stale_queue_row_sends_nothing_and_is_dropped(world, regions) -> None:
+    """A queue row whose delivery left `queued` by another way is skipped by the claim and removed."""
+    engine, settings, clock, fake, worker = world
+    blast_id = _blast(engine, regions, settings, clock())
+    with engine.begin() as conn:
+        blasts.start_due(conn, settings, clock())
+        first = conn.execute(select(func.min(deliveries.c.id))).scalar_one()
+        conn.execute(deliveries.update().where(deliveries.c.id == first).values(status="cancelled"))
+    asyncio.run(worker.run(until_idle=True))
+    assert first not in {m.delivery_id for m in fake.sent}
+    assert _counts(engine, blast_id)["cancelled"] == 1
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(delivery_queue)).scalar_one() == 0
+    assert _state(engine, blast_id) == BlastState.COMPLETED.value
+
+
+def test_a_blast_completes_only_when_no_claim_holds_its_messages(world, regions) -> None:
+    """Another worker's batch still in flight keeps the blast running; once recorded, it completes."""
+    engine, settings, clock, fake, worker = world
+    blast_id = _blast(engine, regions, settings, clock())
+    other = Worker(engine, {"fake": fake}, settings, regions, clock, "w2", sleep=_no_sleep)
+    with engine.begin() as conn:
+        blasts.start_due(conn, settings, clock())
+    held, held_claims = other._claim(clock())  # w2 holds a batch, not yet recorded
+    asyncio.run(worker.tick())
+    asyncio.run(worker.tick())
+    assert _state(engine, blast_id) == BlastState.RUNNING.value
+    assert not worker.idle()
+    results, _, _ = asyncio.run(other._dispatch(held))
+    with engine.begin() as conn:
+        other._record(conn, results, [])
+        queue.drop(conn, held_claims)
+    asyncio.run(worker.tick())
+    assert _state(engine, blast_id) == BlastState.COMPLETED.value
+    assert len(fake.sent) == len({m.delivery_id for m in fake.sent})
+
+
+def test_provider_ids_of_any_shape_are_recorded_and_found_by_their_reports(world, regions) -> None:
+    """Commas, quotes and even the separator of the bulk statements in a gateway's id: reports still match."""
+    engine, settings, clock, fake, worker = world
+    blast_id = _blast(engine, regions, settings, clock())
+    with engine.begin() as conn:
+        blasts.start_due(conn, settings, clock())
+    claimed, claim_ids = worker._claim(clock())
+    shapes = [lambda i: f"SM{i:032x}", lambda i: f"{i},'x'{{}}\\", lambda i: f"{i}\x1f{i}"]
+    odd = {row.id: shapes[row.id % 3](row.id) for row in claimed}
+    with engine.begin() as conn:
+        for shape in range(3):  # the bulk statements, and the row-by-row one an id with the separator needs
+            sent = [(i, p, 3) for i, p in odd.items() if i % 3 == shape]
+            assert queue.record_sent(conn, "fake", clock(), sent) == len(sent)
+        queue.drop(conn, claim_ids)
+    reports = [DeliveryReport(p, ReportStatus.UNDELIVERABLE if i % 2 == 0 else ReportStatus.DELIVERED, clock(),
+                              "E3" if i % 2 == 0 else None) for i, p in odd.items()]  # fmt: skip
+    with engine.begin() as conn:
+        for separator in (False, True):
+            group = [r for r in reports if ("\x1f" in r.provider_id) is separator]
+            assert queue.apply_reports(conn, group) == len(group)
+        errors = dict(conn.execute(select(deliveries.c.id, deliveries.c.error_code).where(
+            deliveries.c.status == "undeliverable")).all())  # fmt: skip
+    assert errors == {i: "E3" for i in odd if i % 2 == 0}
+    assert _counts(engine, blast_id)["delivered"] == len([i for i in odd if i % 2])
 
 
 def test_a_paused_blast_sends_nothing_until_resumed(world, regions) -> None:

