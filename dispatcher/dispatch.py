@@ -56,10 +56,10 @@ FAILED_SQL = (
     "UPDATE deliveries SET status = 'failed', gateway = :g, error_code = :c, error = :e, finished_at = :t, "
     f"lease_until = NULL {_ONLY_SENDING}"
 )
-# A message claimed but never handed to a gateway (the worker is stopping) goes back to the queue.
+# A message claimed but never handed to a gateway (the worker is stopping) goes back to the queue, due now.
 RELEASE_SQL = (
-    "UPDATE deliveries SET status = 'queued', attempts = attempts - 1, lease_until = NULL, claimed_by = NULL "
-    f"{_ONLY_SENDING}"
+    "UPDATE deliveries SET status = 'queued', attempts = attempts - 1, next_attempt_at = :t, lease_until = NULL, "
+    f"claimed_by = NULL {_ONLY_SENDING}"
 )
 UNKNOWN_SQL = (
     "UPDATE deliveries SET status = 'unknown', error = 'lease expired while sending', lease_until = NULL "
@@ -81,6 +81,7 @@ class Claimed(NamedTuple):
     province_code: int
     commune_code: int | None
     attempts: int
+    due_at: Any  # next_attempt_at as the driver gives it: with the id, the row's place in the queue
 
 
 Result = tuple[Claimed, OutgoingMessage, str, SendResult | GatewayError]
@@ -193,6 +194,7 @@ class Worker:
     _last_claimed: int = 0
     _urgent_running: bool = True  # until housekeeping has looked
     _lease_until: datetime | None = None
+    _after: dict[int, queue.Key] = field(default_factory=dict)  # per priority: the last queue key claimed
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     sent: int = 0
 
@@ -241,7 +243,8 @@ class Worker:
         reports = [r for g in self.gateways.values() for r in g.reports(self.clock())]
         with self.engine.begin() as conn:
             self._record(conn, results, expired)
-            executemany(conn, RELEASE_SQL, [{"i": row.id} for row in released])
+            t = driver_time(conn.dialect.name, self.clock())
+            executemany(conn, RELEASE_SQL, [{"i": row.id, "t": t} for row in released])
             queue.enqueue_ids(conn, [row.id for row in released])
             queue.drop(conn, claim_ids)
             queue.apply_reports(conn, reports)
@@ -254,6 +257,10 @@ class Worker:
         """Starting blasts and reaping leases: every tick when quiet, once a second when busy."""
         if self._last_housekeeping is None or not self._last_claimed or now - self._last_housekeeping >= HOUSEKEEPING:
             self._last_housekeeping = now
+            # Claims go on past the last queue row taken (see queue.claim); once a second they start
+            # from the beginning: rows of a blast resumed meanwhile may lie behind, and the walk
+            # marks the entries of claimed rows dead, so that the next walks skip them cheaply.
+            self._after.clear()
             return True
         return False
 
@@ -321,9 +328,15 @@ class Worker:
         lease = now + timedelta(seconds=self.settings.dispatch.lease_seconds)
         self._lease_until = lease
         with self.engine.begin() as conn:
-            rows, opened = queue.claim(conn, self.worker_id, now, lease, priority, channels, limit)
+            rows, opened = queue.claim(conn, self.worker_id, now, lease, priority, channels, limit,
+                                       self._after.get(priority))  # fmt: skip
         claim_ids += opened
-        return list(map(Claimed._make, rows))
+        claimed = list(map(Claimed._make, rows))
+        if len(claimed) < limit:  # the end of what is due, or of what lies past the key: from the start next time
+            self._after.pop(priority, None)
+        else:
+            self._after[priority] = max((row.due_at, row.id) for row in claimed)
+        return claimed
 
     async def _reap(self, now: datetime) -> None:
         """Rows whose lease ran out while `sending`: settled by their gateway's own account, else `unknown`.
@@ -357,7 +370,7 @@ class Worker:
                 conn, name, now, [(i, r.provider_id, r.parts) for i, r in found.items() if r is not None]
             )
         never = [i for found in answers.values() for i, r in found.items() if r is None]
-        executemany(conn, RELEASE_SQL, [{"i": i} for i in never])
+        executemany(conn, RELEASE_SQL, [{"i": i, "t": driver_time(conn.dialect.name, now)} for i in never])
         queue.enqueue_ids(conn, never)
         settled = {i for found in answers.values() for i in found}
         unknown = [{"i": i} for i in ids if i not in settled]

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from dispatcher import blasts, queue
+from dispatcher import blasts, db, queue
 from dispatcher.config import Settings, load_settings
-from dispatcher.dispatch import Worker
+from dispatcher.db import executemany
+from dispatcher.dispatch import RELEASE_SQL, Worker
 from dispatcher.domain import BlastState
 from dispatcher.gateways.base import (
     DeliveryReport,
@@ -341,6 +342,26 @@ def test_a_paused_blast_sends_nothing_until_resumed(world, regions) -> None:
         blasts.resume(conn, blast_id, "operator", clock())
     asyncio.run(worker.run(until_idle=True))
     assert _state(engine, blast_id) == BlastState.COMPLETED.value and len(fake.sent) > 0
+
+
+def test_rows_put_back_behind_the_last_claim_are_still_sent(world, regions) -> None:
+    """Claims go on past the last row taken; what returns behind that place goes once the queue runs short."""
+    engine, _, clock, fake, _ = world
+    settings = _settings(CANHBAO_DISPATCH__BATCH_SIZE="40")
+    worker = Worker(engine, {"fake": fake}, settings, regions, clock, "w1", sleep=_no_sleep)
+    blast_id = _blast(engine, regions, settings, clock())
+    with engine.begin() as conn:
+        blasts.start_due(conn, settings, clock())
+    claimed, claim_ids = worker._claim(clock())
+    assert worker._after  # the next claim starts past these rows
+    with engine.begin() as conn:  # a stop hands none of them over: back on the queue, behind that place
+        executemany(conn, RELEASE_SQL, [{"i": r.id, "t": db.driver_time(conn.dialect.name, clock())} for r in claimed])
+        queue.enqueue_ids(conn, [r.id for r in claimed])
+        queue.drop(conn, claim_ids)
+    asyncio.run(worker.run(until_idle=True))
+    assert {r.id for r in claimed} <= {m.delivery_id for m in fake.sent}
+    assert len(fake.sent) == len({m.delivery_id for m in fake.sent})
+    assert _state(engine, blast_id) == BlastState.COMPLETED.value
 
 
 def test_a_cancelled_blast_never_sends_what_was_queued(world, regions) -> None:
