@@ -74,6 +74,16 @@ def _state(engine: Engine, blast_id: int) -> str:
         return blasts.get(conn, blast_id)["state"]
 
 
+def _claimed(world, regions) -> tuple[int, list, list[int]]:
+    """A blast started and one batch of it claimed by the world's worker: (blast id, rows, claim ids)."""
+    engine, settings, clock, _, worker = world
+    blast_id = _blast(engine, regions, settings, clock())
+    with engine.begin() as conn:
+        blasts.start_due(conn, settings, clock())
+    claimed, claim_ids = worker._claim(clock())
+    return blast_id, claimed, claim_ids
+
+
 @pytest.fixture
 def world(engine: Engine, regions, now, tmp_path):
     """300 subscribers in Đà Nẵng, an approved alert, and a fake gateway behind every carrier."""
@@ -215,10 +225,7 @@ def test_an_expired_lease_makes_the_message_unknown_not_resent(world, regions) -
     """Rows a dead worker left 'sending' become 'unknown' and are sent again only on request."""
     engine, settings, clock, fake, worker = world
     fake.confirms = False  # a gateway that cannot tell what it accepted
-    blast_id = _blast(engine, regions, settings, clock())
-    with engine.begin() as conn:
-        blasts.start_due(conn, settings, clock())
-    claimed, _ = worker._claim(clock())  # a worker that claims, then dies before sending
+    blast_id, claimed, _ = _claimed(world, regions)  # a worker that claims, then dies before sending
     clock.advance(settings.dispatch.lease_seconds + 1)
     asyncio.run(worker.run(until_idle=True))
     assert _counts(engine, blast_id)["unknown"] == len(claimed)
@@ -233,10 +240,7 @@ def test_an_expired_lease_makes_the_message_unknown_not_resent(world, regions) -
 def test_an_expired_lease_is_settled_by_the_gateways_own_account(world, regions) -> None:
     """A gateway that confirms by our id: what it accepted becomes sent, what it never saw goes again, once."""
     engine, settings, clock, fake, worker = world
-    blast_id = _blast(engine, regions, settings, clock())
-    with engine.begin() as conn:
-        blasts.start_due(conn, settings, clock())
-    claimed, _ = worker._claim(clock())
+    blast_id, claimed, _ = _claimed(world, regions)
     handed = [OutgoingMessage(r.id, r.msisdn, "x", Encoding.GSM7, 1, r.carrier) for r in claimed[: len(claimed) // 2]]
     asyncio.run(fake.send_batch(handed))  # the worker died after handing over half of its batch
     clock.advance(settings.dispatch.lease_seconds + 1)
@@ -252,10 +256,7 @@ def test_an_expired_lease_is_settled_by_the_gateways_own_account(world, regions)
 def test_an_expired_claim_is_taken_over_by_one_reaper_only(world, regions) -> None:
     """Two workers find the same dead claim: the first takes it over, the second finds nothing to do."""
     engine, settings, clock, fake, worker = world
-    _blast(engine, regions, settings, clock())
-    with engine.begin() as conn:
-        blasts.start_due(conn, settings, clock())
-    claimed, claim_ids = worker._claim(clock())
+    _, claimed, claim_ids = _claimed(world, regions)
     clock.advance(settings.dispatch.lease_seconds + 1)
     later = clock() + timedelta(seconds=settings.dispatch.lease_seconds)
     with engine.begin() as conn:
@@ -306,10 +307,7 @@ def test_a_blast_completes_only_when_no_claim_holds_its_messages(world, regions)
 def test_provider_ids_of_any_shape_are_recorded_and_found_by_their_reports(world, regions) -> None:
     """Commas, quotes and even the separator of the bulk statements in a gateway's id: reports still match."""
     engine, settings, clock, fake, worker = world
-    blast_id = _blast(engine, regions, settings, clock())
-    with engine.begin() as conn:
-        blasts.start_due(conn, settings, clock())
-    claimed, claim_ids = worker._claim(clock())
+    blast_id, claimed, claim_ids = _claimed(world, regions)
     shapes = [lambda i: f"SM{i:032x}", lambda i: f"{i},'x'{{}}\\", lambda i: f"{i}\x1f{i}"]
     odd = {row.id: shapes[row.id % 3](row.id) for row in claimed}
     with engine.begin() as conn:
@@ -349,10 +347,7 @@ def test_rows_put_back_behind_the_last_claim_are_still_sent(world, regions) -> N
     engine, _, clock, fake, _ = world
     settings = _settings(CANHBAO_DISPATCH__BATCH_SIZE="40")
     worker = Worker(engine, {"fake": fake}, settings, regions, clock, "w1", sleep=_no_sleep)
-    blast_id = _blast(engine, regions, settings, clock())
-    with engine.begin() as conn:
-        blasts.start_due(conn, settings, clock())
-    claimed, claim_ids = worker._claim(clock())
+    blast_id, claimed, claim_ids = _claimed((engine, settings, clock, fake, worker), regions)
     assert worker._after  # the next claim starts past these rows
     with engine.begin() as conn:  # a stop hands none of them over: back on the queue, behind that place
         executemany(conn, RELEASE_SQL, [{"i": r.id, "t": db.driver_time(conn.dialect.name, clock())} for r in claimed])
