@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -23,7 +23,7 @@ from dispatcher.config import ZALO_ROUTE, Settings
 from dispatcher.db import compare_and_set
 from dispatcher.domain import AlertStatus, BlastState, DeliveryStatus, Priority
 from dispatcher.errors import InputRejected, UsageError
-from dispatcher.models import alerts, blasts, deliveries, subscribers
+from dispatcher.models import alerts, blasts, deliveries, subscribers, utc
 from dispatcher.policy import quiet_hours
 from dispatcher.regions import RegionIndex
 from dispatcher.segments import CHANNEL_POLICIES, Segment, exclusions, matches, rotation_choice
@@ -45,13 +45,6 @@ class BlastRequest:
     start_at: datetime | None = None
     not_after: datetime | None = None
     rate: float | None = None
-
-
-def utc(moment: datetime | None) -> datetime | None:
-    """A stored time as an aware UTC datetime (SQLite hands them back naive)."""
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def approved_alert(conn: Connection, slug: str) -> dict[str, Any]:

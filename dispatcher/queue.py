@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select, text, update
@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from dispatcher.db import driver_time, executemany
 from dispatcher.domain import BlastState, DeliveryStatus
-from dispatcher.models import UtcDateTime, blasts, claims, deliveries, delivery_queue
+from dispatcher.models import UtcDateTime, blasts, claims, deliveries, delivery_queue, utc
 
 CLAIMED = "id, blast_id, alert_slug, msisdn, carrier, province_code, commune_code, attempts, next_attempt_at"
 _TAKE = "status = 'sending', attempts = attempts + 1, claimed_by = :worker, lease_until = :lease"
@@ -220,7 +220,7 @@ def apply_reports(conn: Any, reports: Sequence[Any]) -> int:
     if conn.dialect.name == "postgresql" and not any(SEPARATOR in value for value in texts):
         params = {"p": SEPARATOR.join(r.provider_id for r in reports), "s": ",".join(r.status.value for r in reports),
                   "c": SEPARATOR.join(r.error_code or "" for r in reports), "sep": SEPARATOR,
-                  "t": ",".join(_utc(r.at).isoformat() for r in reports)}  # fmt: skip
+                  "t": ",".join(utc(r.at).isoformat() for r in reports)}  # fmt: skip
         _by_index(conn)
         return conn.execute(text(REPORT_SQL_PG).execution_options(preserve_rowcount=True), params).rowcount
     rows = [{"p": r.provider_id, "s": r.status.value, "c": r.error_code, "t": driver_time(conn.dialect.name, r.at)}
@@ -240,11 +240,6 @@ def _by_index(conn: Any) -> None:
     """
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SET LOCAL enable_seqscan = off; SET LOCAL plan_cache_mode = force_custom_plan")
-
-
-def _utc(moment: datetime) -> datetime:
-    """A naive time is UTC, as UtcDateTime reads it."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _join(values: Iterable[int]) -> str:
