@@ -68,6 +68,7 @@ class Context:
 
     settings: Settings
     actor: str
+    long_running: bool = False
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     _engine: Engine | None = None
     _regions: RegionIndex | None = None
@@ -76,7 +77,7 @@ class Context:
     def engine(self) -> Engine:
         """The database, migrated to the newest schema on first use."""
         if self._engine is None:
-            self._engine = db.make_engine(self.settings.database)
+            self._engine = db.make_engine(self.settings.database, checkpoint_thread=self.long_running)
             db.ensure_schema(self._engine)
         return self._engine
 
@@ -86,6 +87,11 @@ class Context:
         if self._regions is None:
             self._regions = RegionIndex.load()
         return self._regions
+
+    def close(self) -> None:
+        """Let the database go (and its checkpoint thread finish its round) as the command ends."""
+        if self._engine is not None:
+            self._engine.dispose()
 
     def catalogue(self) -> catalogue.Catalogue:
         """The methods and limits alerts are checked against."""
@@ -104,9 +110,10 @@ def _root(
     """Cảnh Báo: gửi cảnh báo lừa đảo qua SMS và Zalo."""
     settings = load_settings(config)
     # Long-running processes log at the configured level; one-shot commands only say what went wrong.
-    level = settings.logging.level if ctx.invoked_subcommand in LONG_RUNNING else "warning"
-    logs.configure(settings.logging.format, level)
-    ctx.obj = Context(settings=settings, actor=acting_user or getpass.getuser())
+    long_running = ctx.invoked_subcommand in LONG_RUNNING
+    logs.configure(settings.logging.format, settings.logging.level if long_running else "warning")
+    ctx.obj = Context(settings=settings, actor=acting_user or getpass.getuser(), long_running=long_running)
+    ctx.call_on_close(ctx.obj.close)
 
 
 def run(args: list[str] | None = None) -> int:

@@ -149,6 +149,10 @@ def _scheduled_blast(url: str, settings: Settings, regions: RegionIndex) -> tupl
     with engine.begin() as conn:
         blast_id, _ = blasts.create(conn, blasts.BlastRequest(ALERT, segment), "liaison", settings, regions, now)
         blasts.approve(conn, blast_id, "chief", now)
+    engine.dispose()
+    # As in the worker that starts a blast: the write-ahead log goes back into the database file
+    # on a thread of its own, while sending begins.
+    engine = db.make_engine(settings.database, checkpoint_thread=True)
     started = time.perf_counter()
     with engine.begin() as conn:
         recipients, _ = blasts.materialise(conn, blasts.get(conn, blast_id), settings, now)

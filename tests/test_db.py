@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime
 
 from alembic.autogenerate import compare_metadata
@@ -39,6 +41,46 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path) -> None:
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1234
+
+
+def _write_megabytes(engine: Engine, megabytes: int) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE filler (body BLOB)")
+        conn.exec_driver_sql(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+            "INSERT INTO filler SELECT zeroblob(1024) FROM n",
+            (megabytes * 1024,),
+        )
+
+
+def test_a_long_running_process_checkpoints_sqlite_on_a_thread_not_at_commit(tmp_path) -> None:
+    """The worker's commits leave the log to a thread, which copies it into the file and stops with the engine."""
+    path = tmp_path / "w.db"
+    engine = db.make_engine(DatabaseSettings(url=f"sqlite:///{path}"), checkpoint_thread=True)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == db.BACKSTOP_PAGES
+    _write_megabytes(engine, 8)
+    deadline = time.monotonic() + 10
+    while path.stat().st_size < 8 * 2**20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.stat().st_size >= 8 * 2**20  # the pages reached the database file
+    threads = [t for t in threading.enumerate() if t.name == "sqlite-wal-checkpoint"]
+    assert len(threads) == 1
+    engine.dispose()
+    assert not threads[0].is_alive()
+
+
+def test_a_one_shot_command_checkpoints_at_commit_past_80_megabytes(tmp_path) -> None:
+    """Without the thread a small write stays in the log until the connection closes (no checkpoint per commit)."""
+    path = tmp_path / "c.db"
+    engine = db.make_engine(DatabaseSettings(url=f"sqlite:///{path}"))
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == db.AUTOCHECKPOINT_PAGES
+    _write_megabytes(engine, 8)
+    time.sleep(1)
+    assert path.stat().st_size < 2**20
+    assert not [t for t in threading.enumerate() if t.name == "sqlite-wal-checkpoint"]
+    engine.dispose()
 
 
 def test_ensure_schema_migrates_a_fresh_database(tmp_path) -> None:
@@ -97,3 +139,4 @@ def test_the_queue_migration_moves_waiting_in_flight_and_sent_rows(database_url:
     assert [tuple(r) for r in queued] == [(1, 7), (2, 7)]
     assert [tuple(r) for r in claims] == [("migration", 7, "3")]
     assert [tuple(r) for r in refs] == [("P-4", 4), ("P-5", 5)]
+
