@@ -145,7 +145,7 @@ def _count(conn: Connection, request: BlastRequest, slug: str, settings: Setting
     """People of the segment grouped by (exclusion reason or None, carrier, province, commune)."""
     rules = exclusions(
         request.channel, slug, start, settings.dispatch.already_received_days, settings.dispatch.cap_per_day
-    )
+    ).without_empty(conn)
     reason = case(*[(predicate, literal(name)) for name, predicate in rules.items()], else_=literal(None))
     s = subscribers.c
     query = (
@@ -345,48 +345,48 @@ def materialise(conn: Connection, blast: dict[str, Any], settings: Settings, now
     People at their cap go a day later (`policy.capped = "defer"`) or not at all ("skip"). A
     rotation gives each person the next alert of its series they have not received.
     """
-    series = [slug for slug, _ in blast["series"]] if blast["series"] else None
+    series = [(slug, alert_id) for slug, alert_id in blast["series"]] if blast["series"] else None
     slug = None if series else conn.execute(select(alerts.c.slug).where(alerts.c.id == blast["alert_id"])).scalar_one()
     segment = Segment.from_json(blast["segment"])
     days = settings.dispatch.already_received_days
-    rules = exclusions(blast["channel"], slug, now, days, settings.dispatch.cap_per_day)
-    content = rotation_choice(series, now, days) if series else literal(slug)
+    rules = exclusions(blast["channel"], slug, now, days, settings.dispatch.cap_per_day).without_empty(conn)
+    content = rotation_choice(series, now, days) if series else literal(blast["alert_id"])
     excluded = or_(rules.opted_out, rules.no_channel, rules.already_received)
     eligible = and_(matches(segment, conn.dialect.name), ~excluded)
     defer = settings.policy.capped == "defer"
-    due = case((rules.capped, literal(now + DEFER, deliveries.c.queued_at.type)), else_=literal(now,
-               deliveries.c.queued_at.type)) if defer else literal(now, deliveries.c.queued_at.type)  # fmt: skip
+    at, capping = deliveries.c.next_attempt_at.type, rules.busy is not None
+    due = literal(now, at)
+    if defer and capping:
+        due = case((rules.capped, literal(now + DEFER, at)), else_=due)
     # Counted before the insert, whose own rows would make everyone "already received". Few people
     # are at their cap: counting them walks the capped set, not the segment.
     rotating = [content.is_not(None)] if series else []
-    held = conn.execute(select(func.count()).select_from(rules.from_()).where(rules.capped, eligible, *rotating))
-    held_back = {"deferred" if defer else "capped": held.scalar()}
+    held = select(func.count()).select_from(rules.from_()).where(rules.capped, eligible, *rotating)
+    held_back = {"deferred" if defer else "capped": conn.execute(held).scalar() if capping else 0}
     where = eligible if defer else and_(eligible, ~rules.capped)
-    added = _insert(conn, blast, content, rules.from_(), where, now, due)
+    added = _insert(conn, blast, content, rules.from_(), where, due)
     queue.enqueue(conn, deliveries.c.blast_id == blast["id"])
     return added, held_back
 
 
-def _insert(
-    conn: Connection, blast: dict[str, Any], content: Any, source: Any, where: Any, now: datetime, due: Any
-) -> int:
+def _insert(conn: Connection, blast: dict[str, Any], content: Any, source: Any, where: Any, due: Any) -> int:
     """INSERT … SELECT the deliveries of `blast` for the subscribers of `source` matching `where`, due at `due`.
 
-    `content` is the alert slug each gets: a literal, or a rotation's per-person choice, which
+    `content` is the alert id each gets: a literal, or a rotation's per-person choice, which
     may be None (nothing left to send them) and then adds no row.
     """
     s = subscribers.c
     chosen = select(
-        literal(blast["id"]).label("blast_id"), s.id.label("subscriber_id"), content.label("alert_slug"), s.msisdn,
+        literal(blast["id"]).label("blast_id"), s.id.label("subscriber_id"), content.label("alert_id"), s.msisdn,
         s.carrier, s.province_code, s.commune_code, literal(blast["priority"]).label("priority"),
         literal(DeliveryStatus.QUEUED.value).label("status"), literal(0).label("attempts"),
-        due.label("next_attempt_at"), literal(now, deliveries.c.queued_at.type).label("queued_at"),
+        due.label("next_attempt_at"),
     ).select_from(source).where(where)  # fmt: skip
     if blast["series"]:
         inner = chosen.subquery()
-        chosen = select(inner).where(inner.c.alert_slug.is_not(None))
-    columns = ["blast_id", "subscriber_id", "alert_slug", "msisdn", "carrier", "province_code", "commune_code",
-               "priority", "status", "attempts", "next_attempt_at", "queued_at"]  # fmt: skip
+        chosen = select(inner).where(inner.c.alert_id.is_not(None))
+    columns = ["blast_id", "subscriber_id", "alert_id", "msisdn", "carrier", "province_code", "commune_code",
+               "priority", "status", "attempts", "next_attempt_at"]  # fmt: skip
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(deliveries).from_select(columns, chosen).on_conflict_do_nothing()
     # psycopg's cursor is closed before rowcount is read unless SQLAlchemy is told to keep it.

@@ -350,29 +350,34 @@ def delivery_log(
     """Nhật ký gửi từng tin (số điện thoại được che), lọc theo đợt, trạng thái, nhà mạng, địa bàn."""
     c: Context = ctx.obj
     d = deliveries.c
-    query = select(
-        d.id,
-        d.blast_id,
-        d.msisdn,
-        d.carrier,
-        d.province_code,
-        d.status,
-        d.attempts,
-        d.gateway,
-        d.provider_id,
-        d.error_code,
-        d.error,
-        d.queued_at,
-        d.sent_at,
-        d.finished_at,
-    ).order_by(d.id)
+    queued_at = blasts.c.started_at  # every delivery is queued when its blast starts
+    query = (
+        select(
+            d.id,
+            d.blast_id,
+            d.msisdn,
+            d.carrier,
+            d.province_code,
+            d.status,
+            d.attempts,
+            d.gateway,
+            d.provider_id,
+            d.error_code,
+            d.error,
+            queued_at.label("queued_at"),
+            d.sent_at,
+            d.finished_at,
+        )
+        .select_from(deliveries.join(blasts, blasts.c.id == d.blast_id))
+        .order_by(d.id)
+    )
     if status is not None and status not in {s.value for s in DeliveryStatus}:
         raise UsageError(f"Trạng thái '{status}' không có (nhận: {', '.join(s.value for s in DeliveryStatus)}).")
     filters = [
         (blast, lambda v: d.blast_id == v), (status, lambda v: d.status == v),
         (carrier, lambda v: d.carrier == v.lower()),
         (province, lambda v: d.province_code == c.regions.one(v).code),
-        (since, lambda v: d.queued_at >= parse_time(v, c.settings.app.timezone, "--since")),
+        (since, lambda v: queued_at >= parse_time(v, c.settings.app.timezone, "--since")),
         (msisdn, lambda v: d.msisdn == _msisdn(v)),
     ]  # fmt: skip
     for value, condition in filters:

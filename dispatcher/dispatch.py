@@ -75,7 +75,7 @@ class Claimed(NamedTuple):
 
     id: int
     blast_id: int
-    alert_slug: str
+    alert_id: int
     msisdn: str
     carrier: str
     province_code: int
@@ -170,7 +170,7 @@ class BlastInfo:
     id: int
     channel: str
     not_after: datetime | None
-    templates: dict[str, catalogue.MessageTemplate]
+    templates: dict[int, catalogue.MessageTemplate]  # by alert id
     limiter: RateLimiter | None
     priority: int = 0
 
@@ -392,7 +392,7 @@ class Worker:
             if info.not_after is not None and info.not_after <= now:
                 expired.append(row)
                 continue
-            template = info.templates[row.alert_slug]
+            template = info.templates[row.alert_id]
             text_, measured = template.render(self.regions, row.province_code, row.commune_code)
             channel = "sms" if info.channel == "sms" else "zalo"
             message = OutgoingMessage(
@@ -467,7 +467,7 @@ class Worker:
                 slug_ids = blast["series"] or [[None, blast["alert_id"]]]
                 ids = [alert_id for _, alert_id in slug_ids]
                 rows = conn.execute(select(alerts).where(alerts.c.id.in_(ids))).mappings().all()
-            templates = {row["slug"]: catalogue.MessageTemplate.of(dict(row), blast["encoding"]) for row in rows}
+            templates = {row["id"]: catalogue.MessageTemplate.of(dict(row), blast["encoding"]) for row in rows}
             limiter = self._limiter(f"blast:{blast_id}", blast["rate"]) if blast["rate"] else None
             self._blasts[blast_id] = BlastInfo(
                 blast_id, blast["channel"], blast_ops.utc(blast["not_after"]), templates, limiter, blast["priority"]

@@ -100,7 +100,7 @@ def test_no_index_of_deliveries_names_a_column_the_sending_path_changes(engine: 
     found = inspect(engine)
     indexed = {column for index in found.get_indexes("deliveries") for column in index["column_names"]}
     indexed |= {column for unique in found.get_unique_constraints("deliveries") for column in unique["column_names"]}
-    assert indexed <= {"blast_id", "subscriber_id", "alert_slug"}
+    assert indexed <= {"blast_id", "subscriber_id", "alert_id"}
     where = f"{engine.dialect.name}_where"
     assert not [index for index in found.get_indexes("deliveries") if index.get("dialect_options", {}).get(where)]
     if engine.dialect.name == "postgresql":  # room on each page for the row's next versions
@@ -140,3 +140,36 @@ def test_the_queue_migration_moves_waiting_in_flight_and_sent_rows(database_url:
     assert [tuple(r) for r in claims] == [("migration", 7, "3")]
     assert [tuple(r) for r in refs] == [("P-4", 4), ("P-5", 5)]
 
+
+def test_the_narrowing_migration_keeps_the_alert_version_of_every_row(database_url: str) -> None:
+    """Deliveries name their alert by id after 0005: a plain blast's own version, a rotation's version of each slug."""
+    from alembic import command
+
+    engine = db.make_engine(DatabaseSettings(url=database_url))
+    command.upgrade(db._alembic_config(engine), "0004")
+    at = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+    catalogue(engine, at, ["gia-danh-cong-an-goi-video", "viec-nhe-luong-cao"])
+    t = db.driver_time(engine.dialect.name, at)
+    with engine.begin() as conn:
+        ids = {slug: alert_id for slug, alert_id in conn.execute(text("SELECT slug, id FROM alerts"))}
+        plain, video, jobs = ids["gia-danh-cong-an-goi-video"], "gia-danh-cong-an-goi-video", "viec-nhe-luong-cao"
+        series = f'[["{video}", {ids[video]}], ["{jobs}", {ids[jobs]}]]'
+        for blast_id, rotation in [(7, None), (8, series)]:
+            conn.execute(text(
+                "INSERT INTO blasts (id, alert_id, segment, channel, encoding, start_at, priority, state, preview, "
+                "created_by, created_at, started_at, series) "
+                "VALUES (:b, :a, '{}', 'sms', 'auto', :t, 0, 'running', '{}', 'liaison', :t, :t, :s)"
+            ), {"b": blast_id, "a": plain, "t": t, "s": rotation})  # fmt: skip
+        for i, blast_id, slug in [(1, 7, video), (2, 8, video), (3, 8, jobs)]:
+            conn.execute(text(
+                "INSERT INTO deliveries (id, blast_id, subscriber_id, alert_slug, msisdn, carrier, province_code, "
+                "priority, status, attempts, next_attempt_at, queued_at) VALUES "
+                "(:i, :b, :i, :slug, '+84905123456', 'viettel', 48, 0, 'sent', 1, :t, :t)"
+            ), {"i": i, "b": blast_id, "slug": slug, "t": t})  # fmt: skip
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        got = [tuple(row) for row in conn.execute(text("SELECT id, alert_id FROM deliveries ORDER BY id"))]
+        columns = {column["name"] for column in inspect(conn).get_columns("deliveries")}
+    engine.dispose()
+    assert got == [(1, ids[video]), (2, ids[video]), (3, ids[jobs])]
+    assert "alert_slug" not in columns and "queued_at" not in columns
