@@ -25,13 +25,14 @@ setup:
 
 # The demo works on its own database, rejects folder and outbox, fresh each time. It sends
 # through the carrier simulator (latency, a few refusals, delivery reports arriving later);
-# Itel and Reddi go to the hand-off file, to show both gateways. Quiet hours (22:00–07:00) are
-# off in the demo only, so that it sends at whatever hour it is run.
+# Itel and Reddi go to the hand-off file, to show both gateways; Zalo goes to the simulator too,
+# which refuses a fifth of the numbers as not on Zalo (they get an SMS instead). Quiet hours
+# (22:00–07:00) are off in the demo only, so that it sends at whatever hour it is run.
 DEMO := CANHBAO_DATABASE__URL=sqlite:///var/demo.db CANHBAO_SUBSCRIBERS__REJECTS_DIR=var/demo-rejects \
 	CANHBAO_POLICY__QUIET_HOURS='{"sms": "", "zalo": ""}' \
 	CANHBAO_GATEWAYS__FILE__PATH=var/demo-outbox.jsonl \
-	CANHBAO_ROUTES='{"default": ["simulator"], "itel": ["file"], "reddi": ["file"]}' \
-	CANHBAO_GATEWAYS__SIMULATOR__LATENCY_MS=15 CANHBAO_GATEWAYS__SIMULATOR__PERMANENT_FAILURE=0.01 \
+	CANHBAO_ROUTES='{"default": ["simulator"], "itel": ["file"], "reddi": ["file"], "zalo": ["simulator"]}' \
+	CANHBAO_GATEWAYS__SIMULATOR__NOT_ON_ZALO=0.2 CANHBAO_GATEWAYS__SIMULATOR__LATENCY_MS=15 CANHBAO_GATEWAYS__SIMULATOR__PERMANENT_FAILURE=0.01 \
 	CANHBAO_GATEWAYS__SIMULATOR__UNDELIVERABLE=0.03 CANHBAO_GATEWAYS__SIMULATOR__REPORT_DELAY_MS='[100, 1500]' \
 	$(RUN) canhbao
 # `subscribers import` exits 1 when it rejected rows, which the sample files are made to show.
@@ -55,8 +56,8 @@ demo: setup
 	@$(DEMO) regions show "Quảng Nam (cũ), huyện Duy Xuyên"
 	@echo "== 6. Đợt gửi 1: cảnh báo giả danh công an tới các xã của huyện Duy Xuyên cũ"
 	@$(DEMO) --as lien-lac-vien blast create --alert gia-danh-cong-an-goi-video --legacy-district "Quảng Nam (cũ), huyện Duy Xuyên"
-	@echo "== 7. Đợt gửi 2: \"việc nhẹ lương cao\" tới học sinh, sinh viên toàn Đà Nẵng (bản không dấu)"
-	@$(DEMO) --as lien-lac-vien blast create --alert viec-nhe-luong-cao --province "Đà Nẵng" --audience student --encoding ascii
+	@echo "== 7. Đợt gửi 2: \"việc nhẹ lương cao\" tới học sinh, sinh viên toàn Đà Nẵng, qua Zalo; ai không nhận được Zalo thì SMS không dấu"
+	@$(DEMO) --as lien-lac-vien blast create --alert viec-nhe-luong-cao --province "Đà Nẵng" --audience student --channel zalo_then_sms --encoding ascii
 	@echo "== 8. Người thứ hai duyệt (người tạo không tự duyệt được)"
 	@$(DEMO) --as lien-lac-vien blast approve 1 || echo "   (đúng: bị từ chối)"
 	@$(DEMO) --as lanh-dao-so blast approve 1 2
@@ -65,6 +66,7 @@ demo: setup
 	@$(DEMO) blast status 1
 	@$(DEMO) blast status 2
 	@$(DEMO) log --blast 1 --limit 5
+	@$(DEMO) log --blast 2 --limit 5
 	@echo "== 10. Chiến dịch định kỳ (schedules/): nạp, người thứ hai duyệt, 5 lượt chạy tới"
 	@$(DEMO) --as lien-lac-vien schedules sync
 	@$(DEMO) --as lanh-dao-so schedules approve cao-bang-hang-tuan an-giang-sinh-vien-hang-thang

@@ -21,7 +21,7 @@ from dispatcher import queue
 from dispatcher.audit import audit
 from dispatcher.config import ZALO_ROUTE, Settings
 from dispatcher.db import compare_and_set
-from dispatcher.domain import AlertStatus, BlastState, DeliveryStatus, Priority
+from dispatcher.domain import AlertStatus, BlastState, Channel, DeliveryStatus, Priority
 from dispatcher.errors import InputRejected, UsageError
 from dispatcher.models import alerts, blasts, deliveries, subscribers, utc
 from dispatcher.policy import quiet_hours
@@ -382,11 +382,15 @@ def _insert(conn: Connection, blast: dict[str, Any], content: Any, source: Any, 
         literal(DeliveryStatus.QUEUED.value).label("status"), literal(0).label("attempts"),
         due.label("next_attempt_at"),
     ).select_from(source).where(where)  # fmt: skip
+    columns = ["blast_id", "subscriber_id", "alert_id", "msisdn", "carrier", "province_code", "commune_code",
+               "priority", "status", "attempts", "next_attempt_at"]  # fmt: skip
+    if blast["channel"] == "zalo_then_sms":  # who has no Zalo goes by SMS from the start
+        no_zalo = s.channel_mask.op("&")(Channel.ZALO.mask) == 0
+        chosen = chosen.add_columns(case((no_zalo, literal("sms")), else_=literal(None)).label("channel"))
+        columns.append("channel")
     if blast["series"]:
         inner = chosen.subquery()
         chosen = select(inner).where(inner.c.alert_id.is_not(None))
-    columns = ["blast_id", "subscriber_id", "alert_id", "msisdn", "carrier", "province_code", "commune_code",
-               "priority", "status", "attempts", "next_attempt_at"]  # fmt: skip
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(deliveries).from_select(columns, chosen).on_conflict_do_nothing()
     # psycopg's cursor is closed before rowcount is read unless SQLAlchemy is told to keep it.

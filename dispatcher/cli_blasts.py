@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from dispatcher import blasts as blast_ops
 from dispatcher.cli import Context, JsonOption, _emit, _msisdn, err, out
@@ -351,6 +351,8 @@ def delivery_log(
     c: Context = ctx.obj
     d = deliveries.c
     queued_at = blasts.c.started_at  # every delivery is queued when its blast starts
+    # The channel it went on: its own after a fallback, else the blast's first.
+    channel = func.coalesce(d.channel, case((blasts.c.channel == "sms", "sms"), else_="zalo"))
     query = (
         select(
             d.id,
@@ -358,6 +360,7 @@ def delivery_log(
             d.msisdn,
             d.carrier,
             d.province_code,
+            channel.label("channel"),
             d.status,
             d.attempts,
             d.gateway,
@@ -398,19 +401,20 @@ def delivery_log(
 
 
 def _export_csv(rows: list[dict[str, Any]]) -> None:
-    columns = ["id", "blast_id", "msisdn", "carrier", "province_code", "status", "attempts", "gateway", "provider_id",
-               "error_code", "error", "queued_at", "sent_at", "finished_at"]  # fmt: skip
+    columns = ["id", "blast_id", "msisdn", "carrier", "province_code", "channel", "status", "attempts", "gateway",
+               "provider_id", "error_code", "error", "queued_at", "sent_at", "finished_at"]  # fmt: skip
     writer = csv.DictWriter(sys.stdout, columns)
     writer.writeheader()
     writer.writerows({k: row[k] for k in columns} for row in rows)
 
 
 def _print_log(rows: list[dict[str, Any]], zone: str) -> None:
-    table = Table("Tin", "Đợt", "Số", "Nhà mạng", "Trạng thái", "Lần", "Cổng", "Mã nhà cung cấp", "Lỗi", "Gửi lúc")
+    table = Table("Tin", "Đợt", "Số", "Nhà mạng", "Kênh", "Trạng thái", "Lần", "Cổng", "Mã nhà cung cấp", "Lỗi",
+                  "Gửi lúc")  # fmt: skip
     for r in rows:
         sent = blast_ops.utc(r["sent_at"])
         sent = sent.astimezone(ZoneInfo(zone)) if sent else None
-        table.add_row(str(r["id"]), str(r["blast_id"]), r["msisdn"], r["carrier"], STATUS_VI[r["status"]],
+        table.add_row(str(r["id"]), str(r["blast_id"]), r["msisdn"], r["carrier"], r["channel"], STATUS_VI[r["status"]],
                       str(r["attempts"]), r["gateway"] or "", r["provider_id"] or "", r["error_code"] or "",
                       f"{sent:%H:%M:%S %d/%m}" if sent else "")  # fmt: skip
     out.print(table)

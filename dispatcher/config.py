@@ -138,6 +138,7 @@ class SimulatorSettings(GatewayLimits):
     throttled: float = Field(0, ge=0, le=1)
     permanent_failure: float = Field(0, ge=0, le=1)
     undeliverable: float = Field(0, ge=0, le=1)
+    not_on_zalo: float = Field(0, ge=0, le=1, description="share of numbers Zalo messages cannot reach (-118)")
     report_delay_ms: tuple[float, float] = (50, 2000)
     reports: bool = Field(True, description="send delivery reports at all (off: measure sending alone)")
     record_path: Path | None = None

@@ -30,6 +30,7 @@ from dispatcher.config import GatewayLimits, Settings
 from dispatcher.db import driver_time, executemany
 from dispatcher.domain import BlastState
 from dispatcher.gateways.base import (
+    ChannelUnavailableError,
     Gateway,
     GatewayError,
     OutgoingMessage,
@@ -65,6 +66,11 @@ UNKNOWN_SQL = (
     "UPDATE deliveries SET status = 'unknown', error = 'lease expired while sending', lease_until = NULL "
     f"{_ONLY_SENDING}"
 )
+# A zalo_then_sms message Zalo cannot deliver goes again at once, by SMS (the carrier's route).
+FALLBACK_SQL = (
+    "UPDATE deliveries SET status = 'queued', channel = 'sms', gateway = :g, error_code = :c, error = :e, "
+    f"next_attempt_at = :t, lease_until = NULL, claimed_by = NULL {_ONLY_SENDING}"
+)
 EXPIRED_SQL = f"UPDATE deliveries SET status = 'expired', finished_at = :t, lease_until = NULL {_ONLY_SENDING}"
 CHANNELS = ("sms", "zalo", "zalo_then_sms")
 URGENT, NORMAL = 1, 0
@@ -76,6 +82,7 @@ class Claimed(NamedTuple):
     id: int
     blast_id: int
     alert_id: int
+    channel: str | None  # None: the blast's first channel
     msisdn: str
     carrier: str
     province_code: int
@@ -394,11 +401,11 @@ class Worker:
                 continue
             template = info.templates[row.alert_id]
             text_, measured = template.render(self.regions, row.province_code, row.commune_code)
-            channel = "sms" if info.channel == "sms" else "zalo"
+            channel = row.channel or ("sms" if info.channel == "sms" else "zalo")
             message = OutgoingMessage(
                 row.id, row.msisdn, text_, measured.encoding, measured.parts, row.carrier, channel
             )
-            by_gateway[self._route(row.carrier, info.channel)].append((row, message))
+            by_gateway[self._route(row.carrier, channel)].append((row, message))
         outcomes = await asyncio.gather(*(self._send(name, batch) for name, batch in by_gateway.items()))
         results = [result for sent, _ in outcomes for result in sent]
         return results, expired, [row for _, held in outcomes for row in held]
@@ -483,16 +490,20 @@ class Worker:
         now = self.clock()
         t = driver_time(conn.dialect.name, now)
         sent: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
-        retry, failed, attempts = [], [], []
+        retry, failed, fallback, attempts = [], [], [], []
         for row, message, gateway, outcome in results:
             if isinstance(outcome, SendResult):
                 sent[gateway].append((row.id, outcome.provider_id, outcome.parts))
                 continue
+            falls_back = self._falls_back(row, message, outcome)
+            kind = "fallback" if falls_back else _kind(outcome)
             attempts.append({"delivery_id": row.id, "attempt": row.attempts, "gateway": gateway, "at": now,
-                             "outcome": _kind(outcome), "provider_id": None, "parts": message.parts,
+                             "outcome": kind, "provider_id": None, "parts": message.parts,
                              "error_code": outcome.code, "error": str(outcome)[:300]})  # fmt: skip
             error = {"i": row.id, "g": gateway, "c": outcome.code, "e": str(outcome)[:300], "t": t}
-            if outcome.retryable and row.attempts < self.settings.dispatch.max_attempts:
+            if falls_back:
+                fallback.append(error)
+            elif outcome.retryable and row.attempts < self.settings.dispatch.max_attempts:
                 later = now + timedelta(seconds=self._backoff(row.attempts, outcome))
                 retry.append({**error, "at": driver_time(conn.dialect.name, later)})
             else:
@@ -504,13 +515,21 @@ class Worker:
         ]
         for gateway, accepted in sent.items():
             queue.record_sent(conn, gateway, now, accepted)
-        for rows, sql in ((retry, RETRY_SQL), (failed, FAILED_SQL)):
+        for rows, sql in ((retry, RETRY_SQL), (failed, FAILED_SQL), (fallback, FALLBACK_SQL)):
             executemany(conn, sql, rows)
-        queue.enqueue_ids(conn, [row["i"] for row in retry])
+        queue.enqueue_ids(conn, [row["i"] for row in retry + fallback])
         executemany(conn, EXPIRED_SQL, [{"i": r.id, "t": t} for r in expired])
         if attempts:
             conn.execute(delivery_attempts.insert(), attempts)
         self.sent += sum(map(len, sent.values()))
+
+    def _falls_back(self, row: Claimed, message: OutgoingMessage, error: GatewayError) -> bool:
+        """Whether a Zalo refusal sends the message by SMS instead: only in a `zalo_then_sms` blast, once."""
+        return (
+            isinstance(error, ChannelUnavailableError)
+            and message.channel == "zalo"
+            and self._blast(row.blast_id).channel == "zalo_then_sms"
+        )
 
     def _backoff(self, attempts: int, error: GatewayError) -> float:
         """Exponential backoff with jitter; a throttle's retry-after is respected."""

@@ -29,7 +29,7 @@ from dispatcher.db import driver_time, executemany
 from dispatcher.domain import BlastState, DeliveryStatus
 from dispatcher.models import UtcDateTime, blasts, claims, deliveries, delivery_queue, utc
 
-CLAIMED = "id, blast_id, alert_id, msisdn, carrier, province_code, commune_code, attempts, next_attempt_at"
+CLAIMED = "id, blast_id, alert_id, channel, msisdn, carrier, province_code, commune_code, attempts, next_attempt_at"
 _TAKE = "status = 'sending', attempts = attempts + 1, claimed_by = :worker, lease_until = :lease"
 
 

@@ -30,7 +30,7 @@ from dispatcher.gateways.base import (
 )
 from dispatcher.gateways.fake import FakeGateway
 from dispatcher.gateways.simulator import SimulatorGateway
-from dispatcher.models import deliveries, delivery_attempts, delivery_queue
+from dispatcher.models import deliveries, delivery_attempts, delivery_queue, subscribers
 from dispatcher.queue import apply_reports
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.smstext import Encoding
@@ -153,6 +153,57 @@ def test_a_permanent_error_fails_at_once(world, regions) -> None:
     with engine.connect() as conn:
         codes = conn.execute(select(deliveries.c.error_code).where(deliveries.c.status == "failed")).scalars().all()
     assert set(codes) == {"21211"}
+
+
+def _zalo_world(engine: Engine, regions, now: datetime, tmp_path: Path) -> tuple[Settings, SimulatorGateway, Worker]:
+    """300 people; the simulator behind every carrier and behind Zalo, where 30 % of numbers are not."""
+    _populate(engine, regions, now, tmp_path, 300)
+    settings = _settings(
+        CANHBAO_ROUTES='{"default": ["simulator"], "zalo": ["simulator"]}',
+        CANHBAO_GATEWAYS__SIMULATOR__NOT_ON_ZALO="0.3",
+        CANHBAO_GATEWAYS__SIMULATOR__REPORTS="false",
+    )
+    simulator = SimulatorGateway(settings.gateways.simulator)
+    return settings, simulator, Worker(engine, {"simulator": simulator}, settings, regions, Clock(now), "w1",
+                                       sleep=_no_sleep)  # fmt: skip
+
+
+def test_zalo_then_sms_sends_by_sms_whoever_zalo_cannot_reach(engine, regions, now, tmp_path) -> None:
+    """Not on Zalo (-118) or not taking Zalo at all: one SMS instead; the others one Zalo message; nobody both."""
+    settings, simulator, worker = _zalo_world(engine, regions, now, tmp_path)
+    blast_id = _blast(engine, regions, settings, now, channel="zalo_then_sms")
+    asyncio.run(worker.run(until_idle=True))
+    with engine.connect() as conn:
+        rows = conn.execute(select(deliveries.c.id, deliveries.c.channel, deliveries.c.status)
+                            .where(deliveries.c.blast_id == blast_id)).all()  # fmt: skip
+        mask = conn.execute(select(deliveries.c.id, subscribers.c.channel_mask)
+                            .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)).all()  # fmt: skip
+        fallbacks = conn.execute(select(delivery_attempts.c.delivery_id, delivery_attempts.c.error_code)
+                                 .where(delivery_attempts.c.outcome == "fallback")).all()  # fmt: skip
+    assert {status for _, _, status in rows} == {"sent"}
+    accepted = {m.delivery_id: m.channel for m in simulator.accepted}
+    assert len(simulator.accepted) == len(accepted) == len(rows)  # one message each
+    refused = {m.delivery_id for m in simulator.attempts if m.channel == "zalo" and m.delivery_id not in
+               {a.delivery_id for a in simulator.accepted if a.channel == "zalo"}}  # fmt: skip
+    no_zalo = {delivery_id for delivery_id, channels in mask if not channels & 2}
+    assert refused and no_zalo and not refused & no_zalo
+    assert {i for i, channel in accepted.items() if channel == "sms"} == refused | no_zalo
+    assert {i for i, channel, _ in rows if channel == "sms"} == refused | no_zalo
+    assert not {m.delivery_id for m in simulator.attempts if m.channel == "zalo"} & no_zalo  # never tried on Zalo
+    assert {tuple(f) for f in fallbacks} == {(i, "-118") for i in refused}
+
+
+def test_a_zalo_blast_does_not_fall_back(engine, regions, now, tmp_path) -> None:
+    """Channel `zalo` alone: a number not on Zalo fails, and no SMS goes out."""
+    settings, simulator, worker = _zalo_world(engine, regions, now, tmp_path)
+    blast_id = _blast(engine, regions, settings, now, channel="zalo")
+    asyncio.run(worker.run(until_idle=True))
+    counts = _counts(engine, blast_id)
+    assert counts["failed"] > 0 and counts["sent"] > 0
+    assert {m.channel for m in simulator.attempts} == {"zalo"}
+    with engine.connect() as conn:
+        codes = set(conn.execute(select(deliveries.c.error_code).where(deliveries.c.status == "failed")).scalars())
+    assert codes == {"-118"}
 
 
 def test_retries_stop_at_the_configured_attempts(world, regions) -> None:

@@ -103,6 +103,12 @@ class PermanentError(GatewayError):
     """Never retry: invalid number, rejected content, unknown subscriber."""
 
 
+@dataclass
+class ChannelUnavailableError(PermanentError):
+    """This person cannot get it on this channel: not on Zalo, an app too old, Zalo's quota used up
+    or outside its hours. Never retried here; a `zalo_then_sms` blast sends it by SMS instead."""
+
+
 Outcome = SendResult | GatewayError
 
 

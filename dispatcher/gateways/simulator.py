@@ -22,6 +22,7 @@ import json
 import os
 import random
 import secrets
+import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from typing import Any, TextIO
 
 from dispatcher.config import CarrierBehaviour, SimulatorSettings
 from dispatcher.gateways.base import (
+    ChannelUnavailableError,
     DeliveryReport,
     Outcome,
     OutgoingMessage,
@@ -94,6 +96,7 @@ class SimulatorGateway:
         low_ms, high_ms = settings.report_delay_ms
         self._report_delay = (low_ms / 1000, (high_ms - low_ms) / 1000)
         self._reports = settings.reports
+        self._zalo_share = settings.not_on_zalo
         self._concurrency = settings.concurrency
         self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         # Not from the seeded generator: two processes with the same seed must not share ids.
@@ -183,8 +186,13 @@ class SimulatorGateway:
         return self._limit[1]
 
     def _attempt(self, message: OutgoingMessage, sent_at: float) -> Outcome:
-        """One draw decides the message's fate, in the order temporary, throttled, permanent, accepted."""
+        """One draw decides the message's fate, in the order temporary, throttled, permanent, accepted.
+
+        A Zalo message to a number not on Zalo (the same numbers every time) is refused first.
+        """
         self.attempts.append(message)
+        if message.channel == "zalo" and self._not_on_zalo(message.msisdn):
+            return ChannelUnavailableError("simulated: number not on Zalo", code="-118")
         behaviour = self._behaviour(message.carrier)
         draw = self._random.random()
         if draw < behaviour.temporary_below:
@@ -194,6 +202,9 @@ class SimulatorGateway:
         if draw < behaviour.permanent_below:
             return PermanentError("simulated invalid number", code="SIM-INVALID")
         return self._accept(message, behaviour, sent_at)
+
+    def _not_on_zalo(self, msisdn: str) -> bool:
+        return self._zalo_share > 0 and zlib.crc32(msisdn.encode()) / 2**32 < self._zalo_share
 
     def _accept(self, message: OutgoingMessage, behaviour: _Behaviour, sent_at: float) -> SendResult:
         """Give the message a provider id, record it and schedule its delivery report."""
