@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 
 from dispatcher import db
 from dispatcher.config import DatabaseSettings
@@ -109,6 +109,25 @@ def test_no_index_of_deliveries_names_a_column_the_sending_path_changes(engine: 
         assert options == ["fillfactor=50"]
 
 
+def _old_blast(conn: Connection, t: object, blast_id: int, alert_id: int, series: str | None = None) -> None:
+    """A running blast, in columns every revision since 0003 has."""
+    conn.execute(text(
+        "INSERT INTO blasts (id, alert_id, segment, channel, encoding, start_at, priority, state, preview, "
+        "created_by, created_at, started_at, series) "
+        "VALUES (:b, :a, '{}', 'sms', 'auto', :t, 0, 'running', '{}', 'liaison', :t, :t, :s)"
+    ), {"b": blast_id, "a": alert_id, "t": t, "s": series})  # fmt: skip
+
+
+def _old_delivery(conn: Connection, t: object, i: int, blast_id: int, slug: str, status: str = "sent",
+                  provider_id: str | None = None) -> None:  # fmt: skip
+    """A delivery as the schema had it before 0005: the alert by slug, a queued_at of its own."""
+    conn.execute(text(
+        "INSERT INTO deliveries (id, blast_id, subscriber_id, alert_slug, msisdn, carrier, province_code, "
+        "priority, status, attempts, next_attempt_at, lease_until, provider_id, queued_at) VALUES "
+        "(:i, :b, :i, :slug, '+84905123456', 'viettel', 48, 0, :s, 1, :t, :t, :p, :t)"
+    ), {"i": i, "b": blast_id, "slug": slug, "s": status, "p": provider_id, "t": t})  # fmt: skip
+
+
 def test_the_queue_migration_moves_waiting_in_flight_and_sent_rows(database_url: str) -> None:
     """Upgrading a database with a blast under way: queued rows are queued, in-flight ones claimed, sent ones found."""
     from alembic import command
@@ -119,17 +138,10 @@ def test_the_queue_migration_moves_waiting_in_flight_and_sent_rows(database_url:
     catalogue(engine, at, ["gia-danh-cong-an-goi-video"])
     t = db.driver_time(engine.dialect.name, at)
     with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO blasts (id, alert_id, segment, channel, encoding, start_at, priority, state, preview, "
-            "created_by, created_at) VALUES (7, 1, '{}', 'sms', 'auto', :t, 0, 'running', '{}', 'liaison', :t)"
-        ), {"t": t})  # fmt: skip
+        _old_blast(conn, t, 7, alert_id=1)
         for i, status, provider_id in [(1, "queued", None), (2, "queued", None), (3, "sending", None),
                                        (4, "sent", "P-4"), (5, "delivered", "P-5")]:  # fmt: skip
-            conn.execute(text(
-                "INSERT INTO deliveries (id, blast_id, subscriber_id, alert_slug, msisdn, carrier, province_code, "
-                "priority, status, attempts, next_attempt_at, lease_until, provider_id, queued_at) VALUES "
-                "(:i, 7, :i, 'a', '+84905123456', 'viettel', 48, 0, :s, 1, :t, :t, :p, :t)"
-            ), {"i": i, "s": status, "p": provider_id, "t": t})  # fmt: skip
+            _old_delivery(conn, t, i, 7, "a", status, provider_id)
     db.upgrade(engine)
     with engine.connect() as conn:
         queued = conn.execute(text("SELECT delivery_id, blast_id FROM delivery_queue ORDER BY 1")).all()
@@ -154,18 +166,10 @@ def test_the_narrowing_migration_keeps_the_alert_version_of_every_row(database_u
         ids = {slug: alert_id for slug, alert_id in conn.execute(text("SELECT slug, id FROM alerts"))}
         plain, video, jobs = ids["gia-danh-cong-an-goi-video"], "gia-danh-cong-an-goi-video", "viec-nhe-luong-cao"
         series = f'[["{video}", {ids[video]}], ["{jobs}", {ids[jobs]}]]'
-        for blast_id, rotation in [(7, None), (8, series)]:
-            conn.execute(text(
-                "INSERT INTO blasts (id, alert_id, segment, channel, encoding, start_at, priority, state, preview, "
-                "created_by, created_at, started_at, series) "
-                "VALUES (:b, :a, '{}', 'sms', 'auto', :t, 0, 'running', '{}', 'liaison', :t, :t, :s)"
-            ), {"b": blast_id, "a": plain, "t": t, "s": rotation})  # fmt: skip
+        _old_blast(conn, t, 7, plain)
+        _old_blast(conn, t, 8, plain, series)
         for i, blast_id, slug in [(1, 7, video), (2, 8, video), (3, 8, jobs)]:
-            conn.execute(text(
-                "INSERT INTO deliveries (id, blast_id, subscriber_id, alert_slug, msisdn, carrier, province_code, "
-                "priority, status, attempts, next_attempt_at, queued_at) VALUES "
-                "(:i, :b, :i, :slug, '+84905123456', 'viettel', 48, 0, 'sent', 1, :t, :t)"
-            ), {"i": i, "b": blast_id, "slug": slug, "t": t})  # fmt: skip
+            _old_delivery(conn, t, i, blast_id, slug)
     db.upgrade(engine)
     with engine.connect() as conn:
         got = [tuple(row) for row in conn.execute(text("SELECT id, alert_id FROM deliveries ORDER BY id"))]
