@@ -144,8 +144,8 @@ def _check_request(request: BlastRequest, settings: Settings, now: datetime) -> 
 def _count(conn: Connection, request: BlastRequest, slug: str, settings: Settings, start: datetime) -> dict:
     """People of the segment grouped by (exclusion reason or None, carrier, province, commune)."""
     rules = exclusions(
-        request.channel, slug, start, settings.dispatch.already_received_days, settings.dispatch.cap_per_day
-    ).without_empty(conn)
+        conn, request.channel, slug, start, settings.dispatch.already_received_days, settings.dispatch.cap_per_day
+    )
     reason = case(*[(predicate, literal(name)) for name, predicate in rules.items()], else_=literal(None))
     s = subscribers.c
     query = (
@@ -349,7 +349,7 @@ def materialise(conn: Connection, blast: dict[str, Any], settings: Settings, now
     slug = None if series else conn.execute(select(alerts.c.slug).where(alerts.c.id == blast["alert_id"])).scalar_one()
     segment = Segment.from_json(blast["segment"])
     days = settings.dispatch.already_received_days
-    rules = exclusions(blast["channel"], slug, now, days, settings.dispatch.cap_per_day).without_empty(conn)
+    rules = exclusions(conn, blast["channel"], slug, now, days, settings.dispatch.cap_per_day)
     content = rotation_choice(series, now, days) if series else literal(blast["alert_id"])
     excluded = or_(rules.opted_out, rules.no_channel, rules.already_received)
     eligible = and_(matches(segment, conn.dialect.name), ~excluded)

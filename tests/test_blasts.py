@@ -635,6 +635,17 @@ def test_the_daily_cap_counts_messages_sent_in_the_last_24_hours(
     assert (shown["excluded"]["capped"], shown["recipients"]) == (capped, 6 - capped)
 
 
+@pytest.mark.parametrize(("cap", "capped"), [(2, 6), (3, 0)], ids=["cap-reached", "fewer-blasts-than-cap"])
+def test_two_blasts_cap_everyone_only_when_the_cap_is_two(people, regions, settings, now, cap, capped) -> None:
+    """Two blasts reaching everyone fill a cap of 2; with a cap of 3 (more than the day's blasts) nobody is held."""
+    settings = settings.model_copy(update={"dispatch": settings.dispatch.model_copy(update={"cap_per_day": cap})})
+    for slug in OTHER_ALERTS[:2]:
+        blast_id = _running(people, _request(_duy_xuyen(regions), alert=slug), settings, regions, now)
+        _set_status(people, blast_id, DeliveryStatus.SENT.value, now)
+    shown = _preview(people, _request(_duy_xuyen(regions)), settings, regions, now + timedelta(hours=1))
+    assert (shown["excluded"]["capped"], shown["recipients"]) == (capped, 6 - capped)
+
+
 # -- pause, resume, cancel, resend --------------------------------------------------------
 
 
