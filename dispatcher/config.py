@@ -139,6 +139,9 @@ class SimulatorSettings(GatewayLimits):
     permanent_failure: float = Field(0, ge=0, le=1)
     undeliverable: float = Field(0, ge=0, le=1)
     not_on_zalo: float = Field(0, ge=0, le=1, description="share of numbers Zalo messages cannot reach (-118)")
+    zalo_unconfirmed: float = Field(
+        0, ge=0, le=1, description="share of accepted Zalo messages whose delivery receipt never comes"
+    )
     report_delay_ms: tuple[float, float] = (50, 2000)
     reports: bool = Field(True, description="send delivery reports at all (off: measure sending alone)")
     record_path: Path | None = None
@@ -173,6 +176,9 @@ class DispatchSettings(Section):
     poll_interval_ms: float = Field(200, ge=1)
     report_wait_seconds: float = Field(
         5, ge=0, description="how long --until-idle waits for outstanding delivery reports"
+    )
+    receipt_timeout_seconds: float = Field(
+        600, ge=0, description="a zalo_then_sms message Zalo has not confirmed by then goes by SMS; 0: never"
     )
     already_received_days: int = Field(30, ge=0, description="the same alert is not sent twice within")
     cap_per_day: int = Field(3, ge=1, description="messages per subscriber per 24 h, all blasts")

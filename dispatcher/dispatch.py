@@ -39,7 +39,16 @@ from dispatcher.gateways.base import (
     confirm,
     pending_reports,
 )
-from dispatcher.models import UtcDateTime, alerts, blasts, claims, delivery_attempts, delivery_queue, rate_buckets
+from dispatcher.models import (
+    UtcDateTime,
+    alerts,
+    blasts,
+    claims,
+    delivery_attempts,
+    delivery_queue,
+    rate_buckets,
+    receipt_waits,
+)
 from dispatcher.policy import open_channels
 from dispatcher.regions import RegionIndex
 
@@ -244,6 +253,8 @@ class Worker:
             with self.engine.begin() as conn:
                 blast_ops.start_due(conn, self.settings, now)
                 self._urgent_running = _urgent_running(conn)
+                waited = self.settings.dispatch.receipt_timeout_seconds
+                queue.enqueue_ids(conn, queue.fall_back_unconfirmed(conn, now, waited))
             await self._reap(now)
         claimed, claim_ids = self._claim(now)
         results, expired, released = await self._dispatch(claimed) if claimed else ([], [], [])
@@ -272,7 +283,8 @@ class Worker:
         return False
 
     def idle(self) -> bool:
-        """Nothing due: no message that may go now, none in flight, no blast waiting to start now.
+        """Nothing due: no message that may go now, none in flight, none waiting for Zalo's receipt
+        (it may yet go by SMS), no blast waiting to start now.
 
         Messages held by quiet hours are not due: `--until-idle` stops and they wait for the morning.
         """
@@ -282,9 +294,11 @@ class Worker:
         may_go = select(q.delivery_id).join(blasts, b.id == q.blast_id).where(running, q.due_at <= now,
                                                                               self._sendable(now))  # fmt: skip
         in_flight = select(claims.c.id).join(blasts, b.id == claims.c.blast_id).where(running)
+        unconfirmed = select(receipt_waits.c.delivery_id).join(blasts, b.id == receipt_waits.c.blast_id).where(running)
         starting = select(b.id).where(b.state == BlastState.SCHEDULED.value, b.start_at <= now)
         with self.engine.connect() as conn:
-            return all(conn.execute(query.limit(1)).first() is None for query in (may_go, in_flight, starting))
+            return all(conn.execute(query.limit(1)).first() is None
+                       for query in (may_go, in_flight, unconfirmed, starting))  # fmt: skip
 
     def _sendable(self, now: datetime) -> Any:
         """SQL: the row's blast may send at `now` (its channel is outside quiet hours, or it is urgent and allowed)."""
@@ -515,6 +529,7 @@ class Worker:
         ]
         for gateway, accepted in sent.items():
             queue.record_sent(conn, gateway, now, accepted)
+        self._await_receipts(conn, results, now)
         for rows, sql in ((retry, RETRY_SQL), (failed, FAILED_SQL), (fallback, FALLBACK_SQL)):
             executemany(conn, sql, rows)
         queue.enqueue_ids(conn, [row["i"] for row in retry + fallback])
@@ -522,6 +537,16 @@ class Worker:
         if attempts:
             conn.execute(delivery_attempts.insert(), attempts)
         self.sent += sum(map(len, sent.values()))
+
+    def _await_receipts(self, conn: Any, results: Sequence[Result], now: datetime) -> None:
+        """Zalo messages of `zalo_then_sms` blasts Zalo accepted go by SMS unless its receipt comes in time."""
+        waited = self.settings.dispatch.receipt_timeout_seconds
+        if not waited:
+            return
+        confirmable = [(row.id, row.blast_id) for row, message, _, outcome in results
+                       if isinstance(outcome, SendResult) and message.channel == "zalo"
+                       and self._blast(row.blast_id).channel == "zalo_then_sms"]  # fmt: skip
+        queue.await_receipts(conn, confirmable, now + timedelta(seconds=waited))
 
     def _falls_back(self, row: Claimed, message: OutgoingMessage, error: GatewayError) -> bool:
         """Whether a Zalo refusal sends the message by SMS instead: only in a `zalo_then_sms` blast, once."""
@@ -548,7 +573,8 @@ class Worker:
                 text(
                     "UPDATE blasts SET state = 'completed', finished_at = :t WHERE state = 'running' AND NOT EXISTS "
                     "(SELECT 1 FROM delivery_queue q WHERE q.blast_id = blasts.id) AND NOT EXISTS "
-                    "(SELECT 1 FROM claims c WHERE c.blast_id = blasts.id) RETURNING id"
+                    "(SELECT 1 FROM claims c WHERE c.blast_id = blasts.id) AND NOT EXISTS "
+                    "(SELECT 1 FROM receipt_waits w WHERE w.blast_id = blasts.id) RETURNING id"
                 ).bindparams(bindparam("t", type_=UtcDateTime())),
                 {"t": now},
             )

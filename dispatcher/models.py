@@ -216,6 +216,18 @@ provider_refs = Table(
     sqlite_with_rowid=False,
 )
 
+receipt_waits = Table(
+    "receipt_waits",
+    metadata,
+    Column("delivery_id", Integer, primary_key=True),
+    Column("blast_id", Integer, nullable=False),
+    Column("due_at", UtcDateTime(), nullable=False, comment="when it goes by SMS if no receipt has come"),
+    Column("error_code", String(32), comment="what Zalo reported instead of a receipt (the SMS goes at once)"),
+    Index(None, "due_at"),
+    Index(None, "blast_id"),
+    comment="Zalo messages of zalo_then_sms blasts waiting for Zalo's delivery receipt; a row leaves when it comes",
+)
+
 delivery_attempts = Table(
     "delivery_attempts",
     metadata,

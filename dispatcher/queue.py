@@ -12,13 +12,16 @@ result and a report each rewrite the delivery in place (a HOT update, no index t
   lease, deleted in the transaction that records their results. A claim whose lease ran out
   belongs to a worker that died: the reaper takes it over (`take_expired`).
 - `provider_refs`: the gateway's id of each message sent → the delivery, for delivery reports.
+- `receipt_waits`: the Zalo messages of `zalo_then_sms` blasts whose delivery receipt has not
+  come yet. Past its due time (or at once, if Zalo reports a failure instead), a message goes
+  again, by SMS (`fall_back_unconfirmed`); a blast is not complete while it has any.
 """
 
 from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +30,18 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from dispatcher.db import driver_time, executemany
 from dispatcher.domain import BlastState, DeliveryStatus
-from dispatcher.models import UtcDateTime, blasts, claims, deliveries, delivery_queue, utc
+from dispatcher.gateways.base import ReportStatus
+from dispatcher.models import (
+    UtcDateTime,
+    blasts,
+    claims,
+    deliveries,
+    delivery_attempts,
+    delivery_queue,
+    provider_refs,
+    receipt_waits,
+    utc,
+)
 
 CLAIMED = "id, blast_id, alert_id, channel, msisdn, carrier, province_code, commune_code, attempts, next_attempt_at"
 _TAKE = "status = 'sending', attempts = attempts + 1, claimed_by = :worker, lease_until = :lease"
@@ -145,16 +159,16 @@ def enqueue_ids(conn: Any, ids: Sequence[int]) -> int:
 
 
 def forget_blast(conn: Any, blast_id: int) -> None:
-    """A cancelled blast's waiting rows leave the queue."""
+    """A cancelled blast's waiting rows leave the queue, and its Zalo messages wait for no receipt."""
     conn.execute(delete(delivery_queue).where(delivery_queue.c.blast_id == blast_id))
+    conn.execute(delete(receipt_waits).where(receipt_waits.c.blast_id == blast_id))
 
 
 def in_flight(conn: Any, ids: Sequence[int]) -> list[Any]:
     """(id, carrier, blast_id) of the deliveries among `ids` still `sending`."""
     d = deliveries.c
     found = []
-    for start in range(0, len(ids), 5000):
-        chunk = list(ids[start : start + 5000])
+    for chunk in _chunks(ids):
         found += conn.execute(
             select(d.id, d.carrier, d.blast_id).where(d.id.in_(chunk), d.status == DeliveryStatus.SENDING.value)
         ).all()
@@ -216,6 +230,8 @@ def apply_reports(conn: Any, reports: Sequence[Any]) -> int:
     """Move `sent` deliveries on by provider id; a final state is never overwritten."""
     if not reports:
         return 0
+    if _awaiting_receipts(conn):
+        return _apply_with_receipts(conn, reports)
     texts = [r.provider_id for r in reports] + [r.error_code or "" for r in reports]
     if conn.dialect.name == "postgresql" and not any(SEPARATOR in value for value in texts):
         params = {"p": SEPARATOR.join(r.provider_id for r in reports), "s": ",".join(r.status.value for r in reports),
@@ -226,6 +242,100 @@ def apply_reports(conn: Any, reports: Sequence[Any]) -> int:
     rows = [{"p": r.provider_id, "s": r.status.value, "c": r.error_code, "t": driver_time(conn.dialect.name, r.at)}
             for r in reports]  # fmt: skip
     return executemany(conn, REPORT_SQL, rows)
+
+
+# -- Zalo receipts (zalo_then_sms) ------------------------------------------------------------
+
+_REF = "(SELECT delivery_id FROM provider_refs WHERE provider_id = :p)"
+RECEIVED_SQL = f"DELETE FROM receipt_waits WHERE delivery_id = {_REF}"
+REFUSED_SQL = f"UPDATE receipt_waits SET due_at = :t, error_code = :c WHERE delivery_id = {_REF}"
+UNLESS_WAITING = " AND NOT EXISTS (SELECT 1 FROM receipt_waits w WHERE w.delivery_id = deliveries.id)"
+
+
+def await_receipts(conn: Any, sent: Sequence[tuple[int, int]], due: datetime) -> None:
+    """Zalo messages of `zalo_then_sms` blasts just accepted, (delivery id, blast id): SMS at `due` unless confirmed."""
+    if not sent:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(receipt_waits)
+    # A message sent again (resent after `unknown`) waits anew.
+    statement = statement.on_conflict_do_update(
+        index_elements=["delivery_id"], set_={"due_at": due, "error_code": None}
+    )
+    conn.execute(statement, [{"delivery_id": i, "blast_id": b, "due_at": due} for i, b in sent])
+
+
+def _awaiting_receipts(conn: Any) -> bool:
+    return conn.execute(select(receipt_waits.c.delivery_id).limit(1)).first() is not None
+
+
+def _apply_with_receipts(conn: Any, reports: Sequence[Any]) -> int:
+    """Reports while Zalo messages wait for receipts: a receipt ends the wait; a failure sends the SMS at once.
+
+    A Zalo message that failed is not marked failed: it is about to go by SMS.
+    """
+    dialect = conn.dialect.name
+    executemany(conn, RECEIVED_SQL, [{"p": r.provider_id} for r in reports if r.status is ReportStatus.DELIVERED])
+    refused = [r for r in reports if r.status is not ReportStatus.DELIVERED]
+    executemany(conn, REFUSED_SQL, [{"p": r.provider_id, "t": driver_time(dialect, r.at),
+                                     "c": r.error_code or r.status.value} for r in refused])  # fmt: skip
+    rows = [{"p": r.provider_id, "s": r.status.value, "c": r.error_code, "t": driver_time(dialect, r.at)}
+            for r in reports]  # fmt: skip
+    return executemany(conn, REPORT_SQL + UNLESS_WAITING, rows)
+
+
+def fall_back_unconfirmed(conn: Any, now: datetime, waited: float) -> list[int]:
+    """Zalo messages whose wait is over go again by SMS, due now; returns their ids (queued, not yet on the queue).
+
+    Only messages still `sent` (nothing confirmed or failed them) of blasts running or paused;
+    the waits of other blasts just end. The Zalo send stays in the attempts, and its provider
+    id no longer leads to the row: a receipt that comes after all changes nothing.
+    """
+    w, b, d = receipt_waits.c, blasts.c, deliveries.c
+    due = conn.execute(
+        select(w.delivery_id, w.error_code, b.state).outerjoin(blasts, b.id == w.blast_id).where(w.due_at <= now)
+    ).all()
+    if not due:
+        return []
+    by_code: dict[str | None, list[int]] = defaultdict(list)
+    for delivery_id, code, state in due:
+        if state in (BlastState.RUNNING.value, BlastState.PAUSED.value):
+            by_code[code].append(delivery_id)
+    moved, attempts = [], []
+    for code, ids in by_code.items():
+        error = f"Zalo reported {code}" if code else f"no Zalo receipt within {waited:g} s"
+        for chunk in _chunks(ids):
+            again = (
+                update(deliveries)
+                .where(d.id.in_(chunk), d.status == DeliveryStatus.SENT.value)
+                .values(
+                    status=DeliveryStatus.QUEUED.value,
+                    channel="sms",
+                    error_code=code or "NO-RECEIPT",
+                    error=error,
+                    next_attempt_at=now,
+                    claimed_by=None,
+                )  # fmt: skip
+                .returning(d.id, d.attempts, d.gateway, d.provider_id, d.parts)
+            )
+            for delivery_id, attempt, gateway, provider_id, parts in conn.execute(again):
+                moved.append((delivery_id, provider_id))
+                attempts.append({"delivery_id": delivery_id, "attempt": attempt, "gateway": gateway or "-", "at": now,
+                                 "outcome": "fallback", "provider_id": provider_id, "parts": parts,
+                                 "error_code": code or "NO-RECEIPT", "error": error})  # fmt: skip
+    if attempts:
+        conn.execute(delivery_attempts.insert(), attempts)
+    for chunk in _chunks([provider_id for _, provider_id in moved if provider_id]):
+        conn.execute(delete(provider_refs).where(provider_refs.c.provider_id.in_(chunk)))
+    for chunk in _chunks([delivery_id for delivery_id, _, _ in due]):
+        conn.execute(delete(receipt_waits).where(w.delivery_id.in_(chunk)))
+    return [delivery_id for delivery_id, _ in moved]
+
+
+def _chunks(values: Sequence[Any], size: int = 5000) -> Iterator[list[Any]]:
+    """`values` in lists of at most `size`: a statement's parameters are limited."""
+    for start in range(0, len(values), size):
+        yield list(values[start : start + size])
 
 
 def _by_index(conn: Any) -> None:

@@ -30,7 +30,7 @@ from dispatcher.gateways.base import (
 )
 from dispatcher.gateways.fake import FakeGateway
 from dispatcher.gateways.simulator import SimulatorGateway
-from dispatcher.models import deliveries, delivery_attempts, delivery_queue, subscribers
+from dispatcher.models import deliveries, delivery_attempts, delivery_queue, receipt_waits, subscribers
 from dispatcher.queue import apply_reports
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.smstext import Encoding
@@ -155,17 +155,29 @@ def test_a_permanent_error_fails_at_once(world, regions) -> None:
     assert set(codes) == {"21211"}
 
 
-def _zalo_world(engine: Engine, regions, now: datetime, tmp_path: Path) -> tuple[Settings, SimulatorGateway, Worker]:
-    """300 people; the simulator behind every carrier and behind Zalo, where 30 % of numbers are not."""
+def _zalo_world(
+    engine: Engine, regions, now: datetime, tmp_path: Path, **environ: str
+) -> tuple[Settings, SimulatorGateway, Worker]:
+    """300 people; the simulator behind every carrier and behind Zalo, where 30 % of numbers are not.
+
+    By default no delivery reports and no wait for Zalo's receipts; time passes only while the worker waits.
+    """
     _populate(engine, regions, now, tmp_path, 300)
-    settings = _settings(
-        CANHBAO_ROUTES='{"default": ["simulator"], "zalo": ["simulator"]}',
-        CANHBAO_GATEWAYS__SIMULATOR__NOT_ON_ZALO="0.3",
-        CANHBAO_GATEWAYS__SIMULATOR__REPORTS="false",
-    )
-    simulator = SimulatorGateway(settings.gateways.simulator)
-    return settings, simulator, Worker(engine, {"simulator": simulator}, settings, regions, Clock(now), "w1",
-                                       sleep=_no_sleep)  # fmt: skip
+    settings = _settings(**{
+        "CANHBAO_ROUTES": '{"default": ["simulator"], "zalo": ["simulator"]}',
+        "CANHBAO_GATEWAYS__SIMULATOR__NOT_ON_ZALO": "0.3",
+        "CANHBAO_GATEWAYS__SIMULATOR__REPORTS": "false",
+        "CANHBAO_DISPATCH__RECEIPT_TIMEOUT_SECONDS": "0",
+        **environ,
+    })  # fmt: skip
+    clock = Clock(now)
+
+    async def passing(seconds: float) -> None:
+        clock.advance(seconds)
+
+    simulator = SimulatorGateway(settings.gateways.simulator, clock)
+    return settings, simulator, Worker(engine, {"simulator": simulator}, settings, regions, clock, "w1",
+                                       sleep=passing)  # fmt: skip
 
 
 def test_zalo_then_sms_sends_by_sms_whoever_zalo_cannot_reach(engine, regions, now, tmp_path) -> None:
@@ -204,6 +216,98 @@ def test_a_zalo_blast_does_not_fall_back(engine, regions, now, tmp_path) -> None
     with engine.connect() as conn:
         codes = set(conn.execute(select(deliveries.c.error_code).where(deliveries.c.status == "failed")).scalars())
     assert codes == {"-118"}
+
+
+def _sends(simulator: SimulatorGateway) -> dict[int, list[str]]:
+    """The channels each delivery was accepted on, in order."""
+    sends: dict[int, list[str]] = {}
+    for message in simulator.accepted:
+        sends.setdefault(message.delivery_id, []).append(message.channel)
+    return sends
+
+
+def _rows(engine: Engine, blast_id: int) -> dict[int, tuple]:
+    """id → (status, channel, sent_at) of the blast's deliveries."""
+    d = deliveries.c
+    with engine.connect() as conn:
+        found = conn.execute(select(d.id, d.status, d.channel, d.sent_at).where(d.blast_id == blast_id)).all()
+    return {i: (status, channel, blasts.utc(sent_at)) for i, status, channel, sent_at in found}
+
+
+def _fallbacks(engine: Engine) -> dict[int, tuple[str, str]]:
+    """delivery id → (error code, provider id) of each fallback attempt."""
+    a = delivery_attempts.c
+    with engine.connect() as conn:
+        found = conn.execute(select(a.delivery_id, a.error_code, a.provider_id).where(a.outcome == "fallback")).all()
+    return {i: (code, provider_id) for i, code, provider_id in found}
+
+
+def test_zalo_then_sms_sends_an_sms_when_zalo_never_confirms(engine, regions, now, tmp_path) -> None:
+    """No receipt within receipt_timeout_seconds: one SMS, then; those Zalo confirmed get nothing more."""
+    settings, simulator, worker = _zalo_world(
+        engine, regions, now, tmp_path, CANHBAO_GATEWAYS__SIMULATOR__NOT_ON_ZALO="0",
+        CANHBAO_GATEWAYS__SIMULATOR__REPORTS="true", CANHBAO_GATEWAYS__SIMULATOR__ZALO_UNCONFIRMED="0.3",
+        CANHBAO_DISPATCH__RECEIPT_TIMEOUT_SECONDS="30", CANHBAO_DISPATCH__REPORT_WAIT_SECONDS="10",
+    )  # fmt: skip
+    blast_id = _blast(engine, regions, settings, now, channel="zalo_then_sms")
+    asyncio.run(worker.run(until_idle=True))
+    rows, sends, fallbacks = _rows(engine, blast_id), _sends(simulator), _fallbacks(engine)
+    unconfirmed = {i for i, channels in sends.items() if channels == ["zalo", "sms"]}
+    assert unconfirmed and set(fallbacks) == unconfirmed
+    assert all(channels in (["zalo"], ["sms"], ["zalo", "sms"]) for channels in sends.values())  # never twice
+    assert {code for code, _ in fallbacks.values()} == {"NO-RECEIPT"}
+    for i, (status, channel, sent_at) in rows.items():
+        if i in unconfirmed:  # the SMS went once the wait was over, and was delivered
+            assert (status, channel) == ("delivered", "sms") and sent_at >= now + timedelta(seconds=30)
+        else:
+            assert status == "delivered"
+    assert _state(engine, blast_id) == BlastState.COMPLETED.value
+    with engine.begin() as conn:  # Zalo's receipt, late after all: the row is the SMS's now
+        late = [DeliveryReport(p, ReportStatus.UNDELIVERABLE, now + timedelta(hours=1)) for _, p in fallbacks.values()]
+        assert apply_reports(conn, late) == 0
+        assert conn.execute(select(func.count()).select_from(receipt_waits)).scalar() == 0
+
+
+def test_zalo_then_sms_sends_an_sms_at_once_when_zalo_reports_a_failure(engine, regions, now, tmp_path) -> None:
+    """A Zalo message reported undelivered goes by SMS at the next look, long before the wait is over."""
+    settings, simulator, worker = _zalo_world(
+        engine, regions, now, tmp_path, CANHBAO_GATEWAYS__SIMULATOR__NOT_ON_ZALO="0",
+        CANHBAO_GATEWAYS__SIMULATOR__REPORTS="true", CANHBAO_GATEWAYS__SIMULATOR__UNDELIVERABLE="1",
+        CANHBAO_DISPATCH__RECEIPT_TIMEOUT_SECONDS="3600", CANHBAO_DISPATCH__REPORT_WAIT_SECONDS="10",
+    )  # fmt: skip
+    blast_id = _blast(engine, regions, settings, now, channel="zalo_then_sms")
+    asyncio.run(worker.run(until_idle=True))
+    rows, sends, fallbacks = _rows(engine, blast_id), _sends(simulator), _fallbacks(engine)
+    tried_on_zalo = {i for i, channels in sends.items() if channels[0] == "zalo"}
+    assert tried_on_zalo and set(fallbacks) == tried_on_zalo
+    assert {code for code, _ in fallbacks.values()} == {"SIM-UNDELIV"}
+    assert all(sends[i] == ["zalo", "sms"] for i in tried_on_zalo)
+    # The SMS is reported undeliverable too: that is final, there is no third channel.
+    assert {(status, channel) for status, channel, _ in rows.values()} == {("undeliverable", "sms")}
+    assert max(sent_at for _, _, sent_at in rows.values()) < now + timedelta(seconds=60)
+    assert _state(engine, blast_id) == BlastState.COMPLETED.value
+
+
+def test_a_cancelled_blast_sends_no_sms_for_unconfirmed_zalo_messages(engine, regions, now, tmp_path) -> None:
+    """Cancelling ends the waits: Zalo messages never confirmed get no SMS after the cancel."""
+    settings, simulator, worker = _zalo_world(
+        engine, regions, now, tmp_path, CANHBAO_GATEWAYS__SIMULATOR__NOT_ON_ZALO="0",
+        CANHBAO_DISPATCH__RECEIPT_TIMEOUT_SECONDS="30",
+    )  # fmt: skip
+    blast_id = _blast(engine, regions, settings, now, channel="zalo_then_sms")
+    while asyncio.run(worker.tick()):
+        pass
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(receipt_waits)).scalar() > 0
+    with engine.begin() as conn:
+        blasts.cancel(conn, blast_id, "liaison", now)
+    worker.clock.advance(60)
+    asyncio.run(worker.run(until_idle=True))
+    assert all(len(channels) == 1 for channels in _sends(simulator).values())
+    assert _fallbacks(engine) == {}
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(receipt_waits)).scalar() == 0
+    assert _state(engine, blast_id) == BlastState.CANCELLED.value
 
 
 def test_retries_stop_at_the_configured_attempts(world, regions) -> None:

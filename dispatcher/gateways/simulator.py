@@ -97,6 +97,7 @@ class SimulatorGateway:
         self._report_delay = (low_ms / 1000, (high_ms - low_ms) / 1000)
         self._reports = settings.reports
         self._zalo_share = settings.not_on_zalo
+        self._zalo_unconfirmed = settings.zalo_unconfirmed
         self._concurrency = settings.concurrency
         self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         # Not from the seeded generator: two processes with the same seed must not share ids.
@@ -214,9 +215,15 @@ class SimulatorGateway:
         self._results.append(result)
         if self._record_path is not None:
             self._record_lines.append(_record_line(message, result))
-        if self._reports:
+        if self._reports and not self._unconfirmed(message):
             self._schedule_report(result.provider_id, behaviour, sent_at)
         return result
+
+    def _unconfirmed(self, message: OutgoingMessage) -> bool:
+        """Whether Zalo never confirms this message (the phone stays off, the app unopened)."""
+        return (
+            message.channel == "zalo" and self._zalo_unconfirmed > 0 and self._random.random() < self._zalo_unconfirmed
+        )
 
     def _schedule_report(self, provider_id: str, behaviour: _Behaviour, sent_at: float) -> None:
         """Draw when the message's report comes and what it says."""
