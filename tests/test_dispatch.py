@@ -242,16 +242,22 @@ def _fallbacks(engine: Engine) -> dict[int, tuple[str, str]]:
     return {i: (code, provider_id) for i, code, provider_id in found}
 
 
-def test_zalo_then_sms_sends_an_sms_when_zalo_never_confirms(engine, regions, now, tmp_path) -> None:
-    """No receipt within receipt_timeout_seconds: one SMS, then; those Zalo confirmed get nothing more."""
-    settings, simulator, worker = _zalo_world(
-        engine, regions, now, tmp_path, CANHBAO_GATEWAYS__SIMULATOR__NOT_ON_ZALO="0",
-        CANHBAO_GATEWAYS__SIMULATOR__REPORTS="true", CANHBAO_GATEWAYS__SIMULATOR__ZALO_UNCONFIRMED="0.3",
-        CANHBAO_DISPATCH__RECEIPT_TIMEOUT_SECONDS="30", CANHBAO_DISPATCH__REPORT_WAIT_SECONDS="10",
-    )  # fmt: skip
+def _receipts_run(engine: Engine, regions, now: datetime, tmp_path: Path, **environ: str) -> tuple:
+    """A zalo_then_sms blast run to its end with Zalo's receipts on: (blast id, rows, sends, fallbacks)."""
+    settings, simulator, worker = _zalo_world(engine, regions, now, tmp_path, **{
+        "CANHBAO_GATEWAYS__SIMULATOR__NOT_ON_ZALO": "0", "CANHBAO_GATEWAYS__SIMULATOR__REPORTS": "true",
+        "CANHBAO_DISPATCH__REPORT_WAIT_SECONDS": "10", **environ})  # fmt: skip
     blast_id = _blast(engine, regions, settings, now, channel="zalo_then_sms")
     asyncio.run(worker.run(until_idle=True))
-    rows, sends, fallbacks = _rows(engine, blast_id), _sends(simulator), _fallbacks(engine)
+    return blast_id, _rows(engine, blast_id), _sends(simulator), _fallbacks(engine)
+
+
+def test_zalo_then_sms_sends_an_sms_when_zalo_never_confirms(engine, regions, now, tmp_path) -> None:
+    """No receipt within receipt_timeout_seconds: one SMS, then; those Zalo confirmed get nothing more."""
+    blast_id, rows, sends, fallbacks = _receipts_run(
+        engine, regions, now, tmp_path, CANHBAO_GATEWAYS__SIMULATOR__ZALO_UNCONFIRMED="0.3",
+        CANHBAO_DISPATCH__RECEIPT_TIMEOUT_SECONDS="30",
+    )  # fmt: skip
     unconfirmed = {i for i, channels in sends.items() if channels == ["zalo", "sms"]}
     assert unconfirmed and set(fallbacks) == unconfirmed
     assert all(channels in (["zalo"], ["sms"], ["zalo", "sms"]) for channels in sends.values())  # never twice
@@ -270,14 +276,10 @@ def test_zalo_then_sms_sends_an_sms_when_zalo_never_confirms(engine, regions, no
 
 def test_zalo_then_sms_sends_an_sms_at_once_when_zalo_reports_a_failure(engine, regions, now, tmp_path) -> None:
     """A Zalo message reported undelivered goes by SMS at the next look, long before the wait is over."""
-    settings, simulator, worker = _zalo_world(
-        engine, regions, now, tmp_path, CANHBAO_GATEWAYS__SIMULATOR__NOT_ON_ZALO="0",
-        CANHBAO_GATEWAYS__SIMULATOR__REPORTS="true", CANHBAO_GATEWAYS__SIMULATOR__UNDELIVERABLE="1",
-        CANHBAO_DISPATCH__RECEIPT_TIMEOUT_SECONDS="3600", CANHBAO_DISPATCH__REPORT_WAIT_SECONDS="10",
+    blast_id, rows, sends, fallbacks = _receipts_run(
+        engine, regions, now, tmp_path, CANHBAO_GATEWAYS__SIMULATOR__UNDELIVERABLE="1",
+        CANHBAO_DISPATCH__RECEIPT_TIMEOUT_SECONDS="3600",
     )  # fmt: skip
-    blast_id = _blast(engine, regions, settings, now, channel="zalo_then_sms")
-    asyncio.run(worker.run(until_idle=True))
-    rows, sends, fallbacks = _rows(engine, blast_id), _sends(simulator), _fallbacks(engine)
     tried_on_zalo = {i for i, channels in sends.items() if channels[0] == "zalo"}
     assert tried_on_zalo and set(fallbacks) == tried_on_zalo
     assert {code for code, _ in fallbacks.values()} == {"SIM-UNDELIV"}
