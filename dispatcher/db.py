@@ -30,6 +30,10 @@ AUTOCHECKPOINT_PAGES = 20_000
 # With a checkpoint thread the writers only step in past ~1 GB, so that a log the thread cannot
 # finish (it never catches up with a writer that commits all the time) is still reset.
 BACKSTOP_PAGES = 250_000
+# Once reset, a log that grew past this (up to the backstop's ~1 GB while sending) is cut back to
+# it, and the disk comes back. Above a blast's start (~170 MB of log for a million), so that
+# the start writes into room the log already has.
+JOURNAL_SIZE_LIMIT = 256 * 2**20
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +69,7 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int, autocheckpoint_pages
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint_pages}")
+        cursor.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()

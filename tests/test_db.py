@@ -83,6 +83,23 @@ def test_a_one_shot_command_checkpoints_at_commit_past_80_megabytes(tmp_path) ->
     engine.dispose()
 
 
+def test_a_grown_log_is_cut_back_once_it_is_reset(tmp_path, monkeypatch) -> None:
+    """After a large write, the log file shrinks to journal_size_limit when the next write starts it over."""
+    monkeypatch.setattr(db, "JOURNAL_SIZE_LIMIT", 256 * 1024)
+    path = tmp_path / "c.db"
+    wal = tmp_path / "c.db-wal"
+    engine = db.make_engine(DatabaseSettings(url=f"sqlite:///{path}"), checkpoint_thread=True)
+    _write_megabytes(engine, 8)
+    assert wal.stat().st_size >= 8 * 2**20
+    deadline = time.monotonic() + 10
+    while wal.stat().st_size > 256 * 1024 and time.monotonic() < deadline:
+        time.sleep(0.1)  # the thread copies the log into the file; the next write resets and cuts it
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO filler VALUES (zeroblob(10))")
+    assert wal.stat().st_size <= 256 * 1024
+    engine.dispose()
+
+
 def test_ensure_schema_migrates_a_fresh_database(tmp_path) -> None:
     """Any command works on a fresh install: the first use migrates."""
     engine = db.make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'fresh.db'}"))
