@@ -23,7 +23,7 @@ from dispatcher.config import ZALO_ROUTE, Settings
 from dispatcher.db import compare_and_set
 from dispatcher.domain import AlertStatus, BlastState, Channel, DeliveryStatus, Priority
 from dispatcher.errors import InputRejected, UsageError
-from dispatcher.models import alerts, blasts, deliveries, subscribers, utc
+from dispatcher.models import alerts, blasts, deliveries, receipt_waits, subscribers, utc
 from dispatcher.policy import quiet_hours
 from dispatcher.regions import RegionIndex
 from dispatcher.segments import CHANNEL_POLICIES, Segment, exclusions, matches, rotation_choice
@@ -407,3 +407,16 @@ def counts(conn: Connection, blast_id: int) -> dict[str, int]:
         ).all()
     )
     return {status.value: found.get(status.value, 0) for status in DeliveryStatus}
+
+
+def channels(conn: Connection, blast: dict[str, Any]) -> dict[str, Any]:
+    """Messages of a blast by the channel they go (or went) on, and how many wait for Zalo's receipt.
+
+    A row without a channel of its own goes on the blast's first: Zalo in a `zalo_then_sms` blast.
+    """
+    d = deliveries.c
+    first = "zalo" if blast["channel"] == "zalo_then_sms" else blast["channel"]
+    on = func.coalesce(d.channel, first)
+    found = dict(conn.execute(select(on, func.count()).where(d.blast_id == blast["id"]).group_by(on)).all())
+    waiting = select(func.count()).select_from(receipt_waits).where(receipt_waits.c.blast_id == blast["id"])
+    return {"by_channel": found, "awaiting_receipt": conn.execute(waiting).scalar_one()}

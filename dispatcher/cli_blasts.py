@@ -35,6 +35,7 @@ STATUS_VI = {
     "queued": "chờ gửi", "sending": "đang gửi", "sent": "đã gửi", "delivered": "đã nhận", "failed": "lỗi",
     "undeliverable": "không tới được", "expired": "quá hạn", "unknown": "chưa rõ", "cancelled": "đã huỷ",
 }  # fmt: skip
+CHANNEL_VI = {"sms": "SMS", "zalo": "Zalo"}
 REASON_VI = {"opted_out": "từ chối nhận", "no_channel": "không có kênh này", "already_received": "đã nhận mẫu này",
              "capped": "đã đủ số tin trong 24 giờ"}  # fmt: skip
 
@@ -197,7 +198,7 @@ def _status_document(c: Context, blast_id: int) -> dict[str, Any]:
         for carrier, status, n in rows:
             by_carrier.setdefault(carrier, {})[status] = n
         return {"blast_id": blast_id, "state": blast["state"], "counts": blast_ops.counts(conn, blast_id),
-                "held": blast["held"] or {}, "by_carrier": by_carrier}  # fmt: skip
+                "held": blast["held"] or {}, "by_carrier": by_carrier, **blast_ops.channels(conn, blast)}  # fmt: skip
 
 
 def blast_status(
@@ -226,6 +227,13 @@ def blast_status(
         out.print(f"Hoãn 1 ngày vì đã đủ số tin trong 24 giờ: {held['deferred']:,} người (đã tính ở trên).")
     if held.get("capped"):
         out.print(f"Bỏ qua vì đã đủ số tin trong 24 giờ: {held['capped']:,} người.")
+    if len(document["by_channel"]) > 1:
+        out.print("Theo kênh: " + " · ".join(f"{CHANNEL_VI.get(channel, channel)} {n:,}"
+                                             for channel, n in sorted(document["by_channel"].items())))  # fmt: skip
+    if document["awaiting_receipt"]:
+        waited = c.settings.dispatch.receipt_timeout_seconds
+        out.print(f"Chờ Zalo xác nhận đã nhận: {document['awaiting_receipt']:,} tin "
+                  f"(không có xác nhận sau {waited:g} giây thì gửi SMS).")  # fmt: skip
 
 
 def _watch(c: Context, blast_id: int) -> dict[str, Any]:

@@ -268,6 +268,10 @@ def test_zalo_then_sms_sends_an_sms_when_zalo_never_confirms(engine, regions, no
         else:
             assert status == "delivered"
     assert _state(engine, blast_id) == BlastState.COMPLETED.value
+    with engine.connect() as conn:  # what `blast status` shows
+        shown = blasts.channels(conn, blasts.get(conn, blast_id))
+    zalo = sum(1 for channels in sends.values() if channels == ["zalo"])
+    assert shown == {"by_channel": {"zalo": zalo, "sms": len(rows) - zalo}, "awaiting_receipt": 0}
     with engine.begin() as conn:  # Zalo's receipt, late after all: the row is the SMS's now
         late = [DeliveryReport(p, ReportStatus.UNDELIVERABLE, now + timedelta(hours=1)) for _, p in fallbacks.values()]
         assert apply_reports(conn, late) == 0
@@ -300,7 +304,8 @@ def test_a_cancelled_blast_sends_no_sms_for_unconfirmed_zalo_messages(engine, re
     while asyncio.run(worker.tick()):
         pass
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(receipt_waits)).scalar() > 0
+        waiting = conn.execute(select(func.count()).select_from(receipt_waits)).scalar()
+        assert waiting > 0 and blasts.channels(conn, blasts.get(conn, blast_id))["awaiting_receipt"] == waiting
     with engine.begin() as conn:
         blasts.cancel(conn, blast_id, "liaison", now)
     worker.clock.advance(60)
