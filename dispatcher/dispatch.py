@@ -375,8 +375,8 @@ class Worker:
         with self.engine.connect() as conn:
             rows = queue.in_flight(conn, [i for _, ids in taken for i in ids])
         by_gateway: dict[str, list[int]] = defaultdict(list)
-        for delivery_id, carrier, blast_id in rows:
-            by_gateway[self._route(carrier, self._blast(blast_id).channel)].append(delivery_id)
+        for delivery_id, carrier, blast_id, channel in rows:  # asked of the gateway it went to
+            by_gateway[self._route(carrier, _channel(channel, self._blast(blast_id).channel))].append(delivery_id)
         answers = {name: await confirm(self.gateways[name], ids) for name, ids in by_gateway.items()}
         with self.engine.begin() as conn:
             self._settle_reaped(conn, answers, [row.id for row in rows], now)
@@ -415,7 +415,7 @@ class Worker:
                 continue
             template = info.templates[row.alert_id]
             text_, measured = template.render(self.regions, row.province_code, row.commune_code)
-            channel = row.channel or ("sms" if info.channel == "sms" else "zalo")
+            channel = _channel(row.channel, info.channel)
             message = OutgoingMessage(
                 row.id, row.msisdn, text_, measured.encoding, measured.parts, row.carrier, channel
             )
@@ -584,6 +584,11 @@ class Worker:
         for blast_id in done:
             log.info("blast.completed", blast_id=blast_id)
             self._blasts.pop(blast_id, None)
+
+
+def _channel(own: str | None, policy: str) -> str:
+    """The channel a message goes on: its own (SMS after Zalo failed), else its blast's first."""
+    return own or ("sms" if policy == "sms" else "zalo")
 
 
 def _urgent_running(conn: Any) -> bool:

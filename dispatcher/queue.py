@@ -165,12 +165,14 @@ def forget_blast(conn: Any, blast_id: int) -> None:
 
 
 def in_flight(conn: Any, ids: Sequence[int]) -> list[Any]:
-    """(id, carrier, blast_id) of the deliveries among `ids` still `sending`."""
+    """(id, carrier, blast_id, channel) of the deliveries among `ids` still `sending`."""
     d = deliveries.c
     found = []
     for chunk in _chunks(ids):
         found += conn.execute(
-            select(d.id, d.carrier, d.blast_id).where(d.id.in_(chunk), d.status == DeliveryStatus.SENDING.value)
+            select(d.id, d.carrier, d.blast_id, d.channel).where(
+                d.id.in_(chunk), d.status == DeliveryStatus.SENDING.value
+            )
         ).all()
     return found
 

@@ -415,6 +415,27 @@ def test_an_expired_lease_is_settled_by_the_gateways_own_account(world, regions)
     assert all(attempts[m.delivery_id] == 1 for m in handed)
 
 
+def test_a_dead_workers_sms_fallbacks_are_confirmed_by_the_sms_gateway(engine, regions, now, tmp_path) -> None:
+    """Zalo and SMS on different gateways: a fallback SMS left `sending` is asked of the SMS gateway, not Zalo's."""
+    settings, simulator, worker = _zalo_world(
+        engine, regions, now, tmp_path, CANHBAO_ROUTES='{"default": ["fake"], "zalo": ["simulator"]}',
+        CANHBAO_GATEWAYS__SIMULATOR__NOT_ON_ZALO="1",
+    )  # fmt: skip
+    fake = FakeGateway()
+    worker.gateways["fake"] = fake
+    blast_id = _blast(engine, regions, settings, now, channel="zalo_then_sms")
+    asyncio.run(worker.tick())  # Zalo refuses everyone: they are queued again, for SMS
+    claimed, _ = worker._claim(worker.clock())
+    assert claimed and {row.channel for row in claimed} == {"sms"}
+    handed = [OutgoingMessage(r.id, r.msisdn, "x", Encoding.GSM7, 1, r.carrier) for r in claimed[: len(claimed) // 2]]
+    asyncio.run(fake.send_batch(handed))  # the worker died after handing over half of its batch
+    worker.clock.advance(settings.dispatch.lease_seconds + 1)
+    asyncio.run(worker.run(until_idle=True))
+    counts = _counts(engine, blast_id)
+    assert "unknown" not in counts and "sending" not in counts
+    assert len(fake.sent) == len({m.delivery_id for m in fake.sent}) == sum(counts.values())
+
+
 def test_an_expired_claim_is_taken_over_by_one_reaper_only(world, regions) -> None:
     """Two workers find the same dead claim: the first takes it over, the second finds nothing to do."""
     engine, settings, clock, fake, worker = world
