@@ -16,6 +16,10 @@ blast to 1,000,000 subscribers dispatched by two `canhbao worker --until-idle` p
 together (target ≥ 30,000 messages/s for the pair), and the throttle with the two workers sharing
 one gateway limited to 500/s (the limit must hold for their sum).
 
+The machine is shared and its speed varies by up to 2× within an hour: the first and last lines
+time a fixed piece of work beside what it takes when the machine is quiet, so a slow figure can be
+told from a slow machine.
+
 `python -m tests.bench [section …]` runs only the sections named (see SECTIONS), e.g.
 `python -m tests.bench pg-blasts pg-throttle`; without arguments, every one.
 """
@@ -55,6 +59,8 @@ from tests import pg
 
 IMPORT_TARGET = 40_000
 PAIR_TARGET = 30_000
+# `_machine_speed` on this machine when quiet (fastest of several runs, 2026-11-23).
+QUIET_LOOP, QUIET_INSERT = 0.70, 1.05
 ALERT = "gia-danh-cong-an-goi-video"
 # The figures are about sending: a run after 22:00 in Vietnam must not wait for the morning.
 NO_QUIET_HOURS = {"CANHBAO_POLICY__QUIET_HOURS": '{"sms": "", "zalo": ""}'}
@@ -386,15 +392,40 @@ SECTIONS: dict[str, Callable[[RegionIndex], None]] = {
 }
 
 
+def _machine_speed() -> str:
+    """Seconds a fixed piece of work takes now: the same machine, quiet, gives the figure beside it.
+
+    The benchmark machine is shared and its speed varies by up to 2× within an hour; figures
+    taken while this reads slow are slow for the same reason.
+    """
+    started = time.perf_counter()
+    sum(range(30_000_000))
+    cpu = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="canhbao-speed-") as tmp:
+        engine = db.make_engine(DatabaseSettings(url=f"sqlite:///{Path(tmp) / 's.db'}"))
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT, c INTEGER)")
+            conn.exec_driver_sql(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) "
+                "INSERT INTO t SELECT i, printf('+8490%07d', i), i % 7 FROM n"
+            )
+        disk = time.perf_counter() - started
+        engine.dispose()
+    return (f"Python loop {cpu:.2f} s (quiet: ~{QUIET_LOOP:.2f}), "
+            f"SQLite 1M-row insert {disk:.2f} s (quiet: ~{QUIET_INSERT:.2f})")  # fmt: skip
+
+
 def main(names: list[str]) -> None:
     """Print the figures of the sections named, or of every section."""
     unknown = set(names) - set(SECTIONS)
     if unknown:
         sys.exit(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
-    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; speed now: {_machine_speed()}")
     regions = RegionIndex.load()
     for name in names or SECTIONS:
         SECTIONS[name](regions)
+    print(f"speed at the end: {_machine_speed()}")
 
 
 if __name__ == "__main__":
