@@ -364,8 +364,9 @@ def materialise(conn: Connection, blast: dict[str, Any], settings: Settings, now
     held = select(func.count()).select_from(rules.from_()).where(rules.capped, eligible, *rotating)
     held_back = {"deferred" if defer else "capped": conn.execute(held).scalar() if capping else 0}
     where = eligible if defer else and_(eligible, ~rules.capped)
+    before = conn.execute(select(func.max(deliveries.c.id))).scalar() or 0
     added = _insert(conn, blast, content, rules.from_(), where, due)
-    queue.enqueue(conn, deliveries.c.blast_id == blast["id"])
+    queue.enqueue_started(conn, blast["id"], blast["priority"], before, None if defer and capping else now)
     return added, held_back
 
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration; tests/test_db.py checks it against Alembic's head. Knowing it here
 # lets every command check the schema without importing Alembic (0.6 s).
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"
 # SQLite copies its write-ahead log back into the database file at a commit once the log holds
 # this many pages (4 KiB each): every ~80 MB instead of every 4 MB.
 AUTOCHECKPOINT_PAGES = 20_000

@@ -177,7 +177,7 @@ deliveries = Table(
     # Queued when the blast started (blasts.started_at). Rows are kept narrow: a blast writes a
     # million of them in one statement, and each byte is written twice (log, then database).
     UniqueConstraint("blast_id", "subscriber_id"),
-    Index(None, "subscriber_id", "alert_id"),
+    Index(None, "alert_id", "subscriber_id"),  # by alert first: a new blast appends (migration 0007)
     # No index names a column the sending path changes (status, lease, provider id…): on
     # PostgreSQL each claim, result and report is then a HOT update, written beside the old row
     # version in the room the fill factor leaves, touching no index. What is waiting is found in

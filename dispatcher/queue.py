@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, text, update
+from sqlalchemy import and_, bindparam, delete, literal, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dispatcher.db import driver_time, executemany
@@ -140,7 +140,30 @@ def drop(conn: Any, claim_ids: Sequence[int]) -> None:
 def enqueue(conn: Any, where: Any) -> int:
     """Put the `queued` deliveries matching `where` on the queue (those already on it stay as they are)."""
     d = deliveries.c
-    rows = select(d.priority, d.next_attempt_at, d.id, d.blast_id).where(d.status == DeliveryStatus.QUEUED.value, where)
+    return _fill(
+        conn,
+        select(d.priority, d.next_attempt_at, d.id, d.blast_id).where(d.status == DeliveryStatus.QUEUED.value, where),
+    )
+
+
+def enqueue_started(conn: Any, blast_id: int, priority: int, after_id: int, due: datetime | None) -> int:
+    """Put the deliveries a blast's start just wrote (ids above `after_id`) on the queue, due at `due`.
+
+    They are all `queued`, of the blast's priority and, unless some were deferred (`due` None:
+    each row's own time), due at the start: then only their ids are read, from the blast's
+    unique index, without visiting a row (on SQLite 0.35 s less a million than `enqueue`).
+    """
+    d = deliveries.c
+    if due is None:
+        return enqueue(conn, and_(d.blast_id == blast_id, d.id > after_id))
+    due_at = literal(due, delivery_queue.c.due_at.type)
+    return _fill(
+        conn, select(literal(priority), due_at, d.id, d.blast_id).where(d.blast_id == blast_id, d.id > after_id)
+    )
+
+
+def _fill(conn: Any, rows: Any) -> int:
+    """INSERT the (priority, due_at, delivery_id, blast_id) `rows` into the queue, skipping those on it."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(delivery_queue).from_select(["priority", "due_at", "delivery_id", "blast_id"], rows)
     added = conn.execute(statement.on_conflict_do_nothing().execution_options(preserve_rowcount=True)).rowcount

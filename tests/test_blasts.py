@@ -18,7 +18,7 @@ from dispatcher.config import Settings, load_settings
 from dispatcher.domain import METHODS, BlastState, DeliveryStatus
 from dispatcher.errors import InputRejected, UsageError
 from dispatcher.models import blasts as blasts_table
-from dispatcher.models import deliveries, subscribers
+from dispatcher.models import deliveries, delivery_queue, subscribers
 from dispatcher.policy import QuietHours
 from dispatcher.regions import AmbiguousRegion, RegionIndex
 from dispatcher.segments import Segment, SegmentSpec, matches, resolve
@@ -552,6 +552,29 @@ def test_materialising_again_adds_nothing(people, regions, settings, now) -> Non
     with people.begin() as conn:
         blasts.materialise(conn, blasts.get(conn, blast_id), settings, now + timedelta(minutes=1))
     assert _deliveries(people, blast_id) == before and len(before) == 6
+
+
+def _queue(engine: Engine, blast_id: int) -> set[tuple[int, datetime, int]]:
+    """(priority, due time, delivery id) of what a blast has waiting on the queue."""
+    q = delivery_queue.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(q.priority, q.due_at, q.delivery_id).where(q.blast_id == blast_id)).all()
+    return {(priority, blasts.utc(due), delivery_id) for priority, due, delivery_id in rows}
+
+
+def test_a_started_blast_queues_each_new_delivery_once_and_a_second_materialise_none(
+    people, regions, settings, now
+) -> None:
+    """The queue holds each delivery the start wrote, at its priority and due time; materialising again adds none."""
+    blast_id = _running(people, _request(_duy_xuyen(regions)), settings, regions, now)
+    d = deliveries.c
+    with people.connect() as conn:
+        rows = conn.execute(select(d.priority, d.next_attempt_at, d.id).where(d.blast_id == blast_id)).all()
+    expected = {(priority, blasts.utc(due), delivery_id) for priority, due, delivery_id in rows}
+    assert _queue(people, blast_id) == expected and len(expected) == 6
+    with people.begin() as conn:
+        blasts.materialise(conn, blasts.get(conn, blast_id), settings, now + timedelta(minutes=1))
+    assert _queue(people, blast_id) == expected
 
 
 def test_materialise_returns_how_many_rows_it_added(people, regions, settings, now, request) -> None:
