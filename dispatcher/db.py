@@ -24,12 +24,17 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration; tests/test_db.py checks it against Alembic's head. Knowing it here
 # lets every command check the schema without importing Alembic (0.6 s).
 SCHEMA_HEAD = "0007"
+# A new SQLite database gets 16 KiB pages (SQLite's default is 4): a blast's start appends a
+# million rows to three B-trees, and larger pages mean fewer pages to fill, link and log
+# (1M recipients: 2.3–2.5 s instead of 2.6–2.9 s, the commit 0.06 s instead of 0.13). An
+# existing database keeps the page size it was created with.
+PAGE_SIZE = 16_384
 # SQLite copies its write-ahead log back into the database file at a commit once the log holds
-# this many pages (4 KiB each): every ~80 MB instead of every 4 MB.
-AUTOCHECKPOINT_PAGES = 20_000
+# this much: every ~80 MB instead of every 1000 pages.
+AUTOCHECKPOINT_BYTES = 80 * 2**20
 # With a checkpoint thread the writers only step in past ~1 GB, so that a log the thread cannot
 # finish (it never catches up with a writer that commits all the time) is still reset.
-BACKSTOP_PAGES = 250_000
+BACKSTOP_BYTES = 2**30
 # Once reset, a log that grew past this (up to the backstop's ~1 GB while sending) is cut back to
 # it, and the disk comes back. Above a blast's start (~170 MB of log for a million), so that
 # the start writes into room the log already has.
@@ -53,7 +58,7 @@ def make_engine(settings: DatabaseSettings, checkpoint_thread: bool = False) -> 
         Path(str(url.database)).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, echo=settings.echo, connect_args={"timeout": settings.busy_timeout_ms / 1000})
     threaded = checkpoint_thread and on_file
-    _configure_sqlite(engine, settings.busy_timeout_ms, BACKSTOP_PAGES if threaded else AUTOCHECKPOINT_PAGES)
+    _configure_sqlite(engine, settings.busy_timeout_ms, BACKSTOP_BYTES if threaded else AUTOCHECKPOINT_BYTES)
     if threaded:
         checkpointer = WalCheckpointer(str(url.database), settings.busy_timeout_ms)
         checkpointer.start()
@@ -61,14 +66,16 @@ def make_engine(settings: DatabaseSettings, checkpoint_thread: bool = False) -> 
     return engine
 
 
-def _configure_sqlite(engine: Engine, busy_timeout_ms: int, autocheckpoint_pages: int) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int, autocheckpoint_bytes: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
         dbapi_conn.isolation_level = None  # SQLAlchemy, not sqlite3, emits BEGIN
         cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before WAL, which fixes it: only a new file takes it
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint_pages}")
+        page_size = cursor.execute("PRAGMA page_size").fetchone()[0]
+        cursor.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint_bytes // page_size}")
         cursor.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")

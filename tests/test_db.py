@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 import time
 from datetime import UTC, datetime
@@ -58,7 +60,7 @@ def test_a_long_running_process_checkpoints_sqlite_on_a_thread_not_at_commit(tmp
     path = tmp_path / "w.db"
     engine = db.make_engine(DatabaseSettings(url=f"sqlite:///{path}"), checkpoint_thread=True)
     with engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == db.BACKSTOP_PAGES
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == db.BACKSTOP_BYTES // db.PAGE_SIZE
     _write_megabytes(engine, 8)
     deadline = time.monotonic() + 10
     while path.stat().st_size < 8 * 2**20 and time.monotonic() < deadline:
@@ -75,7 +77,7 @@ def test_a_one_shot_command_checkpoints_at_commit_past_80_megabytes(tmp_path) ->
     path = tmp_path / "c.db"
     engine = db.make_engine(DatabaseSettings(url=f"sqlite:///{path}"))
     with engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == db.AUTOCHECKPOINT_PAGES
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == db.AUTOCHECKPOINT_BYTES // db.PAGE_SIZE
     _write_megabytes(engine, 8)
     time.sleep(1)
     assert path.stat().st_size < 2**20
@@ -98,6 +100,22 @@ def test_a_grown_log_is_cut_back_once_it_is_reset(tmp_path, monkeypatch) -> None
             conn.exec_driver_sql("INSERT INTO filler VALUES (zeroblob(10))")
     assert wal.stat().st_size <= 256 * 1024
     engine.dispose()
+
+
+def test_a_new_sqlite_database_gets_large_pages_and_an_old_one_keeps_its_own(tmp_path) -> None:
+    """A fresh file gets 16 KiB pages; a file made with 4 KiB pages keeps them, its checkpoint still at ~80 MB."""
+    old = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(old)) as raw:
+        raw.execute("PRAGMA page_size=4096")
+        raw.execute("CREATE TABLE t (a)")
+    for path, page_size in ((tmp_path / "new.db", db.PAGE_SIZE), (old, 4096)):
+        engine = db.make_engine(DatabaseSettings(url=f"sqlite:///{path}"))
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS t (a)")
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA page_size").scalar() == page_size
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == db.AUTOCHECKPOINT_BYTES // page_size
+        engine.dispose()
 
 
 def test_ensure_schema_migrates_a_fresh_database(tmp_path) -> None:
