@@ -9,9 +9,9 @@ Blasts (SQLite, simulator with zero latency): materialising every subscriber of 
 the simulator's delivery reports off (claim → render → send → record, target ≥ 20,000 messages/s) and
 once, for a second blast of another alert to the same people (the day's second warning, with
 the first one's million rows in the log), with the simulator's reports applied as they arrive;
-the worker's peak memory at 100,000
-and 1,000,000 recipients (target ≤ 150 MB). Throttle: 60,000 messages through a gateway
-limited to 500/s: the busiest one-second window and the mean rate.
+the worker's peak memory at 100,000 and 1,000,000 recipients (target ≤ 150 MB). Throttle:
+60,000 messages through a gateway limited to 500/s: the busiest one-second window and the mean
+rate.
 
 PostgreSQL (a throwaway cluster started here as conftest does, but with fsync on): the same
 blast to 1,000,000 subscribers dispatched by two `canhbao worker --until-idle` processes started

@@ -6,8 +6,9 @@ Revises: 0006
 Keyed (subscriber_id, alert_id), every blast to a province put one entry beside each of that
 person's older ones: a new blast rewrote the whole index, more of it with every blast sent
 (1.0–1.2 s a million on SQLite with three blasts behind it). Keyed (alert_id, subscriber_id),
-a blast of a new alert version appends, and "already received" and rotations still find a
-person's history of an alert with one probe per version.
+a blast of a new alert version appends, and "already received" reads an alert's history
+through it (`alert_id = ?`). Rotations never used either order: SQLite joins the history once
+with an index of its own, PostgreSQL probes (blast_id, subscriber_id) per blast.
 """
 
 from alembic import op
