@@ -47,6 +47,7 @@ from dispatcher.models import (
     delivery_attempts,
     delivery_queue,
     rate_buckets,
+    rate_chunks,
     receipt_waits,
 )
 from dispatcher.policy import open_channels
@@ -104,47 +105,29 @@ Result = tuple[Claimed, OutgoingMessage, str, SendResult | GatewayError]
 
 
 class RateLimiter:
-    """At most `rate` units per second in any one-second window, in evenly spaced chunks.
+    """At most `rate` units in any one-second window, summed over every worker sharing `name`.
 
-    Spacing is measured from when each chunk actually went, so a late wake-up never turns
-    into a catch-up burst.
-    """
-
-    def __init__(self, rate: float, sleep: Sleep, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.sleep = sleep
-        self.monotonic = monotonic
-        self.next_free = 0.0
-
-    def chunk(self) -> int:
-        """How many units to release at once: twenty chunks a second."""
-        return max(1, int(self.rate // 20)) if self.rate else 1_000_000
-
-    async def acquire(self, weight: float) -> None:
-        """Wait until `weight` units may go."""
-        if not self.rate:
-            return
-        wait = self.next_free - self.monotonic()
-        if wait > 0:
-            await self.sleep(wait)
-        self.next_free = self.monotonic() + weight / self.rate * 1.0001
-
-
-class SharedRateLimiter(RateLimiter):
-    """A RateLimiter whose schedule lives in the database, so every worker sharing a gateway shares it.
-
-    Each chunk reserves its slot with one atomic UPDATE of the `rate_buckets` row (pushing
-    `next_free` on by weight / rate) and then sleeps until its slot: the slots of all workers
-    form one evenly spaced schedule, so the limit holds for their sum. Slots are wall-clock
-    epoch seconds: workers on several machines need synchronised clocks (NTP).
+    Two things in the database make it shared. The `rate_buckets` row is a schedule of evenly
+    spaced slots (0.5 % apart beyond the rate): a chunk reserves the next slot with one atomic
+    UPDATE and sleeps until it. At its slot the chunk is admitted only if the chunks of the last
+    second (`rate_chunks`, each counted from its admission until a second after its send
+    returned, and the whole time it is in flight) leave room for it. The carrier may count a
+    message at any moment between admission and return, so no second it counts in can hold more
+    than the rate, however late the OS runs a worker: lateness only spends the schedule's slack.
+    Times are epoch seconds: workers on several machines need synchronised clocks (NTP).
+    A rate of 0 is no limit and touches no database.
     """
 
     def __init__(
         self, engine: Engine, name: str, rate: float, sleep: Sleep, wallclock: Callable[[], float] = time.time
     ) -> None:
-        super().__init__(rate, sleep, wallclock)
         self.engine = engine
         self.name = name
+        self.rate = rate
+        self.sleep = sleep
+        self.wallclock = wallclock
+        if not rate:
+            return
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         with engine.begin() as conn:
             conn.execute(dialect.insert(rate_buckets).values(name=name, next_free=0.0).on_conflict_do_nothing())
@@ -154,29 +137,61 @@ class SharedRateLimiter(RateLimiter):
             "RETURNING next_free - :step"
         )
 
-    async def acquire(self, weight: float) -> None:
-        """Reserve the next `weight` units of the shared schedule and wait for their slot.
+    def chunk(self) -> int:
+        """How many units to release at once: twenty chunks a second."""
+        return max(1, int(self.rate // 20)) if self.rate else 1_000_000
 
-        Slots are fixed, so a chunk that goes late would share a one-second window with the 20
-        chunks due on time after it: a slot missed by more than the schedule's slack (0.5 %) is
-        given up and a new one reserved. After a few tries the chunk goes anyway.
-        """
+    async def acquire(self, weight: float) -> int | None:
+        """Wait until `weight` units may go; the ticket to hand to `done` once they went (None: no limit)."""
         if not self.rate:
-            return
-        step = weight / self.rate * SPACING
-        for _ in range(LATE_RETRIES):
-            with self.engine.begin() as conn:
-                slot = conn.execute(self._reserve, {"now": self.monotonic(), "step": step, "name": self.name})
-                slot = slot.scalar_one()
-            wait = slot - self.monotonic()
+            return None
+        with self.engine.begin() as conn:
+            step = weight / self.rate * SPACING
+            slot = conn.execute(self._reserve, {"now": self.wallclock(), "step": step, "name": self.name})
+            slot = slot.scalar_one()
+        while True:
+            wait = slot - self.wallclock()
             if wait > 0:
                 await self.sleep(wait)
-            if self.monotonic() - slot <= SPACING - 1:
-                return
+            ticket, slot = self._admit(weight)
+            if ticket is not None:
+                return ticket
+
+    def _admit(self, weight: float) -> tuple[int | None, float]:
+        """Admit `weight` units now if the last second leaves room: (its ticket, 0), else (None, when to ask again)."""
+        c = rate_chunks.c
+        with self.engine.begin() as conn:
+            # The bucket's row serialises admissions (SQLite: BEGIN IMMEDIATE already has).
+            conn.execute(select(rate_buckets.c.name).where(rate_buckets.c.name == self.name).with_for_update())
+            now = self.wallclock()
+            gone = or_(c.ended_at <= now - 1, and_(c.ended_at.is_(None), c.started_at < now - IN_FLIGHT_LIMIT))
+            conn.execute(rate_chunks.delete().where(c.bucket == self.name, gone))
+            counted = conn.execute(select(c.weight, c.ended_at).where(c.bucket == self.name)).all()
+            excess = sum(w for w, _ in counted) + weight - self.rate
+            if excess <= 0 or not counted:  # a chunk above the whole rate goes alone
+                values = {"bucket": self.name, "weight": weight, "started_at": now}
+                return conn.execute(rate_chunks.insert().values(values).returning(c.id)).scalar_one(), 0.0
+        for w, ended in sorted((row for row in counted if row.ended_at is not None), key=lambda row: row.ended_at):
+            excess -= w
+            if excess <= 0:
+                return None, ended + 1
+        return None, now + IN_FLIGHT_POLL  # room comes when a chunk in flight returns
+
+    def done(self, ticket: int | None, went: bool = True) -> None:
+        """The chunk of `ticket` was handed over (it counts for one more second) or, not `went`, never was."""
+        if ticket is None:
+            return
+        c = rate_chunks.c
+        with self.engine.begin() as conn:
+            if went:
+                conn.execute(rate_chunks.update().where(c.id == ticket).values(ended_at=self.wallclock()))
+            else:
+                conn.execute(rate_chunks.delete().where(c.id == ticket))
 
 
-SPACING = 1.005  # slots 0.5 % apart beyond the limit: the slack a chunk may be late by without exceeding it
-LATE_RETRIES = 4
+SPACING = 1.005  # slots 0.5 % apart beyond the limit: the slack that makes up for a chunk gone late
+IN_FLIGHT_POLL = 0.002  # seconds between asks while only a chunk still in flight stands in the way
+IN_FLIGHT_LIMIT = 60.0  # seconds after which a chunk never reported back (its worker died) stops counting
 
 
 @dataclass
@@ -437,12 +452,18 @@ class Worker:
             if self.stopping.is_set() or self._lease_running_out():
                 return results, [row for row, _ in batch[start:]]
             chunk = batch[start : start + step]
-            await self._pace(chunk)
-            await messages.acquire(len(chunk))
-            await per_message.acquire(sum(m.parts for _, m in chunk))
+            own = self._blast(chunk[0][0].blast_id).limiter  # the blast's own --rate, when it set one
+            weights = [(own, len(chunk)), (messages, len(chunk)), (per_message, sum(m.parts for _, m in chunk))]
+            held = [(limiter, await limiter.acquire(weight)) for limiter, weight in weights if limiter is not None]
             if self._quiet(chunk) or self._lease_expired():  # the waits ran into the night, or past the lease
+                for limiter, ticket in held:
+                    limiter.done(ticket, went=False)
                 return results, [row for row, _ in batch[start:]]
-            outcomes = await gateway.send_batch([m for _, m in chunk])
+            try:
+                outcomes = await gateway.send_batch([m for _, m in chunk])
+            finally:
+                for limiter, ticket in held:
+                    limiter.done(ticket)
             results += [(row, m, name, outcome) for (row, m), outcome in zip(chunk, outcomes, strict=True)]
         return results, []
 
@@ -451,12 +472,6 @@ class Worker:
         now = self.clock()
         infos = map(self._blast, {row.blast_id for row, _ in chunk})
         return any(info.channel not in self._channels(info.priority, now) for info in infos)
-
-    async def _pace(self, chunk: list[tuple[Claimed, OutgoingMessage]]) -> None:
-        """Hold a chunk to its blast's own --rate, when the blast set one."""
-        info = self._blast(chunk[0][0].blast_id)
-        if info.limiter is not None:
-            await info.limiter.acquire(len(chunk))
 
     def _route(self, carrier: str, channel: str) -> str:
         """The first gateway of a message's route (remembered: it is asked for every message)."""
@@ -476,9 +491,7 @@ class Worker:
         return self._limiters[name]
 
     def _limiter(self, name: str, rate: float) -> RateLimiter:
-        if not rate:
-            return RateLimiter(0, self.sleep)
-        return SharedRateLimiter(self.engine, name, rate, self.sleep)
+        return RateLimiter(self.engine, name, rate, self.sleep)
 
     def _blast(self, blast_id: int) -> BlastInfo:
         """The blast's channel, expiry, templates (one per alert of a rotation) and own rate limit."""

@@ -286,6 +286,18 @@ rate_buckets = Table(
     Column("next_free", Float, nullable=False, comment="epoch seconds from which the next unit may go"),
 )
 
+# What went through a rate limit, for its last second: a chunk counts from its admission until a
+# second after its send returned (until then, the carrier may have counted it in any second).
+rate_chunks = Table(
+    "rate_chunks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("bucket", String(64), nullable=False, index=True, comment="the rate_buckets name"),
+    Column("weight", Float, nullable=False, comment="messages or parts"),
+    Column("started_at", Float, nullable=False, comment="epoch seconds of admission"),
+    Column("ended_at", Float, comment="epoch seconds its send returned; empty while in flight"),
+)
+
 # APScheduler's SQLAlchemy job store, as it creates it itself, so migrations own the schema.
 scheduler_jobs = Table(
     "scheduler_jobs",
