@@ -190,7 +190,7 @@ class RateLimiter:
 
 
 SPACING = 1.005  # slots 0.5 % apart beyond the limit: the slack that makes up for a chunk gone late
-IN_FLIGHT_POLL = 0.002  # seconds between asks while only a chunk still in flight stands in the way
+IN_FLIGHT_POLL = 0.005  # seconds between asks while only a chunk still in flight stands in the way
 IN_FLIGHT_LIMIT = 60.0  # seconds after which a chunk never reported back (its worker died) stops counting
 
 
@@ -597,6 +597,10 @@ class Worker:
         for blast_id in done:
             log.info("blast.completed", blast_id=blast_id)
             self._blasts.pop(blast_id, None)
+        if done:  # a finished blast's own rate limit has nothing more to hold
+            names = [f"blast:{blast_id}" for blast_id in done]
+            conn.execute(rate_chunks.delete().where(rate_chunks.c.bucket.in_(names)))
+            conn.execute(rate_buckets.delete().where(rate_buckets.c.name.in_(names)))
 
 
 def _channel(own: str | None, policy: str) -> str:

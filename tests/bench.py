@@ -58,6 +58,7 @@ from dispatcher.regions import RegionIndex
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.subscribers import RejectsFile, RowParser, SubscriberImporter
 from tests import pg
+from tests.world import busiest_second
 
 IMPORT_TARGET = 40_000
 PAIR_TARGET = 30_000
@@ -270,12 +271,7 @@ def bench_throttle(regions: RegionIndex, count: int = 60_000, rate: int = 500) -
 
 def _window(times: list[float]) -> tuple[int, float]:
     """(the most messages in any one-second window opening at a message, the mean rate) of send times."""
-    times, busiest, start = sorted(times), 0, 0
-    for end, moment in enumerate(times):
-        while moment - times[start] >= 1.0:
-            start += 1
-        busiest = max(busiest, end - start + 1)
-    return busiest, len(times) / (times[-1] - times[0])
+    return busiest_second(times), len(times) / (max(times) - min(times))
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------

@@ -30,12 +30,20 @@ from dispatcher.gateways.base import (
 )
 from dispatcher.gateways.fake import FakeGateway
 from dispatcher.gateways.simulator import SimulatorGateway
-from dispatcher.models import deliveries, delivery_attempts, delivery_queue, receipt_waits, subscribers
+from dispatcher.models import (
+    deliveries,
+    delivery_attempts,
+    delivery_queue,
+    rate_buckets,
+    rate_chunks,
+    receipt_waits,
+    subscribers,
+)
 from dispatcher.queue import apply_reports
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.smstext import Encoding
 from tests.clock import Clock
-from tests.world import catalogue, people
+from tests.world import busiest_second, catalogue, people
 
 ALERT = "gia-danh-cong-an-goi-video"
 
@@ -104,6 +112,32 @@ def test_every_recipient_gets_one_message_and_the_blast_completes(world, regions
     assert counts == {"sent": counts["sent"]} and counts["sent"] > 250
     assert len(fake.sent) == counts["sent"] == len({m.delivery_id for m in fake.sent})
     assert _state(engine, blast_id) == BlastState.COMPLETED.value
+
+
+class _StampingGateway(FakeGateway):
+    """A fake gateway that notes when each message reached it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    async def send_batch(self, messages):  # type: ignore[no-untyped-def]
+        self.times += [time.time()] * len(messages)
+        return await super().send_batch(messages)
+
+
+def test_a_blasts_own_rate_holds_and_its_limit_goes_when_it_completes(engine, regions, now, tmp_path) -> None:
+    """--rate 100 on a gateway without a limit: no second above 100, and the finished blast leaves no bucket."""
+    _populate(engine, regions, now, tmp_path, 300)
+    settings, gateway = _settings(), _StampingGateway()
+    blast_id = _blast(engine, regions, settings, now, rate=100)
+    worker = Worker(engine, {"fake": gateway}, settings, regions, Clock(now), "w1")  # real sleeps: the rate is real
+    asyncio.run(worker.run(until_idle=True))
+    assert _state(engine, blast_id) == BlastState.COMPLETED.value and len(gateway.times) > 250
+    assert busiest_second(gateway.times) <= 100
+    with engine.connect() as conn:
+        assert conn.execute(select(rate_buckets.c.name)).scalars().all() == []
+        assert conn.execute(select(rate_chunks.c.id)).all() == []
 
 
 def test_messages_are_rendered_for_the_recipients_region(world, regions) -> None:

@@ -22,6 +22,7 @@ from dispatcher.dispatch import IN_FLIGHT_LIMIT, RateLimiter
 from dispatcher.models import deliveries, rate_chunks
 from tests import pg
 from tests.test_dispatch import _blast, _populate, _settings
+from tests.world import busiest_second
 
 RATE = 100
 
@@ -42,16 +43,6 @@ def _worker_env(url: str, record: Path) -> dict[str, str]:
             "CANHBAO_GATEWAYS__SIMULATOR__RATE": str(RATE), "CANHBAO_GATEWAYS__SIMULATOR__RECORD_PATH": str(record),
             "CANHBAO_GATEWAYS__SIMULATOR__REPORT_DELAY_MS": "[0, 0]", "CANHBAO_DISPATCH__BATCH_SIZE": "100",
             "CANHBAO_POLICY__QUIET_HOURS": '{"sms": "", "zalo": ""}', "CANHBAO_LOGGING__LEVEL": "warning"}  # fmt: skip
-
-
-def _busiest_second(times: list[float]) -> int:
-    """The most messages in any one-second window opening at a message."""
-    times, busiest, start = sorted(times), 0, 0
-    for end, moment in enumerate(times):
-        while moment - times[start] >= 1.0:
-            start += 1
-        busiest = max(busiest, end - start + 1)
-    return busiest
 
 
 @pytest.mark.postgres
@@ -82,7 +73,7 @@ def test_two_workers_sharing_a_gateway_keep_its_rate_together(pg_engine, regions
     # Not a timing assertion: a message is counted from its admission until a second after its
     # send returned, and the simulator stamps it in between. A slower machine sends later, not
     # more in a second, so it holds however the two processes are scheduled.
-    assert _busiest_second([row.finished_at.timestamp() for row in rows]) <= RATE
+    assert busiest_second([row.finished_at.timestamp() for row in rows]) <= RATE
 
 
 class FakeTime:
@@ -158,4 +149,4 @@ def test_two_workers_held_back_at_random_never_put_more_than_the_rate_in_a_secon
 
     asyncio.run(both())
     assert len(stamps) == 2 * 20 * RATE // 20
-    assert _busiest_second(stamps) <= RATE
+    assert busiest_second(stamps) <= RATE

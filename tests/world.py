@@ -32,3 +32,13 @@ def catalogue(engine: Engine, now: datetime, approved: Iterable[str] | None = No
         for slug in [spec.id for _, spec, _ in loaded] if approved is None else approved:
             alerts.submit(conn, slug, "police", now)
             alerts.approve(conn, slug, "chief", now)
+
+
+def busiest_second(times: Iterable[float]) -> int:
+    """The most of `times` (epoch or monotonic seconds) in any one-second window opening at one of them."""
+    times, busiest, start = sorted(times), 0, 0
+    for end, moment in enumerate(times):
+        while moment - times[start] >= 1.0:
+            start += 1
+        busiest = max(busiest, end - start + 1)
+    return busiest
