@@ -119,13 +119,20 @@ class RateLimiter:
     """
 
     def __init__(
-        self, engine: Engine, name: str, rate: float, sleep: Sleep, wallclock: Callable[[], float] = time.time
+        self,
+        engine: Engine,
+        name: str,
+        rate: float,
+        sleep: Sleep,
+        wallclock: Callable[[], float] = time.time,
+        give_up: Callable[[], bool] = lambda: False,
     ) -> None:
         self.engine = engine
         self.name = name
         self.rate = rate
         self.sleep = sleep
         self.wallclock = wallclock
+        self.give_up = give_up
         if not rate:
             return
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
@@ -142,7 +149,11 @@ class RateLimiter:
         return max(1, int(self.rate // 20)) if self.rate else 1_000_000
 
     async def acquire(self, weight: float) -> int | None:
-        """Wait until `weight` units may go; the ticket to hand to `done` once they went (None: no limit)."""
+        """Wait until `weight` units may go; the ticket to hand to `done` once they went.
+
+        None holds nothing: there is no limit, or the wait ended because `give_up()` said so
+        (the worker is stopping), and the caller, asking the same, sends nothing.
+        """
         if not self.rate:
             return None
         with self.engine.begin() as conn:
@@ -153,6 +164,8 @@ class RateLimiter:
             wait = slot - self.wallclock()
             if wait > 0:
                 await self.sleep(wait)
+            if self.give_up():
+                return None
             ticket, slot = self._admit(weight)
             if ticket is not None:
                 return ticket
@@ -455,7 +468,7 @@ class Worker:
             own = self._blast(chunk[0][0].blast_id).limiter  # the blast's own --rate, when it set one
             weights = [(own, len(chunk)), (messages, len(chunk)), (per_message, sum(m.parts for _, m in chunk))]
             held = [(limiter, await limiter.acquire(weight)) for limiter, weight in weights if limiter is not None]
-            if self._quiet(chunk) or self._lease_expired():  # the waits ran into the night, or past the lease
+            if self._stops_short() or self._quiet(chunk):  # the waits ran into a stop, the night, or past the lease
                 for limiter, ticket in held:
                     limiter.done(ticket, went=False)
                 return results, [row for row, _ in batch[start:]]
@@ -491,7 +504,11 @@ class Worker:
         return self._limiters[name]
 
     def _limiter(self, name: str, rate: float) -> RateLimiter:
-        return RateLimiter(self.engine, name, rate, self.sleep)
+        return RateLimiter(self.engine, name, rate, self.sleep, lambda: self.clock().timestamp(), self._stops_short)
+
+    def _stops_short(self) -> bool:
+        """Whether nothing more of the batch may be handed over: the worker is stopping or its lease is over."""
+        return self.stopping.is_set() or self._lease_expired()
 
     def _blast(self, blast_id: int) -> BlastInfo:
         """The blast's channel, expiry, templates (one per alert of a rotation) and own rate limit."""

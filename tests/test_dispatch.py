@@ -131,7 +131,12 @@ def test_a_blasts_own_rate_holds_and_its_limit_goes_when_it_completes(engine, re
     _populate(engine, regions, now, tmp_path, 300)
     settings, gateway = _settings(), _StampingGateway()
     blast_id = _blast(engine, regions, settings, now, rate=100)
-    worker = Worker(engine, {"fake": gateway}, settings, regions, Clock(now), "w1")  # real sleeps: the rate is real
+    started = time.monotonic()
+
+    def moving() -> datetime:  # the test's day, at the real pace: the worker sleeps for real
+        return now + timedelta(seconds=time.monotonic() - started)
+
+    worker = Worker(engine, {"fake": gateway}, settings, regions, moving, "w1")
     asyncio.run(worker.run(until_idle=True))
     assert _state(engine, blast_id) == BlastState.COMPLETED.value and len(gateway.times) > 250
     assert busiest_second(gateway.times) <= 100
