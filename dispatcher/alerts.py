@@ -28,6 +28,8 @@ from dispatcher.errors import InputRejected, UsageError
 from dispatcher.models import alerts
 
 log = structlog.get_logger(__name__)
+# What a Vietnamese user reads for each AlertStatus.
+STATUS_VI = {"draft": "nháp", "submitted": "chờ duyệt", "approved": "đã duyệt", "retired": "ngừng dùng"}
 
 # Variables the dispatcher fills per recipient, with their longest value: part counts are
 # computed for the worst case (tests/test_alerts.py checks these against the region data).

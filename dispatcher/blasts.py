@@ -31,6 +31,11 @@ from dispatcher.segments import CHANNEL_POLICIES, Segment, exclusions, matches, 
 log = structlog.get_logger(__name__)
 ENCODINGS = ("auto", "unicode", "ascii")
 REASONS = ("opted_out", "no_channel", "already_received", "capped")
+# What a Vietnamese user reads for each BlastState (console, CLI, errors).
+STATE_VI = {
+    "pending_approval": "chờ duyệt", "scheduled": "đã lên lịch", "running": "đang gửi", "paused": "tạm dừng",
+    "completed": "hoàn tất", "cancelled": "đã huỷ", "expired": "quá hạn", "missed": "lỡ giờ",
+}  # fmt: skip
 DEFER = timedelta(days=1)  # how long a person at their cap waits: their oldest message leaves the 24 h window
 
 
@@ -58,7 +63,8 @@ def approved_alert(conn: Connection, slug: str) -> dict[str, Any]:
         raise InputRejected(f"Không có mẫu cảnh báo '{slug}'.")
     if latest["status"] == AlertStatus.RETIRED.value:
         raise InputRejected(f"Mẫu '{slug}' đã ngừng dùng: không thể gửi.")
-    raise InputRejected(f"Mẫu '{slug}' chưa được duyệt (đang '{latest['status']}'): cần duyệt trước khi gửi.")
+    status = catalogue.STATUS_VI[latest["status"]]
+    raise InputRejected(f"Mẫu '{slug}' chưa được duyệt (trạng thái '{status}'): cần duyệt trước khi gửi.")
 
 
 def rendering_for(alert_row: dict[str, Any], encoding: str) -> catalogue.Rendering:
@@ -272,7 +278,7 @@ def resend_unknown(conn: Connection, blast_id: int, actor: str, now: datetime) -
     """The operator's decision to send again the messages a dead worker left unknown."""
     blast = get(conn, blast_id)
     if blast["state"] in (BlastState.CANCELLED.value, BlastState.EXPIRED.value):
-        raise UsageError(f"Đợt gửi {blast_id} đang '{blast['state']}': không gửi lại.")
+        raise UsageError(f"Đợt gửi {blast_id} ở trạng thái '{STATE_VI[blast['state']]}': không gửi lại.")
     count = conn.execute(
         update(deliveries)
         .where(deliveries.c.blast_id == blast_id, deliveries.c.status == DeliveryStatus.UNKNOWN.value)
@@ -287,7 +293,8 @@ def resend_unknown(conn: Connection, blast_id: int, actor: str, now: datetime) -
 
 def _move(conn: Connection, blast: dict[str, Any], allowed: set[BlastState], target: BlastState, **values: Any) -> None:
     if blast["state"] not in {s.value for s in allowed}:
-        raise UsageError(f"Đợt gửi {blast['id']} đang '{blast['state']}': không thể chuyển sang '{target.value}'.")
+        raise UsageError(f"Đợt gửi {blast['id']} ở trạng thái '{STATE_VI[blast['state']]}': "
+                         f"không thể chuyển sang '{STATE_VI[target.value]}'.")  # fmt: skip
     if not compare_and_set(conn, blasts, blast["id"], "state", blast["state"], state=target.value, **values):
         raise UsageError(f"Đợt gửi {blast['id']} vừa được người khác thay đổi; hãy thử lại.")
 

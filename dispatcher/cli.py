@@ -427,11 +427,9 @@ def alerts_list(
         return
     table = Table("Mã", "Bản", "Trạng thái", "Phương thức", "Ưu tiên", "Tiêu đề")
     for r in rows:
-        table.add_row(r["slug"], str(r["version"]), _STATUS_VI[r["status"]], r["method"], r["priority"], r["title"])
+        status = catalogue.STATUS_VI[r["status"]]
+        table.add_row(r["slug"], str(r["version"]), status, r["method"], r["priority"], r["title"])
     out.print(table)
-
-
-_STATUS_VI = {"draft": "nháp", "submitted": "chờ duyệt", "approved": "đã duyệt", "retired": "ngừng dùng"}
 
 
 def _alert_document(c: Context, row: dict[str, Any], renderings: catalogue.Renderings) -> dict[str, Any]:
@@ -462,7 +460,8 @@ def alerts_show(
     if as_json:
         _emit(document)
         return
-    out.print(f"[bold]{row['title']}[/bold]  ({row['slug']} bản {row['version']}, {_STATUS_VI[row['status']]})")
+    status = catalogue.STATUS_VI[row["status"]]
+    out.print(f"[bold]{row['title']}[/bold]  ({row['slug']} bản {row['version']}, {status})")
     out.print(f"Phương thức: {METHODS.get(row['method'], row['method'])} · ưu tiên {row['priority']} · "
               f"hiệu lực {row['valid_days']} ngày · đối tượng: {', '.join(row['audiences'])}")  # fmt: skip
     out.print(f"Nguồn: {row['source']}")
@@ -498,7 +497,7 @@ def _lifecycle(ctx: typer.Context, alert_ids: list[str], as_json: bool, action: 
         return
     for item in done:
         versions = ", ".join(map(str, item["versions"]))
-        out.print(f"Mẫu '{item['id']}' bản {versions}: {_STATUS_VI[item['status']]}.")
+        out.print(f"Mẫu '{item['id']}' bản {versions}: {catalogue.STATUS_VI[item['status']]}.")
 
 
 AlertIds = Annotated[list[str], typer.Argument(help="Một hoặc nhiều mã mẫu.")]

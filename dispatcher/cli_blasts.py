@@ -153,7 +153,7 @@ def _transition(ctx: typer.Context, blast_ids: list[int], action: str, as_json: 
         _emit(done[0] if len(done) == 1 else done)
         return
     for item in done:
-        out.print(f"Đợt gửi {item['blast_id']}: {item['state']}.")
+        out.print(f"Đợt gửi {item['blast_id']}: {blast_ops.STATE_VI[item['state']]}.")
 
 
 def blast_approve(ctx: typer.Context, blast_ids: BlastIds, as_json: JsonOption = False) -> None:
@@ -220,7 +220,7 @@ def blast_status(
     for carrier, counts in sorted(document["by_carrier"].items(), key=lambda kv: -sum(kv[1].values())):
         table.add_row(carrier, *(f"{counts.get(status, 0):,}" for status in shown))
     table.add_row("[bold]Tổng[/bold]", *(f"[bold]{document['counts'][status]:,}[/bold]" for status in shown))
-    out.print(f"Đợt gửi {blast_id}: [bold]{document['state']}[/bold]")
+    out.print(f"Đợt gửi {blast_id}: [bold]{blast_ops.STATE_VI[document['state']]}[/bold]")
     out.print(table)
     held = document["held"]
     if held.get("deferred"):
@@ -266,7 +266,7 @@ def blast_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     for r in rows:
         table.add_row(
             str(r["id"]),
-            r["state"],
+            blast_ops.STATE_VI[r["state"]],
             r["preview"]["alert"]["id"],
             "; ".join(r["preview"]["segment"]),
             f"{r['recipients'] or r['preview']['recipients']:,}",

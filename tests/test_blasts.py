@@ -15,7 +15,7 @@ from sqlalchemy import Engine, event, func, select, update
 
 from dispatcher import alerts, blasts, population, smstext
 from dispatcher.config import Settings, load_settings
-from dispatcher.domain import METHODS, BlastState, DeliveryStatus
+from dispatcher.domain import METHODS, AlertStatus, BlastState, DeliveryStatus
 from dispatcher.errors import InputRejected, UsageError
 from dispatcher.models import blasts as blasts_table
 from dispatcher.models import deliveries, delivery_queue, subscribers
@@ -389,8 +389,8 @@ def _submit(engine: Engine, slug: str, now: datetime) -> None:
 @pytest.mark.parametrize(
     ("prepare", "slug", "message"),
     [
-        pytest.param(None, "gia-danh-cong-an-goi-video", "chưa được duyệt (đang 'draft')", id="draft"),
-        pytest.param(_submit, "gia-danh-cong-an-goi-video", "chưa được duyệt (đang 'submitted')", id="submitted"),
+        pytest.param(None, "gia-danh-cong-an-goi-video", "chưa được duyệt (trạng thái 'nháp')", id="draft"),
+        pytest.param(_submit, "gia-danh-cong-an-goi-video", "chưa được duyệt (trạng thái 'chờ duyệt')", id="submitted"),
         pytest.param(_retire, "gia-danh-cong-an-goi-video", "đã ngừng dùng", id="retired"),
         pytest.param(None, "khong-co-mau-nay", "Không có mẫu cảnh báo 'khong-co-mau-nay'", id="unknown"),
     ],
@@ -489,7 +489,7 @@ def test_another_person_approves_and_the_blast_is_scheduled(people, regions, set
 def test_approving_twice_is_refused_naming_the_state(people, regions, settings, now) -> None:
     """A blast already approved cannot be approved again; the message names its state."""
     blast_id = _scheduled(people, _request(_duy_xuyen(regions)), settings, regions, now)
-    with pytest.raises(UsageError, match="đang 'scheduled'"), people.begin() as conn:
+    with pytest.raises(UsageError, match="trạng thái 'đã lên lịch'"), people.begin() as conn:
         blasts.approve(conn, blast_id, "deputy", now)
 
 
@@ -705,7 +705,7 @@ def test_a_paused_blast_does_not_start(people, regions, settings, now) -> None:
 def test_a_blast_waiting_for_approval_cannot_be_paused(people, regions, settings, now) -> None:
     """Only a scheduled or running blast can pause; the refusal names the current state."""
     blast_id = _create(people, _request(_duy_xuyen(regions)), settings, regions, now)
-    with pytest.raises(UsageError, match="đang 'pending_approval'"):
+    with pytest.raises(UsageError, match="trạng thái 'chờ duyệt'"):
         _act(people, "pause", blast_id, now)
 
 
@@ -724,7 +724,7 @@ def test_a_cancelled_blast_cannot_resume(people, regions, settings, now) -> None
     """Cancelled is for good."""
     blast_id = _running(people, _request(_duy_xuyen(regions)), settings, regions, now)
     _act(people, "cancel", blast_id, now)
-    with pytest.raises(UsageError, match="đang 'cancelled'"):
+    with pytest.raises(UsageError, match="trạng thái 'đã huỷ'"):
         _act(people, "resume", blast_id, now)
 
 
@@ -809,6 +809,24 @@ def test_cli_status_prints_state_and_counts(cli_ready) -> None:
     assert {"blast_id", "state", "counts"} <= set(status)  # plus "by_carrier" for operators
     assert (status["blast_id"], status["state"]) == (doc["blast_id"], "pending_approval")
     assert status["counts"] == dict.fromkeys((s.value for s in DeliveryStatus), 0)
+
+
+def test_cli_shows_a_blasts_state_in_vietnamese(cli_ready) -> None:
+    """Approve, status and list name the state as a Vietnamese user reads it; --json keeps the code."""
+    blast_id = str(cli_ready.json(*CREATE, user="liaison")[1]["blast_id"])
+    assert "Đợt gửi 1: đã lên lịch." in cli_ready("blast", "approve", blast_id, user="chief")[1]
+    assert "Đợt gửi 1: tạm dừng." in cli_ready("blast", "pause", blast_id)[1]
+    assert "Đợt gửi 1: tạm dừng" in cli_ready("blast", "status", blast_id)[1]
+    assert "tạm dừng" in cli_ready("blast", "list")[1]
+    assert cli_ready.json("blast", "status", blast_id)[1]["state"] == "paused"
+    code, _out, err = cli_ready("blast", "approve", blast_id, user="chief")
+    assert code == 2 and "trạng thái 'tạm dừng': không thể chuyển sang 'đã lên lịch'" in err
+
+
+def test_every_state_has_its_vietnamese_name() -> None:
+    """No blast state or alert status reaches a Vietnamese user as its code."""
+    assert set(blasts.STATE_VI) == {state.value for state in BlastState}
+    assert set(alerts.STATUS_VI) == {status.value for status in AlertStatus}
 
 
 def test_cli_unknown_province_exits_1_with_the_reason_on_stderr(cli_ready) -> None:
