@@ -152,7 +152,7 @@ class RateLimiter:
         """Wait until `weight` units may go; the ticket to hand to `done` once they went.
 
         None holds nothing: there is no limit, or the wait ended because `give_up()` said so
-        (the worker is stopping), and the caller, asking the same, sends nothing.
+        (the worker stops or its lease is over), and the caller, asking the same, sends nothing.
         """
         if not self.rate:
             return None
