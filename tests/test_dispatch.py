@@ -549,6 +549,23 @@ def test_provider_ids_of_any_shape_are_recorded_and_found_by_their_reports(world
     assert _counts(engine, blast_id)["delivered"] == len([i for i in odd if i % 2])
 
 
+def test_a_provider_id_given_again_goes_to_the_newest_message(world, regions) -> None:
+    """A gateway whose counter restarted hands out an old id again: its report is for the newest message."""
+    engine, settings, clock, fake, worker = world
+    blast_id, claimed, claim_ids = _claimed(world, regions)
+    old, new, *rest = (row.id for row in claimed)
+    with engine.begin() as conn:
+        assert queue.record_sent(conn, "fake", clock(), [(old, "42", 1)]) == 1
+        assert queue.record_sent(conn, "fake", clock(), [(new, "42", 1)] + [(i, f"r{i}", 1) for i in rest]) == len(
+            claimed) - 1  # fmt: skip
+        queue.drop(conn, claim_ids)
+    with engine.begin() as conn:
+        assert queue.apply_reports(conn, [DeliveryReport("42", ReportStatus.DELIVERED, clock(), None)]) == 1
+        delivered = conn.execute(select(deliveries.c.id).where(deliveries.c.status == "delivered")).scalars().all()
+    assert delivered == [new]
+    assert _counts(engine, blast_id) == {"sent": len(claimed) - 1, "delivered": 1}
+
+
 def test_a_paused_blast_sends_nothing_until_resumed(world, regions) -> None:
     """Pause holds every queued message; resume lets them go."""
     engine, settings, clock, fake, worker = world
