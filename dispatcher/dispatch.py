@@ -519,7 +519,7 @@ class Worker:
                 ids = [alert_id for _, alert_id in slug_ids]
                 rows = conn.execute(select(alerts).where(alerts.c.id.in_(ids))).mappings().all()
             templates = {row["id"]: catalogue.MessageTemplate.of(dict(row), blast["encoding"]) for row in rows}
-            limiter = self._limiter(f"blast:{blast_id}", blast["rate"]) if blast["rate"] else None
+            limiter = self._limiter(_blast_bucket(blast_id), blast["rate"]) if blast["rate"] else None
             self._blasts[blast_id] = BlastInfo(
                 blast_id, blast["channel"], blast_ops.utc(blast["not_after"]), templates, limiter, blast["priority"]
             )
@@ -615,9 +615,14 @@ class Worker:
             log.info("blast.completed", blast_id=blast_id)
             self._blasts.pop(blast_id, None)
         if done:  # a finished blast's own rate limit has nothing more to hold
-            names = [f"blast:{blast_id}" for blast_id in done]
+            names = list(map(_blast_bucket, done))
             conn.execute(rate_chunks.delete().where(rate_chunks.c.bucket.in_(names)))
             conn.execute(rate_buckets.delete().where(rate_buckets.c.name.in_(names)))
+
+
+def _blast_bucket(blast_id: int) -> str:
+    """The rate_buckets (and rate_chunks) name of a blast's own --rate."""
+    return f"blast:{blast_id}"
 
 
 def _channel(own: str | None, policy: str) -> str:

@@ -203,10 +203,9 @@ def in_flight(conn: Any, ids: Sequence[int]) -> list[Any]:
 
 # -- provider ids and delivery reports ------------------------------------------------------
 
-REFS_SQL = (
-    "INSERT INTO provider_refs (provider_id, delivery_id) VALUES (:p, :i) "
-    "ON CONFLICT (provider_id) DO UPDATE SET delivery_id = excluded.delivery_id"
-)
+# A gateway may give an id again (a counter restarted): its newest message keeps it.
+NEWEST_KEEPS_ID = "ON CONFLICT (provider_id) DO UPDATE SET delivery_id = excluded.delivery_id"
+REFS_SQL = f"INSERT INTO provider_refs (provider_id, delivery_id) VALUES (:p, :i) {NEWEST_KEEPS_ID}"
 SENT_SQL = (
     "UPDATE deliveries SET status = 'sent', gateway = :g, provider_id = :p, parts = :n, sent_at = :t, "
     "lease_until = NULL, error_code = NULL, error = NULL WHERE id = :i AND status = 'sending'"
@@ -222,9 +221,9 @@ SENT_SQL_PG = (
     "RETURNING d.id, d.provider_id) "
     "INSERT INTO provider_refs (provider_id, delivery_id) SELECT provider_id, id FROM s"
 )
-# A gateway may give an id again (a counter restarted): its newest message keeps it. Checking
-# for that row by row (ON CONFLICT) costs a third of recording a batch, so it is the fallback.
-SENT_SQL_PG_AGAIN = SENT_SQL_PG + " ON CONFLICT (provider_id) DO UPDATE SET delivery_id = excluded.delivery_id"
+# Checking every row for an id given again (ON CONFLICT) costs a third of recording a batch on
+# PostgreSQL, so it is the fallback when the plain INSERT meets one.
+SENT_SQL_PG_AGAIN = f"{SENT_SQL_PG} {NEWEST_KEEPS_ID}"
 REPORT_SQL = (
     "UPDATE deliveries SET status = :s, error_code = COALESCE(:c, error_code), finished_at = :t "
     "WHERE id = (SELECT delivery_id FROM provider_refs WHERE provider_id = :p) AND status = 'sent'"

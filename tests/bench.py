@@ -50,7 +50,6 @@ from dispatcher import alerts, blasts, db, logs, population, smstext
 from dispatcher.config import DatabaseSettings, Settings, load_settings
 from dispatcher.dispatch import Worker
 from dispatcher.domain import METHODS
-from dispatcher.gateways.fake import FakeGateway
 from dispatcher.models import blasts as blasts_table
 from dispatcher.models import deliveries
 from dispatcher.phones import PhoneBook
@@ -58,7 +57,7 @@ from dispatcher.regions import RegionIndex
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.subscribers import RejectsFile, RowParser, SubscriberImporter
 from tests import pg
-from tests.world import busiest_second
+from tests.world import StampingGateway, busiest_second
 
 IMPORT_TARGET = 40_000
 PAIR_TARGET = 30_000
@@ -237,18 +236,6 @@ def bench_blasts(regions: RegionIndex) -> None:
     print("  targets: materialise 1M ≤ 3 s; ≥ 20,000 msg/s claim → render → send → record; RSS ≤ 150 MB")
 
 
-class _TimingGateway(FakeGateway):
-    """Records when each message reached the gateway."""
-
-    def __init__(self) -> None:
-        super().__init__("simulator")
-        self.times: list[float] = []
-
-    async def send_batch(self, messages):  # type: ignore[no-untyped-def]
-        self.times.extend([time.monotonic()] * len(messages))
-        return await super().send_batch(messages)
-
-
 def bench_throttle(regions: RegionIndex, count: int = 60_000, rate: int = 500) -> None:
     """The busiest one-second window and the mean rate through a gateway limited to `rate`/s."""
     with tempfile.TemporaryDirectory(prefix="canhbao-bench-") as tmp:
@@ -257,7 +244,7 @@ def bench_throttle(regions: RegionIndex, count: int = 60_000, rate: int = 500) -
                                         "CANHBAO_ROUTES": '{"default": ["simulator"]}',
                                         "CANHBAO_GATEWAYS__SIMULATOR__RATE": str(rate)})  # fmt: skip
         _scheduled_blast(url, settings, regions)
-        gateway = _TimingGateway()
+        gateway = StampingGateway("simulator")
         engine = db.make_engine(settings.database)
         worker = Worker(engine, {"simulator": gateway}, settings, regions, lambda: datetime.now(UTC), "bench")
         asyncio.run(worker.run(until_idle=True))

@@ -43,7 +43,7 @@ from dispatcher.queue import apply_reports
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.smstext import Encoding
 from tests.clock import Clock
-from tests.world import busiest_second, catalogue, people
+from tests.world import StampingGateway, busiest_second, catalogue, people
 
 ALERT = "gia-danh-cong-an-goi-video"
 
@@ -114,22 +114,10 @@ def test_every_recipient_gets_one_message_and_the_blast_completes(world, regions
     assert _state(engine, blast_id) == BlastState.COMPLETED.value
 
 
-class _StampingGateway(FakeGateway):
-    """A fake gateway that notes when each message reached it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.times: list[float] = []
-
-    async def send_batch(self, messages):  # type: ignore[no-untyped-def]
-        self.times += [time.time()] * len(messages)
-        return await super().send_batch(messages)
-
-
 def test_a_blasts_own_rate_holds_and_its_limit_goes_when_it_completes(engine, regions, now, tmp_path) -> None:
     """--rate 100 on a gateway without a limit: no second above 100, and the finished blast leaves no bucket."""
     _populate(engine, regions, now, tmp_path, 300)
-    settings, gateway = _settings(), _StampingGateway()
+    settings, gateway = _settings(), StampingGateway()
     blast_id = _blast(engine, regions, settings, now, rate=100)
     started = time.monotonic()
 

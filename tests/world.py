@@ -1,7 +1,8 @@
-"""Building a test world: generated people in Đà Nẵng and the real alert catalogue."""
+"""Building a test world: generated people in Đà Nẵng, the real alert catalogue, a gateway that notes times."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -10,6 +11,7 @@ from sqlalchemy import Engine
 
 from dispatcher import alerts, population
 from dispatcher.domain import METHODS
+from dispatcher.gateways.fake import FakeGateway
 from dispatcher.regions import RegionIndex
 from dispatcher.subscribers import RejectsFile, RowParser, SubscriberImporter
 
@@ -42,3 +44,15 @@ def busiest_second(times: Iterable[float]) -> int:
             start += 1
         busiest = max(busiest, end - start + 1)
     return busiest
+
+
+class StampingGateway(FakeGateway):
+    """A fake gateway that notes when (epoch seconds) each message reached it."""
+
+    def __init__(self, name: str = "fake") -> None:
+        super().__init__(name)
+        self.times: list[float] = []
+
+    async def send_batch(self, messages):  # type: ignore[no-untyped-def]
+        self.times += [time.time()] * len(messages)
+        return await super().send_batch(messages)
