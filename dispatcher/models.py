@@ -182,7 +182,7 @@ deliveries = Table(
     # PostgreSQL each claim, result and report is then a HOT update, written beside the old row
     # version in the room the fill factor leaves, touching no index. What is waiting is found in
     # `delivery_queue`, what is in flight in `claims`, whose message a report is in `provider_refs`.
-    postgresql_with={"fillfactor": "50"},
+    postgresql_with={"fillfactor": "30"},  # room on each page for the next versions of its rows (migration 0009)
 )
 
 delivery_queue = Table(

@@ -141,7 +141,7 @@ def test_no_index_of_deliveries_names_a_column_the_sending_path_changes(engine: 
     if engine.dialect.name == "postgresql":  # room on each page for the row's next versions
         with engine.connect() as conn:
             options = conn.execute(text("SELECT reloptions FROM pg_class WHERE relname = 'deliveries'")).scalar()
-        assert options == ["fillfactor=50"]
+        assert options == ["fillfactor=30"]
 
 
 def _old_blast(conn: Connection, t: object, blast_id: int, alert_id: int, series: str | None = None) -> None:
