@@ -11,9 +11,10 @@ rows then went to another page, each with a new entry in all three indexes of de
 (18 % of the updates of a two-worker blast; recording a batch took 40 % longer). With
 the first versions pruned, a page keeps each row's claimed and sent versions if it is filled
 to at most 110 / (127 + 158) ≈ 38 %, and its sent and reported versions at ≈ 34 %. 30 % leaves
-room for longer worker names and provider ids (a Twilio SID is 34 characters). It costs
-space: a million deliveries take about 350 MB instead of 220. Only new pages are filled this
-way; the rows already stored stay where they are.
+room for longer worker names and provider ids (a Twilio SID is 34 characters). Space, for
+300,000 deliveries sent: the table takes 120 MB instead of 104, its indexes 20 MB instead of 41
+(no entries for moved versions). Only new pages are filled this way; the rows already stored
+stay where they are.
 """
 
 from alembic import op
