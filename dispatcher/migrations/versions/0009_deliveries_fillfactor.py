@@ -12,7 +12,7 @@ rows then went to another page, each with a new entry in all three indexes of de
 the first versions pruned, a page keeps each row's claimed and sent versions if it is filled
 to at most 110 / (127 + 158) ≈ 38 %, and its sent and reported versions at ≈ 34 %. 30 % leaves
 room for longer worker names and provider ids (a Twilio SID is 34 characters). Space, for
-300,000 deliveries sent: the table takes 120 MB instead of 104, its indexes 20 MB instead of 41
+300,000 deliveries sent: the table takes 120 MB instead of 104, its indexes 20 MB instead of 40
 (no entries for moved versions). Only new pages are filled this way; the rows already stored
 stay where they are.
 """
