@@ -232,7 +232,10 @@ REPORT_SQL_PG = (
     "UPDATE deliveries AS d SET status = v.s, error_code = COALESCE(NULLIF(v.c, ''), d.error_code), "
     "finished_at = CAST(v.t AS timestamptz) FROM unnest(string_to_array(:p, :sep), string_to_array(:s, ','), "
     "string_to_array(:c, :sep), string_to_array(:t, ',')) AS v(p, s, c, t) "
-    "JOIN provider_refs AS r ON r.provider_id = v.p WHERE d.id = r.delivery_id AND d.status = 'sent'"
+    "JOIN provider_refs AS r ON r.provider_id = v.p WHERE d.id = r.delivery_id AND d.status = 'sent' "
+    # As the ids of SENT_SQL_PG: the refs are looked up by the batch's ids, never all read (the join
+    # alone read every ref of every blast sent, for each batch of reports).
+    "AND r.provider_id = ANY(string_to_array(:p, :sep))"
 )
 SEPARATOR = "\x1f"  # the ASCII unit separator: no gateway puts it in an id
 

@@ -9,7 +9,8 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -569,6 +570,53 @@ def test_provider_ids_of_any_shape_are_recorded_and_found_by_their_reports(world
             deliveries.c.status == "undeliverable")).all())  # fmt: skip
     assert errors == {i: "E3" for i in odd if i % 2 == 0}
     assert _counts(engine, blast_id)["delivered"] == len([i for i in odd if i % 2])
+
+
+@pytest.mark.postgres
+def test_a_batch_of_reports_reads_the_refs_of_its_own_messages_only(pg_server) -> None:
+    """On PostgreSQL reports look their provider ids up; they never read every ref of every message ever sent.
+
+    The plan comes from PostgreSQL itself (auto_explain), for the statement `apply_reports` runs.
+    As after a blast's start, the statistics are stale: they have not seen the refs.
+    """
+    engine = db.make_engine(DatabaseSettings(url=pg.create_database(pg_server)))
+    db.upgrade(engine)
+    sent, reported = 20_000, 5_000
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE provider_refs SET (autovacuum_enabled = false)")
+        conn.exec_driver_sql(
+            "INSERT INTO deliveries (id, blast_id, subscriber_id, alert_id, msisdn, carrier, province_code, priority, "
+            "status, attempts, next_attempt_at) SELECT g, 1, g, 1, '+84900000000', 'viettel', 48, 0, 'sent', 1, now() "
+            f"FROM generate_series(1, {sent}) AS g"
+        )
+        conn.exec_driver_sql(f"INSERT INTO provider_refs SELECT 'SM' || g, g FROM generate_series(1, {sent}) AS g")
+    plans: list[dict] = []
+
+    def plan(notice) -> None:
+        if "plan:" in notice.message_primary:
+            plans.append(json.loads(notice.message_primary.split("plan:", 1)[1])["Plan"])
+
+    at = datetime(2026, 12, 1, 3, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.connection.driver_connection.add_notice_handler(plan)
+        conn.exec_driver_sql(
+            "LOAD 'auto_explain'; SET LOCAL auto_explain.log_min_duration = 0; "
+            "SET LOCAL auto_explain.log_analyze = on; SET LOCAL auto_explain.log_format = 'json'; "
+            "SET LOCAL auto_explain.log_level = 'notice'"
+        )
+        reports = [DeliveryReport(f"SM{i}", ReportStatus.DELIVERED, at) for i in range(1, reported + 1)]
+        assert apply_reports(conn, reports) == reported
+    refs_read = [node["Actual Rows"] for node in _nodes(plans[-1])
+                 if "provider_refs" in f"{node.get('Relation Name')} {node.get('Index Name')}"]  # fmt: skip
+    assert refs_read and max(refs_read) <= reported
+    engine.dispose()
+
+
+def _nodes(node: dict) -> Iterator[dict]:
+    """A plan node and every node below it."""
+    yield node
+    for child in node.get("Plans", []):
+        yield from _nodes(child)
 
 
 def test_a_provider_id_given_again_goes_to_the_newest_message(world, regions) -> None:
