@@ -8,7 +8,7 @@ within seconds: claimed (~127), sent (~158), reported (~166). A HOT update puts 
 version on the same page and touches no index, but only if the page has room. At 50 % a page
 held the claimed versions beside the first ones; the sent versions of about a third of the
 rows then went to another page, each with a new entry in all three indexes of deliveries
-(18 % of the updates of a two-worker blast; recording a batch took 40 % longer). With
+(18 % of the updates of a two-worker blast; recording took 1.7 times as long). With
 the first versions pruned, a page keeps each row's claimed and sent versions if it is filled
 to at most 110 / (127 + 158) ≈ 38 %, and its sent and reported versions at ≈ 34 %. 30 % leaves
 room for longer worker names and provider ids (a Twilio SID is 34 characters). Space, for
