@@ -88,6 +88,15 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture
+def pg_engine(pg_server: str) -> Iterator[Engine]:
+    """A migrated PostgreSQL database, for behaviour only PostgreSQL has (a shared server, its planner, HOT updates)."""
+    engine = db.make_engine(DatabaseSettings(url=pg.create_database(pg_server)))
+    db.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
 # -- the command line ---------------------------------------------------------------------
 
 

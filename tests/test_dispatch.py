@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 
 from dispatcher import blasts, db, queue
-from dispatcher.config import DatabaseSettings, Settings, load_settings
+from dispatcher.config import Settings, load_settings
 from dispatcher.db import executemany
 from dispatcher.dispatch import RELEASE_SQL, Worker
 from dispatcher.domain import BlastState
@@ -43,7 +43,6 @@ from dispatcher.models import (
 from dispatcher.queue import apply_reports
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.smstext import Encoding
-from tests import pg
 from tests.clock import Clock
 from tests.world import StampingGateway, busiest_second, catalogue, people
 
@@ -413,14 +412,13 @@ def test_simulator_reports_arrive_later_and_out_of_order(engine, regions, now, t
 
 
 @pytest.mark.postgres
-def test_a_claim_its_result_and_its_report_rewrite_each_row_on_its_own_page(pg_server, regions, now, tmp_path) -> None:
+def test_a_claim_its_result_and_its_report_rewrite_each_row_on_its_own_page(pg_engine, regions, now, tmp_path) -> None:
     """On PostgreSQL every update of the sending path is HOT: each delivery stays on the page it was written to.
 
     A version that has to go to another page adds an entry to every index of deliveries; the
     fill factor leaves room for the claimed, sent and reported versions (migration 0009).
     """
-    engine = db.make_engine(DatabaseSettings(url=pg.create_database(pg_server)))
-    db.upgrade(engine)
+    engine = pg_engine
     with engine.begin() as conn:  # a vacuum's snapshot would keep the old versions from being pruned mid-test
         conn.exec_driver_sql("ALTER TABLE deliveries SET (autovacuum_enabled = false)")
     _populate(engine, regions, now, tmp_path, 400)
@@ -442,7 +440,6 @@ def test_a_claim_its_result_and_its_report_rewrite_each_row_on_its_own_page(pg_s
     with engine.connect() as conn:
         assert conn.execute(text(pages), {"b": blast_id}).all() == written
     assert set(_counts(engine, blast_id)) == {"delivered", "undeliverable"} and len(written) > 350
-    engine.dispose()
 
 
 def test_an_expired_lease_makes_the_message_unknown_not_resent(world, regions) -> None:
@@ -573,14 +570,13 @@ def test_provider_ids_of_any_shape_are_recorded_and_found_by_their_reports(world
 
 
 @pytest.mark.postgres
-def test_a_batch_of_reports_reads_the_refs_of_its_own_messages_only(pg_server) -> None:
+def test_a_batch_of_reports_reads_the_refs_of_its_own_messages_only(pg_engine: Engine) -> None:
     """On PostgreSQL reports look their provider ids up; they never read every ref of every message ever sent.
 
     The plan comes from PostgreSQL itself (auto_explain), for the statement `apply_reports` runs.
     As after a blast's start, the statistics are stale: they have not seen the refs.
     """
-    engine = db.make_engine(DatabaseSettings(url=pg.create_database(pg_server)))
-    db.upgrade(engine)
+    engine = pg_engine
     sent, reported = 20_000, 5_000
     with engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE provider_refs SET (autovacuum_enabled = false)")
@@ -609,7 +605,6 @@ def test_a_batch_of_reports_reads_the_refs_of_its_own_messages_only(pg_server) -
     refs_read = [node["Actual Rows"] for node in _nodes(plans[-1])
                  if "provider_refs" in f"{node.get('Relation Name')} {node.get('Index Name')}"]  # fmt: skip
     assert refs_read and max(refs_read) <= reported
-    engine.dispose()
 
 
 def _nodes(node: dict) -> Iterator[dict]:

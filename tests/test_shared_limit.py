@@ -9,31 +9,20 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 
-from dispatcher import blasts, db
-from dispatcher.config import DatabaseSettings
+from dispatcher import blasts
 from dispatcher.dispatch import IN_FLIGHT_LIMIT, RateLimiter
 from dispatcher.models import deliveries, rate_chunks
-from tests import pg
 from tests.test_dispatch import _blast, _populate, _settings
 from tests.world import busiest_second
 
 RATE = 100
-
-
-@pytest.fixture
-def pg_engine(pg_server: str) -> Iterator[Engine]:
-    """A migrated PostgreSQL database: the shared limit is for workers on a shared server."""
-    engine = db.make_engine(DatabaseSettings(url=pg.create_database(pg_server)))
-    db.upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def _worker_env(url: str, record: Path) -> dict[str, str]:
