@@ -353,7 +353,7 @@ def test_an_ambiguous_region_lists_its_candidates(regions) -> None:
     with pytest.raises(AmbiguousRegion, match="không rõ ràng") as caught:
         _segment(regions, communes=("Xã Tân Phú",))
     assert len(caught.value.candidates) > 1
-    assert "Tỉnh Nghệ An" in str(caught.value) and "Tỉnh Tây Ninh" in str(caught.value)
+    assert "Nghệ An, Xã Tân Phú" in str(caught.value) and "Tây Ninh, Xã Tân Phú" in str(caught.value)
 
 
 def test_a_segment_needs_a_region(regions) -> None:
