@@ -29,6 +29,7 @@ from dispatcher.audit import audit
 from dispatcher.config import Settings, load_settings
 from dispatcher.domain import METHODS, Audience, Channel, audience_mask
 from dispatcher.errors import CanhBaoError, InputRejected, UsageError
+from dispatcher.formats import number
 from dispatcher.models import subscribers
 from dispatcher.phones import InvalidNumber, PhoneBook, mask
 from dispatcher.regions import Level, RegionIndex
@@ -162,7 +163,9 @@ def db_upgrade(ctx: typer.Context, as_json: JsonOption = False) -> None:
 @regions_app.command("show")
 def regions_show(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Tên hoặc mã: 'Quảng Nam', 'Huyện Duy Xuyên, Quảng Nam', '48'.")],
+    name: Annotated[
+        str, typer.Argument(help="Tên hoặc mã: 'Quảng Nam', 'Phường 1, Quận 3, TP.HCM', '48', 'mã huyện cũ 503'.")
+    ],
     as_json: JsonOption = False,
 ) -> None:
     """Cho biết một tên địa danh (mới hoặc cũ) nay ứng với tỉnh, xã nào."""
@@ -172,19 +175,21 @@ def regions_show(
         _emit(resolution.to_json())
         return
     matched = resolution.matched
-    out.print(f"[bold]{escape(name)}[/bold] → {escape(c.regions.describe(matched))}")
-    out.print("Nay thuộc: " + ", ".join(escape(f"{p.label} [mã {p.code}]") for p in resolution.provinces))
+    # Not wrapped: the code marker at the end is what the user may copy.
+    out.print(f"[bold]{escape(name)}[/bold] → {escape(c.regions.describe(matched))}", soft_wrap=True)
     if resolution.whole_province:
-        count = len(c.regions.communes_by_province[matched.code])
+        count = number(len(c.regions.communes_by_province[matched.code]))
         out.print(f"Toàn tỉnh/thành phố: {count} xã, phường, đặc khu.")
         return
+    out.print("Nay thuộc: " + ", ".join(escape(c.regions.describe(p)) for p in resolution.today), soft_wrap=True)
     table = Table("Mã", "Xã/phường hiện nay", "Tỉnh/thành phố", "Ghi chú")
     for cover in resolution.communes:
-        note = "[yellow]chỉ một phần từ đơn vị cũ[/yellow]" if cover.partial else ""
+        note = "[yellow]chỉ một phần[/yellow]" if cover.partial else ""
         table.add_row(str(cover.unit.code), cover.unit.name, c.regions.province(cover.unit.province_code).name, note)
     out.print(table)
-    partial = sum(1 for cover in resolution.communes if cover.partial)
-    out.print(f"{len(resolution.communes)} xã/phường, trong đó {partial} chỉ một phần thuộc '{matched.name}'.")
+    partial = number(sum(1 for cover in resolution.communes if cover.partial))
+    total = number(len(resolution.communes))
+    out.print(f"{total} xã/phường, trong đó {partial} chỉ một phần thuộc '{escape(matched.name)}'.")
 
 
 # -- subscribers --------------------------------------------------------------------------

@@ -90,7 +90,7 @@ def resolve(spec: SegmentSpec, regions: RegionIndex) -> Segment:
     for name, level in names:
         resolution = regions.resolve(name, frozenset({level}))
         unit = resolution.matched
-        labels.append(regions.describe(unit))
+        labels.append(regions.label(resolution))
         if resolution.whole_province:
             provinces.add(unit.code)
             continue

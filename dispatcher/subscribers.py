@@ -21,9 +21,10 @@ from sqlalchemy import Connection, Engine, select, update
 from dispatcher.db import driver_time
 from dispatcher.domain import Audience, Channel, audience_mask, fold
 from dispatcher.errors import UsageError
+from dispatcher.formats import number
 from dispatcher.models import subscribers
 from dispatcher.phones import Carrier, InvalidNumber, PhoneBook, parse_carrier
-from dispatcher.regions import SCHEME_2025, Level, RegionIndex, Unit
+from dispatcher.regions import SCHEME_2025, AmbiguousRegion, Level, RegionIndex, Unit, UnknownRegion
 
 # Header spellings people use, folded and stripped of everything but letters and digits.
 COLUMNS = {
@@ -243,12 +244,10 @@ class RowParser:
         return self.regions.province(provinces[0]) if len(provinces) == 1 else unit
 
     def _district(self, text: str, province: Unit | None) -> Unit:
-        within = province.code if province and province.scheme == SCHEME_2025 else None
-        return _one(self.regions, text, Level.DISTRICT, "quận/huyện (cũ)", within)
+        return _one(self.regions, text, Level.DISTRICT, "quận/huyện (cũ)", province)
 
     def _commune(self, text: str, province: Unit | None, district: Unit | None) -> Unit:
-        within = province.code if province and province.scheme == SCHEME_2025 else None
-        unit = _one(self.regions, text, Level.COMMUNE, "xã/phường", within)
+        unit = _one(self.regions, text, Level.COMMUNE, "xã/phường", province, district)
         if unit.scheme == SCHEME_2025:
             return unit
         covers = self.regions.covering_communes(unit)
@@ -266,15 +265,33 @@ class RowParser:
         return provinces[0]
 
 
-def _one(regions: RegionIndex, text: str, level: Level, what: str, within: int | None = None) -> Unit:
-    found = regions.find(text, frozenset({level}), within)
-    if not found:
-        inside = f" trong {regions.province(within).name}" if within else ""
-        raise RowRejected(f"không tìm thấy {what} '{text}'{inside}")
-    if len(found) > 1:
-        names = "; ".join(regions.describe(unit) for unit in found[:5])
-        raise RowRejected(f"{what} '{text}' không rõ ràng ({names}): hãy ghi thêm tỉnh hoặc dùng mã")
-    return found[0]
+def _one(
+    regions: RegionIndex, text: str, level: Level, what: str, scope: Unit | None = None, tiebreak: Unit | None = None
+) -> Unit:
+    """The unit a cell names inside the row's `scope`; `tiebreak` (its old district) settles namesakes.
+
+    The old district only narrows: a person who moved keeps it while living elsewhere now.
+    """
+    try:
+        return regions.one(text, frozenset({level}), inside=scope)
+    except AmbiguousRegion as exc:
+        inside = [u for u in exc.candidates if tiebreak is not None and regions.contains(tiebreak, u)]
+        if len(inside) == 1:
+            return inside[0]
+        raise RowRejected(_ambiguous(what, text, exc)) from None
+    except UnknownRegion as exc:
+        where = f" trong {scope.label}" if scope is not None else ""
+        raise RowRejected(f"không tìm thấy {what} '{text}'{where}{exc.hint}") from None
+
+
+def _ambiguous(what: str, text: str, exc: AmbiguousRegion) -> str:
+    """The row error for a name several units share: what to write instead."""
+    shown = "; ".join(f"'{choice}'" for choice in exc.choices[:3])
+    more = f" (và {number(len(exc.candidates) - 3)} nơi khác)" if len(exc.candidates) > 3 else ""
+    return (
+        f"{what} '{text}' không rõ ràng ({number(len(exc.candidates))} nơi): điền thêm cột tỉnh/thành phố "
+        f"hoặc quận/huyện (cũ), hoặc ghi một trong: {shown}{more}"
+    )
 
 
 def _cached[K, V](cache: dict[K, V | RowRejected], key: K, compute: Callable[[K], V]) -> V:

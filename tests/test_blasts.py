@@ -323,6 +323,23 @@ def test_a_legacy_district_selects_its_communes_and_people_listed_by_it(people, 
     assert _selected(people, segment) == DUY_XUYEN
 
 
+def test_a_numbered_legacy_district_reaches_its_own_city(regions) -> None:
+    """--legacy-district 'Quận 1' is Hồ Chí Minh City's old district 760, never Hà Nội's unit coded 1."""
+    segment = _segment(regions, legacy_districts=("Quận 1",))
+    assert segment.legacy_district_codes == (760,)
+    assert segment.commune_codes
+    assert {regions.commune(code).province_code for code in segment.commune_codes} == {79}
+
+
+def test_a_legacy_label_says_what_the_name_is_today(regions) -> None:
+    """The preview's label for an old district names it, its code marker, and the communes of today it became."""
+    segment = _segment(regions, legacy_districts=("Huyện Duy Xuyên",), provinces=("Đà Nẵng",))
+    assert segment.labels == (
+        "Thành phố Đà Nẵng [mã tỉnh 48]",
+        "Huyện Duy Xuyên (cũ) (Tỉnh Quảng Nam) [mã huyện cũ 508] → nay 4 xã/phường của Thành phố Đà Nẵng",
+    )
+
+
 def test_a_province_selects_everyone_living_in_it(people, regions) -> None:
     """'Đà Nẵng' selects its subscribers, whatever commune or old district they are listed by."""
     assert _selected(people, _segment(regions, provinces=("Đà Nẵng",))) == DA_NANG
@@ -353,7 +370,7 @@ def test_an_ambiguous_region_lists_its_candidates(regions) -> None:
     with pytest.raises(AmbiguousRegion, match="không rõ ràng") as caught:
         _segment(regions, communes=("Xã Tân Phú",))
     assert len(caught.value.candidates) > 1
-    assert "Tỉnh Nghệ An" in str(caught.value) and "Tỉnh Tây Ninh" in str(caught.value)
+    assert "Nghệ An, Xã Tân Phú" in str(caught.value) and "Tây Ninh, Xã Tân Phú" in str(caught.value)
 
 
 def test_a_segment_needs_a_region(regions) -> None:

@@ -233,3 +233,44 @@ def test_cli_opt_out_masks_the_number(cli) -> None:
     assert "+8490****401" in out and "123401" not in out.replace("****", "")
     code, _, err = cli("subscribers", "opt-out", "0905 999 999")
     assert code == 1 and "+8490****999" in err
+
+
+# -- region cells ---------------------------------------------------------------------------
+
+
+def _region_rows(importer, now, tmp_path: Path, rows: list[list[str]]):
+    header = ["msisdn", "province", "commune", "legacy_district"]
+    summary = importer.import_file(_write_csv(tmp_path / "regions.csv", rows, header=header), now)
+    reasons = {int(row): reason for row, _value, reason in _rejects(summary)} if summary.rejects_file else {}
+    return summary, _rows(importer.engine), reasons
+
+
+def test_a_numbered_ward_is_a_name_not_a_commune_code(importer, now, tmp_path) -> None:
+    """'Hà Nội, Phường 1' is refused (Hà Nội has no Phường 1) instead of being stored in commune 1 or 97."""
+    summary, stored, reasons = _region_rows(importer, now, tmp_path, [["0905123401", "Hà Nội", "Phường 1", ""]])
+    assert (summary.added, summary.rejected) == (0, 1)
+    assert stored == {}
+    assert "không tìm thấy xã/phường 'Phường 1' trong Thành phố Hà Nội" in reasons[2]
+
+
+def test_a_numbered_ward_resolves_with_its_old_district(importer, now, tmp_path) -> None:
+    """'Phường 1' of Hồ Chí Minh City with the old district 'Quận 3' (or written 'Q.3, P.1') lands in Phường Bàn Cờ."""
+    rows = [["0905123401", "TP.HCM", "Phường 1", "Quận 3"], ["0905123402", "Hồ Chí Minh", "Q.3, P.1", ""]]
+    summary, stored, _reasons = _region_rows(importer, now, tmp_path, rows)
+    assert summary.added == 2
+    assert (stored["+84905123401"]["commune_code"], stored["+84905123401"]["legacy_district_code"]) == (27154, 770)
+    assert stored["+84905123402"]["commune_code"] == 27154
+
+
+def test_an_ambiguous_cell_says_what_to_write_and_that_text_imports(importer, now, tmp_path) -> None:
+    """Tây Ninh had two 'Huyện Châu Thành' before 2025: the row error quotes the text for each, which then imports."""
+    _summary, _stored, reasons = _region_rows(
+        importer, now, tmp_path, [["0905123401", "Tây Ninh", "", "Huyện Châu Thành"]]
+    )
+    assert "quận/huyện (cũ) 'Huyện Châu Thành' không rõ ràng (2 nơi)" in reasons[2]
+    assert "'Long An (cũ), Huyện Châu Thành [mã huyện cũ 808]'" in reasons[2]
+    rows = [["0905123401", "Tây Ninh", "", "Long An (cũ), Huyện Châu Thành [mã huyện cũ 808]"]]
+    rows.append(["0905123402", "Tây Ninh", "", "Long An (cũ), Huyện Châu Thành"])
+    summary, stored, _reasons = _region_rows(importer, now, tmp_path, rows)
+    assert summary.added == 2
+    assert {stored[n]["legacy_district_code"] for n in ("+84905123401", "+84905123402")} == {808}
