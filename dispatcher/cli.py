@@ -70,15 +70,21 @@ class Context:
     actor: str
     long_running: bool = False
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Only the commands that start an installation (`serve`, `subscribers import`/`generate`;
+    # `db upgrade` on its own) may create the database: any other on a mistyped URL says so.
+    may_create: bool = False
     _engine: Engine | None = None
     _regions: RegionIndex | None = None
 
     @property
     def engine(self) -> Engine:
-        """The database, migrated to the newest schema on first use."""
+        """The database, opened and migrated to the newest schema on first use (created only if `may_create`)."""
         if self._engine is None:
-            self._engine = db.make_engine(self.settings.database, checkpoint_thread=self.long_running)
-            db.ensure_schema(self._engine)
+            settings = self.settings.database
+            self._engine, created = db.open_database(settings, self.may_create, checkpoint_thread=self.long_running)
+            if created:
+                where = self._engine.url.render_as_string(hide_password=True)
+                err.print(f"Đã tạo cơ sở dữ liệu mới tại {escape(where)}.", soft_wrap=True)
         return self._engine
 
     @property
@@ -238,6 +244,7 @@ def subscribers_import(
 ) -> None:
     """Nhập thuê bao từ tệp: thêm số mới, cập nhật số đã có, báo các dòng bị từ chối."""
     c: Context = ctx.obj
+    c.may_create = True  # the first import of a fresh installation starts its database
     importer = _importer(c)
     started = time.perf_counter()
     with _progress(as_json) as progress:
@@ -274,6 +281,7 @@ def subscribers_generate(
         else:
             out.print(f"Đã ghi {count:,} thuê bao giả lập vào {output}.")
         return
+    c.may_create = True  # as an import does
     importer = _importer(c)
     positions = {name: i for i, name in enumerate(population.HEADER)}
     rejects = RejectsFile(c.settings.subscribers.rejects_dir / f"generate-{c.now:%Y%m%d-%H%M%S}.rejects.csv")
