@@ -24,7 +24,7 @@ from rich.table import Table
 from sqlalchemy import Engine, func, select
 
 from dispatcher import alerts as catalogue
-from dispatcher import db, logs, population, smstext
+from dispatcher import db, formats, logs, population, smstext
 from dispatcher.audit import audit
 from dispatcher.config import Settings, load_settings
 from dispatcher.domain import METHODS, Audience, Channel, audience_mask
@@ -34,11 +34,15 @@ from dispatcher.models import subscribers
 from dispatcher.phones import InvalidNumber, PhoneBook, mask
 from dispatcher.regions import Level, RegionIndex
 from dispatcher.subscribers import (
+    ENCODINGS,
     ImportSummary,
+    OptOut,
     RejectsFile,
     RowParser,
     SubscriberImporter,
     find_subscriber,
+    held_refusal,
+    held_refusals,
     set_opt_out,
 )
 
@@ -71,15 +75,21 @@ class Context:
     actor: str
     long_running: bool = False
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Only the commands that start an installation (`serve`, `subscribers import`/`generate`;
+    # `db upgrade` on its own) may create the database: any other on a mistyped URL says so.
+    may_create: bool = False
     _engine: Engine | None = None
     _regions: RegionIndex | None = None
 
     @property
     def engine(self) -> Engine:
-        """The database, migrated to the newest schema on first use."""
+        """The database, opened and migrated to the newest schema on first use (created only if `may_create`)."""
         if self._engine is None:
-            self._engine = db.make_engine(self.settings.database, checkpoint_thread=self.long_running)
-            db.ensure_schema(self._engine)
+            settings = self.settings.database
+            self._engine, created = db.open_database(settings, self.may_create, checkpoint_thread=self.long_running)
+            if created:
+                where = self._engine.url.render_as_string(hide_password=True)
+                err.print(f"Đã tạo cơ sở dữ liệu mới tại {escape(where)}.", soft_wrap=True)
         return self._engine
 
     @property
@@ -218,31 +228,43 @@ def _progress(as_json: bool) -> Progress:
 
 
 def _report_import(summary: ImportSummary, seconds: float, as_json: bool) -> None:
+    """The summary; exit 1 when rows were refused (duplicates alone are not a refusal)."""
     if as_json:
         _emit(summary.to_json())
     else:
-        rate = f" ({summary.rows / seconds:,.0f} dòng/giây)" if summary.rows >= 10_000 and seconds > 0 else ""
-        out.print(
-            f"Đã đọc {summary.rows:,} dòng trong {seconds:.1f} giây{rate}: "
-            f"[green]thêm {summary.added:,}[/green], cập nhật {summary.updated:,}, không đổi {summary.unchanged:,}, "
-            f"[red]từ chối {summary.rejected:,}[/red]."
-        )
-        if summary.rejects_file:
-            out.print(f"Các dòng bị từ chối và lý do: {summary.rejects_file}")
-        if summary.ignored_columns:
-            out.print(f"Bỏ qua các cột không dùng: {', '.join(summary.ignored_columns)}")
+        _print_import(summary, seconds)
     if summary.rejected:
         raise typer.Exit(InputRejected.exit_code)
+
+
+def _print_import(summary: ImportSummary, seconds: float) -> None:
+    n = formats.number
+    rate = f" ({n(summary.rows / seconds)} dòng/giây)" if summary.rows >= 10_000 and seconds > 0 else ""
+    out.print(
+        f"Đã đọc {n(summary.rows)} dòng trong {formats.duration(seconds)}{rate}: "
+        f"[green]thêm {n(summary.added)}[/green], cập nhật {n(summary.updated)}, không đổi {n(summary.unchanged)}, "
+        f"trùng {n(summary.duplicates)}, [red]từ chối {n(summary.rejected)}[/red].",
+        soft_wrap=True,
+    )
+    if summary.encoding:
+        out.print(f"Bảng mã của tệp: {ENCODINGS[summary.encoding]}.")
+    if summary.refusals_applied:
+        out.print(f"{n(summary.refusals_applied)} số đã từ chối nhận từ trước: nhập ở trạng thái từ chối.")
+    if summary.rejects_file:
+        out.print(f"Các dòng bị từ chối hoặc trùng số, và lý do: {escape(str(summary.rejects_file))}", soft_wrap=True)
+    if summary.ignored_columns:
+        out.print(f"Bỏ qua các cột không dùng: {escape(', '.join(summary.ignored_columns))}")
 
 
 @subscribers_app.command("import")
 def subscribers_import(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="Tệp CSV (UTF-8) hoặc XLSX.")],
+    file: Annotated[Path, typer.Argument(help="Tệp CSV (UTF-8, UTF-16 hoặc Windows-1258) hoặc XLSX.")],
     as_json: JsonOption = False,
 ) -> None:
     """Nhập thuê bao từ tệp: thêm số mới, cập nhật số đã có, báo các dòng bị từ chối."""
     c: Context = ctx.obj
+    c.may_create = True  # the first import of a fresh installation starts its database
     importer = _importer(c)
     started = time.perf_counter()
     with _progress(as_json) as progress:
@@ -277,8 +299,9 @@ def subscribers_generate(
         if as_json:
             _emit({"file": str(output), "rows": count})
         else:
-            out.print(f"Đã ghi {count:,} thuê bao giả lập vào {output}.")
+            out.print(f"Đã ghi {formats.number(count)} thuê bao giả lập vào {output}.")
         return
+    c.may_create = True  # as an import does
     importer = _importer(c)
     positions = {name: i for i, name in enumerate(population.HEADER)}
     rejects = RejectsFile(c.settings.subscribers.rejects_dir / f"generate-{c.now:%Y%m%d-%H%M%S}.rejects.csv")
@@ -313,16 +336,23 @@ def subscribers_opt_in(ctx: typer.Context, msisdn: str, as_json: JsonOption = Fa
 def _set_opt_out(c: Context, raw: str, opted_out: bool, as_json: bool) -> None:
     number = _msisdn(raw)
     with c.engine.begin() as conn:
-        if not set_opt_out(conn, number, opted_out, c.now):
-            raise InputRejected(f"Không có thuê bao {mask(number)}.")
-        audit(conn, c.now, c.actor, "subscriber.opt_out" if opted_out else "subscriber.opt_in", mask(number), {})
+        outcome = set_opt_out(conn, number, opted_out, c.now, c.actor)
         row = find_subscriber(conn, number)
-    assert row is not None
+        since = row["opted_out_at"] if row else held_refusal(conn, number)
+    if outcome is OptOut.UNKNOWN:
+        raise InputRejected(f"Không có thuê bao {mask(number)}, cũng không có lời từ chối nào của số này để huỷ.")
     if as_json:
-        _emit({"msisdn": mask(number), "opted_out": opted_out, "opted_out_at": row["opted_out_at"]})
+        _emit({"msisdn": mask(number), "opted_out": opted_out, "opted_out_at": since, "outcome": outcome.value})
     else:
-        state = "đã từ chối nhận cảnh báo" if opted_out else "nhận lại cảnh báo"
-        out.print(f"Thuê bao {mask(number)} {state}.")
+        out.print(_OPT_OUT_SAID[outcome, opted_out].format(number=mask(number)), soft_wrap=True)
+
+
+_OPT_OUT_SAID = {
+    (OptOut.SUBSCRIBER, True): "Thuê bao {number} đã từ chối nhận cảnh báo.",
+    (OptOut.SUBSCRIBER, False): "Thuê bao {number} nhận lại cảnh báo.",
+    (OptOut.HELD, True): "Chưa có thuê bao {number}: đã ghi vào danh sách từ chối, mọi lần nhập sau sẽ tôn trọng.",
+    (OptOut.LIFTED, False): "Chưa có thuê bao {number}: đã xoá khỏi danh sách từ chối, lần nhập sau nhận bình thường.",
+}
 
 
 @subscribers_app.command("stats")
@@ -336,16 +366,19 @@ def subscribers_stats(ctx: typer.Context, as_json: JsonOption = False) -> None:
                 func.count(subscribers.c.opted_out_at),
             ).group_by(subscribers.c.province_code, subscribers.c.carrier)
         ).all()  # fmt: skip
+        held = held_refusals(conn)
     document = [{"province_code": p, "carrier": ca, "subscribers": n, "opted_out": o} for p, ca, n, o in rows]
+    total = sum(r["subscribers"] for r in document)
     if as_json:
-        _emit({"groups": document, "total": sum(r["subscribers"] for r in document)})
+        _emit({"groups": document, "total": total, "held_refusals": held})
         return
     table = Table("Tỉnh/thành phố", "Nhà mạng", "Thuê bao", "Từ chối")
     for r in document:
-        table.add_row(c.regions.province(r["province_code"]).name, r["carrier"], f"{r['subscribers']:,}",
-                      f"{r['opted_out']:,}")  # fmt: skip
+        table.add_row(c.regions.province(r["province_code"]).name, r["carrier"], formats.number(r["subscribers"]),
+                      formats.number(r["opted_out"]))  # fmt: skip
     out.print(table)
-    out.print(f"Tổng: {sum(r['subscribers'] for r in document):,} thuê bao.")
+    out.print(f"Tổng: {formats.number(total)} thuê bao.")
+    out.print(f"Lời từ chối của số chưa nhập (áp dụng khi nhập): {formats.number(held)}.")
 
 
 # -- alerts -------------------------------------------------------------------------------

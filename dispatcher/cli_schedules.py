@@ -130,6 +130,7 @@ def scheduler_command(ctx: typer.Context) -> None:
 def serve(ctx: typer.Context) -> None:
     """Bộ lập lịch và một tiến trình gửi trong cùng một tiến trình (cài đặt gọn một máy). Ctrl-C dừng an toàn."""
     c: Context = ctx.obj
+    c.may_create = True  # the first `serve` of a fresh installation starts its database
     service = _service(c)
     worker = build_worker(c)
     stop = threading.Event()

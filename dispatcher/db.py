@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 
 from dispatcher.config import DatabaseSettings
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration; tests/test_db.py checks it against Alembic's head. Knowing it here
 # lets every command check the schema without importing Alembic (0.6 s).
-SCHEMA_HEAD = "0009"
+SCHEMA_HEAD = "0010"
 # A new SQLite database gets 16 KiB pages (SQLite's default is 4): a blast's start appends a
 # million rows to three B-trees, and larger pages mean fewer pages to fill, link and log
 # (1M recipients: 2.3–2.5 s instead of 2.6–2.9 s, the commit 0.06 s instead of 0.13). An
@@ -190,15 +190,61 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     return before, head_revision()
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Migrate when the database is behind, so every command works on a fresh install."""
-    if _reachable_revision(engine) != SCHEMA_HEAD:
+class MissingDatabase(ConfigError):
+    """There is no database at the configured URL, and the command is not one that creates it."""
+
+
+def open_database(settings: DatabaseSettings, create: bool, checkpoint_thread: bool = False) -> tuple[Engine, bool]:
+    """An engine on the database at the newest schema, and whether the database was created just now.
+
+    Without `create`, a missing database (no SQLite file; a PostgreSQL database without our
+    schema) raises MissingDatabase instead of being made: a mistyped URL must not turn into an
+    empty database that reports 0 subscribers. A database at an older schema is migrated.
+    """
+    if not create:
+        _refuse_missing_file(settings.url)
+    engine = make_engine(settings, checkpoint_thread)
+    try:
+        return engine, ensure_schema(engine, create)
+    except BaseException:
+        engine.dispose()
+        raise
+
+
+def ensure_schema(engine: Engine, create: bool = True) -> bool:
+    """Migrate when the database is behind; True when it had no schema at all (a new database).
+
+    An empty database is refused (MissingDatabase) unless `create`.
+    """
+    revision = _reachable_revision(engine)
+    if revision is None and not create:
+        raise MissingDatabase(f"Cơ sở dữ liệu {_where(engine.url)} trống (chưa có lược đồ Cảnh Báo). {_WHAT_TO_DO}")
+    if revision != SCHEMA_HEAD:
         upgrade(engine)
+    return revision is None
+
+
+_WHAT_TO_DO = (
+    "Nếu đúng địa chỉ, hãy tạo bằng 'canhbao db upgrade'; nếu không, sửa [database] url trong config.toml "
+    "hoặc biến CANHBAO_DATABASE__URL."
+)
+
+
+def _refuse_missing_file(url: str) -> None:
+    """Refuse a SQLite URL whose file does not exist, before connecting creates it."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return
+    if not Path(parsed.database).exists():
+        raise MissingDatabase(f"Không có cơ sở dữ liệu tại {_where(parsed)}: chưa có tệp SQLite này. {_WHAT_TO_DO}")
+
+
+def _where(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
 
 
 def _reachable_revision(engine: Engine) -> str | None:
     try:
         return current_revision(engine)
     except OperationalError as exc:
-        where = engine.url.render_as_string(hide_password=True)
-        raise ConfigError(f"Không kết nối được cơ sở dữ liệu {where}: {exc.orig}") from exc
+        raise ConfigError(f"Không kết nối được cơ sở dữ liệu {_where(engine.url)}: {exc.orig}") from exc

@@ -78,6 +78,17 @@ subscribers = Table(
     Index(None, "province_code", "commune_code"),
 )
 
+# Refusals of numbers we do not hold yet (migration 0010): an import that brings the number in
+# moves the refusal onto the subscriber, so no list can make a person who refused reachable.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("msisdn", String(16), primary_key=True, comment="E.164, +84…"),
+    Column("opted_out_at", UtcDateTime(), nullable=False, comment="when the person refused"),
+    Column("recorded_by", String(80), nullable=False),
+    comment="refusals of numbers not among the subscribers; the import that brings a number in applies its refusal",
+)
+
 alerts = Table(
     "alerts",
     metadata,

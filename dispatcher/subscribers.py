@@ -7,23 +7,28 @@ whole import commits at the end or not at all: a crash or Ctrl-C leaves the data
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
+import unicodedata
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 
 import structlog
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
+from dispatcher.audit import audit
 from dispatcher.db import driver_time
 from dispatcher.domain import Audience, Channel, audience_mask, fold
-from dispatcher.errors import UsageError
+from dispatcher.errors import CanhBaoError, UsageError
 from dispatcher.formats import number
-from dispatcher.models import subscribers
-from dispatcher.phones import Carrier, InvalidNumber, PhoneBook, parse_carrier
+from dispatcher.models import subscribers, suppressions
+from dispatcher.phones import Carrier, InvalidNumber, PhoneBook, mask, parse_carrier
 from dispatcher.regions import SCHEME_2025, AmbiguousRegion, Level, RegionIndex, Unit, UnknownRegion
 
 # Header spellings people use, folded and stripped of everything but letters and digits.
@@ -57,9 +62,34 @@ class RowRejected(ValueError):
     """One row cannot be imported; the message says why, in Vietnamese."""
 
 
+class ImportInterrupted(CanhBaoError):
+    """Ctrl-C stopped an import before it committed: the database is as it was."""
+
+    exit_code = 130  # as a shell reports a process ended by SIGINT
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Đã dừng theo yêu cầu (Ctrl-C): không có gì thay đổi — mỗi lần nhập là một giao dịch, "
+            "cơ sở dữ liệu giữ nguyên như trước khi nhập."
+        )
+
+
+class BrokenRow(RowRejected):
+    """A row the CSV reader could not split into cells; `text` is the start of it as written."""
+
+    def __init__(self, reason: str, text: str) -> None:
+        super().__init__(reason)
+        self.text = text
+
+
 @dataclass(frozen=True)
 class ImportSummary:
-    """What an import did."""
+    """What an import did.
+
+    `duplicates` are earlier rows of a number the file repeats (the last row is the one used);
+    they are listed in the rejects file but are not `rejected`. `refusals_applied` counts new
+    subscribers who arrive opted out because they had refused before we held their number.
+    """
 
     rows: int
     added: int
@@ -68,6 +98,9 @@ class ImportSummary:
     rejected: int
     rejects_file: Path | None
     ignored_columns: tuple[str, ...] = ()
+    duplicates: int = 0
+    refusals_applied: int = 0
+    encoding: str | None = None  # a key of ENCODINGS; None for XLSX or generated rows
 
     def to_json(self) -> dict[str, object]:
         """The document `canhbao subscribers import --json` prints."""
@@ -76,52 +109,208 @@ class ImportSummary:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "rejected": self.rejected,
+            "duplicates": self.duplicates,
+            "refusals_applied": self.refusals_applied,
             "rejects_file": str(self.rejects_file) if self.rejects_file else None,
             "rows": self.rows,
+            "encoding": self.encoding,
             "ignored_columns": list(self.ignored_columns),
         }
 
 
 # -- reading files ------------------------------------------------------------------------
 
+# Encodings a CSV is read in (codec → how a user knows it): what Excel writes when saving as
+# "CSV UTF-8", "Unicode Text" and, on a Vietnamese Windows, plain "CSV".
+ENCODINGS = {
+    "utf-8": "UTF-8",
+    "utf-8-sig": "UTF-8 (có BOM)",
+    "utf-16": 'UTF-16 (Excel "Unicode Text")',
+    "windows-1258": "Windows-1258 (CSV của Excel trên Windows tiếng Việt), đã chuyển sang Unicode dựng sẵn (NFC)",
+}
+_SAVE_AS = 'Trong Excel, chọn Lưu thành (Save As) → "CSV UTF-8 (Comma delimited) (*.csv)" rồi nhập lại.'
+_SCAN_CHUNK = 1 << 20
+# Windows-1258 writes most tones as a combining mark after the letter: a file is taken for
+# Vietnamese only if it has such marks or letters no Western code page has, and every other
+# non-ASCII character is a Vietnamese letter or typographic punctuation.
+_TONES = "\u0300\u0301\u0303\u0309\u0323"
+_VIETNAMESE = frozenset(
+    unicodedata.normalize("NFC", base + tone) for base in "aăâeêioôơuưyAĂÂEÊIOÔƠUƯY" for tone in ["", *_TONES]
+) | frozenset("đĐ\u00a0“”‘’–—…•·°«»")
+_ONLY_VIETNAMESE = frozenset("ăĂđĐơƠưƯ" + _TONES)
 
-def read_rows(path: Path) -> tuple[list[str], Iterator[list[str]]]:
-    """The header and a stream of data rows of a CSV (UTF-8, BOM or not) or XLSX file."""
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A subscriber file opened for reading: its header, its data rows, and the encoding of its text."""
+
+    header: list[str]
+    rows: Iterator[list[str] | BrokenRow]  # a BrokenRow stands for a row that could not be split into cells
+    encoding: str | None  # a key of ENCODINGS; None for XLSX
+
+
+def read_rows(path: Path) -> SourceFile:
+    """Open a CSV (UTF-8 with or without BOM, UTF-16 with BOM, Windows-1258) or XLSX file."""
+    if path.is_dir():
+        raise UsageError(f"{path} là một thư mục, không phải tệp: hãy chỉ ra tệp CSV hoặc XLSX.")
     if not path.is_file():
         raise UsageError(f"Không tìm thấy tệp {path}.")
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".txt", ".tsv"):
-        return _read_csv(path)
-    if suffix in (".xlsx", ".xlsm"):
-        return _read_xlsx(path)
+    try:
+        if suffix in (".csv", ".txt", ".tsv"):
+            return _read_csv(path)
+        if suffix in (".xlsx", ".xlsm"):
+            return _read_xlsx(path)
+    except PermissionError as exc:
+        raise UsageError(f"Không có quyền đọc tệp {path}.") from exc
     raise UsageError(f"Tệp {path}: chỉ nhận CSV hoặc XLSX, không nhận '{suffix or 'không đuôi'}'.")
 
 
-def _read_csv(path: Path) -> tuple[list[str], Iterator[list[str]]]:
-    handle = path.open("r", encoding="utf-8-sig", newline="")
+def detect_encoding(path: Path) -> str:
+    """The encoding a CSV was saved in (a key of ENCODINGS); anything else is refused, naming Excel's choice."""
+    with path.open("rb") as fh:
+        head = fh.read(64 * 1024)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    elif head.startswith(codecs.BOM_UTF8):
+        encoding = "utf-8-sig"
+    elif b"\x00" in head:
+        raise UsageError(f"Tệp {path} có byte 0 mà không có dấu BOM: không rõ bảng mã. {_SAVE_AS}")
+    else:
+        encoding = "utf-8"
+    line = _first_bad_line(path, encoding)
+    if line is None:
+        return encoding
+    if encoding == "utf-8" and _looks_vietnamese(path):
+        return "windows-1258"
+    raise UsageError(
+        f"Tệp {path}: dòng {line} không đọc được bằng {ENCODINGS[encoding]}; chỉ nhận UTF-8, "
+        f'UTF-16 (Excel "Unicode Text") và Windows-1258 tiếng Việt. {_SAVE_AS}'
+    )
+
+
+def _first_bad_line(path: Path, encoding: str) -> int | None:
+    """The line of the first byte that is not `encoding`, or None when the whole file decodes."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    lines = 1
+    with path.open("rb") as fh:
+        while chunk := fh.read(_SCAN_CHUNK):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                return lines + chunk[: max(exc.start, 0)].count(b"\n")
+            lines += chunk.count(b"\n")
     try:
-        sample = handle.read(64 * 1024)
-        handle.seek(0)
-        dialect = csv.Sniffer().sniff(sample.split("\n", 1)[0], delimiters=",;\t")
-    except UnicodeDecodeError as exc:
-        handle.close()
-        raise UsageError(f"Tệp {path} không phải UTF-8 (byte {exc.start}): hãy lưu lại dạng CSV UTF-8.") from exc
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return lines
+    return None
+
+
+def _looks_vietnamese(path: Path) -> bool:
+    """Whether the file decodes as Windows-1258 into Vietnamese text (see _VIETNAMESE)."""
+    distinct = False
+    try:
+        with path.open(encoding="windows-1258", newline="") as fh:
+            for line in fh:
+                if line.isascii():
+                    continue
+                composed = unicodedata.normalize("NFC", line)
+                if not all(ch.isascii() or ch in _VIETNAMESE for ch in composed):
+                    return False
+                distinct = distinct or not _ONLY_VIETNAMESE.isdisjoint(line)
+    except UnicodeDecodeError:
+        return False
+    return distinct
+
+
+def _read_csv(path: Path) -> SourceFile:
+    encoding = detect_encoding(path)
+    handle = path.open("r", encoding=encoding, newline="")
+    sample = handle.read(64 * 1024)
+    handle.seek(0)
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample.split("\n", 1)[0], delimiters=",;\t")
     except csv.Error:
         dialect = csv.excel  # one column only: no delimiter to find
-    reader = csv.reader(handle, dialect)
+    compose = encoding == "windows-1258"  # base letter + combining tone → the precomposed letter
+    lines = _Lines((unicodedata.normalize("NFC", line) for line in handle) if compose else handle)
+    reader = csv.reader(lines, dialect)
     header = next(reader, None)
     if header is None:
         handle.close()
         raise UsageError(f"Tệp {path} trống.")
-    return header, _closing(reader, handle)
+    records = _records(reader, lines, len(header), dialect.delimiter, dialect.quotechar or '"')
+    return SourceFile(header, _closing(records, handle), encoding)
 
 
-def _closing(rows: Iterator[list[str]], handle: io.IOBase) -> Iterator[list[str]]:
+class _Lines:
+    """A file's lines as the csv reader takes them, keeping the current row's lines to read them again."""
+
+    def __init__(self, source: Iterable[str]) -> None:
+        self._source = iter(source)
+        self._again: deque[str] = deque()
+        self.taken: list[str] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._again.popleft() if self._again else next(self._source)
+        self.taken.append(line)
+        return line
+
+    def reread_after_first(self) -> None:
+        """The current row was broken: its lines after the first are read again, as rows of their own."""
+        self._again.extendleft(reversed(self.taken[1:]))
+        self.taken.clear()
+
+
+def _records(
+    reader: Iterator[list[str]], lines: _Lines, width: int, delimiter: str, quote: str
+) -> Iterator[list[str] | BrokenRow]:
+    """The data rows; a row the reader cannot split comes as a BrokenRow, and reading goes on after it."""
+    while True:
+        lines.taken.clear()
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # mostly a cell over csv.field_size_limit (128 KB)
+            too_long = "field larger" in str(exc)
+            yield _broken(lines, "có ô dài hơn 128 KB: không đọc dòng này" if too_long else "không đọc được như CSV")
+            continue
+        if len(lines.taken) > 1 and _swallowed(lines.taken, width, delimiter, quote):
+            yield _broken(lines, "")
+            continue
+        yield row
+
+
+def _swallowed(taken: list[str], width: int, delimiter: str, quote: str) -> bool:
+    """Whether a row read over several lines is an unclosed quote that took in the rows after it.
+
+    A cell may hold a line break (Alt+Enter in Excel); a quote never closed (an odd count), or a
+    following line with a whole row's separators, is not that.
+    """
+    if "".join(taken).count(quote) % 2:
+        return True
+    return any(line.count(delimiter) >= width - 1 for line in taken[1:])
+
+
+def _broken(lines: _Lines, reason: str) -> BrokenRow:
+    text = lines.taken[0].rstrip("\r\n") if lines.taken else ""
+    if len(lines.taken) > 1:
+        reason = 'dấu ngoặc kép (") mở ở dòng này không được đóng; các dòng sau được đọc lại riêng'
+    lines.reread_after_first()
+    return BrokenRow(reason, text[:60])
+
+
+def _closing[T](rows: Iterator[T], handle: io.IOBase) -> Iterator[T]:
     with handle:
         yield from rows
 
 
-def _read_xlsx(path: Path) -> tuple[list[str], Iterator[list[str]]]:
+def _read_xlsx(path: Path) -> SourceFile:
     import zipfile
 
     from openpyxl import load_workbook
@@ -129,13 +318,16 @@ def _read_xlsx(path: Path) -> tuple[list[str], Iterator[list[str]]]:
     try:
         book = load_workbook(path, read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        raise UsageError(f"Tệp {path} không đọc được như XLSX: {exc}.") from exc
+        raise UsageError(
+            f"Tệp {path} không phải tệp Excel .xlsx hợp lệ (hỏng, hoặc là định dạng khác mang đuôi .xlsx): "
+            "hãy mở bằng Excel và lưu lại dạng .xlsx hoặc CSV UTF-8."
+        ) from exc
     rows = (list(map(_cell_text, row)) for row in book.worksheets[0].iter_rows(values_only=True))
     header = next(rows, None)
     if header is None:
         book.close()
         raise UsageError(f"Tệp {path} trống.")
-    return header, _closing_book(rows, book)
+    return SourceFile(header, _closing_book(rows, book), None)
 
 
 def _closing_book(rows: Iterator[list[str]], book: object) -> Iterator[list[str]]:
@@ -431,6 +623,23 @@ class Staging:
         ).rowcount
         return added, updated, (known or 0) - updated
 
+    def apply_refusals(self, now: datetime) -> int:
+        """Move held refusals (suppressions) onto the subscribers now holding their numbers; returns how many.
+
+        A subscriber keeps the earliest refusal. Set-based and proportional to the suppression
+        list, not to the import: both statements walk `suppressions` and look numbers up by index.
+        """
+        s, o, p = "subscribers", "suppressions", self._mark()
+        refusal = f"(SELECT {o}.opted_out_at FROM {o} WHERE {o}.msisdn = {s}.msisdn)"
+        self.conn.exec_driver_sql(
+            f"UPDATE {s} SET opted_out_at = {refusal}, updated_at = {p} WHERE msisdn IN (SELECT msisdn FROM {o}) "
+            f"AND (opted_out_at IS NULL OR opted_out_at > {refusal})",
+            (driver_time(self.conn.dialect.name, now),),
+        )
+        return self.conn.exec_driver_sql(
+            f"DELETE FROM {o} WHERE EXISTS (SELECT 1 FROM {s} WHERE {s}.msisdn = {o}.msisdn)"
+        ).rowcount
+
     def _mark(self) -> str:
         """The driver's placeholder: sqlite3 takes '?', psycopg '%s'."""
         return "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
@@ -442,23 +651,35 @@ class RejectsFile:
 
     path: Path
     count: int = 0
+    duplicates: int = 0
+    _started: bool = False
     _handle: io.TextIOWrapper | None = None
 
     def add(self, rowno: int, value: str, reason: str) -> None:
         """Record one refused row."""
+        self._write(rowno, value, reason)
+        self.count += 1
+
+    def add_duplicate(self, rowno: int, value: str, kept: int) -> None:
+        """Record an earlier row of a number the file repeats: listed, but not a refusal."""
+        self._write(rowno, value, f"trùng số với dòng {kept} (dùng dòng {kept})")
+        self.duplicates += 1
+
+    def _write(self, rowno: int, value: str, reason: str) -> None:
         if self._handle is None:
+            self._started = True  # before the file exists: Ctrl-C may come while it is being opened
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = self.path.open("w", encoding="utf-8-sig", newline="")
             self._writer = csv.writer(self._handle)
             self._writer.writerow(["dòng", "số điện thoại", "lý do"])
         self._writer.writerow([rowno, value, reason])
-        self.count += 1
 
     def close(self, keep: bool) -> Path | None:
         """Finish the report; without `keep` (the import failed) it is removed."""
-        if self._handle is None:
+        if not self._started:
             return None
-        self._handle.close()
+        if self._handle is not None:
+            self._handle.close()
         if not keep:
             self.path.unlink(missing_ok=True)
             return None
@@ -478,17 +699,21 @@ class SubscriberImporter:
 
     def import_file(self, path: Path, now: datetime, on_progress: Callable[[int], None] | None = None) -> ImportSummary:
         """Validate every row of `path`, then add or update subscribers; see the module doc."""
-        header, rows = read_rows(path)
-        positions, ignored = map_header(header, str(path))
+        try:
+            source = read_rows(path)
+        except KeyboardInterrupt:
+            raise ImportInterrupted() from None
+        positions, ignored = map_header(source.header, str(path))
         rejects = RejectsFile(self.rejects_dir / f"{path.stem}-{now:%Y%m%d-%H%M%S}.rejects.csv")
-        return self.load(
-            (list(row) for row in rows), RowParser(self.regions, positions), now, f"file:{path.name}",
+        summary = self.load(
+            source.rows, RowParser(self.regions, positions), now, f"file:{path.name}",
             rejects, ignored, on_progress, msisdn_column=positions["msisdn"],
         )  # fmt: skip
+        return replace(summary, encoding=source.encoding)
 
     def load(
         self,
-        rows: Iterable[list[str]],
+        rows: Iterable[list[str] | BrokenRow],
         parser: RowParser,
         now: datetime,
         source: str,
@@ -497,7 +722,10 @@ class SubscriberImporter:
         on_progress: Callable[[int], None] | None = None,
         msisdn_column: int = 0,
     ) -> ImportSummary:
-        """Stage, de-duplicate and merge `rows` (data rows numbered from 2, as a spreadsheet shows)."""
+        """Stage, de-duplicate and merge `rows` (data rows numbered from 2, as a spreadsheet shows).
+
+        Ctrl-C before the commit raises ImportInterrupted: the transaction is rolled back.
+        """
         ok = False
         log.info("subscribers.import.started", source=source)
         try:
@@ -506,21 +734,26 @@ class SubscriberImporter:
                 staging.create()
                 total = self._stage(rows, parser, staging, rejects, on_progress, msisdn_column)
                 for rowno, msisdn, kept in staging.drop_duplicates():
-                    rejects.add(rowno, msisdn, f"trùng số với dòng {kept} (dùng dòng {kept})")
+                    rejects.add_duplicate(rowno, msisdn, kept)
                 added, updated, unchanged = staging.merge(now, source, (self.default_audiences, self.default_channels))
+                applied = staging.apply_refusals(now)
                 conn.exec_driver_sql(f"DROP TABLE {staging.name}")
             ok = True
+        except KeyboardInterrupt:
+            raise ImportInterrupted() from None
         finally:
             rejects_path = rejects.close(keep=ok)
             if not ok:
                 log.warning("subscribers.import.rolled_back", source=source)
-        summary = ImportSummary(total, added, updated, unchanged, rejects.count, rejects_path, ignored)
+        summary = ImportSummary(
+            total, added, updated, unchanged, rejects.count, rejects_path, ignored, rejects.duplicates, applied
+        )
         log.info("subscribers.import.finished", source=source, **summary.to_json())
         return summary
 
     def _stage(
         self,
-        rows: Iterable[list[str]],
+        rows: Iterable[list[str] | BrokenRow],
         parser: RowParser,
         staging: Staging,
         rejects: RejectsFile,
@@ -530,6 +763,9 @@ class SubscriberImporter:
         batch: list[tuple[object, ...]] = []
         total = 0
         for total, row in enumerate(rows, start=1):
+            if isinstance(row, BrokenRow):
+                rejects.add(total + 1, row.text, str(row))
+                continue
             if not any(cell.strip() for cell in row if cell):
                 continue  # blank lines at the end of spreadsheets are not errors
             try:
@@ -549,14 +785,58 @@ class SubscriberImporter:
         return total
 
 
-def set_opt_out(conn: Connection, msisdn: str, opted_out: bool, now: datetime) -> bool:
-    """Record that a subscriber refuses (or, again, accepts) our messages; False if unknown."""
+class OptOut(Enum):
+    """What `set_opt_out` did."""
+
+    SUBSCRIBER = "subscriber"  # the subscriber's own record says so now (or already did)
+    HELD = "held"  # not a subscriber yet: the refusal is kept on the suppression list for later imports
+    LIFTED = "lifted"  # not a subscriber: a held refusal was withdrawn
+    UNKNOWN = "unknown"  # opt-in of a number neither held nor refused: nothing was done
+
+
+def set_opt_out(conn: Connection, msisdn: str, opted_out: bool, now: datetime, actor: str = "system") -> OptOut:
+    """Record that a person refuses (or, again, accepts) our messages, and audit it.
+
+    A refusal of a number we do not hold is kept (Decree 91/2020: a refusal is honoured), and
+    the import that brings the number in applies it. The first refusal's time is the one kept.
+    """
+    if find_subscriber(conn, msisdn) is not None:
+        _set_subscriber_opt_out(conn, msisdn, opted_out, now)
+        outcome = OptOut.SUBSCRIBER
+    elif opted_out:
+        _hold_refusal(conn, msisdn, now, actor)
+        outcome = OptOut.HELD
+    else:
+        lifted = conn.execute(delete(suppressions).where(suppressions.c.msisdn == msisdn)).rowcount
+        outcome = OptOut.LIFTED if lifted else OptOut.UNKNOWN
+    if outcome is not OptOut.UNKNOWN:
+        action = "subscriber.opt_out" if opted_out else "subscriber.opt_in"
+        audit(conn, now, actor, action, mask(msisdn), {"outcome": outcome.value})
+    return outcome
+
+
+def _set_subscriber_opt_out(conn: Connection, msisdn: str, opted_out: bool, now: datetime) -> None:
     statement = update(subscribers).where(subscribers.c.msisdn == msisdn)
     if opted_out:
-        # The first refusal's time is the one that counts.
         statement = statement.where(subscribers.c.opted_out_at.is_(None))
-    result = conn.execute(statement.values(opted_out_at=now if opted_out else None, updated_at=now))
-    return result.rowcount > 0 or (opted_out and find_subscriber(conn, msisdn) is not None)
+    conn.execute(statement.values(opted_out_at=now if opted_out else None, updated_at=now))
+    if not opted_out:  # a refusal held before the number was imported must not come back either
+        conn.execute(delete(suppressions).where(suppressions.c.msisdn == msisdn))
+
+
+def _hold_refusal(conn: Connection, msisdn: str, now: datetime, actor: str) -> None:
+    if held_refusal(conn, msisdn) is None:
+        conn.execute(insert(suppressions).values(msisdn=msisdn, opted_out_at=now, recorded_by=actor))
+
+
+def held_refusal(conn: Connection, msisdn: str) -> datetime | None:
+    """When the person behind a number we do not hold refused our messages, or None."""
+    return conn.execute(select(suppressions.c.opted_out_at).where(suppressions.c.msisdn == msisdn)).scalar()
+
+
+def held_refusals(conn: Connection) -> int:
+    """How many refusals are held for numbers not (yet) among the subscribers."""
+    return conn.execute(select(func.count()).select_from(suppressions)).scalar() or 0
 
 
 def find_subscriber(conn: Connection, msisdn: str) -> dict[str, object] | None:

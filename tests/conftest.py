@@ -103,7 +103,12 @@ def pg_engine(pg_server: str) -> Iterator[Engine]:
 class Cli:
     """Runs `canhbao` in-process against a private config, database and catalogue."""
 
-    def __init__(self, root: Path, capsys: pytest.CaptureFixture[str], database_url: str) -> None:
+    def __init__(self, root: Path, capsys: pytest.CaptureFixture[str], database_url: str, create: bool = True) -> None:
+        """With `create` the database is made first, as `canhbao db upgrade` makes it."""
+        if create:
+            engine = db.make_engine(DatabaseSettings(url=database_url))
+            db.upgrade(engine)
+            engine.dispose()
         self.root = root
         self.capsys = capsys
         self.messages = root / "messages"
@@ -137,5 +142,5 @@ class Cli:
 
 @pytest.fixture
 def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """The command line on a fresh SQLite database."""
+    """The command line on a fresh SQLite database (made, as `canhbao db upgrade` makes it)."""
     return Cli(tmp_path, capsys, f"sqlite:///{tmp_path / 'canhbao.db'}")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dispatcher.cli import run
+from tests.conftest import DATA, Cli
 
 
 @pytest.fixture
@@ -83,3 +84,25 @@ def test_the_canhbao_console_script_is_installed() -> None:
     assert shutil.which("canhbao", path=str(Path(sys.executable).parent))
     [entry] = importlib.metadata.entry_points(group="console_scripts", name="canhbao")
     assert entry.value == "dispatcher.cli:main"
+
+
+def test_a_mistyped_database_url_is_refused_by_a_read_only_command(tmp_path: Path, capsys) -> None:
+    """`subscribers stats` on a database that does not exist exits 2 saying so and what to run, and creates nothing."""
+    cli = Cli(tmp_path, capsys, f"sqlite:///{tmp_path / 'canhbao-typo.db'}", create=False)
+    code, out, err = cli("subscribers", "stats")
+    assert (code, out) == (2, "")
+    assert "Không có cơ sở dữ liệu tại sqlite:///" in err and "'canhbao db upgrade'" in err
+    assert not (tmp_path / "canhbao-typo.db").exists()
+
+
+def test_a_first_import_creates_the_database_with_a_notice(tmp_path: Path, capsys) -> None:
+    """`subscribers import` on a fresh installation makes the database and says where, on stderr."""
+    cli = Cli(tmp_path, capsys, f"sqlite:///{tmp_path / 'new.db'}", create=False)
+    code, document = cli.json("subscribers", "import", str(DATA / "thue-bao-da-nang.csv"))
+    assert (code, document["added"]) == (1, 7)
+    _, _, err = cli("subscribers", "stats")
+    assert "Đã tạo cơ sở dữ liệu mới" not in err  # only the first time
+    code, _, err = Cli(tmp_path / "again", capsys, f"sqlite:///{tmp_path / 'other.db'}", create=False)(
+        "subscribers", "generate", "--province", "48", "--count", "10"
+    )
+    assert code == 0 and f"Đã tạo cơ sở dữ liệu mới tại sqlite:///{tmp_path / 'other.db'}." in err

@@ -7,10 +7,13 @@ import sqlite3
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy.engine import make_url
 
 from dispatcher import db
 from dispatcher.config import DatabaseSettings
@@ -212,3 +215,27 @@ def test_the_narrowing_migration_keeps_the_alert_version_of_every_row(database_u
     engine.dispose()
     assert got == [(1, ids[video]), (2, ids[video]), (3, ids[jobs])]
     assert "alert_slug" not in columns and "queued_at" not in columns
+
+
+def test_a_missing_database_is_not_created_by_a_command_that_only_uses_one(database_url: str) -> None:
+    """Without `create`, a missing SQLite file or a PostgreSQL database without our schema is refused, nothing made."""
+    settings = DatabaseSettings(url=database_url)
+    with pytest.raises(db.MissingDatabase, match="canhbao db upgrade"):
+        db.open_database(settings, create=False)
+    if database_url.startswith("sqlite"):
+        assert not Path(make_url(database_url).database).exists()
+    engine, created = db.open_database(settings, create=True)
+    assert created and db.current_revision(engine) == db.head_revision()
+    engine.dispose()
+
+
+def test_a_database_at_an_older_schema_is_still_migrated(database_url: str) -> None:
+    """Opening an existing database behind the newest schema migrates it, create or not."""
+    from alembic import command
+
+    engine = db.make_engine(DatabaseSettings(url=database_url))
+    command.upgrade(db._alembic_config(engine), "0009")
+    engine.dispose()
+    engine, created = db.open_database(DatabaseSettings(url=database_url), create=False)
+    assert not created and db.current_revision(engine) == db.head_revision()
+    engine.dispose()

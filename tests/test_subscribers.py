@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,8 +23,17 @@ from sqlalchemy import Engine, func, select
 from dispatcher import population
 from dispatcher.domain import Audience, Channel
 from dispatcher.errors import UsageError
-from dispatcher.models import subscribers
-from dispatcher.subscribers import RejectsFile, RowParser, SubscriberImporter, set_opt_out
+from dispatcher.models import audit_log, subscribers
+from dispatcher.phones import PhoneBook
+from dispatcher.subscribers import (
+    ImportInterrupted,
+    OptOut,
+    RejectsFile,
+    RowParser,
+    SubscriberImporter,
+    held_refusals,
+    set_opt_out,
+)
 
 from .conftest import DATA
 
@@ -47,7 +65,7 @@ def _rejects(summary) -> list[list[str]]:
 def test_vietnamese_csv_with_bom_is_imported_and_bad_rows_reported(importer, now) -> None:
     """The sample CSV (UTF-8 BOM, Vietnamese headers) adds the good rows and reports each bad one."""
     summary = importer.import_file(DATA / "thue-bao-da-nang.csv", now)
-    assert (summary.rows, summary.added, summary.updated, summary.rejected) == (19, 7, 0, 12)
+    assert (summary.rows, summary.added, summary.updated, summary.rejected, summary.duplicates) == (19, 7, 0, 11, 1)
     reasons = {int(row): reason for row, _value, reason in _rejects(summary)}
     assert "máy bàn" in reasons[9]
     assert "nước ngoài" in reasons[10]
@@ -120,12 +138,11 @@ def test_an_import_never_clears_an_opt_out(importer, now, tmp_path) -> None:
 
 
 def test_opt_out_and_opt_in_by_number(importer, now, tmp_path) -> None:
-    """opt-out records the first refusal; opt-in clears it; an unknown number is reported."""
+    """opt-out records the first refusal; opt-in clears it."""
     importer.import_file(_write_csv(tmp_path / "a.csv", [["0905123401", "48", "", "", "", "", ""]]), now)
     with importer.engine.begin() as conn:
-        assert set_opt_out(conn, "+84905123401", True, now)
-        assert set_opt_out(conn, "+84905123401", True, now + timedelta(days=1))
-        assert not set_opt_out(conn, "+84905999999", True, now)
+        assert set_opt_out(conn, "+84905123401", True, now) is OptOut.SUBSCRIBER
+        assert set_opt_out(conn, "+84905123401", True, now + timedelta(days=1)) is OptOut.SUBSCRIBER
     first_refusal = _rows(importer.engine)["+84905123401"]["opted_out_at"]
     assert first_refusal.replace(tzinfo=now.tzinfo) == now
     with importer.engine.begin() as conn:
@@ -162,7 +179,7 @@ def test_a_crash_mid_import_leaves_the_database_as_it_was(importer, regions, now
 
     positions = {name: i for i, name in enumerate(["msisdn", "province", "commune"])}
     rejects = RejectsFile(tmp_path / "rejects" / "crash.csv")
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(ImportInterrupted, match="không có gì thay đổi"):
         importer.load(rows(), RowParser(regions, positions), now, "test", rejects)
     assert _rows(importer.engine) == before
     assert not rejects.path.exists()
@@ -179,14 +196,16 @@ def test_a_file_without_a_number_column_is_refused_whole(importer, now, tmp_path
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("cp1258.csv", b"msisdn,province\n0905123401,\xd0a N\xe3ng\n", "không phải UTF-8"),
+        ("cp1252.csv", b"msisdn,province\n0905123401,Fran\xe7ois\n", 'dòng 2 .*"CSV UTF-8 \\(Comma delimited\\)'),
+        ("mixed.csv", "msisdn,province\n0905123401,Đà Nẵng\n".encode() + b"0905123402,\xd0a\n", "dòng 3"),
+        ("utf16-no-bom.csv", "msisdn,province\n".encode("utf-16-le"), "byte 0 mà không có dấu BOM"),
         ("list.ods", b"PK...", "chỉ nhận CSV hoặc XLSX"),
-        ("broken.xlsx", b"not a zip", "không đọc được như XLSX"),
+        ("broken.xlsx", b"not a zip", "không phải tệp Excel .xlsx hợp lệ"),
         ("empty.csv", b"", "trống"),
     ],
 )
 def test_unreadable_files_get_a_clear_message(importer, now, tmp_path, name, content, message) -> None:
-    """A wrong encoding, format or an empty file is refused with what and where."""
+    """An encoding we cannot read, a wrong format or an empty file is refused with what and where."""
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(UsageError, match=message):
@@ -226,13 +245,11 @@ def test_cli_import_reports_json_and_exits_1_when_rows_were_rejected(cli) -> Non
 
 
 def test_cli_opt_out_masks_the_number(cli) -> None:
-    """The console shows the number masked, and an unknown number exits 1."""
+    """The console shows the number masked."""
     cli("subscribers", "import", str(DATA / "thue-bao-da-nang.csv"))
     code, out, _ = cli("subscribers", "opt-out", "0905 123 401")
     assert code == 0
     assert "+8490****401" in out and "123401" not in out.replace("****", "")
-    code, _, err = cli("subscribers", "opt-out", "0905 999 999")
-    assert code == 1 and "+8490****999" in err
 
 
 # -- region cells ---------------------------------------------------------------------------
@@ -274,3 +291,193 @@ def test_an_ambiguous_cell_says_what_to_write_and_that_text_imports(importer, no
     summary, stored, _reasons = _region_rows(importer, now, tmp_path, rows)
     assert summary.added == 2
     assert {stored[n]["legacy_district_code"] for n in ("+84905123401", "+84905123402")} == {808}
+
+
+# -- refusals of numbers we do not hold yet -----------------------------------------------------------
+
+
+def _audit(engine: Engine) -> list[tuple[str, str, dict]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(select(audit_log.c.action, audit_log.c.subject, audit_log.c.detail))]
+
+
+def test_an_opt_out_of_an_unknown_number_is_held_and_a_later_import_honours_it(importer, now, tmp_path) -> None:
+    """A refusal of a number not yet imported is kept, audited, and the import brings the person in opted out."""
+    with importer.engine.begin() as conn:
+        assert set_opt_out(conn, "+84905123401", True, now, "tong-dai") is OptOut.HELD
+        assert held_refusals(conn) == 1
+    assert _audit(importer.engine) == [("subscriber.opt_out", "+8490****401", {"outcome": "held"})]
+    later = now + timedelta(days=30)
+    summary = importer.import_file(_write_csv(tmp_path / "a.csv", [["0905123401", "48", "", "", "", "", ""]]), later)
+    assert (summary.added, summary.refusals_applied) == (1, 1)
+    assert _rows(importer.engine)["+84905123401"]["opted_out_at"] == now  # the time of the refusal, not the import
+    with importer.engine.connect() as conn:
+        assert held_refusals(conn) == 0
+
+
+def test_opt_in_lifts_a_held_refusal(importer, now, tmp_path) -> None:
+    """opt-in of a number only refused so far withdraws the refusal; a second opt-in has nothing to lift."""
+    with importer.engine.begin() as conn:
+        set_opt_out(conn, "+84905123401", True, now)
+        assert set_opt_out(conn, "+84905123401", False, now, "tong-dai") is OptOut.LIFTED
+        assert set_opt_out(conn, "+84905123401", False, now) is OptOut.UNKNOWN
+    importer.import_file(_write_csv(tmp_path / "a.csv", [["0905123401", "48", "", "", "", "", ""]]), now)
+    assert _rows(importer.engine)["+84905123401"]["opted_out_at"] is None
+    assert _audit(importer.engine)[-1] == ("subscriber.opt_in", "+8490****401", {"outcome": "lifted"})
+
+
+def test_a_generated_population_honours_a_held_refusal(importer, regions, now, tmp_path) -> None:
+    """`subscribers generate` goes through the same import: a number refused beforehand arrives opted out."""
+    first = population.generate(regions, 48, 1, seed=9)
+    refused = PhoneBook().normalize(next(first)[0]).e164
+    with importer.engine.begin() as conn:
+        set_opt_out(conn, refused, True, now)
+    positions = {name: i for i, name in enumerate(population.HEADER)}
+    rows = population.generate(regions, 48, 50, seed=9)
+    summary = importer.load(rows, RowParser(regions, positions), now, "generate", RejectsFile(tmp_path / "r.csv"))
+    assert summary.refusals_applied == 1
+    assert _rows(importer.engine)[refused]["opted_out_at"] == now
+
+
+def test_cli_opt_out_of_an_unknown_number_is_held_and_counted_in_stats(cli) -> None:
+    """The CLI says the refusal was put on the list; stats count it until the number is imported."""
+    code, out, _ = cli("subscribers", "opt-out", "0905 999 999")
+    assert code == 0
+    assert "chưa có thuê bao +8490****999: đã ghi vào danh sách từ chối, mọi lần nhập sau sẽ tôn trọng" in out.lower()
+    code, document = cli.json("subscribers", "stats")
+    assert (code, document["total"], document["held_refusals"]) == (0, 0, 1)
+    _, out, _ = cli("subscribers", "stats")
+    assert "Lời từ chối của số chưa nhập (áp dụng khi nhập): 1." in out
+
+
+def test_cli_opt_in_of_a_number_never_seen_exits_1(cli) -> None:
+    """Withdrawing a refusal nobody made is refused input, with the number masked."""
+    code, _, err = cli("subscribers", "opt-in", "0905 999 999")
+    assert code == 1
+    assert "+8490****999" in err and "999999" not in err
+
+
+# -- files as people save them ------------------------------------------------------------------------
+
+
+def _rejected(summary) -> dict[int, tuple[str, str]]:
+    return {int(row): (value, reason) for row, value, reason in _rejects(summary)}
+
+
+def test_a_cell_over_128_kb_is_a_row_error_and_the_import_goes_on(importer, now, tmp_path) -> None:
+    """A huge cell rejects its row in Vietnamese; the rows after it are imported."""
+    path = tmp_path / "long.csv"
+    path.write_text(
+        "msisdn,province,note\n0905123401,48,ok\n0905123402,48," + "x" * 200_000 + "\n0905123403,48,ok\n",
+        encoding="utf-8",
+    )
+    summary = importer.import_file(path, now)
+    assert (summary.added, summary.rejected) == (2, 1)
+    assert "ô dài hơn 128 KB" in _rejected(summary)[3][1]
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        pytest.param(['0905123402,"Đà Nẵng,x', "0905123403,48,x", "0905123404,48,x"], id="never-closed"),
+        pytest.param(['0905123402,"Đà Nẵng,x', "0905123403,48,x", '0905123404,48,x"'], id="closed-rows-later"),
+    ],
+)
+def test_an_unclosed_quote_is_reported_at_its_row_and_the_rows_after_it_are_read(
+    importer, now, tmp_path, lines
+) -> None:
+    """A quote left open names the row it opened on, and does not swallow the rows after it."""
+    path = tmp_path / "quote.csv"
+    path.write_text("\n".join(["msisdn,province,note", "0905123401,48,x", *lines]) + "\n", encoding="utf-8")
+    summary = importer.import_file(path, now)
+    value, reason = _rejected(summary)[3]
+    assert 'dấu ngoặc kép (") mở ở dòng này không được đóng' in reason
+    assert value.startswith("0905123402")
+    assert {"+84905123401", "+84905123403", "+84905123404"} <= _rows(importer.engine).keys()
+
+
+def test_a_line_break_inside_a_closed_quote_stays_in_its_cell(importer, now, tmp_path) -> None:
+    """A note typed with Alt+Enter in Excel is one cell, not a broken row."""
+    path = tmp_path / "note.csv"
+    path.write_text('msisdn,province,note\n0905123401,48,"dòng một\ndòng hai"\n0905123402,48,x\n', encoding="utf-8")
+    summary = importer.import_file(path, now)
+    assert (summary.rows, summary.added, summary.rejected) == (2, 2, 0)
+
+
+def test_excel_unicode_text_is_read_as_utf16(importer, now, tmp_path) -> None:
+    """Excel's "Unicode Text" (UTF-16 with BOM, tab-separated) imports, and the summary says how it was read."""
+    text = "Số điện thoại\tTỉnh/Thành phố\tXã/Phường\r\n0905123401\tĐà Nẵng\tPhường Hải Châu\r\n"
+    path = tmp_path / "unicode.txt"
+    path.write_bytes(codecs.BOM_UTF16_LE + text.encode("utf-16-le"))
+    summary = importer.import_file(path, now)
+    assert (summary.added, summary.rejected, summary.encoding) == (1, 0, "utf-16")
+    assert summary.to_json()["encoding"] == "utf-16"
+
+
+_TONES = {"\u0300", "\u0301", "\u0303", "\u0309", "\u0323"}
+
+
+def _windows_1258(text: str) -> bytes:
+    """`text` as a Vietnamese Windows saves it: a letter Windows-1258 lacks becomes letter + combining tone."""
+    out = b""
+    for ch in text:
+        try:
+            out += ch.encode("cp1258")
+        except UnicodeEncodeError:
+            base, *marks = unicodedata.normalize("NFD", ch)
+            letter = unicodedata.normalize("NFC", base + "".join(m for m in marks if m not in _TONES))
+            out += (letter + "".join(m for m in marks if m in _TONES)).encode("cp1258")
+    return out
+
+
+def test_a_vietnamese_windows_csv_is_read_as_windows_1258_in_nfc(importer, now, tmp_path) -> None:
+    """Plain CSV from Excel on a Vietnamese Windows imports, its combining tone marks composed (NFC)."""
+    text = "Số điện thoại,Tỉnh/Thành phố,Xã/Phường,Đối tượng\r\n0905123401,Đà Nẵng,Phường Hải Châu,người cao tuổi\r\n"
+    text += "0905123402,Đà Nẵng,Phường Ngũ Hành Sơn Cũ,\r\n"
+    path = tmp_path / "windows.csv"
+    path.write_bytes(_windows_1258(text))
+    assert b"\xde" in path.read_bytes()  # 'ẵ' was written as 'ă' + a combining tilde
+    summary = importer.import_file(path, now)
+    assert (summary.added, summary.encoding) == (1, "windows-1258")
+    assert _rows(importer.engine)["+84905123401"]["audience_mask"] == Audience.ELDERLY.mask
+    assert "'Phường Ngũ Hành Sơn Cũ'" in _rejected(summary)[3][1]  # as typed, composed
+
+
+def test_a_directory_given_as_the_file_says_it_is_a_directory(importer, now, tmp_path) -> None:
+    """A folder named like a list is refused as a folder, not as a missing file."""
+    (tmp_path / "danh-sach.csv").mkdir()
+    with pytest.raises(UsageError, match="danh-sach.csv là một thư mục"):
+        importer.import_file(tmp_path / "danh-sach.csv", now)
+
+
+def test_cli_a_repeated_number_is_a_duplicate_not_a_rejection(cli, tmp_path) -> None:
+    """The same number twice is counted as a duplicate and listed, and alone does not make the status 1."""
+    path = _write_csv(tmp_path / "twice.csv", [["0905123401", "48", "", "", "", "", ""]] * 2)
+    code, document = cli.json("subscribers", "import", str(path))
+    assert (code, document["added"], document["duplicates"], document["rejected"]) == (0, 1, 1, 0)
+    with Path(document["rejects_file"]).open(encoding="utf-8-sig") as fh:
+        assert list(csv.reader(fh))[1] == ["2", "+84905123401", "trùng số với dòng 3 (dùng dòng 3)"]
+
+
+def test_cli_ctrl_c_during_an_import_says_nothing_changed(tmp_path) -> None:
+    """SIGINT mid-import: a Vietnamese message, exit 130, no traceback, no subscriber stored, no rejects file."""
+    rejects = tmp_path / "rejects"
+    rows = [["02363812345", "48", "", "", "", "", ""]]  # refused first, so the rejects file marks the import under way
+    rows += [[f"09051{i:05d}", "48", "", "", "", "", ""] for i in range(100_000)]
+    path = _write_csv(tmp_path / "big.csv", rows)
+    database = tmp_path / "canhbao.db"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CANHBAO_")}
+    environ |= {"CANHBAO_DATABASE__URL": f"sqlite:///{database}", "CANHBAO_SUBSCRIBERS__REJECTS_DIR": str(rejects)}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "dispatcher", "subscribers", "import", str(path)],
+        env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+    )  # fmt: skip
+    while not (rejects.exists() and any(rejects.iterdir())) and child.poll() is None:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    assert "Ctrl-C): không có gì thay đổi" in err and "Traceback" not in err
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        assert conn.execute("SELECT count(*) FROM subscribers").fetchone() == (0,)
+    assert not list(rejects.iterdir()), (list(rejects.iterdir()), err)
