@@ -28,8 +28,10 @@ setup:
 # Itel and Reddi go to the hand-off file, to show both gateways; Zalo goes to the simulator too,
 # which refuses a fifth of the numbers as not on Zalo and never confirms 5 % of what it takes
 # (both get an SMS instead; the demo waits 5 s for Zalo's receipts, not 10 minutes). Quiet hours
-# (22:00–07:00) are off in the demo only, so that it sends at whatever hour it is run.
-DEMO := CANHBAO_DATABASE__URL=sqlite:///var/demo.db CANHBAO_SUBSCRIBERS__REJECTS_DIR=var/demo-rejects \
+# (22:00–07:00) are off in the demo only, so that it sends at whatever hour it is run. The demo
+# is read by a person even through a pipe (`make demo | less`): it logs warnings only, where a
+# worker run as a service writes JSON lines at info.
+DEMO := CANHBAO_LOGGING__LEVEL=warning CANHBAO_DATABASE__URL=sqlite:///var/demo.db CANHBAO_SUBSCRIBERS__REJECTS_DIR=var/demo-rejects \
 	CANHBAO_POLICY__QUIET_HOURS='{"sms": "", "zalo": ""}' \
 	CANHBAO_GATEWAYS__FILE__PATH=var/demo-outbox.jsonl \
 	CANHBAO_ROUTES='{"default": ["simulator"], "itel": ["file"], "reddi": ["file"], "zalo": ["simulator"]}' \
@@ -72,7 +74,7 @@ demo: setup
 	@echo "== 10. Chiến dịch định kỳ (schedules/): nạp, người thứ hai duyệt, 5 lượt chạy tới"
 	@$(DEMO) --as lien-lac-vien schedules sync
 	@$(DEMO) --as lanh-dao-so schedules approve cao-bang-hang-tuan an-giang-sinh-vien-hang-thang
-	@COLUMNS=140 $(DEMO) schedules list
+	@$(DEMO) schedules list
 	@echo "Chạy lâu dài: canhbao serve (bộ lập lịch + tiến trình gửi); giờ yên lặng 22:00–07:00 áp dụng ngoài bản demo."
 	@echo "Nhật ký đầy đủ: canhbao log --blast 2 --export csv  ·  tệp chuyển giao (Itel, Reddi): var/demo-outbox.jsonl"
 	@echo "Cơ sở dữ liệu: var/demo.db  ·  báo cáo dòng bị từ chối: var/demo-rejects/"

@@ -24,8 +24,9 @@ from rich.table import Table
 from sqlalchemy import Engine, func, select
 
 from dispatcher import alerts as catalogue
-from dispatcher import db, formats, logs, population, smstext
+from dispatcher import db, formats, labels, logs, population, smstext
 from dispatcher.audit import audit
+from dispatcher.cli_tables import Column, print_fitted
 from dispatcher.config import Settings, load_settings
 from dispatcher.domain import METHODS, Audience, Channel, audience_mask
 from dispatcher.errors import CanhBaoError, InputRejected, UsageError
@@ -372,11 +373,11 @@ def subscribers_stats(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if as_json:
         _emit({"groups": document, "total": total, "held_refusals": held})
         return
-    table = Table("Tỉnh/thành phố", "Nhà mạng", "Thuê bao", "Từ chối")
-    for r in document:
-        table.add_row(c.regions.province(r["province_code"]).name, r["carrier"], formats.number(r["subscribers"]),
-                      formats.number(r["opted_out"]))  # fmt: skip
-    out.print(table)
+    columns = (Column("Tỉnh/thành phố"), Column("Nhà mạng"), Column("Thuê bao", whole=True, justify="right"),
+               Column("Từ chối", whole=True, justify="right"))  # fmt: skip
+    rows = [[c.regions.province(r["province_code"]).name, labels.carrier(r["carrier"]),
+             formats.number(r["subscribers"]), formats.number(r["opted_out"])] for r in document]  # fmt: skip
+    print_fitted(out, columns, rows, "xem đủ: --json")
     out.print(f"Tổng: {formats.number(total)} thuê bao.")
     out.print(f"Lời từ chối của số chưa nhập (áp dụng khi nhập): {formats.number(held)}.")
 
@@ -463,11 +464,16 @@ def alerts_list(
         keys = ("slug", "version", "versions", "status", "method", "priority", "title", "author", "approver")
         _emit([{k: r[k] for k in keys} for r in rows])
         return
-    table = Table("Mã", "Bản", "Trạng thái", "Phương thức", "Ưu tiên", "Tiêu đề")
-    for r in rows:
-        status = catalogue.STATUS_VI[r["status"]]
-        table.add_row(r["slug"], str(r["version"]), status, r["method"], r["priority"], r["title"])
-    out.print(table)
+    methods = c.catalogue().methods
+    cells = [[r["slug"], str(r["version"]), catalogue.STATUS_VI[r["status"]], methods.get(r["method"], r["method"]),
+              labels.priority(r["priority"]), r["title"]] for r in rows]  # fmt: skip
+    print_fitted(out, ALERT_COLUMNS, cells, "xem đủ: --json hoặc canhbao alerts show MÃ")
+
+
+ALERT_COLUMNS = (
+    Column("Mã", whole=True), Column("Bản", whole=True, justify="right"), Column("Trạng thái"),
+    Column("Phương thức", drop=4, least=14), Column("Ưu tiên", drop=2), Column("Tiêu đề", drop=3, least=16),
+)  # fmt: skip
 
 
 def _alert_document(c: Context, row: dict[str, Any], renderings: catalogue.Renderings) -> dict[str, Any]:
@@ -500,21 +506,24 @@ def alerts_show(
         return
     status = catalogue.STATUS_VI[row["status"]]
     out.print(f"[bold]{row['title']}[/bold]  ({row['slug']} bản {row['version']}, {status})")
-    out.print(f"Phương thức: {METHODS.get(row['method'], row['method'])} · ưu tiên {row['priority']} · "
-              f"hiệu lực {row['valid_days']} ngày · đối tượng: {', '.join(row['audiences'])}")  # fmt: skip
+    method = c.catalogue().methods.get(row["method"], row["method"])
+    out.print(f"Phương thức: {method} · ưu tiên {labels.priority(row['priority'])} · "
+              f"hiệu lực {row['valid_days']} ngày · đối tượng: {labels.audiences(row['audiences'])}")  # fmt: skip
     out.print(f"Nguồn: {row['source']}")
     out.print(f"Tác giả: {row['author']} · người duyệt: {row['approver'] or '—'}")
     sms = c.settings.sms
     for label, rendering in (("Có dấu", renderings.unicode), ("Không dấu", renderings.ascii)):
         info = rendering.info
-        out.print(f"\n[bold]{label}[/bold] — {info.encoding}, {info.characters} ký tự, {info.parts} phần tin")
+        out.print(f"\n[bold]{label}[/bold] — {info.encoding}, {formats.number(info.characters)} ký tự, "
+                  f"{info.parts} phần tin")  # fmt: skip
         out.print(rendering.text, markup=False)
-    table = Table("Nhà mạng", f"Giá/phần ({sms.currency})", "Có dấu/tin", "Không dấu/tin")
-    for carrier, price in sms.price_per_part.items():
-        table.add_row(carrier, f"{price:,.0f}", f"{price * renderings.unicode.info.parts:,.0f}",
-                      f"{price * renderings.ascii.info.parts:,.0f}")  # fmt: skip
+    columns = (Column("Nhà mạng"), *(Column(h, whole=True, justify="right")
+               for h in (f"Giá/phần ({sms.currency})", "Có dấu/tin", "Không dấu/tin")))  # fmt: skip
+    prices = sorted(sms.price_per_part.items(), key=lambda kv: kv[0] == "default")  # 'các mạng khác' last
+    parts = (1, renderings.unicode.info.parts, renderings.ascii.info.parts)
+    rows = [[labels.carrier(carrier), *(formats.number(price * n) for n in parts)] for carrier, price in prices]
     out.print()
-    out.print(table)
+    print_fitted(out, columns, rows, "xem đủ: --json")
     out.print("Số phần tin tính với giá trị dài nhất của các biến ({ten_tinh}, {ten_xa}).", markup=False)
 
 
@@ -566,8 +575,12 @@ def alerts_methods(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if as_json:
         _emit(methods)
         return
+    table = Table.grid(padding=(0, 2))
+    table.add_column(no_wrap=True)  # the code is what `--method` takes: never wrapped
+    table.add_column()
     for slug, label in methods.items():
-        out.print(f"{slug:28} {label}")
+        table.add_row(slug, label)
+    out.print(table)
 
 
 # -- text ---------------------------------------------------------------------------------

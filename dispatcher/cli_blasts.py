@@ -3,39 +3,39 @@
 from __future__ import annotations
 
 import asyncio
-import csv
+import functools
+import math
 import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 
 from dispatcher import blasts as blast_ops
+from dispatcher import delivery_log as log_ops
+from dispatcher import labels
 from dispatcher.cli import Context, JsonOption, _emit, _msisdn, err, out
+from dispatcher.cli_tables import Column, print_fitted
 from dispatcher.dispatch import Worker
-from dispatcher.domain import FINAL_DELIVERY_STATES, BlastState, DeliveryStatus
+from dispatcher.domain import FINAL_DELIVERY_STATES, BlastState
 from dispatcher.errors import UsageError
+from dispatcher.formats import duration, moment, number
 from dispatcher.gateways import build
-from dispatcher.models import blasts, deliveries, delivery_queue
-from dispatcher.phones import mask
+from dispatcher.models import blasts, deliveries
 from dispatcher.regions import RegionIndex
 from dispatcher.segments import SegmentSpec, resolve
 
 Many = Annotated[list[str] | None, typer.Option()]
-STATUS_VI = {
-    "queued": "chờ gửi", "sending": "đang gửi", "sent": "đã gửi", "delivered": "đã nhận", "failed": "lỗi",
-    "undeliverable": "không tới được", "expired": "quá hạn", "unknown": "chưa rõ", "cancelled": "đã huỷ",
-}  # fmt: skip
-CHANNEL_VI = {"sms": "SMS", "zalo": "Zalo"}
 REASON_VI = {"opted_out": "từ chối nhận", "no_channel": "không có kênh này", "already_received": "đã nhận mẫu này",
              "capped": "đã đủ số tin trong 24 giờ"}  # fmt: skip
 
@@ -215,39 +215,47 @@ def blast_status(
     if as_json:
         _emit(document)
         return
+    _print_status(c, blast_id, document)
+
+
+def _print_status(c: Context, blast_id: int, document: dict[str, Any]) -> None:
     shown = [status for status, n in document["counts"].items() if n]
-    table = Table("Nhà mạng", *(STATUS_VI[status] for status in shown))
-    for carrier, counts in sorted(document["by_carrier"].items(), key=lambda kv: -sum(kv[1].values())):
-        table.add_row(carrier, *(f"{counts.get(status, 0):,}" for status in shown))
-    table.add_row("[bold]Tổng[/bold]", *(f"[bold]{document['counts'][status]:,}[/bold]" for status in shown))
+    columns = [Column("Nhà mạng"), *(Column(labels.delivery_state(status), justify="right") for status in shown)]
+    by_size = sorted(document["by_carrier"].items(), key=lambda kv: -sum(kv[1].values()))
+    rows = [
+        [labels.carrier(carrier), *(number(counts.get(status, 0)) for status in shown)] for carrier, counts in by_size
+    ]
+    rows.append(["[bold]Tổng[/bold]", *(f"[bold]{number(document['counts'][status])}[/bold]" for status in shown)])
     out.print(f"Đợt gửi {blast_id}: [bold]{blast_ops.STATE_VI[document['state']]}[/bold]")
-    out.print(table)
+    print_fitted(out, columns, rows, "xem đủ: --json")
     held = document["held"]
     if held.get("deferred"):
-        out.print(f"Hoãn 1 ngày vì đã đủ số tin trong 24 giờ: {held['deferred']:,} người (đã tính ở trên).")
+        out.print(f"Hoãn 1 ngày vì đã đủ số tin trong 24 giờ: {number(held['deferred'])} người (đã tính ở trên).")
     if held.get("capped"):
-        out.print(f"Bỏ qua vì đã đủ số tin trong 24 giờ: {held['capped']:,} người.")
+        out.print(f"Bỏ qua vì đã đủ số tin trong 24 giờ: {number(held['capped'])} người.")
     if len(document["by_channel"]) > 1:
-        out.print("Theo kênh: " + " · ".join(f"{CHANNEL_VI.get(channel, channel)} {n:,}"
+        out.print("Theo kênh: " + " · ".join(f"{labels.channel(channel)} {number(n)}"
                                              for channel, n in sorted(document["by_channel"].items())))  # fmt: skip
     if document["awaiting_receipt"]:
-        waited = c.settings.dispatch.receipt_timeout_seconds
-        out.print(f"Chờ Zalo xác nhận đã nhận: {document['awaiting_receipt']:,} tin "
-                  f"(không có xác nhận sau {waited:g} giây thì gửi SMS).")  # fmt: skip
+        waited = duration(c.settings.dispatch.receipt_timeout_seconds)
+        out.print(f"Chờ Zalo xác nhận đã nhận: {number(document['awaiting_receipt'])} tin "
+                  f"(không có xác nhận sau {waited} thì gửi SMS).")  # fmt: skip
 
 
 def _watch(c: Context, blast_id: int) -> dict[str, Any]:
     started, first = time.monotonic(), None
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[rate]}"), console=out) as progress:  # fmt: skip
-        task = progress.add_task(f"Đợt {blast_id}", total=None, rate="")
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
+                  TimeElapsedColumn(), TextColumn("{task.fields[rate]}"), console=out) as progress:  # fmt: skip
+        task = progress.add_task(f"Đợt {blast_id}", total=None, rate="", count="")
         while True:
             document = _status_document(c, blast_id)
             counts = document["counts"]
             done = sum(n for s, n in counts.items() if s not in ("queued", "sending"))
             first = done if first is None else first
             rate = (done - first) / max(time.monotonic() - started, 1e-9)
-            progress.update(task, total=sum(counts.values()) or None, completed=done, rate=f"{rate:,.0f} tin/giây")
+            total = sum(counts.values())
+            progress.update(task, total=total or None, completed=done, rate=f"{number(rate)} tin/giây",
+                            count=f"{number(done)}/{number(total)}")  # fmt: skip
             if document["state"] not in (BlastState.RUNNING.value, BlastState.SCHEDULED.value, BlastState.PAUSED.value):
                 return document
             time.sleep(0.5)
@@ -262,18 +270,24 @@ def blast_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if as_json:
         _emit([{k: r[k] for k in keys} | {"segment": r["preview"]["segment"]} for r in rows])
         return
-    table = Table("Số", "Trạng thái", "Mẫu", "Phân đoạn", "Người nhận", "Tạo", "Duyệt")
-    for r in rows:
-        table.add_row(
-            str(r["id"]),
-            blast_ops.STATE_VI[r["state"]],
-            r["preview"]["alert"]["id"],
-            "; ".join(r["preview"]["segment"]),
-            f"{r['recipients'] or r['preview']['recipients']:,}",
-            r["created_by"],
-            r["approved_by"] or "—",
-        )
-    out.print(table)
+    zone = c.settings.app.timezone
+    print_fitted(out, BLAST_COLUMNS, [_blast_cells(r, zone) for r in rows], "xem đủ: --json")
+
+
+BLAST_COLUMNS = (
+    Column("Số", whole=True, justify="right"), Column("Trạng thái"), Column("Mẫu", whole=True, drop=2),
+    Column("Phân đoạn", drop=3, least=16), Column("Kênh", drop=5), Column("Người nhận", whole=True, justify="right"),
+    Column("Bắt đầu", drop=6), Column("Tạo → duyệt", drop=4),
+)  # fmt: skip
+
+
+def _blast_cells(r: Any, zone: str) -> list[str]:
+    started = r["started_at"] or r["start_at"]
+    return [
+        str(r["id"]), blast_ops.STATE_VI[r["state"]], r["preview"]["alert"]["id"], "; ".join(r["preview"]["segment"]),
+        labels.channel(r["channel"]), number(r["recipients"] or r["preview"]["recipients"]),
+        moment(started, zone) if started else "khi được duyệt", f"{r['created_by']} → {r['approved_by'] or '—'}",
+    ]  # fmt: skip
 
 
 def worker(
@@ -283,12 +297,28 @@ def worker(
     """Tiến trình gửi: lấy tin đến hạn, gửi qua các cổng theo tuyến, ghi kết quả. Ctrl-C dừng an toàn."""
     c: Context = ctx.obj
     runner = build_worker(c)
-    if not err.is_terminal:
+    tally = log_ops.BlastsProgress(since=c.now)
+    started = time.monotonic()
+    if err.is_terminal:
+        _with_progress(c, runner, until_idle, tally)
+    else:  # nobody watches a bar: the tally is read once, for the summary
         asyncio.run(run_worker(runner, until_idle))
-    else:
-        _with_progress(c, runner, until_idle)
-    if not until_idle:
-        err.print(f"Đã dừng tiến trình gửi ({runner.sent:,} tin đã gửi).")
+    _summary(c, runner, tally, time.monotonic() - started, stopped=not until_idle)
+
+
+def _summary(c: Context, runner: Worker, tally: log_ops.BlastsProgress, seconds: float, stopped: bool) -> None:
+    """One line: what this worker sent, how fast, and where the blasts it worked on stand."""
+    with c.engine.connect() as conn:
+        tally.refresh(conn)
+        states = tally.by_state(conn)
+    rate = runner.sent / seconds if seconds > 0 else 0.0
+    lead = "Đã dừng tiến trình gửi" if stopped else "Xong"
+    line = f"{lead} sau {duration(seconds)}: đã trao {number(runner.sent)} tin cho các cổng ({number(rate)} tin/giây)."
+    if states:
+        blast_ids = ", ".join(map(str, sorted(tally.totals)))
+        line += f" Đợt {blast_ids}: " + " · ".join(f"{labels.delivery_state(s)} {number(n)}" for s, n in states.items())
+        line += "."
+    out.print(line, soft_wrap=True)  # one line, however wide: the terminal wraps it
 
 
 def build_worker(c: Context) -> Worker:
@@ -300,34 +330,24 @@ def build_worker(c: Context) -> Worker:
     return Worker(c.engine, gateways, c.settings, names, lambda: datetime.now(UTC), worker_id)
 
 
-def _with_progress(c: Context, runner: Worker, until_idle: bool) -> None:
-    """Run the worker under a progress bar; the count of waiting messages is refreshed every 2 s."""
-    with Progress(TextColumn("Đang gửi"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[rate]}"), console=err) as progress:  # fmt: skip
-        task = progress.add_task("", total=None, rate="")
-        started = checked = time.monotonic()
-        waiting = _waiting(c)
+def _with_progress(c: Context, runner: Worker, until_idle: bool, tally: log_ops.BlastsProgress) -> None:
+    """Run the worker under a progress bar of the running blasts' deliveries, counted every 2 s."""
+    with Progress(TextColumn("Đang gửi"), BarColumn(), TextColumn("{task.fields[count]}"), TimeElapsedColumn(),
+                  TextColumn("{task.fields[rate]}"), console=err, transient=True) as progress:  # fmt: skip
+        task = progress.add_task("", total=None, rate="", count="")
+        started, checked = time.monotonic(), -math.inf
 
         def show() -> None:
-            nonlocal checked, waiting
+            nonlocal checked
             now = time.monotonic()
-            if now - checked >= 2:  # counting waiting rows reads the table: not on every batch
-                checked, waiting = now, _waiting(c)
-            rate = runner.sent / max(now - started, 1e-9)
-            progress.update(task, completed=runner.sent, total=max(runner.sent + waiting, runner.sent),
-                            rate=f"{rate:,.0f} tin/giây")  # fmt: skip
+            if now - checked >= 2:  # counting reads the queue: not on every batch
+                checked = now
+                with c.engine.connect() as conn:
+                    done, total = tally.refresh(conn)
+                progress.update(task, completed=done, total=total or None, count=f"{number(done)}/{number(total)}")
+            progress.update(task, rate=f"{number(runner.sent / max(now - started, 1e-9))} tin/giây")
 
         asyncio.run(run_worker(runner, until_idle, show))
-
-
-def _waiting(c: Context) -> int:
-    """Messages waiting on the queue for running blasts."""
-    with c.engine.connect() as conn:
-        return conn.execute(
-            select(func.count())
-            .select_from(delivery_queue.join(blasts, blasts.c.id == delivery_queue.c.blast_id))
-            .where(blasts.c.state == BlastState.RUNNING.value)
-        ).scalar_one()
 
 
 async def run_worker(runner: Worker, until_idle: bool, on_tick: Callable[[], None] | None = None) -> None:
@@ -346,85 +366,103 @@ async def run_worker(runner: Worker, until_idle: bool, on_tick: Callable[[], Non
 def delivery_log(
     ctx: typer.Context,
     blast: Annotated[int | None, typer.Option(help="Chỉ đợt gửi này.")] = None,
-    status: Annotated[str | None, typer.Option(help="Chỉ trạng thái này (sent, failed, unknown…).")] = None,
-    carrier: Annotated[str | None, typer.Option(help="Chỉ nhà mạng này.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Chỉ trạng thái này: 'đã gửi', 'lỗi', 'chưa rõ'… hay mã: sent, failed…")
+    ] = None,
+    carrier: Annotated[str | None, typer.Option(help="Chỉ nhà mạng này (Viettel, VinaPhone, MobiFone…).")] = None,
     province: Annotated[str | None, typer.Option(help="Chỉ tỉnh/thành phố này (tên hoặc mã).")] = None,
-    since: Annotated[str | None, typer.Option(help="Từ thời điểm, ví dụ '2026-12-01 09:00'.")] = None,
+    since: Annotated[str | None, typer.Option(help="Từ thời điểm, ví dụ '01/12/2026 09:00'.")] = None,
     msisdn: Annotated[str | None, typer.Option(help="Chỉ số điện thoại này.")] = None,
-    limit: Annotated[int, typer.Option(help="Số dòng tối đa (khi không xuất tệp).")] = 50,
-    export: Annotated[str | None, typer.Option(help="'csv': xuất toàn bộ ra stdout dạng CSV.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Số dòng tối đa (mặc định: 50, khi xuất: tất cả).")] = None,
+    export: Annotated[str | None, typer.Option(help="csv hoặc xlsx: xuất mọi dòng khớp bộ lọc.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Tệp ghi kết quả xuất (không có: CSV ra stdout).")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Nhật ký gửi từng tin (số điện thoại được che), lọc theo đợt, trạng thái, nhà mạng, địa bàn."""
+    """Nhật ký gửi từng tin (số điện thoại được che), lọc theo đợt, trạng thái, nhà mạng, địa bàn; xuất CSV, XLSX."""
     c: Context = ctx.obj
-    d = deliveries.c
-    queued_at = blasts.c.started_at  # every delivery is queued when its blast starts
-    # The channel it went on: its own after a fallback, else the blast's first.
-    channel = func.coalesce(d.channel, case((blasts.c.channel == "sms", "sms"), else_="zalo"))
-    query = (
-        select(
-            d.id,
-            d.blast_id,
-            d.msisdn,
-            d.carrier,
-            d.province_code,
-            channel.label("channel"),
-            d.status,
-            d.attempts,
-            d.gateway,
-            d.provider_id,
-            d.error_code,
-            d.error,
-            queued_at.label("queued_at"),
-            d.sent_at,
-            d.finished_at,
-        )
-        .select_from(deliveries.join(blasts, blasts.c.id == d.blast_id))
-        .order_by(d.id)
-    )
-    if status is not None and status not in {s.value for s in DeliveryStatus}:
-        raise UsageError(f"Trạng thái '{status}' không có (nhận: {', '.join(s.value for s in DeliveryStatus)}).")
-    filters = [
-        (blast, lambda v: d.blast_id == v), (status, lambda v: d.status == v),
-        (carrier, lambda v: d.carrier == v.lower()),
-        (province, lambda v: d.province_code == c.regions.one(v).code),
-        (since, lambda v: queued_at >= parse_time(v, c.settings.app.timezone, "--since")),
-        (msisdn, lambda v: d.msisdn == _msisdn(v)),
-    ]  # fmt: skip
-    for value, condition in filters:
-        if value is not None:
-            query = query.where(condition(value))
-    if export is None:
-        query = query.limit(limit)
+    fmt = _export_format(export, output, as_json)
+    shown = limit if limit is not None or fmt else 50  # a screen shows the first 50; an export, everything
+    log = log_ops.LogFilter(
+        blast_id=blast, status=None if status is None else labels.parse_delivery_state(status),
+        carrier=None if carrier is None else log_ops.carrier_named(carrier),
+        province_code=None if province is None else c.regions.one(province).code,
+        since=parse_time(since, c.settings.app.timezone, "--since"),
+        msisdn=None if msisdn is None else _msisdn(msisdn), limit=shown,
+    )  # fmt: skip
+    if fmt is not None:
+        _export(c, log, fmt, output, as_json)
+        return
     with c.engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(query).mappings()]
-    for row in rows:
-        row["msisdn"] = mask(row["msisdn"])
-    if export == "csv":
-        _export_csv(rows)
-    elif as_json:
-        _emit(rows)
+        rows = list(log_ops.read(conn, log))
+    if as_json:
+        _emit([log_ops.as_json(row) for row in rows])
     else:
-        _print_log(rows, c.settings.app.timezone)
+        _print_log(rows, c.settings.app.timezone, shown)
 
 
-def _export_csv(rows: list[dict[str, Any]]) -> None:
-    columns = ["id", "blast_id", "msisdn", "carrier", "province_code", "channel", "status", "attempts", "gateway",
-               "provider_id", "error_code", "error", "queued_at", "sent_at", "finished_at"]  # fmt: skip
-    writer = csv.DictWriter(sys.stdout, columns)
-    writer.writeheader()
-    writer.writerows({k: row[k] for k in columns} for row in rows)
+def _export_format(export: str | None, output: Path | None, as_json: bool) -> str | None:
+    """The export asked for, refused before anything is read when the options cannot go together."""
+    if export is None:
+        if output is not None:
+            raise UsageError("--output đi cùng --export csv hoặc --export xlsx.")
+        return None
+    fmt = log_ops.export_format(export)
+    if output is None and fmt == "xlsx":
+        raise UsageError("--export xlsx cần --output TỆP.xlsx: bảng tính không in ra màn hình được.")
+    if output is None and as_json:
+        raise UsageError("--json cùng --export cần --output TỆP: stdout đã dành cho CSV.")
+    return fmt
 
 
-def _print_log(rows: list[dict[str, Any]], zone: str) -> None:
-    table = Table("Tin", "Đợt", "Số", "Nhà mạng", "Kênh", "Trạng thái", "Lần", "Cổng", "Mã nhà cung cấp", "Lỗi",
-                  "Gửi lúc")  # fmt: skip
-    for r in rows:
-        sent = blast_ops.utc(r["sent_at"])
-        sent = sent.astimezone(ZoneInfo(zone)) if sent else None
-        table.add_row(str(r["id"]), str(r["blast_id"]), r["msisdn"], r["carrier"], r["channel"], STATUS_VI[r["status"]],
-                      str(r["attempts"]), r["gateway"] or "", r["provider_id"] or "", r["error_code"] or "",
-                      f"{sent:%H:%M:%S %d/%m}" if sent else "")  # fmt: skip
-    out.print(table)
+def _export(c: Context, log: log_ops.LogFilter, fmt: str, output: Path | None, as_json: bool) -> None:
+    """Stream the log into `output` (or CSV to stdout), with progress on stderr in a terminal."""
+    zone = c.settings.app.timezone
+    province = functools.cache(lambda code: c.regions.province(code).name)
+    with c.engine.connect() as conn, _export_progress() as progress:
+        total = log_ops.count(conn, log) if err.is_terminal else 0  # counting costs a read: only for a bar
+        task = progress.add_task("Xuất nhật ký", total=total or None, count="")
+        rows = _counted(log_ops.read(conn, log),
+                        lambda n: progress.update(task, completed=n, count=f"{number(n)}/{number(total)}"))  # fmt: skip
+        if output is None:
+            written = log_ops.write_csv(rows, sys.stdout, zone, province)
+        else:
+            written = log_ops.export(rows, fmt, output, zone, province)
+    if as_json:
+        _emit({"file": str(output), "format": fmt, "rows": written})
+    elif output is not None:
+        out.print(f"Đã xuất {number(written)} dòng nhật ký ra {output}.", markup=False)
+
+
+def _export_progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
+                    TimeElapsedColumn(), console=err, disable=not err.is_terminal, transient=True)  # fmt: skip
+
+
+def _counted(rows: Iterator[dict[str, Any]], on_count: Callable[[int], None]) -> Iterator[dict[str, Any]]:
+    """`rows` as they come, telling `on_count` every thousand (a progress bar need not see each row)."""
+    n = 0
+    for n, row in enumerate(rows, 1):
+        if n % 1_000 == 0:
+            on_count(n)
+        yield row
+    on_count(n)
+
+
+LOG_COLUMNS = (
+    Column("Tin", whole=True, justify="right"), Column("Đợt", whole=True, justify="right"), Column("Số", whole=True),
+    Column("Nhà mạng", drop=3), Column("Kênh", drop=6), Column("Trạng thái"), Column("Lần", drop=7, justify="right"),
+    Column("Cổng", drop=8), Column("Mã nhà cung cấp", drop=9), Column("Mã lỗi", drop=4), Column("Gửi lúc", drop=5),
+)  # fmt: skip
+
+
+def _print_log(rows: list[dict[str, Any]], zone: str, limit: int) -> None:
+    cells = [
+        [str(r["id"]), str(r["blast_id"]), r["msisdn"], labels.carrier(r["carrier"]), labels.channel(r["channel"]),
+         labels.delivery_state(r["status"]), str(r["attempts"]), r["gateway"] or "", r["provider_id"] or "",
+         r["error_code"] or "", moment(r["sent_at"], zone, seconds=True) if r["sent_at"] else ""]
+        for r in rows
+    ]  # fmt: skip
+    print_fitted(out, LOG_COLUMNS, cells, "xem đủ: --json hoặc --export csv")
     final = sum(1 for r in rows if r["status"] in FINAL_DELIVERY_STATES)
-    out.print(f"{len(rows)} dòng ({final} đã có kết quả cuối).")
+    more = " Có thể còn nữa: --limit lớn hơn, hoặc --export csv." if len(rows) == limit else ""
+    out.print(f"{number(len(rows))} dòng ({number(final)} đã có kết quả cuối).{more}")

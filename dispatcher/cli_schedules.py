@@ -12,12 +12,13 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
-from rich.table import Table
 
 from dispatcher import scheduler as scheduling
 from dispatcher import schedules as campaigns
 from dispatcher.cli import Context, JsonOption, _emit, err, out
 from dispatcher.cli_blasts import build_worker, run_worker
+from dispatcher.cli_tables import Column, print_fitted
+from dispatcher.formats import moment
 
 STATE_VI = {"pending_approval": "chờ duyệt", "active": "đang chạy", "disabled": "tắt", "removed": "đã gỡ"}
 schedules_app = typer.Typer(help="Chiến dịch định kỳ: nạp từ schedules/, duyệt, xem lịch chạy.", no_args_is_help=True)
@@ -80,12 +81,15 @@ def schedules_list(
         out.print("Chưa có chiến dịch nào: chạy 'canhbao schedules sync'.")
         return
     zone = ZoneInfo(c.settings.app.timezone)
-    table = Table("Chiến dịch", "Trạng thái", "Lịch", "Phân đoạn", "Nội dung", f"{count} lượt tới", "Lượt trước")
-    for item in shown:
-        table.add_row(item["name"], STATE_VI.get(item["state"], item["state"]), item["when"],
-                      "; ".join(item["segment"]), _content(item), "\n".join(_local(t, zone) for t in item["next_runs"]),
-                      _local(item["last_run"], zone) if item["last_run"] else "—")  # fmt: skip
-    out.print(table)
+    columns = (
+        Column("Chiến dịch", whole=True), Column("Trạng thái"), Column("Lịch", drop=5, least=12),
+        Column("Phân đoạn", drop=3, least=12), Column("Nội dung", drop=4, least=12),
+        Column(f"{count} lượt tới", whole=True), Column("Lượt trước", drop=6),
+    )  # fmt: skip
+    rows = [[item["name"], STATE_VI.get(item["state"], item["state"]), item["when"], "; ".join(item["segment"]),
+             _content(item), "\n".join(_local(t, zone) for t in item["next_runs"]),
+             _local(item["last_run"], zone) if item["last_run"] else "—"] for item in shown]  # fmt: skip
+    print_fitted(out, columns, rows, "xem đủ: --json hoặc một cửa sổ rộng hơn")
 
 
 def _content(item: dict[str, Any]) -> str:
@@ -99,9 +103,10 @@ def _content(item: dict[str, Any]) -> str:
 WEEKDAYS_VI = ("T2", "T3", "T4", "T5", "T6", "T7", "CN")
 
 
-def _local(moment: str, zone: ZoneInfo) -> str:
-    local = datetime.fromisoformat(moment).astimezone(zone)
-    return f"{WEEKDAYS_VI[local.weekday()]} {local:%d/%m/%Y %H:%M}"
+def _local(at: str, zone: ZoneInfo) -> str:
+    """'T6 09:00 01/01/2027': the weekday, then the moment the Vietnamese way."""
+    local = datetime.fromisoformat(at).astimezone(zone)
+    return f"{WEEKDAYS_VI[local.weekday()]} {moment(local, zone)}"
 
 
 # -- processes ------------------------------------------------------------------------------

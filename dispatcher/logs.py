@@ -1,4 +1,4 @@
-"""Structured logging: JSON in production, pretty in a terminal, phone numbers always masked."""
+"""Structured logging: JSON in production, only warnings (pretty) in a terminal, phone numbers always masked."""
 
 from __future__ import annotations
 
@@ -51,9 +51,18 @@ class _Stderr:
 
 
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
-    """Route structlog to `stream`, by default stderr: stdout is for command output and --json."""
+    """Route structlog to `stream`, by default stderr: stdout is for command output and --json.
+
+    With `auto`, a person at a terminal reads the command's own output (progress, tables, a
+    summary, in Vietnamese), so only warnings and errors are logged there, readably; anywhere
+    else (a service, a pipe, a file) gets JSON lines at `level`. `json` and `console` are
+    taken as asked, at `level`.
+    """
     stream = stream or _Stderr()  # type: ignore[assignment]
-    pretty = fmt == "console" or (fmt == "auto" and stream.isatty())
+    interactive = fmt == "auto" and stream.isatty()
+    pretty = fmt == "console" or interactive
+    levels = logging.getLevelNamesMapping()
+    threshold = max(levels[level.upper()], logging.WARNING) if interactive else levels[level.upper()]
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=stream.isatty())
         if pretty
@@ -69,7 +78,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
             mask_phone_numbers,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )

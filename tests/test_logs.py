@@ -148,3 +148,28 @@ def test_an_import_logs_no_full_number(regions, tmp_path, sqlite_engine, now) ->
     assert not _re.search(r"(?<!\d)(?:\+?84|0)[2-9]\d{8,9}(?!\d)", text)
     assert not _re.search(r"\d{3} ?\d{4} ?\d{3}", text)  # landlines and spaced numbers too
     assert "0977***413" in text  # a rejected row, logged at debug level
+
+
+class _Terminal(io.StringIO):
+    """A stream that says it is a terminal, as a person's stderr does."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_in_a_terminal_auto_logs_only_warnings_so_output_stays_clean() -> None:
+    """With format auto on a terminal, info events are not written (the command's own output speaks); warnings are."""
+    terminal = _Terminal()
+    configure(fmt="auto", level="info", stream=terminal)
+    structlog.get_logger().info("blast.started", blast_id=1)
+    structlog.get_logger().warning("dispatch.database_unavailable", error="locked")
+    assert "blast.started" not in terminal.getvalue()
+    assert "dispatch.database_unavailable" in terminal.getvalue() and not terminal.getvalue().startswith("{")
+
+
+def test_off_a_terminal_auto_logs_json_lines_at_the_configured_level() -> None:
+    """With format auto on a pipe or a service's stderr, every event at the level is one JSON line."""
+    piped = io.StringIO()
+    configure(fmt="auto", level="info", stream=piped)
+    structlog.get_logger().info("blast.started", blast_id=1)
+    assert json.loads(piped.getvalue())["event"] == "blast.started"

@@ -1,0 +1,225 @@
+"""The delivery log: what became of each message, as an operator asks for it, and the tally of running blasts.
+
+Both faces read it here (`canhbao log` and its exports; the console's log page). Rows are read
+as a stream, so an export of a million rows stays in flat memory, and every phone number leaves
+this module masked.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, Select, case, func, or_, select
+
+from dispatcher import labels
+from dispatcher.domain import BlastState, DeliveryStatus
+from dispatcher.errors import UsageError
+from dispatcher.models import blasts, claims, deliveries, delivery_queue, receipt_waits
+from dispatcher.phones import Carrier, InvalidNumber, mask, parse_carrier
+
+EXPORT_FORMATS = ("csv", "xlsx")
+# (key, header): the columns of an export, as a Vietnamese operator reads them in Excel.
+EXPORT_COLUMNS = (
+    ("id", "mã tin"), ("blast_id", "đợt gửi"), ("msisdn", "số điện thoại"), ("carrier", "nhà mạng"),
+    ("province_code", "mã tỉnh"), ("province", "tỉnh/thành phố"), ("channel", "kênh"), ("status", "trạng thái"),
+    ("attempts", "số lần gửi"), ("gateway", "cổng"), ("provider_id", "mã của nhà cung cấp"), ("error_code", "mã lỗi"),
+    ("error", "lỗi"), ("queued_at", "xếp hàng lúc"), ("sent_at", "gửi lúc"), ("finished_at", "có kết quả lúc"),
+)  # fmt: skip
+TIMES = ("queued_at", "sent_at", "finished_at")
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """Which deliveries to read; each field set narrows the log, `limit` caps it (None: all)."""
+
+    blast_id: int | None = None
+    status: DeliveryStatus | None = None
+    carrier: Carrier | None = None
+    province_code: int | None = None
+    since: datetime | None = None
+    msisdn: str | None = None
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise UsageError(f"Số dòng tối đa (--limit) phải từ 1 trở lên (nhận được {self.limit}).")
+
+
+def carrier_named(text: str) -> Carrier:
+    """A carrier as people write it ('Viettel', 'vina', 'MobiFone'), or a UsageError listing the known ones."""
+    try:
+        return parse_carrier(text)
+    except InvalidNumber as exc:
+        reason = str(exc)
+        raise UsageError(f"{reason[:1].upper()}{reason[1:]}.") from None
+
+
+def export_format(text: str) -> str:
+    """'CSV' → 'csv'; a format we cannot write is a UsageError."""
+    key = text.strip().lower().lstrip(".")
+    if key not in EXPORT_FORMATS:
+        raise UsageError(f"Định dạng xuất {text.strip()!r} không có (nhận: {', '.join(EXPORT_FORMATS)}).")
+    return key
+
+
+def _query(log: LogFilter) -> Select[Any]:
+    d = deliveries.c
+    queued_at = blasts.c.started_at  # every delivery is queued when its blast starts
+    # The channel it went on: its own after a fallback, else the blast's first.
+    channel = func.coalesce(d.channel, case((blasts.c.channel == "sms", "sms"), else_="zalo"))
+    asked = [(d.blast_id, log.blast_id), (d.status, log.status), (d.carrier, log.carrier),
+             (d.province_code, log.province_code), (d.msisdn, log.msisdn)]  # fmt: skip
+    conditions = [column == value for column, value in asked if value is not None]
+    if log.since is not None:
+        conditions.append(queued_at >= log.since)
+    query = select(
+        *(d.id, d.blast_id, d.msisdn, d.carrier, d.province_code, channel.label("channel"), d.status, d.attempts),
+        *(d.gateway, d.provider_id, d.error_code, d.error, queued_at.label("queued_at"), d.sent_at, d.finished_at),
+    ).select_from(deliveries.join(blasts, blasts.c.id == d.blast_id))
+    return query.where(*conditions).order_by(d.id).limit(log.limit)
+
+
+def read(conn: Connection, log: LogFilter) -> Iterator[dict[str, Any]]:
+    """The deliveries `log` asks for, oldest first, fetched a few thousand at a time; numbers masked."""
+    result = conn.execution_options(yield_per=2_000).execute(_query(log))  # a server-side cursor on PostgreSQL
+    for row in result.mappings():
+        yield {**row, "msisdn": mask(row["msisdn"])}
+
+
+def count(conn: Connection, log: LogFilter) -> int:
+    """How many rows `read` would give (for an export's progress)."""
+    return conn.execute(select(func.count()).select_from(_query(log).order_by(None).subquery())).scalar_one()
+
+
+def as_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A log row for `--json` and the API: codes as stored, times in ISO 8601."""
+    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row.items()}
+
+
+# -- exports ------------------------------------------------------------------------------
+
+
+def _cells(row: dict[str, Any], zone: ZoneInfo, province: Callable[[int], str]) -> dict[str, Any]:
+    """A row as an export shows it: labels for codes, local wall-clock times without offset."""
+    shown = {**row, "carrier": labels.carrier(row["carrier"]), "channel": labels.channel(row["channel"]),
+             "status": labels.delivery_state(row["status"]), "province": province(row["province_code"])}  # fmt: skip
+    for key in TIMES:
+        shown[key] = row[key].astimezone(zone).replace(tzinfo=None, microsecond=0) if row[key] else None
+    return shown
+
+
+def write_csv(rows: Iterable[dict[str, Any]], out: TextIO, zone: str, province: Callable[[int], str]) -> int:
+    """Write `rows` as CSV for Excel: a BOM, Vietnamese headers, local times; returns how many rows."""
+    out.write("\ufeff")  # Excel reads UTF-8 only behind a BOM
+    writer = csv.writer(out)
+    writer.writerow([header for _, header in EXPORT_COLUMNS])
+    written = 0
+    local = ZoneInfo(zone)
+    for row in rows:
+        cells = _cells(row, local, province)
+        writer.writerow(["" if cells[key] is None else cells[key] for key, _ in EXPORT_COLUMNS])
+        written += 1
+    return written
+
+
+def write_xlsx(rows: Iterable[dict[str, Any]], path: Path, zone: str, province: Callable[[int], str]) -> int:
+    """Write `rows` as an XLSX sheet in openpyxl's write-only mode (rows go to disk as they come); returns the count."""
+    from openpyxl import Workbook  # only exports need it: its import is kept off every other command
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("Nhật ký gửi")
+    sheet.freeze_panes = "A2"
+    for letter, (_, header) in zip("ABCDEFGHIJKLMNOP", EXPORT_COLUMNS, strict=True):
+        sheet.column_dimensions[letter].width = max(12, len(header) + 2)
+    sheet.append([_xlsx_cell(sheet, header, bold=True) for _, header in EXPORT_COLUMNS])
+    written = 0
+    local = ZoneInfo(zone)
+    for row in rows:
+        cells = _cells(row, local, province)
+        sheet.append([_xlsx_cell(sheet, cells[key]) for key, _ in EXPORT_COLUMNS])
+        written += 1
+    book.save(path)
+    return written
+
+
+def _xlsx_cell(sheet: Any, value: Any, bold: bool = False) -> Any:
+    if not isinstance(value, datetime) and not bold:
+        return value  # a plain value costs openpyxl no cell object
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.styles import Font
+
+    cell = WriteOnlyCell(sheet, value=value)
+    if bold:
+        cell.font = Font(bold=True)
+    else:
+        cell.number_format = "dd/mm/yyyy hh:mm:ss"  # a real date Excel sorts and filters, shown day first
+    return cell
+
+
+def export(rows: Iterable[dict[str, Any]], fmt: str, path: Path, zone: str, province: Callable[[int], str]) -> int:
+    """Export `rows` to `path` whole or not at all: written beside it, then moved into place; returns the count."""
+    if path.is_dir():
+        raise UsageError(f"{path} là một thư mục: hãy cho tên tệp, ví dụ {path / ('nhat-ky.' + fmt)}.")
+    partial = path.with_name(f".{path.name}.part")
+    try:
+        if fmt == "xlsx":
+            written = write_xlsx(rows, partial, zone, province)
+        else:
+            with partial.open("w", encoding="utf-8", newline="") as fh:
+                written = write_csv(rows, fh, zone, province)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return written
+
+
+# -- the tally of running blasts (the worker's progress) ----------------------------------
+
+
+@dataclass
+class BlastsProgress:
+    """The deliveries of every blast running (or finished) since `since`: the worker's progress bar and summary.
+
+    A delivery counts as done once it no longer waits: not on the queue, not in flight, not
+    waiting for Zalo's receipt. A retry or a fallback to SMS puts it back on the queue, so the
+    bar never counts a message twice, whatever mix of blasts, channels and workers.
+    """
+
+    since: datetime
+    totals: dict[int, int] = field(default_factory=dict)
+
+    def refresh(self, conn: Connection) -> tuple[int, int]:
+        """(done, total) now, taking in the blasts that started since the last refresh."""
+        b = blasts.c
+        seen = select(b.id).where(or_(b.state == BlastState.RUNNING.value, b.finished_at >= self.since))
+        for blast_id in set(conn.execute(seen).scalars()) - self.totals.keys():
+            total = select(func.count()).where(deliveries.c.blast_id == blast_id)
+            self.totals[blast_id] = conn.execute(total).scalar_one()
+        total = sum(self.totals.values())
+        return total - self._waiting(conn), total
+
+    def _waiting(self, conn: Connection) -> int:
+        ids = list(self.totals)
+        if not ids:
+            return 0
+        queued, waits = (select(func.count()).select_from(t).where(t.c.blast_id.in_(ids))
+                         for t in (delivery_queue, receipt_waits))  # fmt: skip
+        in_flight = conn.execute(select(claims.c.delivery_ids).where(claims.c.blast_id.in_(ids))).scalars().all()
+        held = sum(text.count(",") + 1 for text in in_flight if text)  # a claim lists its deliveries
+        return conn.execute(queued).scalar_one() + conn.execute(waits).scalar_one() + held
+
+    def by_state(self, conn: Connection) -> dict[str, int]:
+        """The deliveries of the blasts seen, by state (only states that occur)."""
+        if not self.totals:
+            return {}
+        d = deliveries.c
+        query = select(d.status, func.count()).where(d.blast_id.in_(list(self.totals))).group_by(d.status)
+        found = dict(conn.execute(query).all())
+        return {status.value: found[status.value] for status in DeliveryStatus if found.get(status.value)}
