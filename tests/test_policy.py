@@ -72,8 +72,9 @@ class World:
         return Worker(self.engine, {"fake": self.fake}, settings, self.regions, self.clock, "w1", sleep=sleep)
 
     def blast(self, settings: Settings, alert: str, **request: Any) -> tuple[int, dict[str, Any]]:
-        """A blast to all of Đà Nẵng created and approved at the clock's time: (id, its preview)."""
-        request.setdefault("segment", SegmentSpec(provinces=("Đà Nẵng",)))
+        """A blast to everyone in Đà Nẵng (whatever the alert's audiences) created and approved at the clock's time:
+        (id, its preview)."""
+        request.setdefault("segment", SegmentSpec(provinces=("Đà Nẵng",), audiences=("all",)))
         segment = resolve(request.pop("segment"), self.regions)
         with self.engine.begin() as conn:
             blast_id, shown = blasts.create(conn, blasts.BlastRequest(alert, segment, **request), "liaison",
