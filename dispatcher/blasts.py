@@ -7,8 +7,10 @@ made until then are respected, and running it twice adds nothing (unique blast �
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,10 +23,21 @@ from dispatcher import queue
 from dispatcher.audit import audit
 from dispatcher.config import ZALO_ROUTE, Settings
 from dispatcher.db import compare_and_set
-from dispatcher.domain import AlertStatus, BlastState, Channel, DeliveryStatus, Priority
+from dispatcher.domain import (
+    AlertStatus,
+    Audience,
+    BlastState,
+    Channel,
+    DeliveryStatus,
+    Priority,
+    audience_mask,
+    audiences_of,
+    means_everyone,
+)
 from dispatcher.errors import InputRejected, UsageError
+from dispatcher.formats import moment, number
 from dispatcher.models import alerts, blasts, deliveries, receipt_waits, subscribers, utc
-from dispatcher.policy import quiet_hours
+from dispatcher.policy import QuietHours, quiet_hours
 from dispatcher.regions import RegionIndex
 from dispatcher.segments import CHANNEL_POLICIES, Segment, exclusions, matches, rotation_choice
 
@@ -75,13 +88,40 @@ def rendering_for(alert_row: dict[str, Any], encoding: str) -> catalogue.Renderi
 
 # -- preview ------------------------------------------------------------------------------
 
+START_SKEW = timedelta(minutes=1)  # a start this little in the past is clocks disagreeing, not a mistake
+ZALO_ROUTE_NEEDED = ("Kênh '{channel}' cần cổng Zalo trong [routes] zalo = [...]; chưa cấu hình cổng Zalo nào: "
+                     "dùng --channel sms.")  # fmt: skip
+# Who a blast's people go to on each channel policy: "zalo_then_sms" sends people without Zalo by SMS.
+VIA = {"sms": ("sms",), "zalo": ("zalo",), "zalo_then_sms": ("zalo", "sms")}
+
 
 def preview(
     conn: Connection, request: BlastRequest, settings: Settings, regions: RegionIndex, now: datetime
 ) -> dict[str, Any]:
-    """Recipients, exclusions by reason, per carrier and region, parts, cost and time to send."""
+    """Recipients, exclusions by reason, per carrier and region, parts, cost by channel and time to send.
+
+    Refuses, as `create` does, a window in which none of the messages could go out.
+    """
     _check_request(request, settings, now)
-    return _preview(conn, request, approved_alert(conn, request.alert_slug), settings, regions, now)
+    alert_row = approved_alert(conn, request.alert_slug)
+    shown = _preview(conn, _for_alert(request, alert_row), alert_row, settings, regions, now)
+    _refuse_hopeless(shown, settings)
+    return shown
+
+
+def for_alert(segment: Segment, audiences: Iterable[str]) -> Segment:
+    """`segment` narrowed to `audiences` (an alert's, or a rotation's together) when it names none itself.
+
+    An alert for the public ('public') is for everyone; a segment asking 'all' takes everyone.
+    """
+    groups = {Audience.parse(name) for name in audiences}
+    if segment.spec.audiences or not groups or Audience.PUBLIC in groups:
+        return segment
+    return replace(segment, audience_mask=audience_mask(groups))
+
+
+def _for_alert(request: BlastRequest, alert_row: dict[str, Any]) -> BlastRequest:
+    return replace(request, segment=for_alert(request.segment, alert_row["audiences"]))
 
 
 def _preview(
@@ -93,40 +133,26 @@ def _preview(
     now: datetime,
 ) -> dict[str, Any]:
     start = request.start_at or now
-    found = _count(conn, request, alert_row["slug"], settings, start)
-    defer = settings.policy.capped == "defer"
-    excluded: dict[str, int] = defaultdict(int)
-    by_carrier: dict[str, int] = defaultdict(int)
-    by_commune: dict[tuple[int, int | None], int] = defaultdict(int)
-    recipients = deferred = 0
-    for (reason, carrier, province, commune), n in found.items():
-        if reason is None or (reason == "capped" and defer):
-            recipients += n
-            deferred += n if reason else 0
-            by_carrier[carrier] += n
-            by_commune[(province, commune)] += n
-        else:
-            excluded[reason] += n
+    tally = _tally(_count(conn, request, alert_row["slug"], settings, start), settings.policy.capped == "defer")
     rendering = rendering_for(alert_row, request.encoding)
     parts = rendering.info.parts
-    largest = max(by_commune, key=by_commune.__getitem__, default=None)
+    largest = max(tally.by_commune, key=tally.by_commune.__getitem__, default=None)
     sample = catalogue.MessageTemplate.of(alert_row, request.encoding).render(regions, *largest)[0] if largest else ""
-    cost = sum(n * parts * settings.sms.price_for(carrier) for carrier, n in by_carrier.items())
-    finish = _finish_time(settings, request.channel, start, recipients, request.rate, deferred)
+    channels = _by_channel(tally, parts, settings, request.channel)
+    timing = _timing(request, settings, alert_row["priority"] == Priority.URGENT.value, start, tally)
     return {
         "alert": {"id": alert_row["slug"], "version": alert_row["version"], "title": alert_row["title"]},
-        "segment": list(request.segment.labels), "channel": request.channel,
-        "encoding": str(rendering.info.encoding), "text": sample,
-        "matched": recipients + sum(excluded.values()), "recipients": recipients,
-        "excluded": {reason: excluded.get(reason, 0) for reason in REASONS},
-        "deferred": deferred,
-        "by_carrier": dict(sorted(by_carrier.items(), key=lambda kv: -kv[1])),
-        "by_province": _by_province(by_commune, regions),
+        "segment": list(request.segment.labels), "audiences": _audiences_shown(request.segment, alert_row),
+        "channel": request.channel, "encoding": str(rendering.info.encoding), "text": sample,
+        "matched": tally.recipients + sum(tally.excluded.values()), "recipients": tally.recipients,
+        "excluded": {reason: tally.excluded.get(reason, 0) for reason in REASONS},
+        "deferred": tally.deferred,
+        "by_carrier": dict(sorted(tally.by_carrier.items(), key=lambda kv: -kv[1])),
+        "by_province": _by_province(tally.by_commune, regions),
         "partial_communes": list(request.segment.partial_communes),
-        "parts_per_message": parts, "total_parts": recipients * parts,
-        "cost": round(cost), "currency": settings.sms.currency,
-        "start_at": start.isoformat(), "not_after": request.not_after.isoformat() if request.not_after else None,
-        "eta_seconds": round((finish - start).total_seconds()), "finish_at": finish.isoformat(),
+        "parts_per_message": parts, "total_parts": channels["recipients_by_channel"].get("sms", 0) * parts,
+        "cost": sum(channels["cost_by_channel"].values()), "currency": settings.sms.currency, **channels,
+        **timing, "warnings": _warnings(request, settings, timing, tally.recipients),
     }  # fmt: skip
 
 
@@ -135,9 +161,9 @@ def _check_request(request: BlastRequest, settings: Settings, now: datetime) -> 
         raise UsageError(f"Kênh '{request.channel}' không hợp lệ (nhận: {', '.join(CHANNEL_POLICIES)}).")
     if request.encoding not in ENCODINGS:
         raise UsageError(f"Bảng mã '{request.encoding}' không hợp lệ (nhận: {', '.join(ENCODINGS)}).")
-    start = request.start_at or now
-    if request.not_after is not None and request.not_after <= start:
-        raise UsageError("--not-after phải sau thời điểm bắt đầu gửi.")
+    _check_times(request, settings.app.timezone, now)
+    if request.rate is not None and not math.isfinite(request.rate):
+        raise UsageError(f"--rate phải là một số hữu hạn tin/giây, nhận được {request.rate}.")
     if request.rate is not None and request.rate <= 0:
         raise UsageError("--rate phải lớn hơn 0 tin/giây.")
     # One message's wait must fit well inside a claim's lease, or it would go out after the lease.
@@ -147,20 +173,77 @@ def _check_request(request: BlastRequest, settings: Settings, now: datetime) -> 
                          "với [dispatch] lease_seconds hiện tại.")  # fmt: skip
 
 
+def _check_times(request: BlastRequest, zone: str, now: datetime) -> None:
+    """A start already past would send at once what the liaison meant for later: refused beyond the skew."""
+    if request.start_at is not None and request.start_at < now - START_SKEW:
+        raise UsageError(f"--start-at {moment(request.start_at, zone)} đã qua (bây giờ là {moment(now, zone)}): "
+                         "chọn một thời điểm sắp tới, hoặc bỏ --start-at để gửi ngay khi được duyệt.")  # fmt: skip
+    start = request.start_at or now
+    if request.not_after is not None and request.not_after <= start:
+        raise UsageError("--not-after phải sau thời điểm bắt đầu gửi.")
+
+
 def _count(conn: Connection, request: BlastRequest, slug: str, settings: Settings, start: datetime) -> dict:
-    """People of the segment grouped by (exclusion reason or None, carrier, province, commune)."""
+    """People of the segment grouped by (exclusion reason or None, carrier, province, commune, channel it goes on)."""
     rules = exclusions(
         conn, request.channel, slug, start, settings.dispatch.already_received_days, settings.dispatch.cap_per_day
     )
     reason = case(*[(predicate, literal(name)) for name, predicate in rules.items()], else_=literal(None))
     s = subscribers.c
+    via = literal(VIA[request.channel][0])
+    if request.channel == "zalo_then_sms":
+        via = case((s.channel_mask.op("&")(Channel.ZALO.mask) == 0, literal("sms")), else_=literal("zalo"))
     query = (
-        select(reason.label("reason"), s.carrier, s.province_code, s.commune_code, func.count())
+        select(reason.label("reason"), s.carrier, s.province_code, s.commune_code, via.label("via"), func.count())
         .select_from(rules.from_())
         .where(matches(request.segment, conn.dialect.name))
-        .group_by(reason, s.carrier, s.province_code, s.commune_code)
+        .group_by(reason, s.carrier, s.province_code, s.commune_code, via)
     )
-    return {(r, c, p, m): n for r, c, p, m, n in conn.execute(query)}
+    return {tuple(row[:-1]): row[-1] for row in conn.execute(query)}
+
+
+@dataclass
+class _Tally:
+    """The people of a preview, added up the ways its sections show them."""
+
+    recipients: int = 0
+    deferred: int = 0
+    excluded: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    by_carrier: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    by_commune: dict[tuple[int, int | None], int] = field(default_factory=lambda: defaultdict(int))
+    by_via: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))  # (channel, carrier)
+
+
+def _tally(found: dict, defer: bool) -> _Tally:
+    """Recipients from `_count`'s groups; people at their cap are recipients a day later when `defer`."""
+    tally = _Tally()
+    for (reason, carrier, province, commune, via), n in found.items():
+        if reason is not None and not (reason == "capped" and defer):
+            tally.excluded[reason] += n
+            continue
+        tally.recipients += n
+        tally.deferred += n if reason else 0
+        tally.by_carrier[carrier] += n
+        tally.by_commune[(province, commune)] += n
+        tally.by_via[(via, carrier)] += n
+    return tally
+
+
+def _by_channel(tally: _Tally, parts: int, settings: Settings, channel: str) -> dict[str, dict[str, int]]:
+    """Recipients and cost per channel: SMS by parts at the carrier's price, Zalo per message at `[zalo] price`."""
+    people = {via: sum(n for (v, _), n in tally.by_via.items() if v == via) for via in VIA[channel]}
+    sms = sum(n * parts * settings.sms.price_for(carrier) for (v, carrier), n in tally.by_via.items() if v == "sms")
+    cost = {"sms": sms, "zalo": people.get("zalo", 0) * settings.zalo.price}
+    return {"recipients_by_channel": people, "cost_by_channel": {via: round(cost[via]) for via in VIA[channel]}}
+
+
+def _audiences_shown(segment: Segment, alert_row: dict[str, Any]) -> dict[str, Any]:
+    """Whose audiences the blast takes: the alert's ('alert'), those asked ('asked') or everyone asked ('all')."""
+    asked = segment.spec.audiences
+    if any(means_everyone(name) for name in asked):
+        return {"source": "all", "groups": [], "everyone": True}
+    groups = [a.slug for a in audiences_of(segment.audience_mask)] if asked else list(alert_row["audiences"])
+    return {"source": "asked" if asked else "alert", "groups": groups, "everyone": segment.audience_mask == 0}
 
 
 def _by_province(by_commune: dict[tuple[int, int | None], int], regions: RegionIndex) -> dict[str, Any]:
@@ -175,17 +258,63 @@ def _by_province(by_commune: dict[tuple[int, int | None], int], regions: RegionI
     return provinces
 
 
-def _finish_time(
-    settings: Settings, channel: str, start: datetime, messages: int, rate: float | None, deferred: int = 0
-) -> datetime:
-    """When the last message goes, nights waited out; people at their cap go a day later."""
+def _pace(request: BlastRequest, settings: Settings, urgent: bool) -> tuple[QuietHours, float]:
+    """The quiet hours the blast keeps and the messages per second it is counted at."""
     limits = [g.rate for g in (settings.gateways.file, settings.gateways.simulator) if g.rate]
-    effective = rate or (min(limits) if limits else settings.policy.assumed_rate)
-    quiet = quiet_hours(settings, channel)
-    finish = quiet.finish_time(start, messages - deferred, effective)
-    if deferred:
-        finish = max(finish, quiet.finish_time(start + DEFER, deferred, effective))
-    return finish
+    rate = request.rate or (min(limits) if limits else settings.policy.assumed_rate)
+    return quiet_hours(settings, request.channel, urgent), rate
+
+
+def _timing(request: BlastRequest, settings: Settings, urgent: bool, start: datetime, tally: _Tally) -> dict:
+    """When it starts and finishes, and how many messages its not_after would leave to expire.
+
+    People at their cap go a day later; without a start it starts on approval (counted from now).
+    """
+    quiet, rate = _pace(request, settings, urgent)
+    normal = tally.recipients - tally.deferred
+    finish = quiet.finish_time(start, normal, rate)
+    if tally.deferred:
+        finish = max(finish, quiet.finish_time(start + DEFER, tally.deferred, rate))
+    expiring = 0
+    if request.not_after is not None and finish > request.not_after:
+        on_time = min(normal, quiet.sendable(start, request.not_after, rate))
+        on_time += min(tally.deferred, quiet.sendable(start + DEFER, request.not_after, rate))
+        expiring = tally.recipients - on_time
+    return {
+        "start_at": request.start_at.isoformat() if request.start_at else None,
+        "starts_on_approval": request.start_at is None,
+        "not_after": request.not_after.isoformat() if request.not_after else None,
+        "eta_seconds": round((finish - start).total_seconds()), "finish_at": finish.isoformat(),
+        "expiring": expiring, "first_message_at": quiet.finish_time(start, 1, rate).isoformat(),
+        "quiet_hours": None if quiet.start == quiet.end else f"{quiet.start:%H:%M}–{quiet.end:%H:%M}",
+    }  # fmt: skip
+
+
+def _warnings(request: BlastRequest, settings: Settings, timing: dict, recipients: int) -> list[dict[str, str]]:
+    """What the liaison must know before asking for approval, each with a code and a Vietnamese message."""
+    found = []
+    if request.channel != "sms" and ZALO_ROUTE not in settings.routes:
+        found.append({"code": "zalo_route_missing", "message": ZALO_ROUTE_NEEDED.format(channel=request.channel)})
+    if timing["expiring"] and timing["expiring"] < recipients:
+        deadline = moment(datetime.fromisoformat(timing["not_after"]), settings.app.timezone)
+        found.append({"code": "expiring", "message": f"Chỉ {number(recipients - timing['expiring'])} trong "
+                      f"{number(recipients)} tin gửi kịp trước --not-after {deadline}: {number(timing['expiring'])} "
+                      "tin sẽ quá hạn, không được gửi."})  # fmt: skip
+    return found
+
+
+def _refuse_hopeless(shown: dict[str, Any], settings: Settings) -> None:
+    """No blast whose every message would expire: a not_after inside the night, or too close at its rate."""
+    if not shown["recipients"] or shown["expiring"] < shown["recipients"]:
+        return
+    zone = settings.app.timezone
+    at = {key: moment(datetime.fromisoformat(shown[key]), zone) for key in ("not_after", "first_message_at")}
+    start = "khi được duyệt (tính từ bây giờ)" if shown["starts_on_approval"] else moment(
+        datetime.fromisoformat(shown["start_at"]), zone)  # fmt: skip
+    quiet = f"giờ yên lặng {shown['quiet_hours']}" if shown["quiet_hours"] else "không có giờ yên lặng"
+    raise UsageError(f"Không tin nào gửi kịp trước --not-after {at['not_after']}: bắt đầu {start}, {quiet}, "
+                     f"tin đầu tiên sớm nhất đi lúc {at['first_message_at']}. Hãy chọn --not-after muộn hơn "
+                     "hoặc bắt đầu sớm hơn; không tạo đợt gửi.")  # fmt: skip
 
 
 # -- lifecycle ----------------------------------------------------------------------------
@@ -196,13 +325,14 @@ def create(
 ) -> tuple[int, dict[str, Any]]:
     """Store a blast waiting for approval, with its preview; refuses an empty one."""
     _check_request(request, settings, now)
-    if request.channel != "sms" and ZALO_ROUTE not in settings.routes:  # a preview may still count Zalo users
-        raise UsageError(f"Kênh '{request.channel}' cần cổng Zalo trong [routes] zalo = [...]; chưa cấu hình cổng "
-                         "Zalo nào: dùng --channel sms.")  # fmt: skip
+    if request.channel != "sms" and ZALO_ROUTE not in settings.routes:  # a preview only warns: it may count Zalo users
+        raise UsageError(ZALO_ROUTE_NEEDED.format(channel=request.channel))
     alert_row = approved_alert(conn, request.alert_slug)
+    request = _for_alert(request, alert_row)
     shown = _preview(conn, request, alert_row, settings, regions, now)
     if shown["recipients"] == 0:
         raise InputRejected("Phân đoạn này không có người nhận nào (sau khi loại trừ): không tạo đợt gửi.")
+    _refuse_hopeless(shown, settings)
     blast_id = conn.execute(
         insert(blasts).values(
             alert_id=alert_row["id"], segment=request.segment.to_json(), channel=request.channel,

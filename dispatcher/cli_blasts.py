@@ -11,12 +11,12 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import func, select
@@ -27,30 +27,27 @@ from dispatcher import labels
 from dispatcher.cli import Context, JsonOption, _emit, _msisdn, err, out
 from dispatcher.cli_tables import Column, print_fitted
 from dispatcher.dispatch import Worker
-from dispatcher.domain import FINAL_DELIVERY_STATES, BlastState
+from dispatcher.domain import FINAL_DELIVERY_STATES, Audience, BlastState
 from dispatcher.errors import UsageError
-from dispatcher.formats import duration, moment, number
+from dispatcher.formats import duration, moment, number, parse_moment
 from dispatcher.gateways import build
 from dispatcher.models import blasts, deliveries
 from dispatcher.regions import RegionIndex
 from dispatcher.segments import SegmentSpec, resolve
 
-Many = Annotated[list[str] | None, typer.Option()]
 REASON_VI = {"opted_out": "từ chối nhận", "no_channel": "không có kênh này", "already_received": "đã nhận mẫu này",
              "capped": "đã đủ số tin trong 24 giờ"}  # fmt: skip
 
 
 def parse_time(text: str | None, zone: str, option: str) -> datetime | None:
-    """'2026-12-01 09:00' in the deployment's time zone unless the text carries its own offset."""
+    """'01/12/2026 09:00' or '2026-12-01 09:00', in the deployment's time zone unless the text carries an offset."""
     if text is None:
         return None
     try:
-        moment = datetime.fromisoformat(text.strip())
+        return parse_moment(text, zone)
     except ValueError:
-        raise UsageError(f"{option}: không hiểu thời điểm {text!r} (dạng 2026-12-01 09:00).") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=ZoneInfo(zone))
-    return moment.astimezone(UTC)
+        raise UsageError(f"{option}: không hiểu thời điểm {text!r} (dạng 01/12/2026 09:00 hoặc "
+                         "2026-12-01 09:00).") from None  # fmt: skip
 
 
 def register(app: typer.Typer, blast_app: typer.Typer) -> None:
@@ -70,15 +67,33 @@ def register(app: typer.Typer, blast_app: typer.Typer) -> None:
 def blast_create(
     ctx: typer.Context,
     alert: Annotated[str, typer.Option(help="Mã mẫu cảnh báo đã duyệt.")],
-    province: Many = None,
-    commune: Many = None,
-    legacy_district: Many = None,
-    audience: Many = None,
-    carrier: Many = None,
-    channel: Annotated[str, typer.Option(help="sms, zalo hoặc zalo_then_sms.")] = "sms",
+    province: Annotated[
+        list[str] | None, typer.Option(help="Tỉnh/thành phố (tên hoặc mã, cũ hoặc mới); lặp lại để chọn nhiều.")
+    ] = None,
+    commune: Annotated[
+        list[str] | None, typer.Option(help="Xã/phường/đặc khu (tên hoặc mã); lặp lại để chọn nhiều.")
+    ] = None,
+    legacy_district: Annotated[
+        list[str] | None, typer.Option(help="Quận/huyện cũ (trước 1/7/2025), ví dụ 'Quảng Nam (cũ), huyện Duy Xuyên'.")
+    ] = None,
+    audience: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Nhóm đối tượng (student, 'sinh viên'…); mặc định theo mẫu cảnh báo; 'all' hoặc 'tất cả': mọi người."
+        ),
+    ] = None,
+    carrier: Annotated[
+        list[str] | None, typer.Option(help="Chỉ nhà mạng này (viettel, vinaphone, mobifone…); lặp lại để chọn nhiều.")
+    ] = None,
+    channel: Annotated[str, typer.Option(help="sms, zalo hoặc zalo_then_sms (Zalo, không được thì SMS).")] = "sms",
     encoding: Annotated[str, typer.Option(help="auto, unicode (có dấu) hoặc ascii (không dấu).")] = "auto",
-    start_at: Annotated[str | None, typer.Option(help="Bắt đầu lúc, ví dụ '2026-12-01 09:00'.")] = None,
-    not_after: Annotated[str | None, typer.Option(help="Không gửi sau thời điểm này.")] = None,
+    start_at: Annotated[
+        str | None, typer.Option(help="Bắt đầu lúc, ví dụ '01/12/2026 09:00'; mặc định: ngay khi được duyệt.")
+    ] = None,
+    not_after: Annotated[
+        str | None,
+        typer.Option(help="Không gửi sau thời điểm này (tin chưa gửi thì quá hạn), ví dụ '01/12/2026 17:00'."),
+    ] = None,
     rate: Annotated[float | None, typer.Option(help="Số tin mỗi giây tối đa của đợt này.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Chỉ xem trước, không tạo đợt gửi.")] = False,
     as_json: JsonOption = False,
@@ -109,34 +124,72 @@ def blast_create(
 def _print_preview(shown: dict[str, Any], zone: str) -> None:
     out.print(f"[bold]{shown['alert']['title']}[/bold] ({shown['alert']['id']} bản {shown['alert']['version']})")
     out.print("Phân đoạn: " + "; ".join(shown["segment"]), markup=False)
-    out.print(f"Người nhận: [bold]{shown['recipients']:,}[/bold] / {shown['matched']:,} trong phân đoạn")
+    out.print("Đối tượng: " + _audience_words(shown["audiences"]), markup=False)
+    out.print(f"Người nhận: [bold]{number(shown['recipients'])}[/bold] / {number(shown['matched'])} trong phân đoạn")
     for reason, n in shown["excluded"].items():
-        out.print(f"  loại trừ — {REASON_VI[reason]}: {n:,}")
+        out.print(f"  loại trừ — {REASON_VI[reason]}: {number(n)}")
     if shown.get("deferred"):
-        out.print(f"  hoãn 1 ngày — đã đủ số tin trong 24 giờ: {shown['deferred']:,} (vẫn nhận, muộn hơn)")
+        out.print(f"  hoãn 1 ngày — đã đủ số tin trong 24 giờ: {number(shown['deferred'])} (vẫn nhận, muộn hơn)")
+    _print_breakdown(shown)
+    _print_cost(shown)
+    _print_timing(shown, zone)
+    for warning in shown["warnings"]:
+        out.print(f"[yellow]Lưu ý: {escape(warning['message'])}[/yellow]")
+    out.print(shown["text"], markup=False)
+
+
+def _audience_words(audiences: dict[str, Any]) -> str:
+    """'theo mẫu — học sinh, sinh viên; công nhân, người lao động', 'tất cả (--audience all)'…"""
+    if audiences["source"] == "all":
+        return "tất cả (--audience all)"
+    labels = "; ".join(Audience.parse(slug).label for slug in audiences["groups"])
+    everyone = " (mẫu dành cho người dân: gửi mọi người)" if audiences["everyone"] else ""
+    return f"{'theo mẫu' if audiences['source'] == 'alert' else 'đã chọn'} — {labels}{everyone}"
+
+
+def _print_breakdown(shown: dict[str, Any]) -> None:
+    """Recipients per carrier, and in the ten largest communes."""
     table = Table("Nhà mạng", "Người nhận")
     for carrier, n in shown["by_carrier"].items():
-        table.add_row(carrier, f"{n:,}")
+        table.add_row(carrier, number(n))
     out.print(table)
     table = Table("Tỉnh/thành phố", "Xã/phường", "Người nhận")
     communes = [(p["name"], c["name"], c["recipients"]) for p in shown["by_province"].values()
                 for c in p["communes"].values()]  # fmt: skip
     communes.sort(key=lambda row: -row[2])
     for province, commune, n in communes[:10]:
-        table.add_row(province, commune, f"{n:,}")
+        table.add_row(province, commune, number(n))
     if len(communes) > 10:
-        table.add_row("", f"… và {len(communes) - 10} xã/phường khác", f"{sum(n for *_, n in communes[10:]):,}")
+        table.add_row("", f"… và {len(communes) - 10} xã/phường khác", number(sum(n for *_, n in communes[10:])))
     out.print(table)
     if shown["partial_communes"]:
         out.print(f"[yellow]{len(shown['partial_communes'])} xã chỉ một phần thuộc địa bàn cũ đã chọn: "
                   "cả xã sẽ nhận tin.[/yellow]")  # fmt: skip
-    finish = datetime.fromisoformat(shown["finish_at"]).astimezone(ZoneInfo(zone))
-    out.print(
-        f"Mỗi tin {shown['parts_per_message']} phần ({shown['encoding']}), tổng {shown['total_parts']:,} phần, "
-        f"chi phí ước tính {shown['cost']:,} {shown['currency']}; gửi xong sau khoảng "
-        f"{timedelta(seconds=shown['eta_seconds'])} (lúc {finish:%H:%M %d/%m/%Y}, đã tính giờ yên lặng)."
-    )
-    out.print(shown["text"], markup=False)
+
+
+def _print_cost(shown: dict[str, Any]) -> None:
+    """Parts, and the cost split by channel (Zalo per message, SMS per part)."""
+    people, cost, currency = shown["recipients_by_channel"], shown["cost_by_channel"], shown["currency"]
+    out.print(f"Mỗi tin SMS {shown['parts_per_message']} phần ({shown['encoding']}), "
+              f"tổng {number(shown['total_parts'])} phần SMS.")  # fmt: skip
+    split = " · ".join(f"{labels.channel(via)} {number(cost[via])} {currency} cho {number(people[via])} người"
+                       for via in cost)  # fmt: skip
+    fallback = " (chưa tính SMS dự phòng khi Zalo không tới được)" if shown["channel"] == "zalo_then_sms" else ""
+    out.print(f"Chi phí ước tính: [bold]{number(shown['cost'])} {currency}[/bold] — {split}{fallback}.")
+
+
+def _print_timing(shown: dict[str, Any], zone: str) -> None:
+    """When it starts, when it would be done, and its deadline."""
+
+    def at(key: str) -> str:
+        return moment(datetime.fromisoformat(shown[key]), zone)
+
+    out.print(f"Bắt đầu: {'khi được duyệt' if shown['starts_on_approval'] else at('start_at')}")
+    finish = f"nếu duyệt ngay: lúc {at('finish_at')}" if shown["starts_on_approval"] else f"lúc {at('finish_at')}"
+    quiet = f"đã tính giờ yên lặng {shown['quiet_hours']}" if shown["quiet_hours"] else "không có giờ yên lặng"
+    out.print(f"Gửi xong sau khoảng {duration(shown['eta_seconds'])} ({finish}; {quiet}).")
+    if shown["not_after"]:
+        out.print(f"Không gửi sau: {at('not_after')}")
 
 
 BlastIds = Annotated[list[int], typer.Argument(help="Một hoặc nhiều số đợt gửi.")]

@@ -6,12 +6,13 @@ the `Settings` object (or the part it needs) from the CLI, the composition root.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from dispatcher.errors import ConfigError
@@ -21,10 +22,28 @@ ZALO_ROUTE = "zalo"  # the [routes] key of the Zalo channel's gateways (the othe
 DEFAULT_CONFIG_FILE = Path("config.toml")
 
 
-class Section(BaseModel):
-    """A config section: unknown keys are errors, so a typo never passes silently."""
+def _finite(value: Any) -> Any:
+    """Refuse nan and inf (TOML and float() read both): as a rate or a price they would mean "no limit"."""
+    try:
+        number = float(value) if isinstance(value, float | str) else None
+    except ValueError:
+        return value  # not a number at all: the float validator says so
+    if number is not None and not math.isfinite(number):
+        raise ValueError("cần một số hữu hạn (không nhận nan hay inf)")
+    return value
 
-    model_config = ConfigDict(extra="forbid")
+
+Finite = Annotated[float, BeforeValidator(_finite)]
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, so a typo never passes silently.
+
+    No float of any section takes nan or inf, from the file or the environment (`Finite` says
+    so in Vietnamese; `allow_inf_nan` holds for any float declared without it).
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class AppSettings(Section):
@@ -64,7 +83,7 @@ class SmsSettings(Section):
 
     max_parts: int = Field(4, ge=1, le=10)
     currency: str = "VND"
-    price_per_part: dict[str, float] = Field(default_factory=lambda: {"default": 650.0})
+    price_per_part: dict[str, Finite] = Field(default_factory=lambda: {"default": 650.0})
 
     @field_validator("price_per_part")
     @classmethod
@@ -78,6 +97,16 @@ class SmsSettings(Section):
     def price_for(self, carrier: str) -> float:
         """Price of one part on `carrier`, falling back to the default price."""
         return self.price_per_part.get(carrier, self.price_per_part["default"])
+
+
+class ZaloSettings(Section):
+    """The Zalo channel (ZBS template messages, ex-ZNS): what one costs.
+
+    Zalo bills per message, whatever its length, at the template's own price (`price_sdt` of
+    `GET /template/info/v2` when sent by phone number): set yours here.
+    """
+
+    price: Finite = Field(300.0, ge=0, description="VND per Zalo template message sent by phone number")
 
 
 class SubscriberSettings(Section):
@@ -106,8 +135,8 @@ class LoggingSettings(Section):
 class GatewayLimits(Section):
     """What every gateway shares: its rate limit and how many sends it runs at once."""
 
-    rate: float = Field(0, ge=0, description="messages per second; 0 is unlimited")
-    parts_rate: float = Field(0, ge=0, description="SMS parts per second; 0 is unlimited")
+    rate: Finite = Field(0, ge=0, description="messages per second; 0 is unlimited")
+    parts_rate: Finite = Field(0, ge=0, description="SMS parts per second; 0 is unlimited")
     concurrency: int = Field(16, ge=1, le=10_000)
 
 
@@ -121,11 +150,11 @@ class FileGatewaySettings(GatewayLimits):
 class CarrierBehaviour(Section):
     """How the simulated network of one carrier behaves; unset fields take the simulator's."""
 
-    latency_ms: float | None = Field(None, ge=0)
-    temporary_failure: float | None = Field(None, ge=0, le=1)
-    throttled: float | None = Field(None, ge=0, le=1)
-    permanent_failure: float | None = Field(None, ge=0, le=1)
-    undeliverable: float | None = Field(None, ge=0, le=1)
+    latency_ms: Finite | None = Field(None, ge=0)
+    temporary_failure: Finite | None = Field(None, ge=0, le=1)
+    throttled: Finite | None = Field(None, ge=0, le=1)
+    permanent_failure: Finite | None = Field(None, ge=0, le=1)
+    undeliverable: Finite | None = Field(None, ge=0, le=1)
 
 
 class SimulatorSettings(GatewayLimits):
@@ -133,16 +162,16 @@ class SimulatorSettings(GatewayLimits):
 
     concurrency: int = Field(64, ge=1, le=10_000)
     seed: int = 1
-    latency_ms: float = Field(0, ge=0)
-    temporary_failure: float = Field(0, ge=0, le=1)
-    throttled: float = Field(0, ge=0, le=1)
-    permanent_failure: float = Field(0, ge=0, le=1)
-    undeliverable: float = Field(0, ge=0, le=1)
-    not_on_zalo: float = Field(0, ge=0, le=1, description="share of numbers Zalo messages cannot reach (-118)")
-    zalo_unconfirmed: float = Field(
+    latency_ms: Finite = Field(0, ge=0)
+    temporary_failure: Finite = Field(0, ge=0, le=1)
+    throttled: Finite = Field(0, ge=0, le=1)
+    permanent_failure: Finite = Field(0, ge=0, le=1)
+    undeliverable: Finite = Field(0, ge=0, le=1)
+    not_on_zalo: Finite = Field(0, ge=0, le=1, description="share of numbers Zalo messages cannot reach (-118)")
+    zalo_unconfirmed: Finite = Field(
         0, ge=0, le=1, description="share of accepted Zalo messages whose delivery receipt never comes"
     )
-    report_delay_ms: tuple[float, float] = (50, 2000)
+    report_delay_ms: tuple[Finite, Finite] = (50, 2000)
     reports: bool = Field(True, description="send delivery reports at all (off: measure sending alone)")
     record_path: Path | None = None
     keep_last: int = Field(20_000, ge=0, description="messages kept in memory for tests to inspect")
@@ -169,15 +198,15 @@ class DispatchSettings(Section):
     """The dispatch loop: batches, leases, retries."""
 
     batch_size: int = Field(500, ge=1, le=50_000)
-    lease_seconds: float = Field(60, gt=0)
+    lease_seconds: Finite = Field(60, gt=0)
     max_attempts: int = Field(5, ge=1, le=100)
-    backoff_base_seconds: float = Field(30, ge=0)
-    backoff_max_seconds: float = Field(3600, ge=0)
-    poll_interval_ms: float = Field(200, ge=1)
-    report_wait_seconds: float = Field(
+    backoff_base_seconds: Finite = Field(30, ge=0)
+    backoff_max_seconds: Finite = Field(3600, ge=0)
+    poll_interval_ms: Finite = Field(200, ge=1)
+    report_wait_seconds: Finite = Field(
         5, ge=0, description="how long --until-idle waits for outstanding delivery reports"
     )
-    receipt_timeout_seconds: float = Field(
+    receipt_timeout_seconds: Finite = Field(
         600, ge=0, description="a zalo_then_sms message Zalo has not confirmed by then goes by SMS; 0: never"
     )
     already_received_days: int = Field(30, ge=0, description="the same alert is not sent twice within")
@@ -195,10 +224,10 @@ class PolicySettings(Section):
     capped: Literal["defer", "skip"] = Field(
         "defer", description="people at cap_per_day: 'defer' sends them a day later, 'skip' leaves them out"
     )
-    urgent_share: float = Field(
+    urgent_share: Finite = Field(
         0.8, gt=0, lt=1, description="the part of each batch urgent messages may take while normal ones wait"
     )
-    assumed_rate: float = Field(100, gt=0, description="messages/s used for the ETA when no limit is set")
+    assumed_rate: Finite = Field(100, gt=0, description="messages/s used for the ETA when no limit is set")
 
     @field_validator("quiet_hours")
     @classmethod
@@ -224,11 +253,11 @@ class SchedulerSettings(Section):
     """The scheduler: one leader among the scheduler processes fires one-off and recurring blasts."""
 
     schedules_dir: Path = Path("schedules")
-    grace_seconds: float = Field(
+    grace_seconds: Finite = Field(
         3600, ge=0, description="a start missed while everything was down still runs within this, else 'missed'"
     )
-    lease_seconds: float = Field(30, ge=2, description="how long a leader holds the lease without renewing it")
-    reconcile_seconds: float = Field(5, gt=0, description="how often the leader re-reads blasts and schedules")
+    lease_seconds: Finite = Field(30, ge=2, description="how long a leader holds the lease without renewing it")
+    reconcile_seconds: Finite = Field(5, gt=0, description="how often the leader re-reads blasts and schedules")
 
 
 class Settings(BaseSettings):
@@ -243,6 +272,7 @@ class Settings(BaseSettings):
     app: AppSettings = AppSettings()
     database: DatabaseSettings = DatabaseSettings()
     sms: SmsSettings = SmsSettings()
+    zalo: ZaloSettings = ZaloSettings()
     subscribers: SubscriberSettings = SubscriberSettings()
     catalogue: CatalogueSettings = CatalogueSettings()
     logging: LoggingSettings = LoggingSettings()

@@ -44,6 +44,14 @@ class Audience(Enum):
         raise ValueError(text)
 
 
+EVERYONE = ("all", "tat ca")  # folded: what asks for no audience filter at all
+
+
+def means_everyone(text: str) -> bool:
+    """True for 'all' or 'tất cả' (accents ignored): every audience, the alert's own notwithstanding."""
+    return fold(text) in EVERYONE
+
+
 def audience_mask(audiences: list[Audience] | set[Audience]) -> int:
     """The bit mask stored for a set of audiences."""
     mask = 0

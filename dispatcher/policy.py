@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING
@@ -64,13 +65,32 @@ class QuietHours:
                 moment = self.next_open(moment)
         return moment
 
+    def open_seconds(self, start: datetime, end: datetime) -> float:
+        """Seconds between `start` and `end` in which messages may leave."""
+        total, moment = 0.0, self.next_open(start)
+        while moment < end:
+            closing = end if self.start == self.end else min(self.next_close(moment), end)
+            total += (closing - moment).total_seconds()
+            moment = self.next_open(closing)
+        return total
 
-def quiet_hours(settings: Settings, channel: str) -> QuietHours:
-    """The quiet window a blast on `channel` keeps.
+    def sendable(self, start: datetime, deadline: datetime, rate: float) -> int:
+        """How many messages sent at `rate` per second from `start` are out by `deadline` (`finish_time`'s inverse)."""
+        # A hair of slack: 600 s at 0.01/s is 6 messages, not 5.999… of them.
+        return max(0, math.floor(self.open_seconds(start, deadline) * rate + 1e-9))
+
+
+NO_QUIET_HOURS = ("00:00", "00:00")
+
+
+def quiet_hours(settings: Settings, channel: str, urgent: bool = False) -> QuietHours:
+    """The quiet window a blast on `channel` keeps; none for an urgent one where `urgent_in_quiet_hours` allows.
 
     `zalo_then_sms` keeps the SMS window: its fallback must reach people at SMS hours, and
     Zalo's own window (which Zalo enforces 22:00–06:00 anyway) is no wider by default.
     """
+    if urgent and settings.policy.urgent_in_quiet_hours:
+        return QuietHours.parse(*NO_QUIET_HOURS, settings.app.timezone)
     own = "zalo" if channel == "zalo" else "sms"
     start, end = settings.policy.quiet_window(own)
     return QuietHours.parse(start, end, settings.app.timezone)

@@ -232,7 +232,7 @@ def fire(
         return None  # fired already, by this process before a restart or by another
     first = conn.execute(select(alerts).where(alerts.c.id == series[0][1])).mappings().one()
     urgent = not spec.is_rotation() and first["priority"] == Priority.URGENT.value
-    segment = resolve(spec.segment, regions)
+    segment = blast_ops.for_alert(resolve(spec.segment, regions), _audiences(conn, series))
     shown = {"alert": {"id": first["slug"], "version": first["version"], "title": first["title"]},
              "segment": list(segment.labels), "recipients": 0, "schedule": row.name,
              "run_at": run_at.astimezone(UTC).isoformat(),
@@ -251,6 +251,12 @@ def fire(
     audit(conn, now, "scheduler", "schedule.run", f"schedule:{row.name}", {"blast": blast_id, "run_at": str(run_at)})
     blast_ops.start(conn, blast_ops.get(conn, blast_id), settings, now)
     return {**recorded, "blast_id": blast_id}
+
+
+def _audiences(conn: Connection, series: list[list[Any]]) -> set[str]:
+    """Every audience the series' alerts were written for: a run without its own reaches those, as a blast does."""
+    found = conn.execute(select(alerts.c.audiences).where(alerts.c.id.in_([alert_id for _, alert_id in series])))
+    return {audience for audiences in found.scalars() for audience in audiences}
 
 
 def _series(conn: Connection, spec: ScheduleSpec) -> list[list[Any]]:

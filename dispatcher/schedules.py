@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import re
 import tomllib
 from collections.abc import Callable, Iterable
@@ -388,11 +389,14 @@ class _Reader:
         return value
 
     def number(self, key: str, default: float | None) -> float | None:
-        """A number (not a boolean), or None after noting it."""
+        """A finite number (not a boolean: TOML's nan and inf neither), or None after noting it."""
         value = self.data.get(key, default)
-        if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
-            return None if value is None else float(value)
-        self.note(f"'{key}' phải là một số", key)
+        if value is None:
+            return None
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        finite = " hữu hạn (không nhận nan hay inf)" if isinstance(value, float) else ""
+        self.note(f"'{key}' phải là một số{finite}", key)
         return None
 
     def rate(self) -> float | None:

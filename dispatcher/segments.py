@@ -27,7 +27,7 @@ from sqlalchemy import (
     union_all,
 )
 
-from dispatcher.domain import Audience, BlastState, Channel, DeliveryStatus, audience_mask
+from dispatcher.domain import Audience, BlastState, Channel, DeliveryStatus, audience_mask, means_everyone
 from dispatcher.errors import InputRejected, UsageError
 from dispatcher.models import alerts, blasts, deliveries, subscribers
 from dispatcher.phones import InvalidNumber, parse_carrier
@@ -117,6 +117,10 @@ def _legacy_districts_of(regions: RegionIndex, province_code: int) -> list[int]:
 
 
 def _audiences(names: tuple[str, ...]) -> int:
+    if any(means_everyone(name) for name in names):  # mask 0: no audience filter
+        if len(names) > 1:
+            raise InputRejected("Nhóm đối tượng 'tất cả' (all) không đi cùng nhóm khác: chọn một trong hai.")
+        return 0
     try:
         return audience_mask({Audience.parse(name) for name in names})
     except ValueError as exc:

@@ -286,6 +286,48 @@ def test_preview_stores_nothing(people, regions, settings, now) -> None:
     assert _blast_rows(people) == 0
 
 
+def test_without_a_start_the_preview_says_it_starts_on_approval(people, regions, settings, now) -> None:
+    """No start_at is "when approved", not the moment of the preview: the time to send counts from now."""
+    shown = _preview(people, _request(_duy_xuyen(regions), rate=0.01), settings, regions, now)
+    assert (shown["start_at"], shown["starts_on_approval"]) == (None, True)
+    assert datetime.fromisoformat(shown["finish_at"]) == now + timedelta(seconds=600)
+
+
+def test_a_not_after_before_the_finish_counts_the_messages_that_would_expire(people, regions, settings, now) -> None:
+    """Six messages at one per 100 s with a deadline after 300 s: three go, three would expire, and it says so."""
+    request = _request(_duy_xuyen(regions), rate=0.01, not_after=now + timedelta(seconds=300))
+    shown = _preview(people, request, settings, regions, now)
+    assert (shown["recipients"], shown["expiring"]) == (6, 3)
+    (warning,) = shown["warnings"]
+    assert warning["code"] == "expiring"
+    assert "Chỉ 3 trong 6 tin gửi kịp trước --not-after 09:05 23/11/2026: 3 tin sẽ quá hạn" in warning["message"]
+
+
+def test_a_not_after_after_the_finish_expires_nothing(people, regions, settings, now) -> None:
+    """A deadline the blast meets leaves nothing to expire and nothing to warn about."""
+    request = _request(_duy_xuyen(regions), rate=0.01, not_after=now + timedelta(seconds=600))
+    shown = _preview(people, request, settings, regions, now)
+    assert (shown["expiring"], shown["warnings"]) == (0, [])
+
+
+def test_a_zalo_then_sms_blast_prices_zalo_messages_at_the_zalo_price(people, regions, settings, now) -> None:
+    """The one person on Zalo costs [zalo] price a message; the five without Zalo cost SMS parts at their carrier's."""
+    shown = _preview(people, _request(_duy_xuyen(regions), channel="zalo_then_sms"), settings, regions, now)
+    parts = shown["parts_per_message"]
+    assert shown["recipients_by_channel"] == {"zalo": 1, "sms": 5}
+    sms = round(parts * (3 * PRICES["viettel"] + 2 * PRICES["vinaphone"]))
+    assert shown["cost_by_channel"] == {"zalo": round(settings.zalo.price), "sms": sms}
+    assert shown["cost"] == sms + round(settings.zalo.price)
+    assert shown["total_parts"] == 5 * parts
+
+
+def test_a_zalo_preview_without_a_zalo_route_says_one_is_needed(people, regions, settings, now) -> None:
+    """A dry run of a Zalo blast on a config without `[routes] zalo` warns, as the real create refuses."""
+    shown = _preview(people, _request(_duy_xuyen(regions), channel="zalo"), settings, regions, now)
+    assert [w["code"] for w in shown["warnings"]] == ["zalo_route_missing"]
+    assert "cần cổng Zalo trong [routes] zalo" in shown["warnings"][0]["message"]
+
+
 @pytest.mark.parametrize(
     ("start", "messages", "rate", "finish"),
     [
@@ -389,6 +431,38 @@ def test_an_unknown_audience_or_carrier_is_rejected(regions, spec, message) -> N
         _segment(regions, provinces=("Đà Nẵng",), **spec)
 
 
+def test_without_an_audience_a_blast_reaches_the_alerts_audiences(people, regions, settings, now) -> None:
+    """viec-nhe-luong-cao is for students and workers: with no --audience it reaches those, in preview and at start."""
+    request = _request(_duy_xuyen(regions), alert="viec-nhe-luong-cao")
+    shown = _preview(people, request, settings, regions, now)
+    assert shown["audiences"] == {"source": "alert", "groups": ["student", "worker"], "everyone": False}
+    assert shown["recipients"] == len(DUY_XUYEN_STUDENTS)
+    blast_id = _running(people, request, settings, regions, now)
+    assert set(_deliveries(people, blast_id)) == DUY_XUYEN_STUDENTS
+
+
+def test_an_alert_for_the_public_reaches_everyone(people, regions, settings, now) -> None:
+    """An alert whose audiences include 'public' (người dân) goes to every person of the segment."""
+    shown = _preview(people, _request(_duy_xuyen(regions)), settings, regions, now)
+    assert shown["audiences"] == {"source": "alert", "groups": ["public", "business", "journalist"], "everyone": True}
+    assert shown["recipients"] == len(DUY_XUYEN)
+
+
+@pytest.mark.parametrize("everyone", ["all", "tất cả", "Tat ca"])
+def test_audience_all_reaches_everyone_whatever_the_alert_says(people, regions, settings, now, everyone) -> None:
+    """--audience all (or 'tất cả') asks for every person, the alert's own audiences notwithstanding."""
+    segment = _segment(regions, legacy_districts=("Huyện Duy Xuyên",), audiences=(everyone,))
+    shown = _preview(people, _request(segment, alert="viec-nhe-luong-cao"), settings, regions, now)
+    assert shown["audiences"] == {"source": "all", "groups": [], "everyone": True}
+    assert shown["recipients"] == len(DUY_XUYEN)
+
+
+def test_audience_all_with_another_audience_is_rejected(regions) -> None:
+    """'all' next to a group cannot mean both: refused rather than silently taking one."""
+    with pytest.raises(InputRejected, match="'tất cả' \\(all\\) không đi cùng nhóm khác"):
+        _segment(regions, provinces=("Đà Nẵng",), audiences=("all", "student"))
+
+
 # -- create -------------------------------------------------------------------------------
 
 
@@ -436,6 +510,44 @@ def test_create_refuses_a_segment_whose_people_are_all_excluded(people, regions,
         _create(people, _request(_segment(regions, provinces=("Hà Nội",))), settings, regions, now)
 
 
+def test_a_start_in_the_past_is_refused_saying_when_and_now(people, regions, settings, now) -> None:
+    """A start_at two minutes ago would send at once: preview and create refuse it, naming both times."""
+    request = _request(_duy_xuyen(regions), start_at=now - timedelta(minutes=2))
+    for attempt in (_preview, _create):
+        with pytest.raises(
+            UsageError, match=re.escape("--start-at 08:58 23/11/2026 đã qua (bây giờ là 09:00 23/11/2026)")
+        ):
+            attempt(people, request, settings, regions, now)
+    assert _blast_rows(people) == 0
+
+
+def test_a_start_within_a_minute_of_now_is_clock_skew_not_the_past(people, regions, settings, now) -> None:
+    """Half a minute behind is two clocks disagreeing: the blast is created."""
+    request = _request(_duy_xuyen(regions), start_at=now - timedelta(seconds=30))
+    assert _blast(people, _create(people, request, settings, regions, now))["state"] == "pending_approval"
+
+
+def test_a_window_inside_quiet_hours_is_refused(people, regions, settings, now) -> None:
+    """23:30 to 06:00 is all night: nothing could go, so the preview (a dry run) and create both refuse."""
+    request = _request(_duy_xuyen(regions), start_at=_at("2026-11-23 23:30"), not_after=_at("2026-11-24 06:00"))
+    for attempt in (_preview, _create):
+        with pytest.raises(UsageError, match="Không tin nào gửi kịp trước --not-after 06:00 24/11/2026") as caught:
+            attempt(people, request, settings, regions, now)
+        assert "giờ yên lặng 22:00–07:00, tin đầu tiên sớm nhất đi lúc 07:00 24/11/2026" in str(caught.value)
+    assert _blast_rows(people) == 0
+
+
+def test_an_urgent_blast_allowed_at_night_keeps_no_quiet_hours(people, regions, settings, now) -> None:
+    """With urgent_in_quiet_hours an urgent alert's night window is open: nothing expires, the finish is at night."""
+    policy = settings.policy.model_copy(update={"urgent_in_quiet_hours": True})
+    settings = settings.model_copy(update={"policy": policy})
+    start, deadline = _at("2026-11-23 23:30"), _at("2026-11-24 06:00")
+    request = _request(_duy_xuyen(regions), alert="phat-nguoi-gia-mao", start_at=start, not_after=deadline)
+    shown = _preview(people, request, settings, regions, now)
+    assert (shown["expiring"], shown["quiet_hours"]) == (0, None)
+    assert datetime.fromisoformat(shown["finish_at"]) < deadline
+
+
 @pytest.mark.parametrize("offset", [timedelta(0), timedelta(hours=-1)], ids=["at-start", "before-start"])
 def test_not_after_must_come_after_the_start(people, regions, settings, now, offset) -> None:
     """A deadline at or before the start could never be met."""
@@ -453,8 +565,10 @@ def test_not_after_must_come_after_the_start(people, regions, settings, now, off
         ({"encoding": "utf8"}, "Bảng mã 'utf8'"),
         ({"rate": 0}, "--rate"),
         ({"rate": 0.0001}, "--rate tối thiểu"),
+        ({"rate": float("nan")}, "--rate phải là một số hữu hạn"),
+        ({"rate": float("inf")}, "--rate phải là một số hữu hạn"),
     ],
-    ids=["channel", "encoding", "rate", "rate-slower-than-the-lease-allows"],
+    ids=["channel", "encoding", "rate", "rate-slower-than-the-lease-allows", "rate-nan", "rate-inf"],
 )
 def test_an_unknown_channel_encoding_or_rate_is_a_usage_error(people, regions, settings, now, options, message) -> None:
     """Channel and encoding come from fixed lists; the rate must be positive, one message's wait inside a lease."""
@@ -667,7 +781,8 @@ def test_the_daily_cap_counts_messages_sent_in_the_last_24_hours(
     """People sent cap_per_day messages in the last 24 h are capped; those with fewer, or older ones, are not."""
     assert settings.dispatch.cap_per_day == 3
     for slug, carriers in zip(OTHER_ALERTS, [(), (), ("viettel",)], strict=True):
-        segment = _segment(regions, legacy_districts=("Huyện Duy Xuyên",), carriers=carriers)
+        # Everyone asked: viec-nhe-luong-cao alone would reach only its students and workers.
+        segment = _segment(regions, legacy_districts=("Huyện Duy Xuyên",), carriers=carriers, audiences=("all",))
         blast_id = _running(people, _request(segment, alert=slug), settings, regions, now)
         _set_status(people, blast_id, DeliveryStatus.SENT.value, now)
     later = now + timedelta(hours=hours_later)
@@ -838,6 +953,60 @@ def test_cli_shows_a_blasts_state_in_vietnamese(cli_ready) -> None:
     assert cli_ready.json("blast", "status", blast_id)[1]["state"] == "paused"
     code, _out, err = cli_ready("blast", "approve", blast_id, user="chief")
     assert code == 2 and "trạng thái 'tạm dừng': không thể chuyển sang 'đã lên lịch'" in err
+
+
+def test_cli_reads_a_day_first_start(cli_ready) -> None:
+    """`--start-at "01/12/2099 09:00"` is 09:00 local time on 1 December, as the ISO form would be."""
+    code, doc = cli_ready.json(*CREATE, "--start-at", "01/12/2099 09:00", "--dry-run", user="liaison")
+    assert code == 0
+    assert datetime.fromisoformat(doc["start_at"]) == datetime(2099, 12, 1, 2, 0, tzinfo=UTC)
+
+
+def test_cli_an_unreadable_time_shows_both_accepted_forms(cli_ready) -> None:
+    """A time neither ISO nor day-first exits 2 naming the option and both forms it takes."""
+    code, _out, err = cli_ready(*CREATE, "--not-after", "mai 9 giờ", "--dry-run", user="liaison")
+    assert code == 2
+    assert "--not-after: không hiểu thời điểm 'mai 9 giờ' (dạng 01/12/2026 09:00 hoặc 2026-12-01 09:00)" in err
+
+
+@pytest.mark.parametrize("rate", ["nan", "inf", "-inf"])
+def test_cli_a_non_finite_rate_is_refused(cli_ready, rate) -> None:
+    """`--rate nan` or `inf` is no rate limit the liaison meant: exit 2 naming --rate, nothing created."""
+    code, _out, err = cli_ready(*CREATE, "--rate", rate, user="liaison")
+    assert code == 2 and "--rate phải là một số hữu hạn" in err
+    assert cli_ready.json("blast", "list")[1] == []
+
+
+def test_cli_preview_speaks_vietnamese_numbers_times_and_start(cli_ready) -> None:
+    """The human preview groups thousands with dots, says the start is on approval, and gives durations in words."""
+    code, out, _err = cli_ready(*CREATE, "--dry-run", user="liaison")
+    assert code == 0
+    recipients = re.search(r"Người nhận: ([\d.]+) / ([\d.]+)", out)
+    assert recipients and re.fullmatch(r"1\.\d{3}", recipients[1])
+    assert "Bắt đầu: khi được duyệt" in out
+    assert re.search(r"Gửi xong sau khoảng [\d,]+ giây \(nếu duyệt ngay: lúc \d\d:\d\d \d\d/\d\d/\d{4}", out)
+    assert re.search(r"Chi phí ước tính: [\d.]+ VND — SMS [\d.]+ VND cho [\d.]+ người", out)
+    assert "Đối tượng: theo mẫu — người dân" in out
+
+
+def test_cli_a_dry_run_of_a_hopeless_window_is_a_refusal(cli_ready) -> None:
+    """A dry run of 23:30 → 06:00 exits 2 with the reason, as the real create would."""
+    window = ("--start-at", "01/12/2099 23:30", "--not-after", "02/12/2099 06:00")
+    code, out, err = cli_ready(*CREATE, *window, "--dry-run", user="liaison")
+    assert (code, out) == (2, "")
+    assert "Không tin nào gửi kịp trước --not-after 06:00 02/12/2099" in err
+
+
+def test_cli_every_blast_create_option_has_help() -> None:
+    """Each option of `blast create` explains itself in `--help` (province, commune… included)."""
+    import typer.main
+
+    from dispatcher.cli import app
+
+    create = typer.main.get_command(app).commands["blast"].commands["create"]
+    options = [param for param in create.params if param.name != "help"]
+    assert {"province", "commune", "legacy_district", "audience", "carrier"} <= {o.name for o in options}
+    assert [o.name for o in options if not getattr(o, "help", None)] == []
 
 
 def test_every_state_has_its_vietnamese_name() -> None:

@@ -70,7 +70,7 @@ def test_serve_sends_a_timed_blast_and_stops_cleanly_on_sigterm(engine: Engine, 
     catalogue(engine, now, ["viec-nhe-luong-cao"])
     settings = load_settings(None, {})
     with engine.begin() as conn:
-        segment = resolve(SegmentSpec(provinces=("Đà Nẵng",)), regions)
+        segment = resolve(SegmentSpec(provinces=("Đà Nẵng",), audiences=("all",)), regions)  # not only its students
         request = blasts.BlastRequest("viec-nhe-luong-cao", segment, start_at=now + timedelta(seconds=2), rate=100)
         blast_id, _ = blasts.create(conn, request, "liaison", settings, regions, now)
         blasts.approve(conn, blast_id, "chief", now)

@@ -145,6 +145,33 @@ def test_a_price_table_without_a_default_price_is_an_error(config: Path) -> None
     assert "'default'" in message
 
 
+@pytest.mark.parametrize(
+    ("toml", "environ", "key", "origin"),
+    [
+        ("[gateways.file]\nrate = nan\n", {}, "gateways.file.rate", "tệp"),
+        ("[sms.price_per_part]\ndefault = inf\n", {}, "sms.price_per_part.default", "tệp"),
+        ("", {"CANHBAO_POLICY__ASSUMED_RATE": "inf"}, "policy.assumed_rate", "CANHBAO_POLICY__ASSUMED_RATE"),
+        ("", {"CANHBAO_DISPATCH__LEASE_SECONDS": "NaN"}, "dispatch.lease_seconds", "CANHBAO_DISPATCH__LEASE_SECONDS"),
+        ("", {"CANHBAO_ZALO": '{"price": "-Infinity"}'}, "zalo.price", "CANHBAO_ZALO"),
+    ],
+    ids=["file-nan-rate", "file-inf-price", "env-inf", "env-nan", "section-variable"],
+)
+def test_a_non_finite_number_is_an_error(
+    config: Path, toml: str, environ: dict[str, str], key: str, origin: str
+) -> None:
+    """nan and inf, which TOML and float() both read, are refused for every number, naming the key and its source."""
+    message = error_of(write(config, toml), environ)
+    assert f"'{key}'" in message
+    assert origin in message
+    assert "cần một số hữu hạn" in message
+
+
+def test_the_zalo_price_is_read_per_message(config: Path) -> None:
+    """[zalo] price is what one Zalo message costs; without it a default price stands."""
+    assert load_settings(write(config, "[zalo]\nprice = 220\n"), {}).zalo.price == 220
+    assert load_settings(write(config, ""), {}).zalo.price > 0
+
+
 def test_a_wrong_value_from_the_environment_names_the_variable(config: Path) -> None:
     """When the bad value came from CANHBAO_SMS__MAX_PARTS, the message names that variable, not the file."""
     message = error_of(write(config, "[sms]\nmax_parts = 3\n"), {"CANHBAO_SMS__MAX_PARTS": "lots"})

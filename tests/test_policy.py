@@ -21,6 +21,7 @@ from dispatcher.domain import BlastState
 from dispatcher.gateways.base import Outcome, OutgoingMessage
 from dispatcher.gateways.fake import FakeGateway
 from dispatcher.models import deliveries
+from dispatcher.policy import QuietHours
 from dispatcher.regions import RegionIndex
 from dispatcher.segments import SegmentSpec, resolve
 from tests.clock import Clock
@@ -71,8 +72,9 @@ class World:
         return Worker(self.engine, {"fake": self.fake}, settings, self.regions, self.clock, "w1", sleep=sleep)
 
     def blast(self, settings: Settings, alert: str, **request: Any) -> tuple[int, dict[str, Any]]:
-        """A blast to all of Đà Nẵng created and approved at the clock's time: (id, its preview)."""
-        request.setdefault("segment", SegmentSpec(provinces=("Đà Nẵng",)))
+        """A blast to everyone in Đà Nẵng (whatever the alert's audiences) created and approved at the clock's time:
+        (id, its preview)."""
+        request.setdefault("segment", SegmentSpec(provinces=("Đà Nẵng",), audiences=("all",)))
         segment = resolve(request.pop("segment"), self.regions)
         with self.engine.begin() as conn:
             blast_id, shown = blasts.create(conn, blasts.BlastRequest(alert, segment, **request), "liaison",
@@ -123,6 +125,24 @@ def world(engine: Engine, regions: RegionIndex, now: datetime, tmp_path: Path) -
 
 
 # -- quiet hours --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start", "deadline", "rate", "sendable"),
+    [
+        pytest.param("2026-11-23 23:30", "2026-11-24 06:00", 100, 0, id="all-inside-the-night"),
+        pytest.param("2026-11-23 21:00", "2026-11-24 08:00", 100, 720_000, id="an-hour-each-side-of-the-night"),
+        pytest.param("2026-11-23 09:00", "2026-11-23 09:10", 0.01, 6, id="ten-minutes-at-one-per-100-s"),
+        pytest.param("2026-11-23 09:00", "2026-11-26 14:00", 10, 1_800_000, id="several-nights"),
+        pytest.param("2026-11-24 06:00", "2026-11-24 06:30", 100, 0, id="deadline-before-seven"),
+    ],
+)
+def test_sendable_counts_the_messages_out_before_a_deadline(start, deadline, rate, sendable) -> None:
+    """Only the open hours between the start and the deadline carry messages: finish_time's inverse."""
+    quiet = QuietHours.parse("22:00", "07:00", "Asia/Ho_Chi_Minh")
+    assert quiet.sendable(_at(start), _at(deadline), rate) == sendable
+    if sendable:
+        assert quiet.finish_time(_at(start), sendable, rate) <= _at(deadline)
 
 
 @pytest.mark.parametrize(

@@ -18,11 +18,11 @@ from sqlalchemy import Engine, func, select, update
 from dispatcher import alerts, blasts
 from dispatcher import scheduler as scheduling
 from dispatcher.config import Settings, load_settings
-from dispatcher.domain import BlastState, RunOutcome, ScheduleState
+from dispatcher.domain import Audience, BlastState, RunOutcome, ScheduleState, audience_mask
 from dispatcher.errors import UsageError
 from dispatcher.models import alerts as alerts_table
 from dispatcher.models import blasts as blasts_table
-from dispatcher.models import deliveries, leases, schedule_runs, scheduler_jobs, schedules
+from dispatcher.models import deliveries, leases, schedule_runs, scheduler_jobs, schedules, subscribers
 from dispatcher.schedules import ScheduleSpec, parse_file
 from dispatcher.segments import SegmentSpec, resolve
 from tests.world import catalogue, people
@@ -191,6 +191,31 @@ def test_rotation_starts_someone_new_at_the_first_alert_they_have_not_had(world,
         others = select(alerts_table.c.slug).select_from(sent_alerts).where(deliveries.c.blast_id != blast_id)
         slugs = set(conn.execute(others).scalars())
     assert slugs == {ROTATION[1]}
+
+
+@pytest.mark.parametrize(
+    ("content", "audiences", "wanted"),
+    [
+        pytest.param('alert = "viec-nhe-luong-cao"', "", ("student", "worker"), id="one-alert-its-audiences"),
+        pytest.param('rotation = ["viec-nhe-luong-cao", "gia-danh-lanh-dao-nhan-tin"]', "",
+                     ("student", "worker", "official", "leader", "business"), id="rotation-the-union-of-its-alerts"),
+        pytest.param('alert = "viec-nhe-luong-cao"', 'audiences = ["tất cả"]', (), id="asked-for-all"),
+    ],
+)  # fmt: skip
+def test_a_campaign_without_audiences_reaches_its_alerts_audiences(
+    world, settings, regions, now, tmp_path, content, audiences, wanted
+) -> None:
+    """As a blast does: a run reaches the audiences its alerts (together, for a rotation) were written for."""
+    text = WEEKLY.replace(f"rotation = {json.dumps(ROTATION)}", content).replace("[content]", f"{audiences}\n[content]")
+    _campaign(world, tmp_path, now - timedelta(days=1), text)
+    _run(world, settings, regions, now)
+    s = subscribers.c
+    meant = select(s.id).where(s.opted_out_at.is_(None))
+    if wanted:
+        meant = meant.where(s.audience_mask.op("&")(audience_mask({Audience.parse(a) for a in wanted})) != 0)
+    with world.connect() as conn:
+        sent = set(conn.execute(select(deliveries.c.subscriber_id)).scalars())
+        assert sent and sent == set(conn.execute(meant).scalars())
 
 
 def test_a_run_with_no_approved_alert_is_recorded_and_sends_nothing(world, settings, regions, now, tmp_path) -> None:

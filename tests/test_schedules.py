@@ -313,6 +313,13 @@ def test_rate_must_be_a_positive_number(tmp_path: Path, value: str) -> None:
     assert f"{path}:3: 'rate' phải là" in message
 
 
+@pytest.mark.parametrize(("key", "value"), [("rate", "inf"), ("rate", "nan"), ("valid_hours", "+inf")])
+def test_a_non_finite_number_is_refused(tmp_path: Path, key: str, value: str) -> None:
+    """TOML's nan and inf are no rate and no validity: refused at their line, not read as 'no limit'."""
+    path, message = rejected(tmp_path, VALID.replace('channel = "sms"', f"{key} = {value}"))
+    assert f"{path}:3: '{key}' phải là một số hữu hạn" in message
+
+
 @pytest.mark.parametrize("value", ["0", "0.5", "721", '"1 ngày"'])
 def test_valid_hours_must_be_in_range(tmp_path: Path, value: str) -> None:
     """valid_hours outside 1..720, or not a number, is reported at its line."""
