@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from dispatcher.domain import fold
-from dispatcher.errors import InputRejected
+from dispatcher.errors import NotFound, UsageError
 
 SCHEME_2025 = "2025"
 SCHEME_LEGACY = "legacy"
@@ -85,11 +85,11 @@ class Resolution:
         }  # fmt: skip
 
 
-class UnknownRegion(InputRejected):
+class UnknownRegion(NotFound):
     """No unit has that name or code."""
 
 
-class AmbiguousRegion(InputRejected):
+class AmbiguousRegion(UsageError):
     """Several units have that name; the message lists them."""
 
     def __init__(self, query: str, candidates: list[Unit], index: RegionIndex) -> None:

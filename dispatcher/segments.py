@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 
 from dispatcher.domain import Audience, BlastState, Channel, DeliveryStatus, audience_mask
-from dispatcher.errors import InputRejected, UsageError
+from dispatcher.errors import UsageError
 from dispatcher.models import alerts, blasts, deliveries, subscribers
 from dispatcher.phones import InvalidNumber, parse_carrier
 from dispatcher.regions import SCHEME_2025, Level, RegionIndex
@@ -121,14 +121,14 @@ def _audiences(names: tuple[str, ...]) -> int:
         return audience_mask({Audience.parse(name) for name in names})
     except ValueError as exc:
         known = ", ".join(a.slug for a in Audience)
-        raise InputRejected(f"Nhóm đối tượng không rõ '{exc}' (nhận: {known}).") from None
+        raise UsageError(f"Nhóm đối tượng không rõ '{exc}' (nhận: {known}).") from None
 
 
 def _carriers(names: tuple[str, ...]) -> tuple[str, ...]:
     try:
         return tuple(sorted({parse_carrier(name).value for name in names}))
     except InvalidNumber as exc:
-        raise InputRejected(f"Nhà mạng: {exc}.") from None
+        raise UsageError(f"Nhà mạng: {exc}.") from None
 
 
 def matches(segment: Segment, dialect: str = "postgresql") -> ColumnElement[bool]:

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, select, update
 
 from dispatcher.db import driver_time
 from dispatcher.domain import Audience, Channel, audience_mask, fold
-from dispatcher.errors import UsageError
+from dispatcher.errors import NotFound, UsageError
 from dispatcher.models import subscribers
 from dispatcher.phones import Carrier, InvalidNumber, PhoneBook, parse_carrier
 from dispatcher.regions import SCHEME_2025, Level, RegionIndex, Unit
@@ -87,7 +87,7 @@ class ImportSummary:
 def read_rows(path: Path) -> tuple[list[str], Iterator[list[str]]]:
     """The header and a stream of data rows of a CSV (UTF-8, BOM or not) or XLSX file."""
     if not path.is_file():
-        raise UsageError(f"Không tìm thấy tệp {path}.")
+        raise NotFound(f"Không tìm thấy tệp {path}.")
     suffix = path.suffix.lower()
     if suffix in (".csv", ".txt", ".tsv"):
         return _read_csv(path)
