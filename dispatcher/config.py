@@ -390,7 +390,7 @@ def _json_problem(value: str) -> str | None:
         json.loads(value)
     except json.JSONDecodeError as exc:
         reason = _JSON_PROBLEMS.get(exc.msg, exc.msg)
-        return f'không phải JSON hợp lệ (cột {exc.colno}: {reason}), ví dụ \'{{"default": ["file"]}}\''
+        return f"không phải JSON hợp lệ (cột {exc.colno}: {reason}); khoá và chuỗi trong JSON cần dấu ngoặc kép"
     return None
 
 
