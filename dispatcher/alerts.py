@@ -14,6 +14,7 @@ import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,12 @@ from dispatcher import smstext
 from dispatcher.audit import audit
 from dispatcher.db import compare_and_set
 from dispatcher.domain import AlertStatus, Audience, Priority, fold
-from dispatcher.errors import InputRejected, UsageError
+from dispatcher.errors import InputRejected, NotAllowed, NotFound, StateError, toml_problem
 from dispatcher.models import alerts
 
 log = structlog.get_logger(__name__)
 # What a Vietnamese user reads for each AlertStatus.
-STATUS_VI = {"draft": "nháp", "submitted": "chờ duyệt", "approved": "đã duyệt", "retired": "ngừng dùng"}
+STATUS_VI = {"draft": "nháp", "submitted": "chờ duyệt", "approved": "đã duyệt", "retired": "đã ngừng dùng"}
 
 # Variables the dispatcher fills per recipient, with their longest value: part counts are
 # computed for the worst case (tests/test_alerts.py checks these against the region data).
@@ -43,6 +44,10 @@ KNOWN_KEYS = {
     "id", "method", "title", "body", "body_ascii", "variables", "audiences", "priority",
     "valid_days", "source", "zalo", "author",
 }  # fmt: skip
+ZALO_KEYS = ("template_id", "params")
+# What a [zalo] param may take besides the variables: fields of the alert itself.
+ZALO_FIELDS = {"title", "body", "source"}
+ZALO_PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,49}$")
 
 
 @dataclass(frozen=True)
@@ -102,44 +107,97 @@ class Catalogue:
     max_parts: int
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an alert: the key it is about (empty for the whole file) and what is wrong."""
+
+    key: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"'{self.key}': {self.text}" if self.key else self.text
+
+
+class AlertRejected(InputRejected):
+    """An alert refused with every problem it has, one a line, each naming the file and the key."""
+
+    def __init__(self, origin: str, problems: list[Problem]) -> None:
+        super().__init__("\n".join(f"{origin}: {problem}" for problem in problems))
+        self.origin = origin
+        self.problems = problems
+
+
 def parse_spec(text: str, origin: str) -> AlertSpec:
-    """An AlertSpec from TOML text, or InputRejected naming `origin` and every problem."""
+    """An AlertSpec from TOML text, or AlertRejected naming `origin` and every problem of its keys."""
+    spec, problems = read_spec(text)
+    if spec is None or problems:
+        raise AlertRejected(origin, problems)
+    return spec
+
+
+def read_spec(text: str) -> tuple[AlertSpec | None, list[Problem]]:
+    """The AlertSpec of a catalogue file as far as it can be read, and the problems of its keys."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise InputRejected(f"{origin}: không đúng cú pháp TOML: {exc}.") from exc
-    problems = [f"khoá không hợp lệ '{key}'" for key in data if key not in KNOWN_KEYS]
-    for key in ("id", "method", "title", "body", "source"):
-        if not isinstance(data.get(key), str) or not data[key].strip():
-            problems.append(f"thiếu '{key}'" if key != "source" else "thiếu nguồn chính thức 'source'")
+        return None, [Problem("", f"không đúng cú pháp TOML, {toml_problem(exc)}")]
+    problems = [Problem(key, f"khoá không có trong mẫu cảnh báo{_close(key, KNOWN_KEYS)}") for key in data
+                if key not in KNOWN_KEYS]  # fmt: skip
+    texts = {key: _string(data, key, problems, required=True) for key in ("id", "method", "source")}
+    texts |= {key: smstext.normalize(_string(data, key, problems, required=True)) for key in ("title", "body")}
+    body_ascii = _string(data, "body_ascii", problems, required=False) or None
+    spec = AlertSpec(
+        **texts, body_ascii=body_ascii, variables=_variables(data, problems), audiences=_audiences(data, problems),
+        priority=_string(data, "priority", problems, required=False) or Priority.NORMAL.value,
+        valid_days=_valid_days(data, problems), zalo=data.get("zalo"),
+        author=_string(data, "author", problems, required=False) or None,
+    )  # fmt: skip
+    return spec, problems
+
+
+def _close(word: str, known: Any) -> str:
+    close = get_close_matches(word, sorted(known), n=1)
+    return f" (gần giống: '{close[0]}')" if close else ""
+
+
+def _string(data: dict[str, Any], key: str, problems: list[Problem], required: bool) -> str:
+    """The stripped text of `key`; a problem when it is not text, or missing while required."""
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        problems.append(Problem(key, f"cần một chuỗi trong ngoặc kép, nhận được {value!r}"))
+        return ""
+    if required and not (value or "").strip():
+        problems.append(
+            Problem(key, "thiếu nguồn chính thức (văn bản, cơ quan ban hành)" if key == "source" else "thiếu")
+        )
+    return (value or "").strip()
+
+
+def _variables(data: dict[str, Any], problems: list[Problem]) -> dict[str, str]:
     variables = data.get("variables", {})
-    if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
-        problems.append("'variables' phải là bảng tên = giá trị mặc định (chuỗi)")
-        variables = {}
+    if not isinstance(variables, dict):
+        problems.append(Problem("variables", "cần một bảng [variables] tên = giá trị mặc định"))
+        return {}
+    for name, value in variables.items():
+        if not isinstance(value, str):
+            problems.append(Problem(f"variables.{name}", f"giá trị mặc định cần là chuỗi, nhận được {value!r}"))
+    return {k: smstext.normalize(v) for k, v in variables.items() if isinstance(v, str)}
+
+
+def _audiences(data: dict[str, Any], problems: list[Problem]) -> tuple[str, ...]:
     audiences = data.get("audiences", ["public"])
     if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
-        problems.append("'audiences' phải là danh sách chuỗi")
-        audiences = []
+        problems.append(Problem("audiences", f'cần một danh sách chuỗi, ví dụ ["public"], nhận được {audiences!r}'))
+        return ("public",)
+    return tuple(audiences)
+
+
+def _valid_days(data: dict[str, Any], problems: list[Problem]) -> int:
     valid_days = data.get("valid_days", 180)
     if not isinstance(valid_days, int) or isinstance(valid_days, bool) or not 1 <= valid_days <= 3650:
-        problems.append("'valid_days' phải là số ngày từ 1 đến 3650")
-        valid_days = 180
-    if problems:
-        raise InputRejected(f"{origin}: " + "; ".join(problems) + ".")
-    return AlertSpec(
-        id=data["id"].strip(),
-        method=data["method"].strip(),
-        title=smstext.normalize(data["title"].strip()),
-        body=smstext.normalize(data["body"].strip()),
-        source=data["source"].strip(),
-        body_ascii=data["body_ascii"].strip() if isinstance(data.get("body_ascii"), str) else None,
-        variables={k: smstext.normalize(v) for k, v in variables.items()},
-        audiences=tuple(audiences),
-        priority=str(data.get("priority", Priority.NORMAL.value)),
-        valid_days=valid_days,
-        zalo=data.get("zalo"),
-        author=data.get("author"),
-    )
+        problems.append(Problem("valid_days", f"cần số ngày (số nguyên) từ 1 đến 3650, nhận được {valid_days!r}"))
+        return 180
+    return valid_days
 
 
 def fill(template: str, values: dict[str, str]) -> str:
@@ -189,84 +247,143 @@ class MessageTemplate:
 
 
 def check(spec: AlertSpec, catalogue: Catalogue, origin: str) -> Renderings:
-    """The renderings of a valid alert, or InputRejected listing every problem."""
-    problems = _check_fields(spec, catalogue)
-    problems += _check_placeholders(spec)
-    renderings = render(spec)
-    if renderings.ascii.info.encoding is not smstext.Encoding.GSM7:
-        bad = "".join(smstext.non_gsm_characters(renderings.ascii.text))
-        problems.append(f"bản không dấu có ký tự ngoài GSM-7: {bad!r}")
-    for name, rendering in (("có dấu", renderings.unicode), ("không dấu", renderings.ascii)):
-        if rendering.info.parts > catalogue.max_parts:
-            problems.append(f"bản {name} dài {rendering.info.parts} phần tin, quá giới hạn {catalogue.max_parts} phần")
+    """The renderings of a valid alert, or AlertRejected listing every problem."""
+    problems = problems_of(spec, catalogue)
     if problems:
-        raise InputRejected(f"{origin}: " + "; ".join(problems) + ".")
-    return renderings
+        raise AlertRejected(origin, problems)
+    return render(spec)
 
 
-def _check_fields(spec: AlertSpec, catalogue: Catalogue) -> list[str]:
+def problems_of(spec: AlertSpec, catalogue: Catalogue) -> list[Problem]:
+    """Everything wrong with the content of `spec`, in the order of its keys."""
+    return (
+        _check_fields(spec, catalogue)
+        + _check_placeholders(spec)
+        + _check_renderings(spec, catalogue)
+        + (_check_zalo(spec) if spec.zalo is not None else [])
+    )
+
+
+def _check_fields(spec: AlertSpec, catalogue: Catalogue) -> list[Problem]:
     problems = []
     if not SLUG.match(spec.id):
-        problems.append(f"id '{spec.id}' phải gồm chữ thường không dấu, số và '-' (3–80 ký tự)")
+        problems.append(Problem("id", f"'{spec.id}' phải gồm chữ thường không dấu, số và '-' (3–80 ký tự)"))
     if spec.method not in catalogue.methods:
-        problems.append(f"phương thức lừa đảo không rõ '{spec.method}' (nhận: {', '.join(catalogue.methods)})")
+        close, known = _close(spec.method, catalogue.methods), ", ".join(catalogue.methods)
+        problems.append(Problem("method", f"phương thức lừa đảo không rõ '{spec.method}'{close} (nhận: {known})"))
     for audience in spec.audiences:
         try:
             Audience.parse(audience)
         except ValueError:
-            problems.append(f"nhóm đối tượng không rõ '{audience}' (nhận: {', '.join(a.slug for a in Audience)})")
+            known = ", ".join(a.slug for a in Audience)
+            problems.append(Problem("audiences", f"nhóm đối tượng không rõ '{audience}' (nhận: {known})"))
     if not spec.audiences:
-        problems.append("cần ít nhất một nhóm đối tượng")
+        problems.append(Problem("audiences", "cần ít nhất một nhóm đối tượng"))
     if spec.priority not in {p.value for p in Priority}:
-        problems.append(f"mức ưu tiên '{spec.priority}' phải là normal hoặc urgent")
-    if spec.zalo is not None and not (isinstance(spec.zalo, dict) and spec.zalo.get("template_id")):
-        problems.append("mục [zalo] cần template_id")
+        problems.append(
+            Problem("priority", f"mức ưu tiên '{spec.priority}' phải là normal (thường) hoặc urgent (khẩn)")
+        )
     return problems
 
 
-def _check_placeholders(spec: AlertSpec) -> list[str]:
+def _check_placeholders(spec: AlertSpec) -> list[Problem]:
     problems = []
     known = BUILTIN_VARIABLES.keys() | spec.variables.keys()
     texts = [("body", spec.body)] + ([("body_ascii", spec.body_ascii)] if spec.body_ascii is not None else [])
     for where, text in texts:
         for name in PLACEHOLDER.findall(text):
             if name not in known:
-                problems.append(f"biến không khai báo {{{name}}} trong {where}")
+                problems.append(Problem(where, f"biến không khai báo {{{name}}}{_close(name, known)}"))
         if "{" in PLACEHOLDER.sub("", text) or "}" in PLACEHOLDER.sub("", text):
-            problems.append(f"dấu ngoặc nhọn lẻ trong {where}")
+            problems.append(Problem(where, "dấu ngoặc nhọn lẻ"))
     for name, value in spec.variables.items():
         if not value.strip():
-            problems.append(f"biến '{name}' thiếu giá trị mặc định")
+            problems.append(Problem(f"variables.{name}", f"biến '{name}' thiếu giá trị mặc định"))
         if name in BUILTIN_VARIABLES:
-            problems.append(f"biến '{name}' do hệ thống điền, không khai báo lại")
-    if spec.body_ascii is not None:
-        used = set(PLACEHOLDER.findall(spec.body))
-        if set(PLACEHOLDER.findall(spec.body_ascii)) != used:
-            problems.append("body_ascii phải dùng đúng các biến của body")
+            problems.append(Problem(f"variables.{name}", f"biến '{name}' do hệ thống điền, không khai báo lại"))
+    if spec.body_ascii is not None and set(PLACEHOLDER.findall(spec.body_ascii)) != set(PLACEHOLDER.findall(spec.body)):
+        problems.append(Problem("body_ascii", "body_ascii phải dùng đúng các biến của body"))
     return problems
 
 
+def _check_renderings(spec: AlertSpec, catalogue: Catalogue) -> list[Problem]:
+    renderings = render(spec)
+    ascii_key = "body_ascii" if spec.body_ascii is not None else "body"
+    problems = []
+    if renderings.ascii.info.encoding is not smstext.Encoding.GSM7:
+        bad = "".join(smstext.non_gsm_characters(renderings.ascii.text))
+        problems.append(Problem(ascii_key, f"bản không dấu có ký tự ngoài GSM-7: {bad!r}"))
+    for key, name, rendering in (("body", "có dấu", renderings.unicode), (ascii_key, "không dấu", renderings.ascii)):
+        if rendering.info.parts > catalogue.max_parts:
+            problems.append(Problem(key, f"bản {name} dài {rendering.info.parts} phần tin, "
+                                         f"quá giới hạn {catalogue.max_parts} phần"))  # fmt: skip
+    return problems
+
+
+def _check_zalo(spec: AlertSpec) -> list[Problem]:
+    """[zalo]: an approved template's id, and params naming for each template field the variable or field it takes."""
+    zalo = spec.zalo
+    if not isinstance(zalo, dict):
+        return [Problem("zalo", "cần một bảng [zalo] với template_id và params")]
+    problems = [Problem(f"zalo.{key}", f"khoá không có trong [zalo] (nhận: {', '.join(ZALO_KEYS)})")
+                for key in zalo if key not in ZALO_KEYS]  # fmt: skip
+    template_id = zalo.get("template_id")
+    if not isinstance(template_id, str) or not template_id.strip():
+        problems.append(Problem("zalo.template_id", 'cần mã mẫu Zalo đã được Zalo duyệt (chuỗi), ví dụ "301245"'))
+    params = zalo.get("params")
+    if not isinstance(params, dict) or not params:
+        example = '{ ten_tinh = "ten_tinh", noi_dung = "title" }'
+        return [*problems, Problem("zalo.params", f"cần bảng tham số của mẫu Zalo = nguồn, ví dụ {example}")]
+    sources = BUILTIN_VARIABLES.keys() | spec.variables.keys() | ZALO_FIELDS
+    for field_name, source in params.items():
+        problems += _check_zalo_param(f"zalo.params.{field_name}", field_name, source, sources)
+    return problems
+
+
+def _check_zalo_param(key: str, field_name: str, source: Any, sources: set[str]) -> list[Problem]:
+    if not ZALO_PARAM.match(field_name):
+        return [Problem(key, "tên tham số Zalo chỉ gồm chữ không dấu, số và '_' (tối đa 50 ký tự)")]
+    if not isinstance(source, str) or not source.strip():
+        return [Problem(key, "tham số không lấy giá trị từ đâu: cần tên một biến hoặc trường của mẫu (chuỗi)")]
+    if source not in sources:
+        known = ", ".join(sorted(sources))
+        return [Problem(key, f"không có biến hay trường '{source}'{_close(source, sources)} (nhận: {known})")]
+    return []
+
+
 def load_catalogue_dir(directory: Path, catalogue: Catalogue) -> list[tuple[Path, AlertSpec, Renderings]]:
-    """Every alert file of `directory`, checked; InputRejected lists the problems of all files."""
+    """Every alert file of `directory`, checked; AlertRejected-style lines list the problems of all files."""
     if not directory.is_dir():
-        raise UsageError(f"Không có thư mục mẫu cảnh báo {directory}.")
+        raise NotFound(f"Không có thư mục mẫu cảnh báo {directory}.")
     loaded, problems, seen = [], [], {}
     for path in sorted(directory.glob("*.toml")):
         try:
-            spec = parse_spec(path.read_text(encoding="utf-8"), str(path))
-            if spec.id != path.stem:
-                raise InputRejected(f"{path}: id '{spec.id}' phải trùng tên tệp '{path.stem}'.")
-            if spec.id in seen:
-                raise InputRejected(f"{path}: id '{spec.id}' đã dùng trong {seen[spec.id]}.")
-            seen[spec.id] = path
-            loaded.append((path, spec, check(spec, catalogue, str(path))))
-        except InputRejected as exc:
+            spec = _load_file(path, catalogue, seen)
+            loaded.append((path, spec, render(spec)))
+        except AlertRejected as exc:
             problems.append(str(exc))
-        except UnicodeDecodeError:
-            problems.append(f"{path}: không phải UTF-8.")
     if problems:
         raise InputRejected("\n".join(problems))
     return loaded
+
+
+def _load_file(path: Path, catalogue: Catalogue, seen: dict[str, Path]) -> AlertSpec:
+    """One catalogue file with every problem it has: its keys', its content's, and its id's."""
+    try:
+        spec, problems = read_spec(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise AlertRejected(str(path), [Problem("", f"không phải UTF-8 (byte {exc.start})")]) from None
+    if spec is not None:
+        given = {problem.key.split(".")[0] for problem in problems}  # a key already refused is not checked again
+        problems += [p for p in problems_of(spec, catalogue) if p.key.split(".")[0] not in given]
+        if spec.id and spec.id != path.stem:
+            problems.append(Problem("id", f"'{spec.id}' phải trùng tên tệp '{path.stem}'"))
+        elif spec.id in seen:
+            problems.append(Problem("id", f"'{spec.id}' đã dùng trong {seen[spec.id]}"))
+    if spec is None or problems:
+        raise AlertRejected(str(path), problems)
+    seen[spec.id] = path
+    return spec
 
 
 # -- the database side --------------------------------------------------------------------
@@ -304,7 +421,7 @@ def version(conn: Connection, slug: str, number: int | None = None) -> dict[str,
         row = (m := found.mappings().first()) and dict(m)
     if not row:
         which = f" phiên bản {number}" if number else ""
-        raise UsageError(f"Không có mẫu cảnh báo '{slug}'{which}.")
+        raise NotFound(f"Không có mẫu cảnh báo '{slug}'{which}.")
     return row
 
 
@@ -357,7 +474,7 @@ def approve(conn: Connection, slug: str, actor: str, now: datetime) -> dict[str,
     row = version(conn, slug)
     _require(row, AlertStatus.SUBMITTED, "duyệt")
     if fold(row["author"]) == fold(actor):
-        raise UsageError(f"'{actor}' là tác giả của mẫu '{slug}': cần một người khác duyệt (nguyên tắc bốn mắt).")
+        raise NotAllowed(f"'{actor}' là tác giả của mẫu '{slug}': cần một người khác duyệt (nguyên tắc bốn mắt).")
     conn.execute(
         update(alerts)
         .where(alerts.c.slug == slug, alerts.c.status == AlertStatus.APPROVED.value)
@@ -380,7 +497,7 @@ def retire(conn: Connection, slug: str, actor: str, now: datetime) -> list[int]:
         .all()
     )
     if not live:
-        raise UsageError(f"Mẫu '{slug}' đã ngừng dùng từ trước.")
+        raise StateError(f"Mẫu '{slug}' đã ngừng dùng từ trước.")
     conn.execute(
         update(alerts)
         .where(alerts.c.slug == slug, alerts.c.status != AlertStatus.RETIRED.value)
@@ -393,15 +510,15 @@ def retire(conn: Connection, slug: str, actor: str, now: datetime) -> list[int]:
 
 def _require(row: dict[str, Any], status: AlertStatus, action: str) -> None:
     if row["status"] != status.value:
-        raise UsageError(
+        raise StateError(
             f"Không thể {action} mẫu '{row['slug']}' phiên bản {row['version']}: "
-            f"đang ở trạng thái '{row['status']}', cần '{status.value}'."
+            f"đang ở trạng thái '{STATUS_VI[row['status']]}', cần '{STATUS_VI[status.value]}'."
         )
 
 
 def _transition(conn: Connection, row: dict[str, Any], status: AlertStatus, **values: Any) -> None:
     if not compare_and_set(conn, alerts, row["id"], "status", row["status"], status=status.value, **values):
-        raise UsageError(f"Mẫu '{row['slug']}' vừa được người khác thay đổi; hãy thử lại.")
+        raise StateError(f"Mẫu '{row['slug']}' vừa được người khác thay đổi; hãy thử lại.")
 
 
 def listing(conn: Connection) -> list[dict[str, Any]]:

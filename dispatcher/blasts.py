@@ -34,7 +34,7 @@ from dispatcher.domain import (
     audiences_of,
     means_everyone,
 )
-from dispatcher.errors import InputRejected, UsageError
+from dispatcher.errors import ConfigError, InputRejected, NotAllowed, NotFound, StateError, UsageError
 from dispatcher.formats import moment, number
 from dispatcher.models import alerts, blasts, deliveries, receipt_waits, subscribers, utc
 from dispatcher.policy import QuietHours, quiet_hours
@@ -73,11 +73,11 @@ def approved_alert(conn: Connection, slug: str) -> dict[str, Any]:
         return dict(found)
     latest = catalogue.latest(conn, slug)
     if latest is None:
-        raise InputRejected(f"Không có mẫu cảnh báo '{slug}'.")
+        raise NotFound(f"Không có mẫu cảnh báo '{slug}'.")
     if latest["status"] == AlertStatus.RETIRED.value:
-        raise InputRejected(f"Mẫu '{slug}' đã ngừng dùng: không thể gửi.")
+        raise StateError(f"Mẫu '{slug}' đã ngừng dùng: không thể gửi.")
     status = catalogue.STATUS_VI[latest["status"]]
-    raise InputRejected(f"Mẫu '{slug}' chưa được duyệt (trạng thái '{status}'): cần duyệt trước khi gửi.")
+    raise StateError(f"Mẫu '{slug}' chưa được duyệt (trạng thái '{status}'): cần duyệt trước khi gửi.")
 
 
 def rendering_for(alert_row: dict[str, Any], encoding: str) -> catalogue.Rendering:
@@ -326,7 +326,7 @@ def create(
     """Store a blast waiting for approval, with its preview; refuses an empty one."""
     _check_request(request, settings, now)
     if request.channel != "sms" and ZALO_ROUTE not in settings.routes:  # a preview only warns: it may count Zalo users
-        raise UsageError(ZALO_ROUTE_NEEDED.format(channel=request.channel))
+        raise ConfigError(ZALO_ROUTE_NEEDED.format(channel=request.channel))
     alert_row = approved_alert(conn, request.alert_slug)
     request = _for_alert(request, alert_row)
     shown = _preview(conn, request, alert_row, settings, regions, now)
@@ -354,7 +354,7 @@ def get(conn: Connection, blast_id: int) -> dict[str, Any]:
     """One blast, or UsageError."""
     row = conn.execute(select(blasts).where(blasts.c.id == blast_id)).mappings().first()
     if row is None:
-        raise UsageError(f"Không có đợt gửi số {blast_id}.")
+        raise NotFound(f"Không có đợt gửi số {blast_id}.")
     return dict(row)
 
 
@@ -362,7 +362,7 @@ def approve(conn: Connection, blast_id: int, actor: str, now: datetime) -> dict[
     """Second-person approval: the blast becomes scheduled; its creator cannot approve it."""
     blast = get(conn, blast_id)
     if blast["created_by"].casefold() == actor.casefold():
-        raise UsageError(f"'{actor}' đã tạo đợt gửi {blast_id}: cần một người khác duyệt (nguyên tắc bốn mắt).")
+        raise NotAllowed(f"'{actor}' đã tạo đợt gửi {blast_id}: cần một người khác duyệt (nguyên tắc bốn mắt).")
     # A start already past means "as soon as approved": approving late is not a start missed while down.
     start_at = max(utc(blast["start_at"]), now)
     _move(conn, blast, {BlastState.PENDING_APPROVAL}, BlastState.SCHEDULED, approved_by=actor, approved_at=now,
@@ -408,7 +408,7 @@ def resend_unknown(conn: Connection, blast_id: int, actor: str, now: datetime) -
     """The operator's decision to send again the messages a dead worker left unknown."""
     blast = get(conn, blast_id)
     if blast["state"] in (BlastState.CANCELLED.value, BlastState.EXPIRED.value):
-        raise UsageError(f"Đợt gửi {blast_id} ở trạng thái '{STATE_VI[blast['state']]}': không gửi lại.")
+        raise StateError(f"Đợt gửi {blast_id} ở trạng thái '{STATE_VI[blast['state']]}': không gửi lại.")
     count = conn.execute(
         update(deliveries)
         .where(deliveries.c.blast_id == blast_id, deliveries.c.status == DeliveryStatus.UNKNOWN.value)
@@ -423,10 +423,10 @@ def resend_unknown(conn: Connection, blast_id: int, actor: str, now: datetime) -
 
 def _move(conn: Connection, blast: dict[str, Any], allowed: set[BlastState], target: BlastState, **values: Any) -> None:
     if blast["state"] not in {s.value for s in allowed}:
-        raise UsageError(f"Đợt gửi {blast['id']} ở trạng thái '{STATE_VI[blast['state']]}': "
+        raise StateError(f"Đợt gửi {blast['id']} ở trạng thái '{STATE_VI[blast['state']]}': "
                          f"không thể chuyển sang '{STATE_VI[target.value]}'.")  # fmt: skip
     if not compare_and_set(conn, blasts, blast["id"], "state", blast["state"], state=target.value, **values):
-        raise UsageError(f"Đợt gửi {blast['id']} vừa được người khác thay đổi; hãy thử lại.")
+        raise StateError(f"Đợt gửi {blast['id']} vừa được người khác thay đổi; hãy thử lại.")
 
 
 # -- starting -----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """`canhbao`: the command line, and the composition root that wires settings into the parts.
 
 Messages a user reads are Vietnamese. With `--json` a command prints exactly one JSON document
-on stdout. Exit status: 0 success, 1 some input was rejected, 2 usage or configuration error.
+on stdout, an error too. Exit statuses and error codes: see dispatcher/errors.py.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from rich.table import Table
 from sqlalchemy import Engine, func, select
 
 from dispatcher import alerts as catalogue
-from dispatcher import db, formats, labels, logs, population, smstext
+from dispatcher import cli_errors, db, formats, labels, logs, population, smstext
 from dispatcher.audit import audit
+from dispatcher.cli_click import Group, adopt, vietnamese_help
 from dispatcher.cli_tables import Column, print_fitted
 from dispatcher.config import Settings, load_settings
 from dispatcher.domain import METHODS, Audience, Channel, audience_mask
-from dispatcher.errors import CanhBaoError, InputRejected, UsageError
+from dispatcher.errors import ConfigError, InputRejected, StateError, UsageError
 from dispatcher.formats import number
 from dispatcher.models import subscribers
 from dispatcher.phones import InvalidNumber, PhoneBook, mask
@@ -47,7 +48,9 @@ from dispatcher.subscribers import (
     set_opt_out,
 )
 
-app = typer.Typer(help="Cảnh Báo: gửi cảnh báo lừa đảo qua SMS và Zalo.", no_args_is_help=True)
+app = typer.Typer(
+    cls=Group, help="Cảnh Báo: gửi cảnh báo lừa đảo qua SMS và Zalo.", no_args_is_help=True, add_completion=False
+)
 db_app = typer.Typer(help="Cơ sở dữ liệu.", no_args_is_help=True)
 regions_app = typer.Typer(help="Địa giới hành chính (34 tỉnh, 3.321 xã từ 1/7/2025).", no_args_is_help=True)
 subscribers_app = typer.Typer(help="Thuê bao nhận cảnh báo.", no_args_is_help=True)
@@ -129,15 +132,29 @@ def _root(
 
 
 def run(args: list[str] | None = None) -> int:
-    """Run the command line on `args` and return the exit status (0, 1 rejected input, 2 usage)."""
+    """Run the command line on `args` and return the exit status (see dispatcher/errors.py)."""
+    args = list(sys.argv[1:] if args is None else args)
+    as_json = "--json" in (args[: args.index("--")] if "--" in args else args)
     try:
-        app(args=args, prog_name="canhbao")
-    except SystemExit as exc:  # usage errors (2), Ctrl-C (1) and typer.Exit, as click reports them
-        return exc.code if isinstance(exc.code, int) else 0
-    except CanhBaoError as exc:
-        err.print(f"[red]Lỗi:[/red] {escape(str(exc))}", soft_wrap=True)
-        return exc.exit_code
-    return 0
+        status = typer.main.get_command(app).main(args, prog_name="canhbao", standalone_mode=False)
+    except Exception as exc:  # noqa: BLE001  (what is not a user's mistake is raised again below)
+        failure = cli_errors.describe(exc)
+        if failure is None:
+            raise
+        return _fail(failure, as_json)
+    if status == cli_errors.interrupted().exit_code:  # Typer turns Ctrl-C into this status
+        return _fail(cli_errors.interrupted(), as_json)
+    return status if isinstance(status, int) else 0
+
+
+def _fail(failure: cli_errors.Failure, as_json: bool) -> int:
+    """Tell the user what went wrong: in Vietnamese on stderr, and as the one JSON document with --json."""
+    if as_json:
+        _emit(failure.to_json())
+    err.print(f"[red]Lỗi:[/red] {escape(failure.message)}", soft_wrap=True)
+    if failure.hint and not as_json:
+        err.print(escape(failure.hint), soft_wrap=True)
+    return failure.exit_code
 
 
 def main() -> None:
@@ -216,7 +233,7 @@ def _defaults(audiences: list[str], channels: list[str]) -> tuple[int, int]:
     try:
         audience_bits = audience_mask({Audience.parse(a) for a in audiences})
     except ValueError as exc:
-        raise UsageError(f"Cấu hình subscribers.default_audiences: nhóm không rõ {exc}.") from exc
+        raise ConfigError(f"Cấu hình subscribers.default_audiences: nhóm không rõ {exc}.") from exc
     channel_bits = sum(ch.mask for ch in Channel if ch.slug in channels)
     return audience_bits, channel_bits
 
@@ -319,7 +336,7 @@ def _msisdn(raw: str) -> str:
     try:
         return PhoneBook().normalize(raw).e164
     except InvalidNumber as exc:
-        raise InputRejected(f"Số {raw!r}: {exc}.") from None
+        raise UsageError(f"Số {raw!r}: {exc}.") from None
 
 
 @subscribers_app.command("opt-out")
@@ -429,10 +446,10 @@ def alerts_add(
     renderings = catalogue.check(spec, c.catalogue(), f"mẫu '{alert_id}'")
     path = c.settings.catalogue.messages_dir / f"{alert_id}.toml"
     if path.exists():
-        raise UsageError(f"Đã có tệp {path}: sửa tệp đó rồi chạy 'canhbao alerts sync'.")
+        raise StateError(f"Đã có tệp {path}: sửa tệp đó rồi chạy 'canhbao alerts sync'.")
     with c.engine.begin() as conn:
         if catalogue.latest(conn, alert_id) is not None:
-            raise UsageError(f"Đã có mẫu '{alert_id}' trong cơ sở dữ liệu.")
+            raise StateError(f"Đã có mẫu '{alert_id}' trong cơ sở dữ liệu.")
         catalogue.store(conn, spec, "cli", c.actor, c.now)
         row = catalogue.version(conn, alert_id)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -607,6 +624,8 @@ register(app, blast_app)
 from dispatcher.cli_schedules import register as register_schedules  # noqa: E402
 
 register_schedules(app)
+adopt(app)  # every command, wherever it was registered: `--as` after it, Vietnamese usage errors and help
+vietnamese_help()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

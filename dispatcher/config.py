@@ -6,6 +6,7 @@ the `Settings` object (or the part it needs) from the CLI, the composition root.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tomllib
@@ -13,9 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from dispatcher.errors import ConfigError
+from dispatcher.errors import ConfigError, toml_problem
 
 ENV_PREFIX = "CANHBAO_"
 ZALO_ROUTE = "zalo"  # the [routes] key of the Zalo channel's gateways (the others are carriers)
@@ -328,6 +329,8 @@ def load_settings(path: Path | None = None, environ: dict[str, str] | None = Non
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, path, environ)) from exc
+    except SettingsError as exc:  # a CANHBAO_ variable holding JSON that does not parse
+        raise ConfigError(_explain_json(exc, environ)) from exc
     finally:
         _swap_environ(saved)
 
@@ -342,6 +345,8 @@ def _swap_environ(new: dict[str, str]) -> dict[str, str]:
 
 
 def _read_toml(path: Path, required: bool) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"{path} là một thư mục, không phải tệp cấu hình: hãy chỉ tới tệp .toml.")
     if not path.exists():
         if required:
             raise ConfigError(f"Không tìm thấy tệp cấu hình {path}.")
@@ -350,7 +355,11 @@ def _read_toml(path: Path, required: bool) -> dict[str, Any]:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"Tệp cấu hình {path} không đúng cú pháp TOML: {exc}.") from exc
+        raise ConfigError(f"Tệp cấu hình {path} không đúng cú pháp TOML, {toml_problem(exc)}.") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"Tệp cấu hình {path} không phải UTF-8 (byte {exc.start}).") from exc
+    except OSError as exc:
+        raise ConfigError(f"Không đọc được tệp cấu hình {path}: {exc.strerror}.") from exc
 
 
 def _refuse_file_secrets(data: dict[str, Any], path: Path) -> None:
@@ -375,33 +384,97 @@ def _explain(exc: ValidationError, path: Path, environ: dict[str, str]) -> str:
         origin = f"biến môi trường {env}" if env else f"tệp {path}"
         if error["type"] == "extra_forbidden":
             lines.append(f"Khoá cấu hình '{dotted}' không hợp lệ ({origin}): không có khoá này.")
+        elif error["type"] == "missing":
+            lines.append(f"Khoá cấu hình '{dotted}' ({origin}): thiếu, cần ghi giá trị.")
         else:
-            lines.append(f"Khoá cấu hình '{dotted}' ({origin}): {_expected(error)}, nhận được {error['input']!r}.")
+            lines.append(f"Khoá cấu hình '{dotted}' ({origin}): {expected(error)}, nhận được {error['input']!r}.")
     return "\n".join(lines)
+
+
+def _explain_json(exc: SettingsError, environ: dict[str, str]) -> str:
+    """Which CANHBAO_ variable holds JSON that does not parse; pydantic-settings names only the section."""
+    field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else ""
+    prefix = ENV_PREFIX + field.upper()
+    named = sorted(k for k in environ if k == prefix or k.startswith(prefix + "__"))
+    lines = [f"Biến môi trường {name}: {problem}." for name in named if (problem := _json_problem(environ[name]))]
+    return "\n".join(lines) or f"Biến môi trường {prefix}…: giá trị JSON không hợp lệ."
+
+
+# What json says, in Vietnamese.
+_JSON_PROBLEMS = {
+    "Expecting value": "thiếu giá trị",
+    "Expecting property name enclosed in double quotes": "tên khoá cần dấu ngoặc kép",
+    "Expecting ',' delimiter": "thiếu dấu ','",
+    "Expecting ':' delimiter": "thiếu dấu ':'",
+    "Unterminated string starting at": "chuỗi chưa đóng dấu ngoặc kép",
+    "Extra data": "còn thừa ký tự sau giá trị",
+    "Invalid control character at": "ký tự điều khiển trong chuỗi",
+}
+
+
+def _json_problem(value: str) -> str | None:
+    """Why `value` is not the JSON a section or a list needs, or None when it is fine or not JSON at all."""
+    if value.lstrip()[:1] not in ("{", "["):
+        return None
+    try:
+        json.loads(value)
+    except json.JSONDecodeError as exc:
+        reason = _JSON_PROBLEMS.get(exc.msg, exc.msg)
+        return f"không phải JSON hợp lệ (cột {exc.colno}: {reason}); khoá và chuỗi trong JSON cần dấu ngoặc kép"
+    return None
 
 
 _EXPECTED = {
     "int_parsing": "cần một số nguyên",
     "int_type": "cần một số nguyên",
+    "int_from_float": "cần một số nguyên (không có phần lẻ)",
     "float_parsing": "cần một số",
     "float_type": "cần một số",
+    "finite_number": "cần một số hữu hạn (không nhận nan, inf)",
     "bool_parsing": "cần true hoặc false",
     "bool_type": "cần true hoặc false",
     "string_type": "cần một chuỗi",
     "dict_type": "cần một bảng",
     "model_type": "cần một bảng [mục]",
+    "model_attributes_type": "cần một bảng [mục]",
     "list_type": "cần một danh sách",
+    "tuple_type": "cần một danh sách",
+    "set_type": "cần một danh sách",
+    "path_type": "cần một đường dẫn tệp",
+    "datetime_type": "cần một thời điểm",
+    "datetime_parsing": "cần một thời điểm (dạng 2026-12-01 09:00)",
+    "datetime_from_date_parsing": "cần một thời điểm (dạng 2026-12-01 09:00)",
+    "date_parsing": "cần một ngày (dạng 2026-12-01)",
+    "time_parsing": "cần một giờ (dạng 09:00)",
+    "url_parsing": "cần một địa chỉ URL",
+    "url_scheme": "địa chỉ URL có giao thức không được nhận",
+    "json_invalid": "cần JSON hợp lệ",
+    "missing": "thiếu giá trị",
+    "none_required": "không được ghi giá trị",
+    "is_instance_of": "kiểu giá trị không đúng",
 }
 
 
-def _expected(error: Any) -> str:
-    """What the key needed, in Vietnamese where the error type is a common one."""
+def expected(error: Any) -> str:
+    """What a value needed, in Vietnamese, for pydantic's common error types (the CLI's options too)."""
     ctx = error.get("ctx") or {}
-    if error["type"] == "literal_error":
+    kind = error["type"]
+    bounds = {
+        "greater_than": "cần lớn hơn {gt} (> {gt})",
+        "greater_than_equal": "cần từ {ge} trở lên (≥ {ge})",
+        "less_than": "cần nhỏ hơn {lt} (< {lt})",
+        "less_than_equal": "cần không quá {le} (≤ {le})",
+        "multiple_of": "cần là bội số của {multiple_of}",
+        "string_too_short": "cần ít nhất {min_length} ký tự",
+        "string_too_long": "tối đa {max_length} ký tự",
+        "string_pattern_mismatch": "cần khớp mẫu {pattern}",
+        "too_short": "cần ít nhất {min_length} phần tử",
+        "too_long": "tối đa {max_length} phần tử",
+    }
+    if kind in bounds:
+        return bounds[kind].format(**ctx)
+    if kind in ("literal_error", "enum"):
         return f"cần một trong {str(ctx.get('expected')).replace(' or ', ' hoặc ')}"
-    if error["type"] in ("greater_than_equal", "less_than_equal"):
-        bound = ctx.get("ge", ctx.get("le"))
-        return f"cần giá trị {'≥' if 'ge' in ctx else '≤'} {bound}"
-    if error["type"] == "value_error":
+    if kind in ("value_error", "assertion_error"):
         return str(ctx.get("error", error["msg"]))
-    return _EXPECTED.get(error["type"], error["msg"])
+    return _EXPECTED.get(kind, f"giá trị không hợp lệ ({kind})")

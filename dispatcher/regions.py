@@ -21,7 +21,7 @@ from enum import StrEnum
 from functools import cache
 
 from dispatcher.domain import fold
-from dispatcher.errors import InputRejected
+from dispatcher.errors import NotFound, UsageError
 from dispatcher.formats import number
 
 SCHEME_2025 = "2025"
@@ -97,14 +97,14 @@ class Resolution:
         }  # fmt: skip
 
 
-class UnknownRegion(InputRejected):
+class UnknownRegion(NotFound):
     """No unit has that name or code."""
 
     hint = ""
     """What comes close ('; gần giống: …', or the old unit a bare code belonged to)."""
 
 
-class AmbiguousRegion(InputRejected):
+class AmbiguousRegion(UsageError):
     """Several units have that name; the message asks which, one candidate per line.
 
     Each line is text that selects exactly that candidate (its name inside its province, and

@@ -35,7 +35,7 @@ from dispatcher import blasts as blast_ops
 from dispatcher.audit import audit
 from dispatcher.config import Settings
 from dispatcher.domain import AlertStatus, BlastState, Priority, RunOutcome, ScheduleState
-from dispatcher.errors import CanhBaoError, UsageError
+from dispatcher.errors import CanhBaoError, NotAllowed, NotFound, StateError
 from dispatcher.models import alerts, blasts, leases, schedule_runs, schedules
 from dispatcher.regions import RegionIndex
 from dispatcher.schedules import ScheduleSpec, next_runs
@@ -45,6 +45,8 @@ log = structlog.get_logger(__name__)
 Clock = Callable[[], datetime]
 LEASE = "scheduler"
 MAX_FIRES = 1000  # fire times looked at per campaign and call: a per-minute campaign down for a day is 1,440
+# What a Vietnamese user reads for each ScheduleState.
+STATE_VI = {"pending_approval": "chờ duyệt", "active": "đang chạy", "disabled": "tắt", "removed": "đã gỡ"}
 
 
 # -- the leader lease -----------------------------------------------------------------------
@@ -131,11 +133,11 @@ def approve(conn: Connection, name: str, actor: str, now: datetime) -> None:
     """Second-person approval of a synced campaign: its runs fire from now on."""
     row = conn.execute(select(schedules).where(schedules.c.name == name)).first()
     if row is None:
-        raise UsageError(f"Không có chiến dịch '{name}' (chạy 'canhbao schedules sync' trước).")
+        raise NotFound(f"Không có chiến dịch '{name}' (chạy 'canhbao schedules sync' trước).")
     if row.state != ScheduleState.PENDING_APPROVAL.value:
-        raise UsageError(f"Chiến dịch '{name}' đang '{row.state}': không có gì để duyệt.")
+        raise StateError(f"Chiến dịch '{name}' đang '{STATE_VI[row.state]}': không có gì để duyệt.")
     if row.synced_by.casefold() == actor.casefold():
-        raise UsageError(f"'{actor}' đã nạp chiến dịch '{name}': cần một người khác duyệt (nguyên tắc bốn mắt).")
+        raise NotAllowed(f"'{actor}' đã nạp chiến dịch '{name}': cần một người khác duyệt (nguyên tắc bốn mắt).")
     conn.execute(
         update(schedules)
         .where(schedules.c.name == name, schedules.c.content_hash == row.content_hash)

@@ -24,7 +24,7 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import Connection, select
 
 from dispatcher.domain import fold
-from dispatcher.errors import InputRejected, UsageError
+from dispatcher.errors import InputRejected, NotFound, UsageError
 from dispatcher.models import alerts
 from dispatcher.regions import RegionIndex
 from dispatcher.segments import CHANNEL_POLICIES, SegmentSpec, resolve
@@ -251,7 +251,7 @@ def load_dir(
     """Every *.toml of `directory` by name, each parsed file also given to `checker` (e.g. `check`);
     InputRejected lists the problems of all files, one a line."""
     if not directory.is_dir():
-        raise UsageError(f"Không có thư mục lịch gửi {directory}.")
+        raise NotFound(f"Không có thư mục lịch gửi {directory}.")
     specs, problems = [], []
     for path in sorted(directory.glob("*.toml")):
         spec, found = _read(path, default_timezone)

@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 
 from dispatcher.domain import Audience, BlastState, Channel, DeliveryStatus, audience_mask, means_everyone
-from dispatcher.errors import InputRejected, UsageError
+from dispatcher.errors import UsageError
 from dispatcher.models import alerts, blasts, deliveries, subscribers
 from dispatcher.phones import InvalidNumber, parse_carrier
 from dispatcher.regions import SCHEME_2025, Level, RegionIndex
@@ -81,7 +81,7 @@ class Segment:
 
 
 def resolve(spec: SegmentSpec, regions: RegionIndex) -> Segment:
-    """Codes for every name in `spec`; unknown or ambiguous names raise InputRejected listing candidates."""
+    """Codes for every name in `spec`; unknown or ambiguous names raise a UsageError listing candidates."""
     if not (spec.provinces or spec.communes or spec.legacy_districts):
         raise UsageError("Cần chọn ít nhất một tỉnh/thành phố, xã/phường hoặc quận/huyện cũ (--province, --commune…).")
     provinces, communes, districts, partial, labels = set(), set(), set(), set(), []
@@ -119,20 +119,20 @@ def _legacy_districts_of(regions: RegionIndex, province_code: int) -> list[int]:
 def _audiences(names: tuple[str, ...]) -> int:
     if any(means_everyone(name) for name in names):  # mask 0: no audience filter
         if len(names) > 1:
-            raise InputRejected("Nhóm đối tượng 'tất cả' (all) không đi cùng nhóm khác: chọn một trong hai.")
+            raise UsageError("Nhóm đối tượng 'tất cả' (all) không đi cùng nhóm khác: chọn một trong hai.")
         return 0
     try:
         return audience_mask({Audience.parse(name) for name in names})
     except ValueError as exc:
         known = ", ".join(a.slug for a in Audience)
-        raise InputRejected(f"Nhóm đối tượng không rõ '{exc}' (nhận: {known}).") from None
+        raise UsageError(f"Nhóm đối tượng không rõ '{exc}' (nhận: {known}).") from None
 
 
 def _carriers(names: tuple[str, ...]) -> tuple[str, ...]:
     try:
         return tuple(sorted({parse_carrier(name).value for name in names}))
     except InvalidNumber as exc:
-        raise InputRejected(f"Nhà mạng: {exc}.") from None
+        raise UsageError(f"Nhà mạng: {exc}.") from None
 
 
 def matches(segment: Segment, dialect: str = "postgresql") -> ColumnElement[bool]:

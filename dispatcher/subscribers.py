@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from dispatcher.audit import audit
 from dispatcher.db import driver_time
 from dispatcher.domain import Audience, Channel, audience_mask, fold
-from dispatcher.errors import CanhBaoError, UsageError
+from dispatcher.errors import CanhBaoError, InputRejected, NotFound, UsageError
 from dispatcher.formats import number
 from dispatcher.models import subscribers, suppressions
 from dispatcher.phones import Carrier, InvalidNumber, PhoneBook, mask, parse_carrier
@@ -154,7 +154,7 @@ def read_rows(path: Path) -> SourceFile:
     if path.is_dir():
         raise UsageError(f"{path} là một thư mục, không phải tệp: hãy chỉ ra tệp CSV hoặc XLSX.")
     if not path.is_file():
-        raise UsageError(f"Không tìm thấy tệp {path}.")
+        raise NotFound(f"Không tìm thấy tệp {path}.")
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".txt", ".tsv"):
@@ -175,7 +175,7 @@ def detect_encoding(path: Path) -> str:
     elif head.startswith(codecs.BOM_UTF8):
         encoding = "utf-8-sig"
     elif b"\x00" in head:
-        raise UsageError(f"Tệp {path} có byte 0 mà không có dấu BOM: không rõ bảng mã. {_SAVE_AS}")
+        raise InputRejected(f"Tệp {path} có byte 0 mà không có dấu BOM: không rõ bảng mã. {_SAVE_AS}")
     else:
         encoding = "utf-8"
     line = _first_bad_line(path, encoding)
@@ -183,7 +183,7 @@ def detect_encoding(path: Path) -> str:
         return encoding
     if encoding == "utf-8" and _looks_vietnamese(path):
         return "windows-1258"
-    raise UsageError(
+    raise InputRejected(
         f"Tệp {path}: dòng {line} không đọc được bằng {ENCODINGS[encoding]}; chỉ nhận UTF-8, "
         f'UTF-16 (Excel "Unicode Text") và Windows-1258 tiếng Việt. {_SAVE_AS}'
     )
@@ -239,7 +239,7 @@ def _read_csv(path: Path) -> SourceFile:
     header = next(reader, None)
     if header is None:
         handle.close()
-        raise UsageError(f"Tệp {path} trống.")
+        raise InputRejected(f"Tệp {path} trống.")
     records = _records(reader, lines, len(header), dialect.delimiter, dialect.quotechar or '"')
     return SourceFile(header, _closing(records, handle), encoding)
 
@@ -318,7 +318,7 @@ def _read_xlsx(path: Path) -> SourceFile:
     try:
         book = load_workbook(path, read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        raise UsageError(
+        raise InputRejected(
             f"Tệp {path} không phải tệp Excel .xlsx hợp lệ (hỏng, hoặc là định dạng khác mang đuôi .xlsx): "
             "hãy mở bằng Excel và lưu lại dạng .xlsx hoặc CSV UTF-8."
         ) from exc
@@ -326,7 +326,7 @@ def _read_xlsx(path: Path) -> SourceFile:
     header = next(rows, None)
     if header is None:
         book.close()
-        raise UsageError(f"Tệp {path} trống.")
+        raise InputRejected(f"Tệp {path} trống.")
     return SourceFile(header, _closing_book(rows, book), None)
 
 
@@ -359,9 +359,9 @@ def map_header(header: list[str], source: str) -> tuple[dict[str, int], tuple[st
             positions[name] = index
     if "msisdn" not in positions:
         found = ", ".join(repr(t) for t in header) or "không có"
-        raise UsageError(f"Tệp {source}: thiếu cột số điện thoại (msisdn / số điện thoại); các cột có: {found}.")
+        raise InputRejected(f"Tệp {source}: thiếu cột số điện thoại (msisdn / số điện thoại); các cột có: {found}.")
     if not {"province", "commune", "legacy_district"} & positions.keys():
-        raise UsageError(f"Tệp {source}: cần ít nhất một cột tỉnh/thành phố, xã/phường hoặc quận/huyện (cũ).")
+        raise InputRejected(f"Tệp {source}: cần ít nhất một cột tỉnh/thành phố, xã/phường hoặc quận/huyện (cũ).")
     return positions, tuple(t for t in ignored if t)
 
 

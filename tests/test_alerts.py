@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func, select
 
 from dispatcher import alerts
 from dispatcher.domain import METHODS
-from dispatcher.errors import InputRejected, UsageError
+from dispatcher.errors import InputRejected, StateError, UsageError
 from dispatcher.models import alerts as alerts_table
 from dispatcher.models import audit_log
 from dispatcher.regions import SCHEME_2025, Level, RegionIndex
@@ -33,11 +33,20 @@ VALID: dict[str, Any] = {
 
 
 def alert_toml(fields: dict[str, Any]) -> str:
-    """A catalogue file for `fields`: JSON values are valid TOML, and tables go last."""
+    """A catalogue file for `fields`: JSON scalars and lists are valid TOML; tables go last, nested ones inline."""
     value = lambda v: json.dumps(v, ensure_ascii=False)  # noqa: E731
-    scalars = [f"{k} = {value(v)}" for k, v in fields.items() if k != "variables"]
-    table = [f"{k} = {value(v)}" for k, v in fields.get("variables", {}).items()]
-    return "\n".join(scalars + (["[variables]", *table] if "variables" in fields else [])) + "\n"
+    inline = lambda v: "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"  # noqa: E731
+    scalars = [f"{k} = {value(v)}" for k, v in fields.items() if not isinstance(v, dict)]
+    tables = [
+        line
+        for name, table in fields.items()
+        if isinstance(table, dict)
+        for line in [
+            f"[{name}]",
+            *(f"{k} = {inline(v) if isinstance(v, dict) else value(v)}" for k, v in table.items()),
+        ]
+    ]
+    return "\n".join(scalars + tables) + "\n"
 
 
 def write_alert(directory: Path, name: str = "thu-nghiem", **changes: Any) -> Path:
@@ -113,68 +122,121 @@ LONG_BODY = "Cảnh giác các cuộc gọi giả danh công an, viện kiểm s
 
 
 @pytest.mark.parametrize(
-    "changes, problem",
+    "changes, key, problem",
     [
-        pytest.param({"body": VALID["body"] + " {ten_huyen}"}, "{ten_huyen}", id="unknown-placeholder"),
+        pytest.param({"body": VALID["body"] + " {ten_huyen}"}, "body", "{ten_huyen}", id="unknown-placeholder"),
         pytest.param(
             {"body": VALID["body"] + " {don_vi}", "variables": {"don_vi": ""}},
+            "variables.don_vi",
             "'don_vi' thiếu giá trị mặc định",
             id="empty-default",
         ),
-        pytest.param({"body_ascii": "Canh giac: đung chuyen tien. Bao cong an {ten_xa}."}, "GSM-7: 'đ'", id="ascii-d"),
-        pytest.param({"body_ascii": "Canh giac \U0001f6a8 {ten_xa}."}, "GSM-7: '\U0001f6a8'", id="ascii-emoji"),
         pytest.param(
-            {"body_ascii": "Canh giac. Bao cong an {ten_tinh}."}, "đúng các biến của body", id="ascii-placeholders"
+            {"body_ascii": "Canh giac: đung chuyen tien. Bao cong an {ten_xa}."},
+            "body_ascii",
+            "GSM-7: 'đ'",
+            id="ascii-d",
         ),
-        pytest.param({"body": LONG_BODY}, "quá giới hạn 2 phần", id="too-many-parts"),
-        pytest.param({"method": "alien_abduction"}, "alien_abduction", id="unknown-method"),
-        pytest.param({"audiences": ["public", "aliens"]}, "aliens", id="unknown-audience"),
-        pytest.param({"source": None}, "nguồn chính thức 'source'", id="missing-source"),
-        pytest.param({"id": "ten-khac"}, "'ten-khac'", id="id-not-file-name"),
-        pytest.param({"titel": "Lỗi chính tả"}, "khoá không hợp lệ 'titel'", id="unknown-key"),
+        pytest.param(
+            {"body_ascii": "Canh giac \U0001f6a8 {ten_xa}."}, "body_ascii", "GSM-7: '\U0001f6a8'", id="ascii-emoji"
+        ),
+        pytest.param(
+            {"body_ascii": "Canh giac. Bao cong an {ten_tinh}."},
+            "body_ascii",
+            "đúng các biến của body",
+            id="ascii-vars",
+        ),
+        pytest.param({"body": LONG_BODY}, "body", "quá giới hạn 2 phần", id="too-many-parts"),
+        pytest.param({"method": "romanse"}, "method", "không rõ 'romanse' (gần giống: 'romance')", id="unknown-method"),
+        pytest.param({"audiences": ["public", "aliens"]}, "audiences", "aliens", id="unknown-audience"),
+        pytest.param({"source": None}, "source", "thiếu nguồn chính thức", id="missing-source"),
+        pytest.param({"id": "ten-khac"}, "id", "'ten-khac' phải trùng tên tệp", id="id-not-file-name"),
+        pytest.param(
+            {"titel": "Lỗi chính tả"}, "titel", "không có trong mẫu cảnh báo (gần giống: 'title')", id="unknown-key"
+        ),
+        pytest.param({"priority": "high"}, "priority", "'high' phải là normal (thường) hoặc urgent", id="bad-priority"),
+        pytest.param({"valid_days": "90"}, "valid_days", "từ 1 đến 3650, nhận được '90'", id="valid-days-text"),
+        pytest.param({"valid_days": 0}, "valid_days", "từ 1 đến 3650, nhận được 0", id="valid-days-zero"),
+        pytest.param({"title": 3}, "title", "cần một chuỗi trong ngoặc kép, nhận được 3", id="title-not-text"),
+        pytest.param({"audiences": "public"}, "audiences", "cần một danh sách chuỗi", id="audiences-not-list"),
+        pytest.param({"variables": {"don_vi": 1}}, "variables.don_vi", "cần là chuỗi, nhận được 1", id="variable-type"),
     ],
 )
-def test_validation_refuses_a_bad_alert_naming_file_and_problem(
-    tmp_path: Path, changes: dict[str, Any], problem: str
+def test_validation_refuses_a_bad_alert_naming_file_key_and_problem(
+    tmp_path: Path, changes: dict[str, Any], key: str, problem: str
 ) -> None:
-    """A bad alert file is rejected with a message naming the file and what is wrong with it."""
+    """A bad alert file is rejected with one line naming the file, the key and what is wrong with it."""
     path = write_alert(tmp_path, **changes)
     with pytest.raises(InputRejected) as caught:
         alerts.load_catalogue_dir(tmp_path, alerts.Catalogue(METHODS, max_parts=2))
-    origin, _, problems = str(caught.value).partition(": ")
-    assert origin == str(path)
-    assert problem in problems
+    [line] = str(caught.value).splitlines()
+    assert line.startswith(f"{path}: '{key}': ")
+    assert problem in line
 
 
 def test_validation_refuses_a_file_that_is_not_toml(tmp_path: Path) -> None:
-    """A file that is not TOML is rejected, naming the file."""
+    """A file that is not TOML is rejected, naming the file, the line and the column in Vietnamese."""
     path = tmp_path / "thu-nghiem.toml"
     path.write_text('id = "thu-nghiem"\nbody = \n', encoding="utf-8")
     with pytest.raises(InputRejected, match="TOML") as caught:
         alerts.load_catalogue_dir(tmp_path, CATALOGUE)
-    assert str(path) in str(caught.value)
+    assert (
+        str(caught.value)
+        == f"{path}: không đúng cú pháp TOML, dòng 2, cột 8: giá trị không hợp lệ (chuỗi cần dấu ngoặc kép)"
+    )
+
+
+def test_validation_reports_every_problem_of_a_file_at_once(tmp_path: Path) -> None:
+    """Eight problems of one file, of its keys and of its content alike, are reported together, one a line."""
+    path = write_alert(
+        tmp_path, titel="x", source=None, method="alien_abduction", audiences=["aliens"], priority="high",
+        valid_days=0, body=LONG_BODY + "{ten_huyen}", body_ascii="Canh giac đ {ten_huyen}",
+    )  # fmt: skip
+    with pytest.raises(InputRejected) as caught:
+        alerts.load_catalogue_dir(tmp_path, alerts.Catalogue(METHODS, max_parts=2))
+    lines = str(caught.value).splitlines()
+    keys = {line.removeprefix(f"{path}: ").split(":")[0] for line in lines}
+    assert keys == {"'titel'", "'source'", "'method'", "'audiences'", "'priority'", "'valid_days'", "'body'",
+                    "'body_ascii'"}  # fmt: skip
+    assert any("{ten_huyen}" in line for line in lines) and any("quá giới hạn" in line for line in lines)
+    assert any("GSM-7: 'đ'" in line for line in lines)
+
+
+ZALO = {"template_id": "301245", "params": {"ten_tinh": "ten_tinh", "noi_dung": "title"}}
 
 
 @pytest.mark.parametrize(
-    "changes, problems",
+    "zalo, key, problem",
     [
+        pytest.param({**ZALO, "params": {"ten": "ten_huyen"}}, "zalo.params.ten", "'ten_huyen'", id="unknown-source"),
+        pytest.param({**ZALO, "params": {"ten": ""}}, "zalo.params.ten", "không lấy giá trị từ đâu", id="empty-source"),
+        pytest.param({**ZALO, "params": {"ten": 3}}, "zalo.params.ten", "không lấy giá trị từ đâu", id="source-type"),
         pytest.param(
-            {"method": "alien_abduction", "audiences": ["aliens"], "body": LONG_BODY + "{ten_huyen}"},
-            ["alien_abduction", "aliens", "{ten_huyen}", "quá giới hạn"],
-            id="content",
+            {**ZALO, "params": {"noi-dung": "title"}}, "zalo.params.noi-dung", "chữ không dấu", id="bad-param-name"
         ),
-        pytest.param({"titel": "x", "source": None, "valid_days": 0}, ["titel", "source", "valid_days"], id="fields"),
+        pytest.param({**ZALO, "params": {}}, "zalo.params", "cần bảng tham số", id="no-params"),
+        pytest.param({"params": ZALO["params"]}, "zalo.template_id", "cần mã mẫu Zalo", id="no-template-id"),
+        pytest.param({**ZALO, "template": "1"}, "zalo.template", "không có trong [zalo]", id="unknown-key"),
     ],
 )
-def test_validation_reports_every_problem_of_a_file(
-    tmp_path: Path, changes: dict[str, Any], problems: list[str]
+def test_zalo_params_are_checked_against_the_alert(
+    tmp_path: Path, zalo: dict[str, Any], key: str, problem: str
 ) -> None:
-    """Several problems in one file are all reported at once."""
-    write_alert(tmp_path, **changes)
+    """[zalo] needs a template id and params that each take a declared variable or a field of the alert."""
+    path = write_alert(tmp_path, zalo=zalo)
     with pytest.raises(InputRejected) as caught:
-        alerts.load_catalogue_dir(tmp_path, alerts.Catalogue(METHODS, max_parts=2))
-    for problem in problems:
-        assert problem in str(caught.value)
+        alerts.load_catalogue_dir(tmp_path, CATALOGUE)
+    [line] = str(caught.value).splitlines()
+    assert line.startswith(f"{path}: '{key}': ")
+    assert problem in line
+
+
+def test_zalo_params_may_take_declared_variables_and_alert_fields(tmp_path: Path) -> None:
+    """A param taking a declared variable, a built-in one or the title is accepted and stored as written."""
+    params = {"don_vi": "don_vi", "ten_tinh": "ten_tinh", "noi_dung": "title"}
+    write_alert(tmp_path, variables={"don_vi": "Công an tỉnh"}, zalo={"template_id": "301290", "params": params})
+    [(_path, spec, _renderings)] = alerts.load_catalogue_dir(tmp_path, CATALOGUE)
+    assert spec.zalo == {"template_id": "301290", "params": params}
 
 
 def test_validation_reports_the_problems_of_every_file(tmp_path: Path) -> None:
@@ -256,7 +318,7 @@ def test_a_draft_that_was_not_submitted_cannot_be_approved(engine: Engine, tmp_p
     """Approving a draft that was never submitted is refused and it stays a draft."""
     write_alert(tmp_path)
     sync_dir(engine, tmp_path, now, actor="police")
-    with pytest.raises(UsageError, match="draft"):
+    with pytest.raises(StateError, match="đang ở trạng thái 'nháp', cần 'chờ duyệt'"):
         act(engine, "approve", "liaison", now)
     assert [row["status"] for row in rows(engine)] == ["draft"]
 
@@ -389,3 +451,23 @@ def test_cli_text_inspect_measures_both_renderings(cli) -> None:
     assert (document["encoding"], document["characters"], document["parts"]) == ("UCS-2", len(text), 2)
     assert document["ascii"] == "Canh bao: khong dua ma OTP cho bat ky ai, ke ca nguoi xung la cong an hay ngan hang."
     assert document["ascii_parts"] == 1
+
+
+def test_cli_sync_lists_the_problems_of_every_bad_file_and_stores_nothing(cli) -> None:
+    """`alerts sync` with two bad files and good ones exits 1, names every problem of both, and stores no alert."""
+    first = write_alert(cli.messages, "mot", method="alien_abduction", priority="high")
+    second = write_alert(cli.messages, "hai", source=None, zalo={"template_id": "1", "params": {"x": "ten_huyen"}})
+    code, out, err = cli("alerts", "sync")
+    assert (code, out) == (1, "")
+    for where in (f"{first}: 'method'", f"{first}: 'priority'", f"{second}: 'source'", f"{second}: 'zalo.params.x'"):
+        assert where in err
+    assert cli.json("alerts", "list") == (0, [])
+
+
+def test_cli_lifecycle_refusals_name_the_states_in_vietnamese(cli) -> None:
+    """Submitting a retired alert says its state and the one needed in Vietnamese, not as codes."""
+    cli("alerts", "sync")
+    cli("alerts", "retire", "khong-cung-cap-ma-otp")
+    code, _out, err = cli("alerts", "submit", "khong-cung-cap-ma-otp")
+    assert code == 2
+    assert "đang ở trạng thái 'đã ngừng dùng', cần 'nháp'" in err

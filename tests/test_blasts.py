@@ -16,7 +16,7 @@ from sqlalchemy import Engine, event, func, select, update
 from dispatcher import alerts, blasts, population, smstext
 from dispatcher.config import Settings, load_settings
 from dispatcher.domain import METHODS, AlertStatus, BlastState, DeliveryStatus
-from dispatcher.errors import InputRejected, UsageError
+from dispatcher.errors import ConfigError, InputRejected, NotFound, UsageError
 from dispatcher.models import blasts as blasts_table
 from dispatcher.models import deliveries, delivery_queue, subscribers
 from dispatcher.policy import QuietHours
@@ -403,7 +403,7 @@ def test_audience_and_carrier_filters_narrow_the_segment(people, regions, spec, 
 
 def test_an_unknown_region_is_rejected(regions) -> None:
     """A province nobody has heard of is refused with a Vietnamese message naming it."""
-    with pytest.raises(InputRejected, match="Không tìm thấy địa danh 'Tỉnh Atlantis'"):
+    with pytest.raises(NotFound, match="Không tìm thấy địa danh 'Tỉnh Atlantis'"):
         _segment(regions, provinces=("Tỉnh Atlantis",))
 
 
@@ -427,7 +427,7 @@ def test_a_segment_needs_a_region(regions) -> None:
 )
 def test_an_unknown_audience_or_carrier_is_rejected(regions, spec, message) -> None:
     """A misspelt audience or carrier is refused rather than silently matching nobody."""
-    with pytest.raises(InputRejected, match=message):
+    with pytest.raises(UsageError, match=message):
         _segment(regions, provinces=("Đà Nẵng",), **spec)
 
 
@@ -490,7 +490,7 @@ def test_create_refuses_an_alert_that_is_not_approved(people, regions, settings,
     """Only an approved alert can be blasted; the refusal says in Vietnamese what state it is in."""
     if prepare is not None:
         prepare(people, slug, now)
-    with pytest.raises(InputRejected, match=re.escape(message)):
+    with pytest.raises(UsageError, match=re.escape(message)):
         _create(people, _request(_duy_xuyen(regions), alert=slug), settings, regions, now)
     assert _blast_rows(people) == 0
 
@@ -1015,10 +1015,10 @@ def test_every_state_has_its_vietnamese_name() -> None:
     assert set(alerts.STATUS_VI) == {status.value for status in AlertStatus}
 
 
-def test_cli_unknown_province_exits_1_with_the_reason_on_stderr(cli_ready) -> None:
-    """A province that does not exist is rejected input: exit 1, Vietnamese reason on stderr, nothing on stdout."""
+def test_cli_unknown_province_exits_2_with_the_reason_on_stderr(cli_ready) -> None:
+    """A province that does not exist is a bad option value: exit 2, Vietnamese reason on stderr, nothing on stdout."""
     code, out, err = cli_ready("blast", "create", "--alert", ALERT, "--province", "Tỉnh Atlantis", user="liaison")
-    assert code == 1
+    assert code == 2
     assert out == ""
     assert "Không tìm thấy địa danh 'Tỉnh Atlantis'" in err
 
@@ -1027,5 +1027,5 @@ def test_a_zalo_blast_needs_a_zalo_route(people, regions, settings, now) -> None
     """Without `[routes] zalo` a Zalo blast is previewed (who has Zalo) but not created."""
     request = _request(_duy_xuyen(regions), channel="zalo")
     assert _preview(people, request, settings, regions, now)["recipients"] > 0
-    with pytest.raises(UsageError, match="cần cổng Zalo"):
+    with pytest.raises(ConfigError, match="cần cổng Zalo"):
         _create(people, request, settings, regions, now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
@@ -106,3 +107,154 @@ def test_a_first_import_creates_the_database_with_a_notice(tmp_path: Path, capsy
         "subscribers", "generate", "--province", "48", "--count", "10"
     )
     assert code == 0 and f"Đã tạo cơ sở dữ liệu mới tại sqlite:///{tmp_path / 'other.db'}." in err
+
+
+# -- messages a Vietnamese operator can read ------------------------------------------------
+
+ENGLISH = ("Usage", "Error", "Missing", "Invalid", "No such", "Try ", "Got unexpected", "Input should")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param(
+            ["alerts", "add", "--method", "romance"],
+            "'canhbao alerts add' cần '--id', '--title', '--body' và '--source'.",
+            id="every-missing-option",
+        ),  # fmt: skip
+        pytest.param(
+            ["text", "inspect", "--jsn", "x"],
+            "Không có tuỳ chọn '--jsn' trong 'canhbao text inspect'. Có phải ý bạn là '--json'",
+            id="no-such-option",
+        ),  # fmt: skip
+        pytest.param(
+            ["subscribers", "generate", "--province", "48", "--count", "many"],
+            "Giá trị không hợp lệ cho '--count': cần một số nguyên, nhận được 'many'.",
+            id="invalid-value",
+        ),  # fmt: skip
+        pytest.param(
+            ["subscribers", "generate", "--province", "48", "--count", "0"],
+            "cần từ 1 trở lên (≥ 1), nhận được '0'",
+            id="out-of-range",
+        ),  # fmt: skip
+        pytest.param(["regions", "show"], "'canhbao regions show' cần 'name'.", id="missing-argument"),
+        pytest.param(
+            ["alerts", "lst"], "'canhbao alerts' không có lệnh 'lst'. Có phải ý bạn là 'list'?", id="no-such-command"
+        ),
+        pytest.param(["log", "--limit"], "Tuỳ chọn '--limit' cần một giá trị.", id="option-without-value"),
+        pytest.param(["text", "inspect", "a", "b"], "Thừa đối số: b.", id="extra-argument"),
+    ],
+)
+def test_usage_errors_are_in_vietnamese(config: Path, capsys: pytest.CaptureFixture[str], args, expected) -> None:
+    """Click's own refusals read Vietnamese, name what is wrong and where, and point at --help."""
+    assert run(["--config", str(config), *args]) == 2
+    err = capsys.readouterr().err
+    assert expected in " ".join(err.split())
+    assert not [word for word in ENGLISH if word in err]
+
+
+def test_help_reads_vietnamese(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A command's --help has Vietnamese headings, marks and help option, and lists --as."""
+    assert run(["--config", str(config), "blast", "approve", "--help"]) == 0
+    out = capsys.readouterr().out
+    for words in ("Cách dùng: canhbao blast approve [TUỲ_CHỌN]", "Đối số", "Tuỳ chọn", "[bắt buộc]", "--as",
+                  "Xem hướng dẫn này rồi thoát."):  # fmt: skip
+        assert words in out
+    assert not [word for word in ("Usage", "Options", "Arguments", "Show this message", "[required]") if word in out]
+
+
+@pytest.mark.parametrize("how", ["after-the-command", "before-the-command", "environment"])
+def test_the_acting_user_is_named_anywhere(config: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """`--as` after the command, before it, or CANHBAO_USER all name who acts: the author may not approve."""
+
+    def canhbao(user: str, *args: str) -> int:
+        monkeypatch.delenv("CANHBAO_USER", raising=False)
+        if how == "environment":
+            monkeypatch.setenv("CANHBAO_USER", user)
+            return run(["--config", str(config), *args])
+        before = ["--as", user] if how == "before-the-command" else []
+        return run(["--config", str(config), *before, *args, *([] if before else ["--as", user])])
+
+    messages = Path(__file__).parent.parent / "messages"
+    with config.open("a", encoding="utf-8") as fh:
+        fh.write(f'[catalogue]\nmessages_dir = "{messages}"\n')
+    assert canhbao("cong-an", "alerts", "sync") == 0
+    assert canhbao("cong-an", "alerts", "submit", "khong-cung-cap-ma-otp") == 0
+    assert canhbao("cong-an", "alerts", "approve", "khong-cung-cap-ma-otp") == 2  # four-eyes: the author
+    assert canhbao("lanh-dao", "alerts", "approve", "khong-cung-cap-ma-otp") == 0
+
+
+def test_two_different_acting_users_are_refused(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--as a … --as b` is refused rather than picking one of them silently."""
+    assert run(["--config", str(config), "--as", "a", "alerts", "list", "--as", "b"]) == 2
+    assert "'a' và 'b'" in capsys.readouterr().err
+
+
+# -- one exit/JSON contract ---------------------------------------------------------------
+
+
+def _bad_config(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.toml"
+    path.write_text("[policy]\nurgent_share = 1\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "code", "words"),
+    [
+        pytest.param(["text", "inspect", "--nope", "x"], 2, "usage", "Không có tuỳ chọn '--nope'", id="click-usage"),
+        pytest.param(["blast", "create"], 2, "usage", "cần '--alert'", id="missing-option"),
+        pytest.param(["alerts", "methods", "--config-from", "bad"], 2, "config", "'policy.urgent_share'", id="config"),
+        pytest.param(
+            ["alerts", "show", "khong-co"], 2, "not_found", "Không có mẫu cảnh báo 'khong-co'", id="not-found"
+        ),
+        pytest.param(["alerts", "approve", "khong-cung-cap-ma-otp"], 2, "state", "'nháp', cần 'chờ duyệt'", id="state"),
+        pytest.param(["regions", "show", "Atlantis"], 2, "not_found", "Atlantis", id="unknown-region"),
+        pytest.param(
+            [
+                "alerts",
+                "add",
+                "--id",
+                "bien-la",
+                "--method",
+                "romance",
+                "--title",
+                "T",
+                "--source",
+                "S",
+                "--body",
+                "Ở {ten_huyen}.",
+            ],
+            1,
+            "rejected",
+            "{ten_huyen}",
+            id="rejected",
+        ),  # fmt: skip
+    ],
+)
+def test_an_error_with_json_is_one_json_document(cli, tmp_path: Path, args, status, code, words) -> None:
+    """With --json every kind of error is exactly one {"error": {code, message}} document on stdout."""
+    if "--config-from" in args:
+        cli.config = _bad_config(tmp_path)
+        args = args[:2]
+    else:
+        cli("alerts", "sync")
+    exit_status, out, _err = cli(*args, "--json")
+    assert exit_status == status
+    document = json.loads(out)
+    assert list(document) == ["error"] and set(document["error"]) == {"code", "message"}
+    assert document["error"]["code"] == code
+    assert words in document["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "option",
+    [["--channel", "fax"], ["--audience", "astronaut"], ["--carrier", "beeline"], ["--encoding", "morse"]],
+    ids=["channel", "audience", "carrier", "encoding"],
+)
+def test_a_bad_option_value_of_blast_create_is_a_usage_error(cli, option: list[str]) -> None:
+    """An unknown channel, audience, carrier or encoding is the same mistake: exit 2, code 'usage'."""
+    cli("alerts", "sync")
+    args = ["blast", "create", "--alert", "khong-cung-cap-ma-otp", "--province", "Đà Nẵng", *option, "--dry-run"]
+    status, out, _err = cli(*args, "--json")
+    assert (status, json.loads(out)["error"]["code"]) == (2, "usage")

@@ -127,15 +127,33 @@ def test_a_wrong_type_in_the_file_is_an_error(config: Path) -> None:
         ('[database]\nurl = "mysql://x"\n', "database.url", "postgresql+psycopg://"),
         ('[app]\ntimezone = "Asia/Hanoi_City"\n', "app.timezone", "Asia/Hanoi_City"),
         ("[sms.price_per_part]\ndefault = -1\n", "sms.price_per_part", "không được âm"),
+        ("[policy]\nurgent_share = 1\n", "policy.urgent_share", "cần nhỏ hơn 1"),
+        ("[dispatch]\nlease_seconds = 0\n", "dispatch.lease_seconds", "cần lớn hơn 0"),
+        ("[dispatch]\nbatch_size = 1.5\n", "dispatch.batch_size", "cần một số nguyên (không có phần lẻ)"),
+        ("[gateways.simulator]\nreport_delay_ms = [1]\n", "gateways.simulator.report_delay_ms.1", "thiếu"),
+        ("[policy]\nquiet_hours = []\n", "policy.quiet_hours", "cần một bảng"),
     ],
-    ids=["above-max", "below-min", "not-a-choice", "unsupported-database", "unknown-timezone", "negative-price"],
+    ids=[
+        "above-max",
+        "below-min",
+        "not-a-choice",
+        "unsupported-database",
+        "unknown-timezone",
+        "negative-price",
+        "not-below",
+        "not-above",
+        "fraction",
+        "short-tuple",
+        "list-for-table",
+    ],  # fmt: skip
 )
 def test_a_wrong_value_in_the_file_is_an_error(config: Path, toml: str, key: str, expected: str) -> None:
-    """A value of the right type but out of range is named with its file and what was allowed."""
+    """A value of the right type but out of range is named with its file and what was allowed, in Vietnamese."""
     message = error_of(write(config, toml))
     assert f"'{key}'" in message
     assert str(config) in message
     assert expected in message
+    assert "Input should" not in message and "Field required" not in message
 
 
 def test_a_price_table_without_a_default_price_is_an_error(config: Path) -> None:
@@ -196,12 +214,41 @@ def test_every_error_is_reported_at_once(config: Path) -> None:
     assert "'logging.level'" in message
 
 
-def test_bad_toml_syntax_is_an_error(config: Path) -> None:
-    """A file that is not TOML is named, with the parser's position."""
-    message = error_of(write(config, "[sms\nmax_parts = 3\n"))
+@pytest.mark.parametrize(
+    ("toml", "where"),
+    [
+        ("[sms\nmax_parts = 3\n", "dòng 1, cột 5: thiếu ']' đóng tên bảng"),
+        ("[sms]\nmax_parts 3\n", "dòng 2, cột 11: thiếu '=' sau tên khoá"),
+        ('[sms]\ncurrency = "VND\n', "dòng 2, cột 16: chuỗi chưa đóng dấu ngoặc kép trước khi hết dòng"),
+    ],
+    ids=["unclosed-table", "missing-equals", "unclosed-string"],
+)
+def test_bad_toml_syntax_is_an_error(config: Path, toml: str, where: str) -> None:
+    """A file that is not TOML is named, with the line, column and reason in Vietnamese."""
+    message = error_of(write(config, toml))
     assert str(config) in message
     assert "TOML" in message
-    assert "line 1" in message
+    assert where in message
+    assert "line" not in message
+
+
+def test_a_directory_given_as_the_config_file_says_it_is_a_directory(tmp_path: Path) -> None:
+    """`--config somedir` is refused as a directory, not as a missing file or an OS error."""
+    message = error_of(tmp_path)
+    assert str(tmp_path) in message
+    assert "là một thư mục" in message
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["CANHBAO_ROUTES", "CANHBAO_POLICY__QUIET_HOURS", "CANHBAO_GATEWAYS__SIMULATOR__CARRIERS"],
+)
+def test_bad_json_in_a_variable_is_one_line_naming_it(config: Path, variable: str) -> None:
+    """A CANHBAO_ variable holding broken JSON is refused in one Vietnamese line naming that variable."""
+    message = error_of(write(config, ""), {variable: "{bad", "CANHBAO_SMS__MAX_PARTS": "3"})
+    assert message.splitlines() == [message]
+    assert message.startswith(f"Biến môi trường {variable}: không phải JSON hợp lệ (cột 2")
+    assert "tên khoá cần dấu ngoặc kép" in message
 
 
 def test_a_missing_explicit_config_file_is_an_error(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import unicodedata
 
 import pytest
 
-from dispatcher.errors import InputRejected
+from dispatcher.errors import UsageError
 from dispatcher.regions import (
     SCHEME_2025,
     SCHEME_LEGACY,
@@ -171,14 +171,12 @@ def test_naming_the_province_picks_one_of_several_namesakes(regions: RegionIndex
 
 
 @pytest.mark.parametrize("query, error", [("Atlantis", UnknownRegion), ("Xã Tân Tiến", AmbiguousRegion)])
-def test_unknown_and_ambiguous_names_are_rejected_input(
-    regions: RegionIndex, query: str, error: type[InputRejected]
-) -> None:
-    """An unknown or ambiguous name is rejected input, which exits with status 1."""
+def test_unknown_and_ambiguous_names_are_usage_errors(regions: RegionIndex, query: str, error: type) -> None:
+    """An unknown or ambiguous name is a bad value of an option or argument, which exits with status 2."""
     with pytest.raises(error) as caught:
         regions.resolve(query)
-    assert isinstance(caught.value, InputRejected)
-    assert caught.value.exit_code == 1
+    assert isinstance(caught.value, UsageError)
+    assert caught.value.exit_code == 2
 
 
 def test_a_prefix_chooses_the_kind_of_unit(regions: RegionIndex) -> None:
@@ -225,17 +223,17 @@ def test_cli_regions_show_prints_the_resolution_as_json(cli) -> None:
 
 
 def test_cli_regions_show_rejects_an_unknown_name_in_vietnamese(cli) -> None:
-    """An unknown name exits 1 with a Vietnamese message on stderr."""
+    """An unknown name exits 2 with a Vietnamese message on stderr."""
     code, out, err = cli("regions", "show", "Atlantis")
-    assert code == 1
+    assert code == 2
     assert out == ""
     assert "Không tìm thấy địa danh 'Atlantis'" in err
 
 
 def test_cli_regions_show_lists_the_candidates_of_an_ambiguous_name(cli) -> None:
-    """An ambiguous name exits 1 and lists each candidate on its own line, inside its province."""
+    """An ambiguous name exits 2 and lists each candidate on its own line, inside its province."""
     code, _out, err = cli("regions", "show", "Hội An")
-    assert code == 1
+    assert code == 2
     assert "không rõ ràng" in err
     lines = [line.strip() for line in err.splitlines()]
     assert "Đà Nẵng, Phường Hội An [mã xã 20410]" in lines
