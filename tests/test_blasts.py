@@ -459,7 +459,7 @@ def test_audience_all_reaches_everyone_whatever_the_alert_says(people, regions, 
 
 def test_audience_all_with_another_audience_is_rejected(regions) -> None:
     """'all' next to a group cannot mean both: refused rather than silently taking one."""
-    with pytest.raises(InputRejected, match="'tất cả' \\(all\\) không đi cùng nhóm khác"):
+    with pytest.raises(UsageError, match="'tất cả' \\(all\\) không đi cùng nhóm khác"):
         _segment(regions, provinces=("Đà Nẵng",), audiences=("all", "student"))
 
 

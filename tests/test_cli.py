@@ -178,6 +178,7 @@ def test_the_acting_user_is_named_anywhere(config: Path, monkeypatch: pytest.Mon
     messages = Path(__file__).parent.parent / "messages"
     with config.open("a", encoding="utf-8") as fh:
         fh.write(f'[catalogue]\nmessages_dir = "{messages}"\n')
+    assert run(["--config", str(config), "db", "upgrade"]) == 0
     assert canhbao("cong-an", "alerts", "sync") == 0
     assert canhbao("cong-an", "alerts", "submit", "khong-cung-cap-ma-otp") == 0
     assert canhbao("cong-an", "alerts", "approve", "khong-cung-cap-ma-otp") == 2  # four-eyes: the author

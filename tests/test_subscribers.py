@@ -22,7 +22,7 @@ from sqlalchemy import Engine, func, select
 
 from dispatcher import population
 from dispatcher.domain import Audience, Channel
-from dispatcher.errors import UsageError
+from dispatcher.errors import InputRejected, UsageError
 from dispatcher.models import audit_log, subscribers
 from dispatcher.phones import PhoneBook
 from dispatcher.subscribers import (
@@ -188,7 +188,7 @@ def test_a_crash_mid_import_leaves_the_database_as_it_was(importer, regions, now
 def test_a_file_without_a_number_column_is_refused_whole(importer, now, tmp_path) -> None:
     """No msisdn column: nothing is imported and the message lists the columns found."""
     path = _write_csv(tmp_path / "x.csv", [["a", "b"]], header=["tên", "tỉnh"])
-    with pytest.raises(UsageError, match="thiếu cột số điện thoại.*'tên'"):
+    with pytest.raises(InputRejected, match="thiếu cột số điện thoại.*'tên'"):
         importer.import_file(path, now)
     assert _rows(importer.engine) == {}
 
@@ -199,17 +199,25 @@ def test_a_file_without_a_number_column_is_refused_whole(importer, now, tmp_path
         ("cp1252.csv", b"msisdn,province\n0905123401,Fran\xe7ois\n", 'dòng 2 .*"CSV UTF-8 \\(Comma delimited\\)'),
         ("mixed.csv", "msisdn,province\n0905123401,Đà Nẵng\n".encode() + b"0905123402,\xd0a\n", "dòng 3"),
         ("utf16-no-bom.csv", "msisdn,province\n".encode("utf-16-le"), "byte 0 mà không có dấu BOM"),
-        ("list.ods", b"PK...", "chỉ nhận CSV hoặc XLSX"),
         ("broken.xlsx", b"not a zip", "không phải tệp Excel .xlsx hợp lệ"),
         ("empty.csv", b"", "trống"),
     ],
 )
 def test_unreadable_files_get_a_clear_message(importer, now, tmp_path, name, content, message) -> None:
-    """An encoding we cannot read, a wrong format or an empty file is refused with what and where."""
+    """An encoding we cannot read, a broken workbook or an empty file is data refused, saying what and where."""
     path = tmp_path / name
     path.write_bytes(content)
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(InputRejected, match=message):
         importer.import_file(path, now)
+
+
+def test_a_file_of_another_kind_is_a_usage_error(importer, now, tmp_path) -> None:
+    """A file that is neither CSV nor XLSX is the wrong thing to give the command: exit 2, not data refused."""
+    path = tmp_path / "list.ods"
+    path.write_bytes(b"PK...")
+    with pytest.raises(UsageError, match="chỉ nhận CSV hoặc XLSX") as refused:
+        importer.import_file(path, now)
+    assert not isinstance(refused.value, InputRejected)
 
 
 def test_generated_population_is_realistic_and_repeatable(regions) -> None:
