@@ -457,7 +457,8 @@ def alerts_add(
     if as_json:
         _emit(_alert_document(c, row, renderings))
     else:
-        out.print(f"Đã tạo mẫu '{alert_id}' (bản nháp) và tệp {path}. Gửi duyệt: canhbao alerts submit {alert_id}")
+        out.print(f"Đã tạo mẫu '{alert_id}' (bản nháp) và tệp {path}. Gửi duyệt:")
+        out.print(f"  canhbao alerts submit {alert_id}", soft_wrap=True)
 
 
 def _pair(text: str) -> tuple[str, str]:

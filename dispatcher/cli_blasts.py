@@ -117,8 +117,8 @@ def blast_create(
         return
     _print_preview(shown, zone)
     if not dry_run:
-        out.print(f"\nĐã tạo đợt gửi [bold]{shown['blast_id']}[/bold], chờ người khác duyệt: "
-                  f"canhbao --as NGƯỜI_DUYỆT blast approve {shown['blast_id']}")  # fmt: skip
+        out.print(f"\nĐã tạo đợt gửi [bold]{shown['blast_id']}[/bold], chờ người khác duyệt:")
+        out.print(f"  canhbao blast approve {shown['blast_id']} --as NGƯỜI_DUYỆT", soft_wrap=True)
 
 
 def _print_preview(shown: dict[str, Any], zone: str) -> None:

@@ -49,7 +49,7 @@ def schedules_sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
             out.print(f"{words[key]}: {', '.join(names)}")
     waiting = outcome["added"] + outcome["changed"]
     if waiting:
-        out.print(f"Chờ duyệt: canhbao --as NGƯỜI_DUYỆT schedules approve {' '.join(waiting)}")
+        out.print(f"Chờ duyệt: canhbao --as NGƯỜI_DUYỆT schedules approve {' '.join(waiting)}", soft_wrap=True)
 
 
 @schedules_app.command("approve")

@@ -19,7 +19,9 @@ def number(value: float, decimals: int = 0) -> str:
 
 
 def duration(seconds: float) -> str:
-    """A span as a person says it: '0,8 giây', '45 giây', '2 phút 5 giây', '1 giờ 2 phút', '3 ngày 4 giờ'."""
+    """A span as a person says it: 'dưới 0,1 giây', '0,8 giây', '2 phút 5 giây', '1 giờ 2 phút', '3 ngày 4 giờ'."""
+    if seconds < 0.05:
+        return "dưới 0,1 giây"  # not '0 giây': something did take time
     if seconds < 10:
         return f"{number(seconds, 1).removesuffix(',0')} giây"
     whole = round(seconds)

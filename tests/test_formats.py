@@ -22,7 +22,8 @@ def test_numbers_group_thousands_with_dots_and_decimals_with_commas(value: float
 
 @pytest.mark.parametrize(
     ("seconds", "shown"),
-    [(0.8, "0,8 giây"), (3, "3 giây"), (45, "45 giây"), (125, "2 phút 5 giây"), (3725, "1 giờ 2 phút"),
+    [(0.01, "dưới 0,1 giây"), (0.8, "0,8 giây"), (3, "3 giây"),
+     (45, "45 giây"), (125, "2 phút 5 giây"), (3725, "1 giờ 2 phút"),
      (3600, "1 giờ"), (90_000, "1 ngày 1 giờ")],
 )  # fmt: skip
 def test_durations_read_as_a_person_says_them(seconds: float, shown: str) -> None:
