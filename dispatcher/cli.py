@@ -26,7 +26,7 @@ from sqlalchemy import Engine, func, select
 from dispatcher import alerts as catalogue
 from dispatcher import cli_errors, db, formats, labels, logs, population, smstext
 from dispatcher.audit import audit
-from dispatcher.cli_click import Group, adopt, vietnamese_help
+from dispatcher.cli_click import OPTIONS_METAVAR, SUBCOMMAND_METAVAR, Group, adopt, vietnamese_help
 from dispatcher.cli_tables import Column, print_fitted
 from dispatcher.config import Settings, load_settings
 from dispatcher.domain import METHODS, Audience, Channel, audience_mask
@@ -114,7 +114,7 @@ class Context:
         return catalogue.Catalogue(methods=methods, max_parts=self.settings.sms.max_parts)
 
 
-@app.callback()
+@app.callback(options_metavar=OPTIONS_METAVAR, subcommand_metavar=SUBCOMMAND_METAVAR)
 def _root(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option("--config", help="Tệp cấu hình (mặc định ./config.toml).")] = None,

@@ -163,6 +163,14 @@ def test_help_reads_vietnamese(config: Path, capsys: pytest.CaptureFixture[str])
     assert not [word for word in ("Usage", "Options", "Arguments", "Show this message", "[required]") if word in out]
 
 
+def test_the_root_help_reads_vietnamese(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`canhbao --help` names its options and commands in Vietnamese too, not click's [OPTIONS] COMMAND."""
+    assert run(["--config", str(config), "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Cách dùng: canhbao [TUỲ_CHỌN] LỆNH [ĐỐI_SỐ]..." in out
+    assert not [word for word in ("OPTIONS", "COMMAND", "ARGS", "Usage") if word in out]
+
+
 @pytest.mark.parametrize("how", ["after-the-command", "before-the-command", "environment"])
 def test_the_acting_user_is_named_anywhere(config: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
     """`--as` after the command, before it, or CANHBAO_USER all name who acts: the author may not approve."""
