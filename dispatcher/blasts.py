@@ -260,7 +260,8 @@ def _by_province(by_commune: dict[tuple[int, int | None], int], regions: RegionI
 
 def _pace(request: BlastRequest, settings: Settings, urgent: bool) -> tuple[QuietHours, float]:
     """The quiet hours the blast keeps and the messages per second it is counted at."""
-    limits = [g.rate for g in (settings.gateways.file, settings.gateways.simulator) if g.rate]
+    used = {name for route in settings.routes.values() for name in route}
+    limits = [g.rate for name, g in settings.gateways.items() if name in used and g.rate]
     rate = request.rate or (min(limits) if limits else settings.policy.assumed_rate)
     return quiet_hours(settings, request.channel, urgent), rate
 

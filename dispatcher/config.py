@@ -10,10 +10,21 @@ import json
 import math
 import os
 import tomllib
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from dispatcher.errors import ConfigError, toml_problem
@@ -134,8 +145,9 @@ class LoggingSettings(Section):
 
 
 class GatewayLimits(Section):
-    """What every gateway shares: its rate limit and how many sends it runs at once."""
+    """What every gateway shares: its kind, its rate limit and how many sends it runs at once."""
 
+    kind: str = Field("", description="file | simulator | smpp | twilio | zalo; defaults to the section's name")
     rate: Finite = Field(0, ge=0, description="messages per second; 0 is unlimited")
     parts_rate: Finite = Field(0, ge=0, description="SMS parts per second; 0 is unlimited")
     concurrency: int = Field(16, ge=1, le=10_000)
@@ -144,6 +156,7 @@ class GatewayLimits(Section):
 class FileGatewaySettings(GatewayLimits):
     """The hand-off file: one JSON line per message, a file a carrier can take."""
 
+    kind: Literal["file"] = "file"
     path: Path = Path("var/outbox.jsonl")
     concurrency: int = Field(1, ge=1, le=10_000)
 
@@ -161,6 +174,7 @@ class CarrierBehaviour(Section):
 class SimulatorSettings(GatewayLimits):
     """The carrier simulator: latency, a failure mix and delivery reports that arrive later."""
 
+    kind: Literal["simulator"] = "simulator"
     concurrency: int = Field(64, ge=1, le=10_000)
     seed: int = 1
     latency_ms: Finite = Field(0, ge=0)
@@ -179,20 +193,103 @@ class SimulatorSettings(GatewayLimits):
     carriers: dict[str, CarrierBehaviour] = Field(default_factory=dict)
 
 
-class TwilioSettings(GatewayLimits):
-    """Twilio credentials; the token only ever comes from the environment."""
+class SmppSettings(GatewayLimits):
+    """One carrier's SMSC over SMPP 3.4; the password only ever comes from the environment."""
 
+    kind: Literal["smpp"] = "smpp"
+    host: str = "127.0.0.1"
+    port: int = Field(2775, ge=1, le=65_535)
+    system_id: str = ""
+    password: SecretStr | None = None
+    system_type: str = ""
+    source_addr: str = Field("", max_length=11, description="the brandname: an alphanumeric sender (TON 5, NPI 0)")
+    bind: Literal["trx", "tx_rx"] = Field("trx", description="one transceiver, or a transmitter and a receiver")
+    binds: int = Field(1, ge=1, le=32, description="binds (sessions) this gateway keeps open")
+    window: int = Field(10, ge=1, le=1_000, description="submit_sm sent and not yet answered, per bind")
+    long_messages: Literal["udh", "sar", "payload"] = "udh"
+    enquire_link_seconds: Finite = Field(30, gt=0)
+    response_timeout_seconds: Finite = Field(10, gt=0)
+    reconnect_max_seconds: Finite = Field(60, gt=0)
+    concurrency: int = Field(10, ge=1, le=10_000)
+
+
+class TwilioSettings(GatewayLimits):
+    """Twilio's Messaging API; the auth token only ever comes from the environment."""
+
+    kind: Literal["twilio"] = "twilio"
     account_sid: str = ""
     auth_token: SecretStr | None = None
+    messaging_service_sid: str = ""
+    from_number: str = ""
     base_url: str = "https://api.twilio.com"
+    public_url: str = Field("", description="the address Twilio reaches us at, for status callbacks")
+
+
+class ZaloGatewaySettings(GatewayLimits):
+    """Zalo's ZNS/ZBS template API; the app secret and the first refresh token come from the environment."""
+
+    kind: Literal["zalo"] = "zalo"
+    app_id: str = ""
+    oa_id: str = ""
+    app_secret: SecretStr | None = None
+    refresh_token: SecretStr | None = None
+    base_url: str = "https://business.openapi.zalo.me"
+    oauth_url: str = "https://oauth.zaloapp.com"
+
+
+# The gateway kinds a section may name, and their settings.
+GATEWAY_KINDS: dict[str, type[GatewayLimits]] = {
+    "file": FileGatewaySettings, "simulator": SimulatorSettings, "smpp": SmppSettings, "twilio": TwilioSettings,
+    "zalo": ZaloGatewaySettings,
+}  # fmt: skip
+GatewaySection = Annotated[
+    FileGatewaySettings | SimulatorSettings | SmppSettings | TwilioSettings | ZaloGatewaySettings,
+    Field(discriminator="kind"),
+]
+# Gateways the package itself provides without a section: the tests' stand-in.
+BUILT_IN_GATEWAYS = frozenset({"fake"})
+# Keys that hold secrets: they may only come from the environment.
+SECRET_KEYS = frozenset({"password", "auth_token", "app_secret", "refresh_token"})
 
 
 class GatewaysSettings(Section):
-    """Per-gateway settings."""
+    """The named gateways, `[gateways.<name>]` each, with a `kind` that defaults to the name.
+
+    `file` and `simulator` always exist (with their defaults); any other name is a section of its
+    own, so one deployment can hold one SMPP bind per carrier (`[gateways.viettel] kind = "smpp"`).
+    """
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, GatewaySection]  # type: ignore[assignment]
 
     file: FileGatewaySettings = FileGatewaySettings()
     simulator: SimulatorSettings = SimulatorSettings()
-    twilio: TwilioSettings = TwilioSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_defaults_to_the_name(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {name: _with_kind(name, section) for name, section in data.items()}
+
+    def names(self) -> list[str]:
+        """Every configured gateway's name."""
+        return ["file", "simulator", *(self.__pydantic_extra__ or {})]
+
+    def get(self, name: str) -> GatewayLimits | None:
+        """The section named `name`, or None."""
+        return getattr(self, name, None) if name in self.names() else None
+
+    def items(self) -> list[tuple[str, GatewayLimits]]:
+        """(name, section) of every configured gateway."""
+        return [(name, getattr(self, name)) for name in self.names()]
+
+
+def _with_kind(name: str, section: Any) -> Any:
+    """A section's data with its kind filled in from its name where it names none."""
+    if isinstance(section, dict) and not section.get("kind"):
+        return {**section, "kind": name}
+    return section
 
 
 class DispatchSettings(Section):
@@ -285,11 +382,19 @@ class Settings(BaseSettings):
 
     @field_validator("routes")
     @classmethod
-    def _routes_have_default(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+    def _routes_name_gateways(cls, value: dict[str, list[str]], info: ValidationInfo) -> dict[str, list[str]]:
         if "default" not in value:
             raise ValueError("cần tuyến 'default' cho các nhà mạng không ghi riêng")
         if any(not gateways for gateways in value.values()):
             raise ValueError("mỗi tuyến cần ít nhất một cổng gửi")
+        gateways = info.data.get("gateways")
+        known = set(gateways.names() if gateways else ()) | BUILT_IN_GATEWAYS
+        for route, names in value.items():
+            if unknown := [name for name in names if name not in known]:
+                raise ValueError(
+                    f"tuyến '{route}' nêu cổng không có: {', '.join(unknown)} (có: {', '.join(sorted(known))}); "
+                    "mỗi cổng cần một mục [gateways.<tên>]"
+                )
         return value
 
     def route_for(self, carrier: str, channel: str = "sms") -> list[str]:
@@ -309,9 +414,6 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The file's content arrives as init kwargs (see load_settings), so env wins over it.
         return (env_settings, init_settings)
-
-
-SECRET_PATHS = {("gateways", "twilio", "auth_token")}
 
 
 def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
@@ -363,32 +465,55 @@ def _read_toml(path: Path, required: bool) -> dict[str, Any]:
 
 
 def _refuse_file_secrets(data: dict[str, Any], path: Path) -> None:
-    for keys in SECRET_PATHS:
-        node: Any = data
-        for key in keys:
-            node = node.get(key) if isinstance(node, dict) else None
-        if node is not None:
-            dotted = ".".join(keys)
-            env = ENV_PREFIX + "__".join(k.upper() for k in keys)
-            raise ConfigError(f"Khoá bí mật '{dotted}' không được ghi trong {path}: hãy đặt biến môi trường {env}.")
+    """A password or token written in the file is refused: secrets come from the environment only."""
+    gateways = data.get("gateways")
+    for name, section in (gateways or {}).items() if isinstance(gateways, dict) else ():
+        for key in sorted(SECRET_KEYS & set(section if isinstance(section, dict) else ())):
+            env = f"{ENV_PREFIX}GATEWAYS__{name.upper()}__{key.upper()}"
+            raise ConfigError(
+                f"Khoá bí mật 'gateways.{name}.{key}' không được ghi trong {path}: hãy đặt biến môi trường {env}."
+            )
 
 
 def _explain(exc: ValidationError, path: Path, environ: dict[str, str]) -> str:
     lines = []
     for error in exc.errors():
-        keys = [str(part) for part in error["loc"]]
+        keys = _config_keys(error["loc"])
         dotted = ".".join(keys)
         # The value may come from the key's own variable or from one naming a whole section.
         candidates = [ENV_PREFIX + "__".join(k.upper() for k in keys[:n]) for n in range(len(keys), 0, -1)]
         env = next((name for name in candidates if name in environ), None)
         origin = f"biến môi trường {env}" if env else f"tệp {path}"
         if error["type"] == "extra_forbidden":
-            lines.append(f"Khoá cấu hình '{dotted}' không hợp lệ ({origin}): không có khoá này.")
+            lines.append(f"Khoá cấu hình '{dotted}' không hợp lệ ({origin}): {_unknown_key(error['loc'])}.")
+        elif error["type"] == "union_tag_invalid":
+            kind = (error.get("ctx") or {}).get("tag", error["input"])
+            lines.append(f"Cổng '{dotted.removeprefix('gateways.')}' ({origin}): loại cổng không rõ '{kind}' "
+                         f"(kind = {' | '.join(GATEWAY_KINDS)}; mặc định là tên mục).")  # fmt: skip
         elif error["type"] == "missing":
             lines.append(f"Khoá cấu hình '{dotted}' ({origin}): thiếu, cần ghi giá trị.")
         else:
             lines.append(f"Khoá cấu hình '{dotted}' ({origin}): {expected(error)}, nhận được {error['input']!r}.")
     return "\n".join(lines)
+
+
+def _config_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys of an error's location as the file writes them: a gateway's kind tag is not one."""
+    keys = [str(part) for part in loc]
+    if len(keys) > 2 and keys[0] == "gateways" and keys[2] in GATEWAY_KINDS:
+        del keys[2]
+    return keys
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    """'không có khoá này', naming the gateway kind and the closest known keys where there is one."""
+    parts = [str(part) for part in loc]
+    if len(parts) < 4 or parts[0] != "gateways" or parts[2] not in GATEWAY_KINDS:
+        return "không có khoá này"
+    known = sorted(GATEWAY_KINDS[parts[2]].model_fields)
+    close = get_close_matches(parts[-1], known, n=1)
+    hint = f" (có phải '{close[0]}'?)" if close else f" (có: {', '.join(known)})"
+    return f"cổng loại '{parts[2]}' không có khoá này{hint}"
 
 
 def _explain_json(exc: SettingsError, environ: dict[str, str]) -> str:

@@ -496,7 +496,7 @@ class Worker:
     def _limiters_for(self, name: str) -> tuple[RateLimiter, RateLimiter]:
         """A gateway's message and part limits, shared through the database with every other worker."""
         if name not in self._limiters:
-            limits: GatewayLimits = getattr(self.settings.gateways, name, GatewayLimits())
+            limits: GatewayLimits = self.settings.gateways.get(name) or GatewayLimits()
             self._limiters[name] = (
                 self._limiter(f"gateway:{name}", limits.rate),
                 self._limiter(f"parts:{name}", limits.parts_rate),

@@ -45,7 +45,7 @@ def test_without_a_file_every_setting_has_its_default(tmp_path: Path, monkeypatc
     assert settings.sms.max_parts == 4
     assert settings.sms.price_for("viettel") == 650.0
     assert settings.logging.format == "auto"
-    assert settings.gateways.twilio.auth_token is None
+    assert settings.gateways.names() == ["file", "simulator"]
 
 
 def test_file_values_are_read(config: Path) -> None:
@@ -293,3 +293,86 @@ def test_a_secret_from_the_environment_is_hidden(config: Path) -> None:
     assert "s3cret" not in repr(settings)
     assert "s3cret" not in str(settings)
     assert "s3cret" not in settings.model_dump_json()
+
+
+# -- named gateways -------------------------------------------------------------------------
+
+VIETTEL_AND_MOBIFONE = """
+[gateways.viettel]
+kind = "smpp"
+host = "10.1.2.3"
+system_id = "canhbao"
+source_addr = "CONGAN-DN"
+window = 10
+rate = 100
+[gateways.mobifone]
+kind = "smpp"
+host = "10.4.5.6"
+system_id = "canhbao-mb"
+[gateways.twilio]
+account_sid = "AC1"
+[routes]
+default = ["file"]
+viettel = ["viettel", "twilio"]
+mobifone = ["mobifone", "twilio"]
+"""
+
+
+def test_several_gateways_of_one_kind_are_named_sections(config: Path) -> None:
+    """One SMPP bind per carrier: each section keeps its own settings and its password from its own variable."""
+    environ = {"CANHBAO_GATEWAYS__VIETTEL__PASSWORD": "vt-secret", "CANHBAO_GATEWAYS__MOBIFONE__PORT": "2776"}
+    settings = load_settings(write(config, VIETTEL_AND_MOBIFONE), environ)
+    viettel, mobifone = settings.gateways.get("viettel"), settings.gateways.get("mobifone")
+    assert settings.gateways.names() == ["file", "simulator", "viettel", "mobifone", "twilio"]
+    assert (viettel.kind, viettel.host, viettel.rate, viettel.window) == ("smpp", "10.1.2.3", 100, 10)
+    assert viettel.password.get_secret_value() == "vt-secret" and mobifone.password is None
+    assert (mobifone.host, mobifone.port) == ("10.4.5.6", 2776)
+    assert settings.route_for("viettel") == ["viettel", "twilio"]
+
+
+def test_a_gateways_kind_defaults_to_its_name(config: Path) -> None:
+    """`[gateways.twilio]` without a kind is a Twilio gateway; file and simulator keep working as before."""
+    settings = load_settings(
+        write(config, '[gateways.twilio]\naccount_sid = "AC1"\n[gateways.file]\npath = "o.jsonl"\n')
+    )
+    assert settings.gateways.get("twilio").kind == "twilio"
+    assert settings.gateways.file.path == Path("o.jsonl") and settings.gateways.file.kind == "file"
+
+
+def test_an_unknown_gateway_kind_names_the_section_and_the_kinds(config: Path) -> None:
+    """A section whose name is no kind and that says none is refused, listing the kinds."""
+    message = error_of(write(config, '[gateways.vinaphone]\nhost = "10.1.1.1"\n'))
+    assert "Cổng 'vinaphone'" in message and "loại cổng không rõ 'vinaphone'" in message
+    assert "file | simulator | smpp | twilio | zalo" in message and str(config) in message
+
+
+def test_a_key_the_kind_does_not_know_names_the_close_one(config: Path) -> None:
+    """A misspelt SMPP key is refused naming the key, the file and what was meant."""
+    message = error_of(write(config, '[gateways.viettel]\nkind = "smpp"\nhostt = "10.1.2.3"\n'))
+    assert "'gateways.viettel.hostt'" in message and str(config) in message
+    assert "cổng loại 'smpp' không có khoá này (có phải 'host'?)" in message
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [("viettel", "password"), ("twilio", "auth_token"), ("zalo", "app_secret"), ("zalo", "refresh_token")],
+)
+def test_a_secret_of_any_gateway_in_the_file_is_refused(config: Path, section: str, key: str) -> None:
+    """Passwords and tokens are refused in the file, whatever the gateway, naming the variable to use."""
+    kind = "smpp" if section == "viettel" else section
+    message = error_of(write(config, f'[gateways.{section}]\nkind = "{kind}"\n{key} = "s3cret"\n'))
+    assert f"'gateways.{section}.{key}'" in message
+    assert f"CANHBAO_GATEWAYS__{section.upper()}__{key.upper()}" in message
+    assert "s3cret" not in message
+
+
+@pytest.mark.parametrize("where", ["file", "environment"])
+def test_a_route_naming_no_gateway_is_refused(config: Path, where: str) -> None:
+    """A route to a gateway that has no section is refused at start-up, naming the route and the gateways."""
+    if where == "file":
+        message = error_of(write(config, '[routes]\ndefault = ["file"]\nviettel = ["viettel"]\n'))
+        assert str(config) in message
+    else:
+        message = error_of(None, {"CANHBAO_ROUTES": '{"default": ["file"], "viettel": ["viettel"]}'})
+        assert "CANHBAO_ROUTES" in message
+    assert "tuyến 'viettel' nêu cổng không có: viettel" in message

@@ -94,10 +94,18 @@ def test_registry_builds_from_the_gateways_own_section(tmp_path: Path) -> None:
 
 
 def test_unknown_gateway_is_a_config_error() -> None:
-    """An unknown name is refused with a Vietnamese message naming the known gateways."""
+    """A name with no section is refused with a Vietnamese message naming the configured gateways."""
     with pytest.raises(ConfigError) as caught:
-        build("smpp", GatewaysSettings())
-    assert str(caught.value) == "Cổng gửi không rõ 'smpp' (có: file, simulator, fake)."
+        build("viettel", GatewaysSettings())
+    assert str(caught.value) == "Cổng gửi không rõ 'viettel': cần một mục [gateways.viettel] (có: file, simulator)."
+
+
+def test_a_gateway_is_named_after_its_section(tmp_path: Path) -> None:
+    """Two hand-off files are two gateways, each with its own name and path."""
+    settings = GatewaysSettings(archive={"kind": "file", "path": tmp_path / "archive.jsonl"})
+    archive, default = build("archive", settings), build("file", settings)
+    assert (archive.name, archive.path) == ("archive", tmp_path / "archive.jsonl")
+    assert (default.name, default.path) == ("file", Path("var/outbox.jsonl"))
 
 
 # -- the hand-off file --------------------------------------------------------------------

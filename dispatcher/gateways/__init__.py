@@ -1,12 +1,14 @@
-"""The gateways: one module and one class each, found through a literal registry.
+"""The gateways: one module and one class each, found through a literal registry keyed by kind.
 
-A gateway's settings live in the section of `GatewaysSettings` that bears its name; the fake
-takes none. Nothing outside this package knows a carrier's quirks.
+A gateway is a named section `[gateways.<name>]` whose `kind` (by default its name) picks the
+class; the instance carries the section's name, so one deployment can hold several gateways of
+one kind (an SMPP bind per carrier). The fake takes no section. Nothing outside this package
+knows a carrier's quirks.
 """
 
 from __future__ import annotations
 
-from dispatcher.config import GatewaysSettings
+from dispatcher.config import BUILT_IN_GATEWAYS, GATEWAY_KINDS, GatewaysSettings
 from dispatcher.errors import ConfigError
 from dispatcher.gateways.base import Gateway
 from dispatcher.gateways.fake import FakeGateway
@@ -17,8 +19,18 @@ GATEWAYS: dict[str, type[Gateway]] = {"file": FileGateway, "simulator": Simulato
 
 
 def build(name: str, settings: GatewaysSettings) -> Gateway:
-    """The gateway called `name`, built from its own settings section."""
-    if name not in GATEWAYS:
-        raise ConfigError(f"Cổng gửi không rõ {name!r} (có: {', '.join(GATEWAYS)}).")
-    section = getattr(settings, name, None)
-    return GATEWAYS[name]() if section is None else GATEWAYS[name](section)
+    """The gateway called `name`, of its section's kind, built from that section."""
+    section = settings.get(name)
+    if section is None and name in BUILT_IN_GATEWAYS:
+        gateway = GATEWAYS[name]()
+    elif section is None:
+        raise ConfigError(
+            f"Cổng gửi không rõ {name!r}: cần một mục [gateways.{name}] (có: {', '.join(settings.names())})."
+        )
+    elif section.kind not in GATEWAYS:
+        kinds = ", ".join(k for k in GATEWAY_KINDS if k in GATEWAYS)
+        raise ConfigError(f"Cổng '{name}': loại '{section.kind}' chưa được hỗ trợ ở bản này (có: {kinds}).")
+    else:
+        gateway = GATEWAYS[section.kind](section)
+    gateway.name = name
+    return gateway
