@@ -63,12 +63,35 @@ class ReportStatus(StrEnum):
 
 @dataclass(frozen=True)
 class DeliveryReport:
-    """A late report about a message a gateway accepted, matched by provider id."""
+    """A late report about a message a gateway accepted, matched by (gateway, provider id).
+
+    `gateway` is the name of the gateway that gave the id (two carriers' SMSCs may give the same
+    one); `raw` is the report as the provider wrote it (the receipt's text, the callback's form),
+    kept for disputes with a carrier.
+    """
 
     provider_id: str
     status: ReportStatus
     at: datetime
     error_code: str | None = None
+    gateway: str = ""
+    raw: str | None = None
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A message a person sent us (an SMS to our brandname or number): an opt-out, or words for an operator.
+
+    A gateway that receives them offers `def inbound(self, now: datetime) -> list[InboundMessage]`
+    (optional, like `confirm`): the ones that arrived by `now` and were not returned before.
+    """
+
+    msisdn: str
+    text: str
+    at: datetime
+    gateway: str
+    provider_id: str | None = None
+    raw: str | None = None
 
 
 @dataclass
@@ -129,6 +152,12 @@ class Gateway(Protocol):
     async def close(self) -> None:
         """Flush and release what the gateway holds."""
         ...
+
+
+def inbound(gateway: Gateway, now: datetime) -> list[InboundMessage]:
+    """What people sent `gateway` by `now` ([] for a gateway that receives nothing)."""
+    receive = getattr(gateway, "inbound", None)
+    return receive(now) if callable(receive) else []
 
 
 def pending_reports(gateway: Gateway) -> int:
