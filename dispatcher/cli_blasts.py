@@ -35,9 +35,6 @@ from dispatcher.models import blasts, deliveries
 from dispatcher.regions import RegionIndex
 from dispatcher.segments import SegmentSpec, resolve
 
-REASON_VI = {"opted_out": "từ chối nhận", "no_channel": "không có kênh này", "already_received": "đã nhận mẫu này",
-             "capped": "đã đủ số tin trong 24 giờ"}  # fmt: skip
-
 
 def parse_time(text: str | None, zone: str, option: str) -> datetime | None:
     """'01/12/2026 09:00' or '2026-12-01 09:00', in the deployment's time zone unless the text carries an offset."""
@@ -127,7 +124,7 @@ def _print_preview(shown: dict[str, Any], zone: str) -> None:
     out.print("Đối tượng: " + _audience_words(shown["audiences"]), markup=False)
     out.print(f"Người nhận: [bold]{number(shown['recipients'])}[/bold] / {number(shown['matched'])} trong phân đoạn")
     for reason, n in shown["excluded"].items():
-        out.print(f"  loại trừ — {REASON_VI[reason]}: {number(n)}")
+        out.print(f"  loại trừ — {labels.exclusion(reason)}: {number(n)}")
     if shown.get("deferred"):
         out.print(f"  hoãn 1 ngày — đã đủ số tin trong 24 giờ: {number(shown['deferred'])} (vẫn nhận, muộn hơn)")
     _print_breakdown(shown)
@@ -206,7 +203,7 @@ def _transition(ctx: typer.Context, blast_ids: list[int], action: str, as_json: 
         _emit(done[0] if len(done) == 1 else done)
         return
     for item in done:
-        out.print(f"Đợt gửi {item['blast_id']}: {blast_ops.STATE_VI[item['state']]}.")
+        out.print(f"Đợt gửi {item['blast_id']}: {labels.blast_state(item['state'])}.")
 
 
 def blast_approve(ctx: typer.Context, blast_ids: BlastIds, as_json: JsonOption = False) -> None:
@@ -279,7 +276,7 @@ def _print_status(c: Context, blast_id: int, document: dict[str, Any]) -> None:
         [labels.carrier(carrier), *(number(counts.get(status, 0)) for status in shown)] for carrier, counts in by_size
     ]
     rows.append(["[bold]Tổng[/bold]", *(f"[bold]{number(document['counts'][status])}[/bold]" for status in shown)])
-    out.print(f"Đợt gửi {blast_id}: [bold]{blast_ops.STATE_VI[document['state']]}[/bold]")
+    out.print(f"Đợt gửi {blast_id}: [bold]{labels.blast_state(document['state'])}[/bold]")
     print_fitted(out, columns, rows, "xem đủ: --json")
     held = document["held"]
     if held.get("deferred"):
@@ -337,7 +334,7 @@ BLAST_COLUMNS = (
 def _blast_cells(r: Any, zone: str) -> list[str]:
     started = r["started_at"] or r["start_at"]
     return [
-        str(r["id"]), blast_ops.STATE_VI[r["state"]], r["preview"]["alert"]["id"], "; ".join(r["preview"]["segment"]),
+        str(r["id"]), labels.blast_state(r["state"]), r["preview"]["alert"]["id"], "; ".join(r["preview"]["segment"]),
         labels.channel(r["channel"]), number(r["recipients"] or r["preview"]["recipients"]),
         moment(started, zone) if started else "khi được duyệt", f"{r['created_by']} → {r['approved_by'] or '—'}",
     ]  # fmt: skip

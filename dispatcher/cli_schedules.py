@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import typer
 
+from dispatcher import labels
 from dispatcher import scheduler as scheduling
 from dispatcher import schedules as campaigns
 from dispatcher.cli import Context, JsonOption, _emit, err, out
@@ -20,7 +21,6 @@ from dispatcher.cli_blasts import build_worker, run_worker
 from dispatcher.cli_tables import Column, print_fitted
 from dispatcher.formats import moment
 
-STATE_VI = {"pending_approval": "chờ duyệt", "active": "đang chạy", "disabled": "tắt", "removed": "đã gỡ"}
 schedules_app = typer.Typer(help="Chiến dịch định kỳ: nạp từ schedules/, duyệt, xem lịch chạy.", no_args_is_help=True)
 
 
@@ -86,7 +86,7 @@ def schedules_list(
         Column("Phân đoạn", drop=3, least=12), Column("Nội dung", drop=4, least=12),
         Column(f"{count} lượt tới", whole=True), Column("Lượt trước", drop=6),
     )  # fmt: skip
-    rows = [[item["name"], STATE_VI.get(item["state"], item["state"]), item["when"], "; ".join(item["segment"]),
+    rows = [[item["name"], labels.schedule_state(item["state"]), item["when"], "; ".join(item["segment"]),
              _content(item), "\n".join(_local(t, zone) for t in item["next_runs"]),
              _local(item["last_run"], zone) if item["last_run"] else "—"] for item in shown]  # fmt: skip
     print_fitted(out, columns, rows, "xem đủ: --json hoặc một cửa sổ rộng hơn")

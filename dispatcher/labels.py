@@ -1,4 +1,4 @@
-"""Domain words as a Vietnamese reader sees them: carriers, priorities, audiences, delivery states.
+"""Domain words as a Vietnamese reader sees them: carriers, priorities, audiences, and every state.
 
 Both faces show these labels, and what a user reads back in a table they may type back in
 (`log --status "đã gửi"`, accents optional). `--json` keeps the codes.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from dispatcher.domain import Audience, DeliveryStatus, Priority, fold
+from dispatcher.domain import AlertStatus, Audience, BlastState, DeliveryStatus, Priority, ScheduleState, fold
 from dispatcher.errors import UsageError
 from dispatcher.phones import Carrier
 
@@ -24,6 +24,24 @@ DELIVERY_STATES = {
     DeliveryStatus.QUEUED: "chờ gửi", DeliveryStatus.SENDING: "đang gửi", DeliveryStatus.SENT: "đã gửi",
     DeliveryStatus.DELIVERED: "đã nhận", DeliveryStatus.FAILED: "lỗi", DeliveryStatus.UNDELIVERABLE: "không tới được",
     DeliveryStatus.EXPIRED: "quá hạn", DeliveryStatus.UNKNOWN: "chưa rõ", DeliveryStatus.CANCELLED: "đã huỷ",
+}  # fmt: skip
+ALERT_STATUSES = {
+    AlertStatus.DRAFT: "nháp", AlertStatus.SUBMITTED: "chờ duyệt", AlertStatus.APPROVED: "đã duyệt",
+    AlertStatus.RETIRED: "đã ngừng dùng",
+}  # fmt: skip
+BLAST_STATES = {
+    BlastState.PENDING_APPROVAL: "chờ duyệt", BlastState.SCHEDULED: "đã lên lịch", BlastState.RUNNING: "đang gửi",
+    BlastState.PAUSED: "tạm dừng", BlastState.COMPLETED: "hoàn tất", BlastState.CANCELLED: "đã huỷ",
+    BlastState.EXPIRED: "quá hạn", BlastState.MISSED: "lỡ giờ",
+}  # fmt: skip
+SCHEDULE_STATES = {
+    ScheduleState.PENDING_APPROVAL: "chờ duyệt", ScheduleState.ACTIVE: "đang chạy", ScheduleState.DISABLED: "tắt",
+    ScheduleState.REMOVED: "đã gỡ",
+}  # fmt: skip
+# Why a blast's preview leaves a person out (the keys of its `excluded`).
+EXCLUSIONS = {
+    "opted_out": "từ chối nhận", "no_channel": "không có kênh này", "already_received": "đã nhận mẫu này",
+    "capped": "đã đủ số tin trong 24 giờ",
 }  # fmt: skip
 
 
@@ -53,6 +71,26 @@ def audiences(slugs: Iterable[str]) -> str:
 def delivery_state(code: str) -> str:
     """'sent' → 'đã gửi'."""
     return DELIVERY_STATES.get(code, code)  # type: ignore[call-overload]
+
+
+def alert_status(code: str) -> str:
+    """'retired' → 'đã ngừng dùng'."""
+    return ALERT_STATUSES.get(code, code)  # type: ignore[call-overload]
+
+
+def blast_state(code: str) -> str:
+    """'scheduled' → 'đã lên lịch'."""
+    return BLAST_STATES.get(code, code)  # type: ignore[call-overload]
+
+
+def schedule_state(code: str) -> str:
+    """'disabled' → 'tắt'."""
+    return SCHEDULE_STATES.get(code, code)  # type: ignore[call-overload]
+
+
+def exclusion(reason: str) -> str:
+    """'opted_out' → 'từ chối nhận'."""
+    return EXCLUSIONS.get(reason, reason)
 
 
 def parse_delivery_state(text: str) -> DeliveryStatus:

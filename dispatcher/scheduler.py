@@ -32,6 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
 from dispatcher import blasts as blast_ops
+from dispatcher import labels
 from dispatcher.audit import audit
 from dispatcher.config import Settings
 from dispatcher.domain import AlertStatus, BlastState, Priority, RunOutcome, ScheduleState
@@ -45,8 +46,6 @@ log = structlog.get_logger(__name__)
 Clock = Callable[[], datetime]
 LEASE = "scheduler"
 MAX_FIRES = 1000  # fire times looked at per campaign and call: a per-minute campaign down for a day is 1,440
-# What a Vietnamese user reads for each ScheduleState.
-STATE_VI = {"pending_approval": "chờ duyệt", "active": "đang chạy", "disabled": "tắt", "removed": "đã gỡ"}
 
 
 # -- the leader lease -----------------------------------------------------------------------
@@ -135,7 +134,7 @@ def approve(conn: Connection, name: str, actor: str, now: datetime) -> None:
     if row is None:
         raise NotFound(f"Không có chiến dịch '{name}' (chạy 'canhbao schedules sync' trước).")
     if row.state != ScheduleState.PENDING_APPROVAL.value:
-        raise StateError(f"Chiến dịch '{name}' đang '{STATE_VI[row.state]}': không có gì để duyệt.")
+        raise StateError(f"Chiến dịch '{name}' đang '{labels.schedule_state(row.state)}': không có gì để duyệt.")
     if row.synced_by.casefold() == actor.casefold():
         raise NotAllowed(f"'{actor}' đã nạp chiến dịch '{name}': cần một người khác duyệt (nguyên tắc bốn mắt).")
     conn.execute(

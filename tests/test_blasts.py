@@ -15,7 +15,7 @@ from sqlalchemy import Engine, event, func, select, update
 
 from dispatcher import alerts, blasts, population, smstext
 from dispatcher.config import Settings, load_settings
-from dispatcher.domain import METHODS, AlertStatus, BlastState, DeliveryStatus
+from dispatcher.domain import METHODS, BlastState, DeliveryStatus
 from dispatcher.errors import ConfigError, InputRejected, NotFound, UsageError
 from dispatcher.models import blasts as blasts_table
 from dispatcher.models import deliveries, delivery_queue, subscribers
@@ -1007,12 +1007,6 @@ def test_cli_every_blast_create_option_has_help() -> None:
     options = [param for param in create.params if param.name != "help"]
     assert {"province", "commune", "legacy_district", "audience", "carrier"} <= {o.name for o in options}
     assert [o.name for o in options if not getattr(o, "help", None)] == []
-
-
-def test_every_state_has_its_vietnamese_name() -> None:
-    """No blast state or alert status reaches a Vietnamese user as its code."""
-    assert set(blasts.STATE_VI) == {state.value for state in BlastState}
-    assert set(alerts.STATUS_VI) == {status.value for status in AlertStatus}
 
 
 def test_cli_unknown_province_exits_2_with_the_reason_on_stderr(cli_ready) -> None:
