@@ -8,15 +8,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from dispatcher.domain import AlertStatus, Audience, BlastState, DeliveryStatus, Priority, ScheduleState, fold
+from dispatcher.domain import (
+    AlertStatus,
+    Audience,
+    BlastState,
+    DeliveryStatus,
+    Priority,
+    ScheduleState,
+    fold,
+    means_everyone,
+)
 from dispatcher.errors import UsageError
-from dispatcher.phones import Carrier
+from dispatcher.phones import Carrier, InvalidNumber, parse_carrier
 
 CARRIERS = {
     Carrier.VIETTEL: "Viettel", Carrier.VINAPHONE: "VinaPhone", Carrier.MOBIFONE: "MobiFone",
     Carrier.VIETNAMOBILE: "Vietnamobile", Carrier.GMOBILE: "Gmobile", Carrier.ITEL: "Itel", Carrier.REDDI: "Reddi",
     Carrier.UNKNOWN: "chưa rõ",
 }  # fmt: skip
+EVERYONE = "tất cả"  # an audience of `all`: no audience filter
 DEFAULT_PRICE_ROW = "các mạng khác"  # the `default` key of `[sms] price_per_part`
 PRIORITIES = {Priority.NORMAL: "thường", Priority.URGENT: "khẩn"}
 CHANNELS = {"sms": "SMS", "zalo": "Zalo", "zalo_then_sms": "Zalo, rồi SMS"}
@@ -62,10 +72,30 @@ def channel(code: str) -> str:
     return CHANNELS.get(code, code)
 
 
-def audiences(slugs: Iterable[str]) -> str:
-    """['student', 'worker'] → 'học sinh, sinh viên; công nhân, người lao động'."""
-    names = {audience.slug: audience.label for audience in Audience}
-    return "; ".join(names.get(slug, slug) for slug in slugs)
+def audiences(names: Iterable[str]) -> str:
+    """['student', 'worker'] → 'học sinh, sinh viên; công nhân, người lao động'; as typed too ('sinh viên', 'all')."""
+    return "; ".join(_audience(name) for name in names)
+
+
+def _audience(name: str) -> str:
+    if means_everyone(name):
+        return EVERYONE
+    try:
+        return Audience.parse(name).label
+    except ValueError:
+        return name
+
+
+def carriers(names: Iterable[str]) -> str:
+    """['vina', 'viettel'] → 'VinaPhone, Viettel': carriers as written in a file or an option, by their names."""
+    return ", ".join(_carrier(name) for name in names)
+
+
+def _carrier(name: str) -> str:
+    try:
+        return carrier(parse_carrier(name).value)
+    except InvalidNumber:  # what parse_carrier raises for a name it does not know
+        return name
 
 
 def delivery_state(code: str) -> str:

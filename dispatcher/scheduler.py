@@ -165,9 +165,16 @@ def listing(conn: Connection, now: datetime, count: int = 5) -> list[dict[str, A
 
 
 def _segment_words(spec: ScheduleSpec) -> list[str]:
+    """Who a campaign reaches, as a Vietnamese reader reads it: places as written, then audiences, carriers, channel."""
     s = spec.segment
-    return [*s.provinces, *s.communes, *s.legacy_districts, *(f"nhóm:{a}" for a in s.audiences),
-            *(f"mạng:{c}" for c in s.carriers)]  # fmt: skip
+    words = [*s.provinces, *s.communes, *s.legacy_districts]
+    if s.audiences:
+        words.append(f"đối tượng: {labels.audiences(s.audiences)}")
+    if s.carriers:
+        words.append(f"nhà mạng: {labels.carriers(s.carriers)}")
+    if spec.channel != "sms":  # SMS is the default; only another channel is worth the width
+        words.append(f"kênh: {labels.channel(spec.channel)}")
+    return words
 
 
 # -- deciding what runs ---------------------------------------------------------------------

@@ -96,3 +96,21 @@ def test_serve_sends_a_timed_blast_and_stops_cleanly_on_sigterm(engine: Engine, 
 def _statuses(engine: Engine, blast_id: int) -> list[str]:
     with engine.connect() as conn:
         return list(conn.execute(select(deliveries.c.status).where(deliveries.c.blast_id == blast_id)).scalars())
+
+
+def test_the_schedule_list_names_audiences_carriers_and_channel_in_vietnamese(cli, monkeypatch) -> None:
+    """A campaign for students on VinaPhone over Zalo reads so in `schedules list`, not as 'nhóm:student'."""
+    campaign = GOOD.replace('when = "every Monday 09:00"\n', 'when = "every Monday 09:00"\nchannel = "zalo"\n')
+    campaign = campaign.replace(
+        'provinces = ["Đà Nẵng"]\n',
+        'provinces = ["Đà Nẵng"]\naudiences = ["student", "người lao động"]\ncarriers = ["vina"]\n',
+    )
+    _schedules(cli, {"sinh-vien.toml": campaign})
+    cli("alerts", "sync")
+    assert cli("schedules", "sync")[0] == 0
+    monkeypatch.setenv("COLUMNS", "250")  # the whole segment on one line
+    code, out, _err = cli("schedules", "list")
+    segment = cli.json("schedules", "list")[1][0]["segment"]
+    assert segment == ["Đà Nẵng", "đối tượng: học sinh, sinh viên; công nhân, người lao động", "nhà mạng: VinaPhone",
+                       "kênh: Zalo"]  # fmt: skip
+    assert code == 0 and "; ".join(segment) in out and "nhóm:" not in out

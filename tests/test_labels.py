@@ -34,3 +34,11 @@ def test_a_state_reads_the_same_from_its_code_or_its_member() -> None:
     assert labels.schedule_state("disabled") == "tắt"
     assert labels.exclusion("opted_out") == "từ chối nhận"
     assert labels.blast_state("not_a_state") == "not_a_state"
+
+
+def test_audiences_and_carriers_read_by_name_however_they_were_written() -> None:
+    """Slugs and typed forms ('sinh viên', 'all', 'vina') read as their Vietnamese names; unknown ones as typed."""
+    assert labels.audiences(["student", "người lao động", "all"]) == (
+        "học sinh, sinh viên; công nhân, người lao động; tất cả"
+    )
+    assert labels.carriers(["vina", "Viettel", "không rõ"]) == "VinaPhone, Viettel, không rõ"
