@@ -420,7 +420,10 @@ def delivery_log(
         str | None, typer.Option(help="Chỉ trạng thái này: 'đã gửi', 'lỗi', 'chưa rõ'… hay mã: sent, failed…")
     ] = None,
     carrier: Annotated[str | None, typer.Option(help="Chỉ nhà mạng này (Viettel, VinaPhone, MobiFone…).")] = None,
-    province: Annotated[str | None, typer.Option(help="Chỉ tỉnh/thành phố này (tên hoặc mã).")] = None,
+    province: Annotated[
+        str | None, typer.Option(help="Chỉ tỉnh/thành phố này (tên hoặc mã; tỉnh cũ: các xã/phường nó đã thành).")
+    ] = None,
+    commune: Annotated[str | None, typer.Option(help="Chỉ xã/phường này (tên hoặc mã).")] = None,
     since: Annotated[str | None, typer.Option(help="Từ thời điểm, ví dụ '01/12/2026 09:00'.")] = None,
     msisdn: Annotated[str | None, typer.Option(help="Chỉ số điện thoại này.")] = None,
     limit: Annotated[int | None, typer.Option(help="Số dòng tối đa (mặc định: 50, khi xuất: tất cả).")] = None,
@@ -432,13 +435,16 @@ def delivery_log(
     c: Context = ctx.obj
     fmt = _export_format(export, output, as_json)
     shown = limit if limit is not None or fmt else 50  # a screen shows the first 50; an export, everything
+    where = log_ops.place(c.regions, province, commune)
     log = log_ops.LogFilter(
         blast_id=blast, status=None if status is None else labels.parse_delivery_state(status),
         carrier=None if carrier is None else log_ops.carrier_named(carrier),
-        province_code=None if province is None else c.regions.one(province).code,
+        province_codes=where.province_codes, commune_codes=where.commune_codes,
         since=parse_time(since, c.settings.app.timezone, "--since"),
         msisdn=None if msisdn is None else _msisdn(msisdn), limit=shown,
     )  # fmt: skip
+    for note in where.notes:
+        err.print(note, markup=False)
     if fmt is not None:
         _export(c, log, fmt, output, as_json)
         return
