@@ -164,7 +164,8 @@ def _check_request(request: BlastRequest, settings: Settings, now: datetime) -> 
     # One message's wait must fit well inside a claim's lease, or it would go out after the lease.
     slowest = 4 / settings.dispatch.lease_seconds
     if request.rate is not None and request.rate < slowest:
-        raise UsageError(f"--rate tối thiểu {slowest:.3g} tin/giây (một tin mỗi {1 / slowest:.0f} giây) "
+        shown = math.ceil(slowest * 1000) / 1000  # rounded up: the rate the message names is itself accepted
+        raise UsageError(f"--rate tối thiểu {number(shown, 3)} tin/giây (một tin mỗi {number(1 / slowest)} giây) "
                          "với [dispatch] lease_seconds hiện tại.")  # fmt: skip
 
 

@@ -148,7 +148,7 @@ def _print_breakdown(shown: dict[str, Any]) -> None:
     """Recipients per carrier, and in the ten largest communes."""
     table = Table("Nhà mạng", "Người nhận")
     for carrier, n in shown["by_carrier"].items():
-        table.add_row(carrier, number(n))
+        table.add_row(labels.carrier(carrier), number(n))
     out.print(table)
     table = Table("Tỉnh/thành phố", "Xã/phường", "Người nhận")
     communes = [(p["name"], c["name"], c["recipients"]) for p in shown["by_province"].values()
@@ -234,7 +234,7 @@ def blast_resend_unknown(ctx: typer.Context, blast_id: int, as_json: JsonOption 
     if as_json:
         _emit({"blast_id": blast_id, "requeued": count})
     else:
-        out.print(f"Đợt gửi {blast_id}: {count:,} tin 'chưa rõ' được xếp gửi lại.")
+        out.print(f"Đợt gửi {blast_id}: {number(count)} tin 'chưa rõ' được xếp gửi lại.")
 
 
 def _status_document(c: Context, blast_id: int) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from dispatcher import schedules as campaigns
 from dispatcher.cli import Context, JsonOption, _emit, err, out
 from dispatcher.cli_blasts import build_worker, run_worker
 from dispatcher.cli_tables import Column, print_fitted
-from dispatcher.formats import moment
+from dispatcher.formats import moment, number
 
 schedules_app = typer.Typer(help="Chiến dịch định kỳ: nạp từ schedules/, duyệt, xem lịch chạy.", no_args_is_help=True)
 
@@ -147,4 +147,4 @@ def serve(ctx: typer.Context) -> None:
     finally:
         stop.set()
         thread.join()
-    err.print(f"Đã dừng ({worker.sent:,} tin đã gửi).")
+    err.print(f"Đã dừng ({number(worker.sent)} tin đã gửi).")

@@ -301,3 +301,25 @@ def test_a_worker_run_twice_counts_only_what_it_saw(sent_cli) -> None:
     code, out, _err = sent_cli("worker", "--until-idle")
     assert code == 0
     assert out.startswith("Xong sau ") and "đã trao 0 tin" in out and "Đợt" not in out
+
+
+def test_a_resend_counts_its_messages_the_vietnamese_way(cli, tmp_path: Path) -> None:
+    """`blast resend-unknown` on 1,000 or more unknown messages says '1.200 tin', not '1,200'."""
+    cli.config.write_text(
+        cli.config.read_text(encoding="utf-8") + f'[gateways.file]\npath = "{tmp_path / "outbox.jsonl"}"\n',
+        encoding="utf-8",
+    )
+    steps = [
+        ("police", "alerts", "sync"), ("police", "alerts", "submit", ALERT), ("chief", "alerts", "approve", ALERT),
+        ("tester", "subscribers", "generate", "--province", "48", "--count", "1200"),
+        ("liaison", "blast", "create", "--alert", ALERT, "--province", "Đà Nẵng", "--audience", "all"),
+        ("chief", "blast", "approve", "1"), ("tester", "worker", "--until-idle"),
+    ]  # fmt: skip
+    for user, *args in steps:
+        assert cli(*args, user=user)[0] == 0, args
+    engine = create_engine(f"sqlite:///{cli.root / 'canhbao.db'}")
+    with engine.begin() as conn:  # as a worker killed mid-send leaves them
+        unknown = conn.execute(update(deliveries).values(status=DeliveryStatus.UNKNOWN.value)).rowcount
+    engine.dispose()
+    code, out, _err = cli("blast", "resend-unknown", "1", user="operator")
+    assert unknown >= 1000 and code == 0 and f"{number(unknown)} tin 'chưa rõ'" in out and "," not in out
