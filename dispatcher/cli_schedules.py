@@ -117,7 +117,24 @@ def _holder() -> str:
 
 
 def _service(c: Context) -> scheduling.SchedulerService:
-    return scheduling.SchedulerService(c.engine, c.settings, c.regions, _holder())
+    service = scheduling.SchedulerService(c.engine, c.settings, c.regions, _holder())
+    if err.is_terminal:  # there the log shows only warnings; elsewhere its JSON lines already tell all this
+        zone = c.settings.app.timezone
+        service.on_event = lambda kind, detail: err.print(status_line(kind, detail, zone), markup=False)
+    return service
+
+
+def status_line(kind: str, detail: dict[str, Any], zone: str) -> str:
+    """What the scheduler did, for a person at the terminal: it leads or waits, started a blast, ran a campaign."""
+    if kind == "leading":
+        return f"Bộ lập lịch {detail['holder']} đang dẫn: nó chạy các đợt hẹn giờ và chiến dịch định kỳ."
+    if kind == "standby":
+        return f"Bộ lập lịch {detail['holder']} đang chờ: một tiến trình khác đang dẫn."
+    if kind == "blast_started":
+        return f"Đã bắt đầu đợt gửi hẹn giờ {detail['blast_id']}."
+    run = f"Chiến dịch '{detail['schedule']}' lượt {moment(datetime.fromisoformat(detail['run_at']), zone)}"
+    started = f" đợt gửi {detail['blast_id']}" if detail.get("blast_id") else ""
+    return f"{run}: {labels.run_outcome(detail['outcome'])}{started}."
 
 
 def scheduler_command(ctx: typer.Context) -> None:

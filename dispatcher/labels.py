@@ -14,6 +14,7 @@ from dispatcher.domain import (
     BlastState,
     DeliveryStatus,
     Priority,
+    RunOutcome,
     ScheduleState,
     fold,
     means_everyone,
@@ -47,6 +48,10 @@ BLAST_STATES = {
 SCHEDULE_STATES = {
     ScheduleState.PENDING_APPROVAL: "chờ duyệt", ScheduleState.ACTIVE: "đang chạy", ScheduleState.DISABLED: "tắt",
     ScheduleState.REMOVED: "đã gỡ",
+}  # fmt: skip
+RUN_OUTCOMES = {
+    RunOutcome.STARTED: "đã bắt đầu", RunOutcome.MISSED: "lỡ lượt, không gửi",
+    RunOutcome.NO_ALERT: "không có mẫu đã duyệt, không gửi",
 }  # fmt: skip
 # Why a blast's preview leaves a person out (the keys of its `excluded`).
 EXCLUSIONS = {
@@ -116,6 +121,11 @@ def blast_state(code: str) -> str:
 def schedule_state(code: str) -> str:
     """'disabled' → 'tắt'."""
     return SCHEDULE_STATES.get(code, code)  # type: ignore[call-overload]
+
+
+def run_outcome(code: str) -> str:
+    """'missed' → 'lỡ lượt, không gửi': what one fire time of a campaign came to."""
+    return RUN_OUTCOMES.get(code, code)  # type: ignore[call-overload]
 
 
 def exclusion(reason: str) -> str:

@@ -7,14 +7,14 @@ from enum import StrEnum
 import pytest
 
 from dispatcher import blasts, labels
-from dispatcher.domain import AlertStatus, BlastState, DeliveryStatus, ScheduleState
+from dispatcher.domain import AlertStatus, BlastState, DeliveryStatus, RunOutcome, ScheduleState
 from dispatcher.phones import Carrier
 
 
 @pytest.mark.parametrize(
     ("kind", "table"),
     [(AlertStatus, labels.ALERT_STATUSES), (BlastState, labels.BLAST_STATES), (ScheduleState, labels.SCHEDULE_STATES),
-     (DeliveryStatus, labels.DELIVERY_STATES), (Carrier, labels.CARRIERS)],
+     (DeliveryStatus, labels.DELIVERY_STATES), (RunOutcome, labels.RUN_OUTCOMES), (Carrier, labels.CARRIERS)],
 )  # fmt: skip
 def test_every_state_has_its_vietnamese_name(kind: type[StrEnum], table: dict) -> None:
     """No member of a state enum (or carrier) reaches a Vietnamese user as its code."""
