@@ -254,14 +254,12 @@ def _status_document(c: Context, blast_id: int) -> dict[str, Any]:
 def blast_status(
     ctx: typer.Context,
     blast_id: int,
-    watch: Annotated[bool, typer.Option("--watch", help="Theo dõi đến khi xong.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Theo dõi đến khi xong (với --json: in khi xong).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Số tin theo trạng thái của một đợt gửi."""
     c: Context = ctx.obj
-    document = _status_document(c, blast_id)
-    if watch and not as_json:
-        document = _watch(c, blast_id)
+    document = _watch(c, blast_id, bar=not as_json) if watch else _status_document(c, blast_id)
     if as_json:
         _emit(document)
         return
@@ -292,10 +290,12 @@ def _print_status(c: Context, blast_id: int, document: dict[str, Any]) -> None:
                   f"(không có xác nhận sau {waited} thì gửi SMS).")  # fmt: skip
 
 
-def _watch(c: Context, blast_id: int) -> dict[str, Any]:
+def _watch(c: Context, blast_id: int, bar: bool) -> dict[str, Any]:
+    """The blast's status once it no longer runs, waits or pauses; a progress bar meanwhile unless `bar` is off."""
     started, first = time.monotonic(), None
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
-                  TimeElapsedColumn(), TextColumn("{task.fields[rate]}"), console=out) as progress:  # fmt: skip
+                  TimeElapsedColumn(), TextColumn("{task.fields[rate]}"), console=out,
+                  disable=not bar) as progress:  # fmt: skip
         task = progress.add_task(f"Đợt {blast_id}", total=None, rate="", count="")
         while True:
             document = _status_document(c, blast_id)
