@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, func, insert, select, update
 
-from dispatcher import smstext
+from dispatcher import labels, smstext
 from dispatcher.audit import audit
 from dispatcher.db import compare_and_set
 from dispatcher.domain import AlertStatus, Audience, Priority, fold
@@ -29,8 +29,6 @@ from dispatcher.errors import InputRejected, NotAllowed, NotFound, StateError, t
 from dispatcher.models import alerts
 
 log = structlog.get_logger(__name__)
-# What a Vietnamese user reads for each AlertStatus.
-STATUS_VI = {"draft": "nháp", "submitted": "chờ duyệt", "approved": "đã duyệt", "retired": "đã ngừng dùng"}
 
 # Variables the dispatcher fills per recipient, with their longest value: part counts are
 # computed for the worst case (tests/test_alerts.py checks these against the region data).
@@ -512,7 +510,7 @@ def _require(row: dict[str, Any], status: AlertStatus, action: str) -> None:
     if row["status"] != status.value:
         raise StateError(
             f"Không thể {action} mẫu '{row['slug']}' phiên bản {row['version']}: "
-            f"đang ở trạng thái '{STATUS_VI[row['status']]}', cần '{STATUS_VI[status.value]}'."
+            f"đang ở trạng thái '{labels.alert_status(row['status'])}', cần '{labels.alert_status(status)}'."
         )
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, and_, case, func, insert, literal, or_, selec
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dispatcher import alerts as catalogue
-from dispatcher import queue
+from dispatcher import labels, queue
 from dispatcher.audit import audit
 from dispatcher.config import ZALO_ROUTE, Settings
 from dispatcher.db import compare_and_set
@@ -44,11 +44,6 @@ from dispatcher.segments import CHANNEL_POLICIES, Segment, exclusions, matches, 
 log = structlog.get_logger(__name__)
 ENCODINGS = ("auto", "unicode", "ascii")
 REASONS = ("opted_out", "no_channel", "already_received", "capped")
-# What a Vietnamese user reads for each BlastState (console, CLI, errors).
-STATE_VI = {
-    "pending_approval": "chờ duyệt", "scheduled": "đã lên lịch", "running": "đang gửi", "paused": "tạm dừng",
-    "completed": "hoàn tất", "cancelled": "đã huỷ", "expired": "quá hạn", "missed": "lỡ giờ",
-}  # fmt: skip
 DEFER = timedelta(days=1)  # how long a person at their cap waits: their oldest message leaves the 24 h window
 
 
@@ -76,7 +71,7 @@ def approved_alert(conn: Connection, slug: str) -> dict[str, Any]:
         raise NotFound(f"Không có mẫu cảnh báo '{slug}'.")
     if latest["status"] == AlertStatus.RETIRED.value:
         raise StateError(f"Mẫu '{slug}' đã ngừng dùng: không thể gửi.")
-    status = catalogue.STATUS_VI[latest["status"]]
+    status = labels.alert_status(latest["status"])
     raise StateError(f"Mẫu '{slug}' chưa được duyệt (trạng thái '{status}'): cần duyệt trước khi gửi.")
 
 
@@ -169,7 +164,8 @@ def _check_request(request: BlastRequest, settings: Settings, now: datetime) -> 
     # One message's wait must fit well inside a claim's lease, or it would go out after the lease.
     slowest = 4 / settings.dispatch.lease_seconds
     if request.rate is not None and request.rate < slowest:
-        raise UsageError(f"--rate tối thiểu {slowest:.3g} tin/giây (một tin mỗi {1 / slowest:.0f} giây) "
+        shown = math.ceil(slowest * 1000) / 1000  # rounded up: the rate the message names is itself accepted
+        raise UsageError(f"--rate tối thiểu {number(shown, 3)} tin/giây (một tin mỗi {number(1 / slowest)} giây) "
                          "với [dispatch] lease_seconds hiện tại.")  # fmt: skip
 
 
@@ -409,7 +405,7 @@ def resend_unknown(conn: Connection, blast_id: int, actor: str, now: datetime) -
     """The operator's decision to send again the messages a dead worker left unknown."""
     blast = get(conn, blast_id)
     if blast["state"] in (BlastState.CANCELLED.value, BlastState.EXPIRED.value):
-        raise StateError(f"Đợt gửi {blast_id} ở trạng thái '{STATE_VI[blast['state']]}': không gửi lại.")
+        raise StateError(f"Đợt gửi {blast_id} ở trạng thái '{labels.blast_state(blast['state'])}': không gửi lại.")
     count = conn.execute(
         update(deliveries)
         .where(deliveries.c.blast_id == blast_id, deliveries.c.status == DeliveryStatus.UNKNOWN.value)
@@ -424,8 +420,8 @@ def resend_unknown(conn: Connection, blast_id: int, actor: str, now: datetime) -
 
 def _move(conn: Connection, blast: dict[str, Any], allowed: set[BlastState], target: BlastState, **values: Any) -> None:
     if blast["state"] not in {s.value for s in allowed}:
-        raise StateError(f"Đợt gửi {blast['id']} ở trạng thái '{STATE_VI[blast['state']]}': "
-                         f"không thể chuyển sang '{STATE_VI[target.value]}'.")  # fmt: skip
+        raise StateError(f"Đợt gửi {blast['id']} ở trạng thái '{labels.blast_state(blast['state'])}': "
+                         f"không thể chuyển sang '{labels.blast_state(target)}'.")  # fmt: skip
     if not compare_and_set(conn, blasts, blast["id"], "state", blast["state"], state=target.value, **values):
         raise StateError(f"Đợt gửi {blast['id']} vừa được người khác thay đổi; hãy thử lại.")
 

@@ -483,7 +483,7 @@ def alerts_list(
         _emit([{k: r[k] for k in keys} for r in rows])
         return
     methods = c.catalogue().methods
-    cells = [[r["slug"], str(r["version"]), catalogue.STATUS_VI[r["status"]], methods.get(r["method"], r["method"]),
+    cells = [[r["slug"], str(r["version"]), labels.alert_status(r["status"]), methods.get(r["method"], r["method"]),
               labels.priority(r["priority"]), r["title"]] for r in rows]  # fmt: skip
     print_fitted(out, ALERT_COLUMNS, cells, "xem đủ: --json hoặc canhbao alerts show MÃ")
 
@@ -522,7 +522,7 @@ def alerts_show(
     if as_json:
         _emit(document)
         return
-    status = catalogue.STATUS_VI[row["status"]]
+    status = labels.alert_status(row["status"])
     out.print(f"[bold]{row['title']}[/bold]  ({row['slug']} bản {row['version']}, {status})")
     method = c.catalogue().methods.get(row["method"], row["method"])
     out.print(f"Phương thức: {method} · ưu tiên {labels.priority(row['priority'])} · "
@@ -562,7 +562,7 @@ def _lifecycle(ctx: typer.Context, alert_ids: list[str], as_json: bool, action: 
         return
     for item in done:
         versions = ", ".join(map(str, item["versions"]))
-        out.print(f"Mẫu '{item['id']}' bản {versions}: {catalogue.STATUS_VI[item['status']]}.")
+        out.print(f"Mẫu '{item['id']}' bản {versions}: {labels.alert_status(item['status'])}.")
 
 
 AlertIds = Annotated[list[str], typer.Argument(help="Một hoặc nhiều mã mẫu.")]

@@ -35,9 +35,6 @@ from dispatcher.models import blasts, deliveries
 from dispatcher.regions import RegionIndex
 from dispatcher.segments import SegmentSpec, resolve
 
-REASON_VI = {"opted_out": "từ chối nhận", "no_channel": "không có kênh này", "already_received": "đã nhận mẫu này",
-             "capped": "đã đủ số tin trong 24 giờ"}  # fmt: skip
-
 
 def parse_time(text: str | None, zone: str, option: str) -> datetime | None:
     """'01/12/2026 09:00' or '2026-12-01 09:00', in the deployment's time zone unless the text carries an offset."""
@@ -127,7 +124,7 @@ def _print_preview(shown: dict[str, Any], zone: str) -> None:
     out.print("Đối tượng: " + _audience_words(shown["audiences"]), markup=False)
     out.print(f"Người nhận: [bold]{number(shown['recipients'])}[/bold] / {number(shown['matched'])} trong phân đoạn")
     for reason, n in shown["excluded"].items():
-        out.print(f"  loại trừ — {REASON_VI[reason]}: {number(n)}")
+        out.print(f"  loại trừ — {labels.exclusion(reason)}: {number(n)}")
     if shown.get("deferred"):
         out.print(f"  hoãn 1 ngày — đã đủ số tin trong 24 giờ: {number(shown['deferred'])} (vẫn nhận, muộn hơn)")
     _print_breakdown(shown)
@@ -151,7 +148,7 @@ def _print_breakdown(shown: dict[str, Any]) -> None:
     """Recipients per carrier, and in the ten largest communes."""
     table = Table("Nhà mạng", "Người nhận")
     for carrier, n in shown["by_carrier"].items():
-        table.add_row(carrier, number(n))
+        table.add_row(labels.carrier(carrier), number(n))
     out.print(table)
     table = Table("Tỉnh/thành phố", "Xã/phường", "Người nhận")
     communes = [(p["name"], c["name"], c["recipients"]) for p in shown["by_province"].values()
@@ -206,7 +203,7 @@ def _transition(ctx: typer.Context, blast_ids: list[int], action: str, as_json: 
         _emit(done[0] if len(done) == 1 else done)
         return
     for item in done:
-        out.print(f"Đợt gửi {item['blast_id']}: {blast_ops.STATE_VI[item['state']]}.")
+        out.print(f"Đợt gửi {item['blast_id']}: {labels.blast_state(item['state'])}.")
 
 
 def blast_approve(ctx: typer.Context, blast_ids: BlastIds, as_json: JsonOption = False) -> None:
@@ -237,7 +234,7 @@ def blast_resend_unknown(ctx: typer.Context, blast_id: int, as_json: JsonOption 
     if as_json:
         _emit({"blast_id": blast_id, "requeued": count})
     else:
-        out.print(f"Đợt gửi {blast_id}: {count:,} tin 'chưa rõ' được xếp gửi lại.")
+        out.print(f"Đợt gửi {blast_id}: {number(count)} tin 'chưa rõ' được xếp gửi lại.")
 
 
 def _status_document(c: Context, blast_id: int) -> dict[str, Any]:
@@ -257,14 +254,12 @@ def _status_document(c: Context, blast_id: int) -> dict[str, Any]:
 def blast_status(
     ctx: typer.Context,
     blast_id: int,
-    watch: Annotated[bool, typer.Option("--watch", help="Theo dõi đến khi xong.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Theo dõi đến khi xong (với --json: in khi xong).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Số tin theo trạng thái của một đợt gửi."""
     c: Context = ctx.obj
-    document = _status_document(c, blast_id)
-    if watch and not as_json:
-        document = _watch(c, blast_id)
+    document = _watch(c, blast_id, bar=not as_json) if watch else _status_document(c, blast_id)
     if as_json:
         _emit(document)
         return
@@ -279,7 +274,7 @@ def _print_status(c: Context, blast_id: int, document: dict[str, Any]) -> None:
         [labels.carrier(carrier), *(number(counts.get(status, 0)) for status in shown)] for carrier, counts in by_size
     ]
     rows.append(["[bold]Tổng[/bold]", *(f"[bold]{number(document['counts'][status])}[/bold]" for status in shown)])
-    out.print(f"Đợt gửi {blast_id}: [bold]{blast_ops.STATE_VI[document['state']]}[/bold]")
+    out.print(f"Đợt gửi {blast_id}: [bold]{labels.blast_state(document['state'])}[/bold]")
     print_fitted(out, columns, rows, "xem đủ: --json")
     held = document["held"]
     if held.get("deferred"):
@@ -295,10 +290,12 @@ def _print_status(c: Context, blast_id: int, document: dict[str, Any]) -> None:
                   f"(không có xác nhận sau {waited} thì gửi SMS).")  # fmt: skip
 
 
-def _watch(c: Context, blast_id: int) -> dict[str, Any]:
+def _watch(c: Context, blast_id: int, bar: bool) -> dict[str, Any]:
+    """The blast's status once it no longer runs, waits or pauses; a progress bar meanwhile unless `bar` is off."""
     started, first = time.monotonic(), None
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
-                  TimeElapsedColumn(), TextColumn("{task.fields[rate]}"), console=out) as progress:  # fmt: skip
+                  TimeElapsedColumn(), TextColumn("{task.fields[rate]}"), console=out,
+                  disable=not bar) as progress:  # fmt: skip
         task = progress.add_task(f"Đợt {blast_id}", total=None, rate="", count="")
         while True:
             document = _status_document(c, blast_id)
@@ -337,7 +334,7 @@ BLAST_COLUMNS = (
 def _blast_cells(r: Any, zone: str) -> list[str]:
     started = r["started_at"] or r["start_at"]
     return [
-        str(r["id"]), blast_ops.STATE_VI[r["state"]], r["preview"]["alert"]["id"], "; ".join(r["preview"]["segment"]),
+        str(r["id"]), labels.blast_state(r["state"]), r["preview"]["alert"]["id"], "; ".join(r["preview"]["segment"]),
         labels.channel(r["channel"]), number(r["recipients"] or r["preview"]["recipients"]),
         moment(started, zone) if started else "khi được duyệt", f"{r['created_by']} → {r['approved_by'] or '—'}",
     ]  # fmt: skip
@@ -423,7 +420,10 @@ def delivery_log(
         str | None, typer.Option(help="Chỉ trạng thái này: 'đã gửi', 'lỗi', 'chưa rõ'… hay mã: sent, failed…")
     ] = None,
     carrier: Annotated[str | None, typer.Option(help="Chỉ nhà mạng này (Viettel, VinaPhone, MobiFone…).")] = None,
-    province: Annotated[str | None, typer.Option(help="Chỉ tỉnh/thành phố này (tên hoặc mã).")] = None,
+    province: Annotated[
+        str | None, typer.Option(help="Chỉ tỉnh/thành phố này (tên hoặc mã; tỉnh cũ: các xã/phường nó đã thành).")
+    ] = None,
+    commune: Annotated[str | None, typer.Option(help="Chỉ xã/phường này (tên hoặc mã).")] = None,
     since: Annotated[str | None, typer.Option(help="Từ thời điểm, ví dụ '01/12/2026 09:00'.")] = None,
     msisdn: Annotated[str | None, typer.Option(help="Chỉ số điện thoại này.")] = None,
     limit: Annotated[int | None, typer.Option(help="Số dòng tối đa (mặc định: 50, khi xuất: tất cả).")] = None,
@@ -435,13 +435,16 @@ def delivery_log(
     c: Context = ctx.obj
     fmt = _export_format(export, output, as_json)
     shown = limit if limit is not None or fmt else 50  # a screen shows the first 50; an export, everything
+    where = log_ops.place(c.regions, province, commune)
     log = log_ops.LogFilter(
         blast_id=blast, status=None if status is None else labels.parse_delivery_state(status),
         carrier=None if carrier is None else log_ops.carrier_named(carrier),
-        province_code=None if province is None else c.regions.one(province).code,
+        province_codes=where.province_codes, commune_codes=where.commune_codes,
         since=parse_time(since, c.settings.app.timezone, "--since"),
         msisdn=None if msisdn is None else _msisdn(msisdn), limit=shown,
     )  # fmt: skip
+    for note in where.notes:
+        err.print(note, markup=False)
     if fmt is not None:
         _export(c, log, fmt, output, as_json)
         return

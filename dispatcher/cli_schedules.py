@@ -13,14 +13,14 @@ from zoneinfo import ZoneInfo
 
 import typer
 
+from dispatcher import labels
 from dispatcher import scheduler as scheduling
 from dispatcher import schedules as campaigns
 from dispatcher.cli import Context, JsonOption, _emit, err, out
 from dispatcher.cli_blasts import build_worker, run_worker
 from dispatcher.cli_tables import Column, print_fitted
-from dispatcher.formats import moment
+from dispatcher.formats import moment, number
 
-STATE_VI = {"pending_approval": "chờ duyệt", "active": "đang chạy", "disabled": "tắt", "removed": "đã gỡ"}
 schedules_app = typer.Typer(help="Chiến dịch định kỳ: nạp từ schedules/, duyệt, xem lịch chạy.", no_args_is_help=True)
 
 
@@ -86,7 +86,7 @@ def schedules_list(
         Column("Phân đoạn", drop=3, least=12), Column("Nội dung", drop=4, least=12),
         Column(f"{count} lượt tới", whole=True), Column("Lượt trước", drop=6),
     )  # fmt: skip
-    rows = [[item["name"], STATE_VI.get(item["state"], item["state"]), item["when"], "; ".join(item["segment"]),
+    rows = [[item["name"], labels.schedule_state(item["state"]), item["when"], "; ".join(item["segment"]),
              _content(item), "\n".join(_local(t, zone) for t in item["next_runs"]),
              _local(item["last_run"], zone) if item["last_run"] else "—"] for item in shown]  # fmt: skip
     print_fitted(out, columns, rows, "xem đủ: --json hoặc một cửa sổ rộng hơn")
@@ -117,7 +117,24 @@ def _holder() -> str:
 
 
 def _service(c: Context) -> scheduling.SchedulerService:
-    return scheduling.SchedulerService(c.engine, c.settings, c.regions, _holder())
+    service = scheduling.SchedulerService(c.engine, c.settings, c.regions, _holder())
+    if err.is_terminal:  # there the log shows only warnings; elsewhere its JSON lines already tell all this
+        zone = c.settings.app.timezone
+        service.on_event = lambda kind, detail: err.print(status_line(kind, detail, zone), markup=False)
+    return service
+
+
+def status_line(kind: str, detail: dict[str, Any], zone: str) -> str:
+    """What the scheduler did, for a person at the terminal: it leads or waits, started a blast, ran a campaign."""
+    if kind == "leading":
+        return f"Bộ lập lịch {detail['holder']} đang dẫn: nó chạy các đợt hẹn giờ và chiến dịch định kỳ."
+    if kind == "standby":
+        return f"Bộ lập lịch {detail['holder']} đang chờ: một tiến trình khác đang dẫn."
+    if kind == "blast_started":
+        return f"Đã bắt đầu đợt gửi hẹn giờ {detail['blast_id']}."
+    run = f"Chiến dịch '{detail['schedule']}' lượt {moment(datetime.fromisoformat(detail['run_at']), zone)}"
+    started = f" đợt gửi {detail['blast_id']}" if detail.get("blast_id") else ""
+    return f"{run}: {labels.run_outcome(detail['outcome'])}{started}."
 
 
 def scheduler_command(ctx: typer.Context) -> None:
@@ -147,4 +164,4 @@ def serve(ctx: typer.Context) -> None:
     finally:
         stop.set()
         thread.join()
-    err.print(f"Đã dừng ({worker.sent:,} tin đã gửi).")
+    err.print(f"Đã dừng ({number(worker.sent)} tin đã gửi).")

@@ -23,6 +23,7 @@ from dispatcher.domain import BlastState, DeliveryStatus
 from dispatcher.errors import UsageError
 from dispatcher.models import blasts, claims, deliveries, delivery_queue, receipt_waits
 from dispatcher.phones import Carrier, InvalidNumber, mask, parse_carrier
+from dispatcher.regions import SCHEME_2025, Level, RegionIndex, Resolution
 
 EXPORT_FORMATS = ("csv", "xlsx")
 # (key, header): the columns of an export, as a Vietnamese operator reads them in Excel.
@@ -42,7 +43,8 @@ class LogFilter:
     blast_id: int | None = None
     status: DeliveryStatus | None = None
     carrier: Carrier | None = None
-    province_code: int | None = None
+    province_codes: frozenset[int] | None = None
+    commune_codes: frozenset[int] | None = None
     since: datetime | None = None
     msisdn: str | None = None
     limit: int | None = None
@@ -50,6 +52,39 @@ class LogFilter:
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise UsageError(f"Số dòng tối đa (--limit) phải từ 1 trở lên (nhận được {self.limit}).")
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a log is narrowed to, in today's codes (None: anywhere), and what a former unit asked for became."""
+
+    province_codes: frozenset[int] | None = None
+    commune_codes: frozenset[int] | None = None
+    notes: tuple[str, ...] = ()
+
+
+def place(regions: RegionIndex, province: str | None = None, commune: str | None = None) -> Place:
+    """Today's codes for a province and a commune as typed; both narrow the log.
+
+    Deliveries carry today's codes only, and an old province code may be a province of today
+    (Kiên Giang's 91 is An Giang's): a former unit is read as the communes it became.
+    """
+    found = Place()
+    for text, level in ((province, Level.PROVINCE), (commune, Level.COMMUNE)):
+        if text is not None:
+            found = _narrowed(found, regions, regions.resolve(text, frozenset({level})))
+    return found
+
+
+def _narrowed(found: Place, regions: RegionIndex, resolution: Resolution) -> Place:
+    if resolution.whole_province:
+        return Place(frozenset({resolution.matched.code}), found.commune_codes, found.notes)
+    codes = frozenset(cover.unit.code for cover in resolution.communes)
+    communes = codes if found.commune_codes is None else found.commune_codes & codes
+    notes = found.notes
+    if resolution.matched.scheme != SCHEME_2025:
+        notes += (f"{regions.label(resolution)}: chỉ các tin gửi tới những xã/phường này.",)
+    return Place(found.province_codes, communes, notes)
 
 
 def carrier_named(text: str) -> Carrier:
@@ -74,9 +109,10 @@ def _query(log: LogFilter) -> Select[Any]:
     queued_at = blasts.c.started_at  # every delivery is queued when its blast starts
     # The channel it went on: its own after a fallback, else the blast's first.
     channel = func.coalesce(d.channel, case((blasts.c.channel == "sms", "sms"), else_="zalo"))
-    asked = [(d.blast_id, log.blast_id), (d.status, log.status), (d.carrier, log.carrier),
-             (d.province_code, log.province_code), (d.msisdn, log.msisdn)]  # fmt: skip
+    asked = [(d.blast_id, log.blast_id), (d.status, log.status), (d.carrier, log.carrier), (d.msisdn, log.msisdn)]
     conditions = [column == value for column, value in asked if value is not None]
+    within = [(d.province_code, log.province_codes), (d.commune_code, log.commune_codes)]
+    conditions += [column.in_(sorted(codes)) for column, codes in within if codes is not None]
     if log.since is not None:
         conditions.append(queued_at >= log.since)
     query = select(

@@ -1,4 +1,4 @@
-"""Domain words as a Vietnamese reader sees them: carriers, priorities, audiences, delivery states.
+"""Domain words as a Vietnamese reader sees them: carriers, priorities, audiences, and every state.
 
 Both faces show these labels, and what a user reads back in a table they may type back in
 (`log --status "đã gửi"`, accents optional). `--json` keeps the codes.
@@ -8,15 +8,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from dispatcher.domain import Audience, DeliveryStatus, Priority, fold
+from dispatcher.domain import (
+    AlertStatus,
+    Audience,
+    BlastState,
+    DeliveryStatus,
+    Priority,
+    RunOutcome,
+    ScheduleState,
+    fold,
+    means_everyone,
+)
 from dispatcher.errors import UsageError
-from dispatcher.phones import Carrier
+from dispatcher.phones import Carrier, InvalidNumber, parse_carrier
 
 CARRIERS = {
     Carrier.VIETTEL: "Viettel", Carrier.VINAPHONE: "VinaPhone", Carrier.MOBIFONE: "MobiFone",
     Carrier.VIETNAMOBILE: "Vietnamobile", Carrier.GMOBILE: "Gmobile", Carrier.ITEL: "Itel", Carrier.REDDI: "Reddi",
     Carrier.UNKNOWN: "chưa rõ",
 }  # fmt: skip
+EVERYONE = "tất cả"  # an audience of `all`: no audience filter
 DEFAULT_PRICE_ROW = "các mạng khác"  # the `default` key of `[sms] price_per_part`
 PRIORITIES = {Priority.NORMAL: "thường", Priority.URGENT: "khẩn"}
 CHANNELS = {"sms": "SMS", "zalo": "Zalo", "zalo_then_sms": "Zalo, rồi SMS"}
@@ -24,6 +35,28 @@ DELIVERY_STATES = {
     DeliveryStatus.QUEUED: "chờ gửi", DeliveryStatus.SENDING: "đang gửi", DeliveryStatus.SENT: "đã gửi",
     DeliveryStatus.DELIVERED: "đã nhận", DeliveryStatus.FAILED: "lỗi", DeliveryStatus.UNDELIVERABLE: "không tới được",
     DeliveryStatus.EXPIRED: "quá hạn", DeliveryStatus.UNKNOWN: "chưa rõ", DeliveryStatus.CANCELLED: "đã huỷ",
+}  # fmt: skip
+ALERT_STATUSES = {
+    AlertStatus.DRAFT: "nháp", AlertStatus.SUBMITTED: "chờ duyệt", AlertStatus.APPROVED: "đã duyệt",
+    AlertStatus.RETIRED: "đã ngừng dùng",
+}  # fmt: skip
+BLAST_STATES = {
+    BlastState.PENDING_APPROVAL: "chờ duyệt", BlastState.SCHEDULED: "đã lên lịch", BlastState.RUNNING: "đang gửi",
+    BlastState.PAUSED: "tạm dừng", BlastState.COMPLETED: "hoàn tất", BlastState.CANCELLED: "đã huỷ",
+    BlastState.EXPIRED: "quá hạn", BlastState.MISSED: "lỡ giờ",
+}  # fmt: skip
+SCHEDULE_STATES = {
+    ScheduleState.PENDING_APPROVAL: "chờ duyệt", ScheduleState.ACTIVE: "đang chạy", ScheduleState.DISABLED: "tắt",
+    ScheduleState.REMOVED: "đã gỡ",
+}  # fmt: skip
+RUN_OUTCOMES = {
+    RunOutcome.STARTED: "đã bắt đầu", RunOutcome.MISSED: "lỡ lượt, không gửi",
+    RunOutcome.NO_ALERT: "không có mẫu đã duyệt, không gửi",
+}  # fmt: skip
+# Why a blast's preview leaves a person out (the keys of its `excluded`).
+EXCLUSIONS = {
+    "opted_out": "từ chối nhận", "no_channel": "không có kênh này", "already_received": "đã nhận mẫu này",
+    "capped": "đã đủ số tin trong 24 giờ",
 }  # fmt: skip
 
 
@@ -44,15 +77,60 @@ def channel(code: str) -> str:
     return CHANNELS.get(code, code)
 
 
-def audiences(slugs: Iterable[str]) -> str:
-    """['student', 'worker'] → 'học sinh, sinh viên; công nhân, người lao động'."""
-    names = {audience.slug: audience.label for audience in Audience}
-    return "; ".join(names.get(slug, slug) for slug in slugs)
+def audiences(names: Iterable[str]) -> str:
+    """['student', 'worker'] → 'học sinh, sinh viên; công nhân, người lao động'; as typed too ('sinh viên', 'all')."""
+    return "; ".join(_audience(name) for name in names)
+
+
+def _audience(name: str) -> str:
+    if means_everyone(name):
+        return EVERYONE
+    try:
+        return Audience.parse(name).label
+    except ValueError:
+        return name
+
+
+def carriers(names: Iterable[str]) -> str:
+    """['vina', 'viettel'] → 'VinaPhone, Viettel': carriers as written in a file or an option, by their names."""
+    return ", ".join(_carrier(name) for name in names)
+
+
+def _carrier(name: str) -> str:
+    try:
+        return carrier(parse_carrier(name).value)
+    except InvalidNumber:  # what parse_carrier raises for a name it does not know
+        return name
 
 
 def delivery_state(code: str) -> str:
     """'sent' → 'đã gửi'."""
     return DELIVERY_STATES.get(code, code)  # type: ignore[call-overload]
+
+
+def alert_status(code: str) -> str:
+    """'retired' → 'đã ngừng dùng'."""
+    return ALERT_STATUSES.get(code, code)  # type: ignore[call-overload]
+
+
+def blast_state(code: str) -> str:
+    """'scheduled' → 'đã lên lịch'."""
+    return BLAST_STATES.get(code, code)  # type: ignore[call-overload]
+
+
+def schedule_state(code: str) -> str:
+    """'disabled' → 'tắt'."""
+    return SCHEDULE_STATES.get(code, code)  # type: ignore[call-overload]
+
+
+def run_outcome(code: str) -> str:
+    """'missed' → 'lỡ lượt, không gửi': what one fire time of a campaign came to."""
+    return RUN_OUTCOMES.get(code, code)  # type: ignore[call-overload]
+
+
+def exclusion(reason: str) -> str:
+    """'opted_out' → 'từ chối nhận'."""
+    return EXCLUSIONS.get(reason, reason)
 
 
 def parse_delivery_state(text: str) -> DeliveryStatus:

@@ -32,6 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
 from dispatcher import blasts as blast_ops
+from dispatcher import labels
 from dispatcher.audit import audit
 from dispatcher.config import Settings
 from dispatcher.domain import AlertStatus, BlastState, Priority, RunOutcome, ScheduleState
@@ -43,10 +44,12 @@ from dispatcher.segments import resolve
 
 log = structlog.get_logger(__name__)
 Clock = Callable[[], datetime]
+# Hears what a scheduler process does, once it is committed: ("leading" | "standby", {"holder"}),
+# ("blast_started", {"blast_id"}) for a timed blast, ("campaign_run", a run as `run_due` lists it).
+# The CLI turns these into status lines for a person at the terminal; the domain never prints.
+Listener = Callable[[str, dict[str, Any]], None]
 LEASE = "scheduler"
 MAX_FIRES = 1000  # fire times looked at per campaign and call: a per-minute campaign down for a day is 1,440
-# What a Vietnamese user reads for each ScheduleState.
-STATE_VI = {"pending_approval": "chờ duyệt", "active": "đang chạy", "disabled": "tắt", "removed": "đã gỡ"}
 
 
 # -- the leader lease -----------------------------------------------------------------------
@@ -135,7 +138,7 @@ def approve(conn: Connection, name: str, actor: str, now: datetime) -> None:
     if row is None:
         raise NotFound(f"Không có chiến dịch '{name}' (chạy 'canhbao schedules sync' trước).")
     if row.state != ScheduleState.PENDING_APPROVAL.value:
-        raise StateError(f"Chiến dịch '{name}' đang '{STATE_VI[row.state]}': không có gì để duyệt.")
+        raise StateError(f"Chiến dịch '{name}' đang '{labels.schedule_state(row.state)}': không có gì để duyệt.")
     if row.synced_by.casefold() == actor.casefold():
         raise NotAllowed(f"'{actor}' đã nạp chiến dịch '{name}': cần một người khác duyệt (nguyên tắc bốn mắt).")
     conn.execute(
@@ -166,9 +169,16 @@ def listing(conn: Connection, now: datetime, count: int = 5) -> list[dict[str, A
 
 
 def _segment_words(spec: ScheduleSpec) -> list[str]:
+    """Who a campaign reaches, as a Vietnamese reader reads it: places as written, then audiences, carriers, channel."""
     s = spec.segment
-    return [*s.provinces, *s.communes, *s.legacy_districts, *(f"nhóm:{a}" for a in s.audiences),
-            *(f"mạng:{c}" for c in s.carriers)]  # fmt: skip
+    words = [*s.provinces, *s.communes, *s.legacy_districts]
+    if s.audiences:
+        words.append(f"đối tượng: {labels.audiences(s.audiences)}")
+    if s.carriers:
+        words.append(f"nhà mạng: {labels.carriers(s.carriers)}")
+    if spec.channel != "sms":  # SMS is the default; only another channel is worth the width
+        words.append(f"kênh: {labels.channel(spec.channel)}")
+    return words
 
 
 # -- deciding what runs ---------------------------------------------------------------------
@@ -294,7 +304,9 @@ class SchedulerService:
     regions: RegionIndex
     holder: str
     clock: Clock = field(default=lambda: datetime.now(UTC))
+    on_event: Listener = field(default=lambda kind, detail: None)
     _aps: BackgroundScheduler | None = None
+    _leading: bool | None = None  # as the last step found it: None before the first
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -303,19 +315,34 @@ class SchedulerService:
     def step(self) -> bool:
         """Renew or take the lease; while leading, align the jobs with the database and run what is due."""
         leading = self.lease.hold(self.clock())
-        if leading and self._aps is None:
-            self._start_aps()
-        elif not leading and self._aps is not None:
-            log.warning("scheduler.lost_lease", holder=self.holder)
-            self._stop_aps()
+        if leading != self._leading:
+            self._change(leading)
         if leading:
             self._reconcile()
             self.run_due()
         return leading
 
+    def _change(self, leading: bool) -> None:
+        """Start or stop the alarm clock as the lease came or went, and say so before any run it fires."""
+        if leading and self._aps is None:
+            self._start_aps()
+        elif not leading and self._aps is not None:
+            log.warning("scheduler.lost_lease", holder=self.holder)
+            self._stop_aps()
+        log.info("scheduler.leading" if leading else "scheduler.standby", holder=self.holder)
+        self.on_event("leading" if leading else "standby", {"holder": self.holder})
+        self._leading = leading
+
     def run_due(self) -> list[dict[str, Any]]:
-        """`run_due` at the clock's now, only while this process still leads."""
-        with self._lock, self.engine.begin() as conn:
+        """`run_due` at the clock's now, only while this process still leads; `on_event` hears each run committed."""
+        with self._lock:
+            fired = self._run_due_leading()
+        for item in fired:
+            self.on_event("campaign_run" if "schedule" in item else "blast_started", item)
+        return fired
+
+    def _run_due_leading(self) -> list[dict[str, Any]]:
+        with self.engine.begin() as conn:
             now = self.clock()
             if not leads(conn, self.holder, now):
                 return []
@@ -324,18 +351,14 @@ class SchedulerService:
     def serve(self, stop: threading.Event) -> None:
         """Lead or stand by until `stop` is set; then stop APScheduler and hand the lease back."""
         _SERVICE["running"] = self
-        was_leading = None
         try:
             while not stop.is_set():
                 try:
-                    leading = self.step()
+                    self.step()
                 except OperationalError as exc:  # database locked or down: wait and go on
                     log.warning("scheduler.database_unavailable", error=str(exc.orig))
                     stop.wait(1.0)
                     continue
-                if leading != was_leading:
-                    log.info("scheduler.leading" if leading else "scheduler.standby", holder=self.holder)
-                    was_leading = leading
                 stop.wait(min(self.settings.scheduler.reconcile_seconds, self.settings.scheduler.lease_seconds / 3))
         finally:
             self._stop_aps()

@@ -6,8 +6,10 @@ import importlib.metadata
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -267,3 +269,32 @@ def test_a_bad_option_value_of_blast_create_is_a_usage_error(cli, option: list[s
     args = ["blast", "create", "--alert", "khong-cung-cap-ma-otp", "--province", "Đà Nẵng", *option, "--dry-run"]
     status, out, _err = cli(*args, "--json")
     assert (status, json.loads(out)["error"]["code"]) == (2, "usage")
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["human", "json"])
+def test_ctrl_c_stops_a_command_with_130_and_says_so(cli, as_json: bool) -> None:
+    """SIGINT to `blast status N --watch`: exit 130, 'Đã dừng' in Vietnamese, with --json the one error document."""
+    alert = "gia-danh-cong-an-goi-video"
+    steps = [
+        ("police", "alerts", "sync"), ("police", "alerts", "submit", alert), ("chief", "alerts", "approve", alert),
+        ("tester", "subscribers", "generate", "--province", "48", "--count", "20"),
+        ("liaison", "blast", "create", "--alert", alert, "--province", "Đà Nẵng", "--audience", "all"),
+        ("chief", "blast", "approve", "1"),
+    ]  # fmt: skip
+    for user, *args in steps:
+        assert cli(*args, user=user)[0] == 0, args
+    shared = cli.root / "canhbao.db-shm"  # SQLite makes it when a first connection opens, drops it with the last
+    assert not shared.exists()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CANHBAO_")}
+    command = [sys.executable, "-m", "dispatcher", "--config", str(cli.config), "blast", "status", "1", "--watch"]
+    child = subprocess.Popen([*command, *(["--json"] if as_json else [])], env=environ, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, encoding="utf-8")  # fmt: skip
+    deadline = time.monotonic() + 60  # only against a hang: the watch itself never ends, no worker runs
+    while not shared.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    assert "Đã dừng theo yêu cầu (Ctrl-C)" in err and "Traceback" not in err
+    if as_json:
+        assert json.loads(out)["error"]["code"] == "interrupted"

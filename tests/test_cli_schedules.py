@@ -96,3 +96,36 @@ def test_serve_sends_a_timed_blast_and_stops_cleanly_on_sigterm(engine: Engine, 
 def _statuses(engine: Engine, blast_id: int) -> list[str]:
     with engine.connect() as conn:
         return list(conn.execute(select(deliveries.c.status).where(deliveries.c.blast_id == blast_id)).scalars())
+
+
+def test_the_schedule_list_names_audiences_carriers_and_channel_in_vietnamese(cli, monkeypatch) -> None:
+    """A campaign for students on VinaPhone over Zalo reads so in `schedules list`, not as 'nhóm:student'."""
+    campaign = GOOD.replace('when = "every Monday 09:00"\n', 'when = "every Monday 09:00"\nchannel = "zalo"\n')
+    campaign = campaign.replace(
+        'provinces = ["Đà Nẵng"]\n',
+        'provinces = ["Đà Nẵng"]\naudiences = ["student", "người lao động"]\ncarriers = ["vina"]\n',
+    )
+    _schedules(cli, {"sinh-vien.toml": campaign})
+    cli("alerts", "sync")
+    assert cli("schedules", "sync")[0] == 0
+    monkeypatch.setenv("COLUMNS", "250")  # the whole segment on one line
+    code, out, _err = cli("schedules", "list")
+    segment = cli.json("schedules", "list")[1][0]["segment"]
+    assert segment == ["Đà Nẵng", "đối tượng: học sinh, sinh viên; công nhân, người lao động", "nhà mạng: VinaPhone",
+                       "kênh: Zalo"]  # fmt: skip
+    assert code == 0 and "; ".join(segment) in out and "nhóm:" not in out
+
+
+def test_the_scheduler_status_lines_read_in_vietnamese() -> None:
+    """What a person at the terminal reads: who leads, a timed blast started, each campaign run at local time."""
+    import dispatcher.cli  # noqa: F401  (the command modules load through it)
+    from dispatcher.cli_schedules import status_line
+
+    zone, run = "Asia/Ho_Chi_Minh", {"schedule": "hang-tuan", "run_at": "2026-12-07T02:00:00+00:00"}
+    assert status_line("leading", {"holder": "may-1:42"}, zone).startswith("Bộ lập lịch may-1:42 đang dẫn")
+    assert status_line("standby", {"holder": "may-2:7"}, zone).startswith("Bộ lập lịch may-2:7 đang chờ")
+    assert status_line("blast_started", {"blast_id": 3}, zone) == "Đã bắt đầu đợt gửi hẹn giờ 3."
+    started = status_line("campaign_run", {**run, "outcome": "started", "blast_id": 7}, zone)
+    assert started == "Chiến dịch 'hang-tuan' lượt 09:00 07/12/2026: đã bắt đầu đợt gửi 7."
+    missed = status_line("campaign_run", {**run, "outcome": "missed", "blast_id": None}, zone)
+    assert missed == "Chiến dịch 'hang-tuan' lượt 09:00 07/12/2026: lỡ lượt, không gửi."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import re
 from datetime import datetime
 from pathlib import Path
@@ -12,11 +13,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from openpyxl import load_workbook
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, create_engine, select, update
 
 from dispatcher import blasts, labels
 from dispatcher.config import Settings, load_settings
-from dispatcher.delivery_log import BlastsProgress, LogFilter, read
+from dispatcher.delivery_log import BlastsProgress, LogFilter, Place, place, read
 from dispatcher.dispatch import Worker
 from dispatcher.domain import DeliveryStatus
 from dispatcher.errors import UsageError
@@ -173,6 +174,45 @@ def test_an_export_into_a_directory_is_refused_and_writes_nothing(sent_cli, tmp_
     assert set(tmp_path.iterdir()) == before
 
 
+def _commune_of_each_delivery(cli) -> dict[int, int]:
+    """{delivery id: today's commune code} read straight from the CLI's database."""
+    engine = create_engine(f"sqlite:///{cli.root / 'canhbao.db'}")
+    with engine.connect() as conn:
+        found = dict(conn.execute(select(deliveries.c.id, deliveries.c.commune_code)).all())
+    engine.dispose()
+    return found
+
+
+def test_a_former_province_shows_only_the_communes_it_became_and_says_so(sent_cli, regions) -> None:
+    """`log --province "Quảng Nam"` lists the deliveries in today's Đà Nẵng communes once Quảng Nam's, with a note."""
+    former = {cover.unit.code for cover in regions.resolve("Quảng Nam").communes}
+    communes = _commune_of_each_delivery(sent_cli)
+    expected = {i for i, commune in communes.items() if commune in former}
+    assert 0 < len(expected) < len(communes)  # the generated people live on both sides of the old border
+    code, out, err = sent_cli("log", "--province", "Quảng Nam", "--limit", "1000", "--json")
+    assert code == 0 and {row["id"] for row in json.loads(out)} == expected
+    assert "Quảng Nam (cũ)" in err and "Đà Nẵng" in err
+    assert len(sent_cli.json("log", "--province", "Đà Nẵng", "--limit", "1000")[1]) == len(communes)
+
+
+def test_the_log_narrows_to_one_commune(sent_cli, regions) -> None:
+    """`log --commune CODE` lists exactly the deliveries to people of that commune, and no note."""
+    communes = _commune_of_each_delivery(sent_cli)
+    one = max(set(communes.values()), key=list(communes.values()).count)
+    code, out, err = sent_cli("log", "--commune", str(one), "--limit", "1000", "--json")
+    assert code == 0 and {row["id"] for row in json.loads(out)} == {i for i, c in communes.items() if c == one}
+    assert err == ""
+
+
+def test_an_old_province_code_that_is_a_province_of_today_is_read_by_name(regions) -> None:
+    """'Kiên Giang' (old code 91) is the communes it became, not all of today's An Giang (code 91)."""
+    kien_giang, an_giang = place(regions, "Kiên Giang"), place(regions, "An Giang")
+    assert an_giang == Place(province_codes=frozenset({91}))
+    assert kien_giang.province_codes is None and kien_giang.notes
+    assert kien_giang.commune_codes == {cover.unit.code for cover in regions.resolve("Kiên Giang").communes}
+    assert kien_giang.commune_codes < {unit.code for unit in regions.communes_by_province[91]}
+
+
 # -- what fits an 80-column terminal ------------------------------------------------------
 
 
@@ -261,3 +301,25 @@ def test_a_worker_run_twice_counts_only_what_it_saw(sent_cli) -> None:
     code, out, _err = sent_cli("worker", "--until-idle")
     assert code == 0
     assert out.startswith("Xong sau ") and "đã trao 0 tin" in out and "Đợt" not in out
+
+
+def test_a_resend_counts_its_messages_the_vietnamese_way(cli, tmp_path: Path) -> None:
+    """`blast resend-unknown` on 1,000 or more unknown messages says '1.200 tin', not '1,200'."""
+    cli.config.write_text(
+        cli.config.read_text(encoding="utf-8") + f'[gateways.file]\npath = "{tmp_path / "outbox.jsonl"}"\n',
+        encoding="utf-8",
+    )
+    steps = [
+        ("police", "alerts", "sync"), ("police", "alerts", "submit", ALERT), ("chief", "alerts", "approve", ALERT),
+        ("tester", "subscribers", "generate", "--province", "48", "--count", "1200"),
+        ("liaison", "blast", "create", "--alert", ALERT, "--province", "Đà Nẵng", "--audience", "all"),
+        ("chief", "blast", "approve", "1"), ("tester", "worker", "--until-idle"),
+    ]  # fmt: skip
+    for user, *args in steps:
+        assert cli(*args, user=user)[0] == 0, args
+    engine = create_engine(f"sqlite:///{cli.root / 'canhbao.db'}")
+    with engine.begin() as conn:  # as a worker killed mid-send leaves them
+        unknown = conn.execute(update(deliveries).values(status=DeliveryStatus.UNKNOWN.value)).rowcount
+    engine.dispose()
+    code, out, _err = cli("blast", "resend-unknown", "1", user="operator")
+    assert unknown >= 1000 and code == 0 and f"{number(unknown)} tin 'chưa rõ'" in out and "," not in out

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -105,6 +106,35 @@ def test_a_process_that_lost_the_lease_decides_nothing(world: Engine, settings, 
     scheduling.LeaderLease(world, "b:2", seconds=30).hold(now)
     assert service.run_due() == []
     assert _runs(world) == []
+
+
+def test_a_scheduler_tells_its_listener_it_leads_then_each_run_it_fired(
+    world, settings, regions, now, tmp_path
+) -> None:
+    """`on_event` hears 'leading' first, then the campaign run it started (committed, with its blast)."""
+    _campaign(world, tmp_path, now - timedelta(days=1))
+    heard, stop = [], threading.Event()
+
+    def listen(kind: str, detail: dict) -> None:
+        heard.append((kind, detail))
+        if kind == "campaign_run":
+            stop.set()
+
+    scheduling.SchedulerService(world, settings, regions, "a:1", clock=lambda: now, on_event=listen).serve(stop)
+    assert [kind for kind, _ in heard] == ["leading", "campaign_run"]
+    assert heard[0][1] == {"holder": "a:1"} and heard[1][1]["outcome"] == "started"
+    with world.connect() as conn:
+        assert blasts.get(conn, heard[1][1]["blast_id"])["state"] == BlastState.RUNNING.value
+
+
+def test_a_standby_scheduler_says_it_waits(world, settings, regions, now) -> None:
+    """While another process holds the lease, a scheduler's first step tells its listener 'standby', once."""
+    scheduling.LeaderLease(world, "b:2", seconds=30).hold(now)
+    heard: list = []
+    service = scheduling.SchedulerService(world, settings, regions, "a:1", clock=lambda: now,
+                                          on_event=lambda kind, detail: heard.append((kind, detail)))  # fmt: skip
+    assert not service.step() and not service.step()
+    assert heard == [("standby", {"holder": "a:1"})]
 
 
 # -- campaigns ------------------------------------------------------------------------------
