@@ -118,9 +118,17 @@ class Cli:
             f'[database]\nurl = "{database_url}"\n'
             f'[subscribers]\nrejects_dir = "{root / "rejects"}"\n'
             f'[catalogue]\nmessages_dir = "{self.messages}"\n'
-            '[logging]\nformat = "json"\nlevel = "warning"\n',
+            '[logging]\nformat = "json"\nlevel = "warning"\n'
+            # The CLI runs on the wall clock: without this, what a test sees would depend on the hour
+            # it runs at (nothing leaves 22:00–07:00). Quiet hours are tested with a fixed clock.
+            '[policy.quiet_hours]\nsms = ""\nzalo = ""\n',
             encoding="utf-8",
         )
+
+    def quiet_hours(self, window: str) -> None:
+        """Keep `window` ('22:00-07:00') as the quiet hours of both channels, for a test on fixed dates."""
+        text = self.config.read_text(encoding="utf-8")
+        self.config.write_text(text.replace('sms = ""\nzalo = ""', f'sms = "{window}"\nzalo = "{window}"'), "utf-8")
 
     def __call__(self, *args: str, user: str = "tester") -> tuple[int, str, str]:
         """(exit status, stdout, stderr) of `canhbao --config … --as user args…`."""

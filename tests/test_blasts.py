@@ -1006,6 +1006,7 @@ def test_cli_the_slowest_rate_is_named_the_vietnamese_way(cli_ready) -> None:
 def test_cli_a_dry_run_of_a_hopeless_window_is_a_refusal(cli_ready) -> None:
     """A dry run of 23:30 → 06:00 exits 2 with the reason, as the real create would."""
     window = ("--start-at", "01/12/2099 23:30", "--not-after", "02/12/2099 06:00")
+    cli_ready.quiet_hours("22:00-07:00")
     code, out, err = cli_ready(*CREATE, *window, "--dry-run", user="liaison")
     assert (code, out) == (2, "")
     assert "Không tin nào gửi kịp trước --not-after 06:00 02/12/2099" in err
