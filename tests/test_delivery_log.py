@@ -119,20 +119,25 @@ def test_the_cli_refuses_a_bad_log_option_with_exit_2(cli, args: tuple[str, ...]
 # -- exports ------------------------------------------------------------------------------
 
 
+def send_one_blast(cli, outbox: Path, count: int) -> tuple[int, str, str]:
+    """Through the CLI: the catalogue, `count` people of Đà Nẵng and blast 1 to all of them by the file gateway at
+    `outbox`, approved by a second person; then the worker's (status, stdout, stderr) of `worker --until-idle`."""
+    cli.config.write_text(cli.config.read_text(encoding="utf-8") + f'[gateways.file]\npath = "{outbox}"\n', "utf-8")
+    steps = [
+        ("police", "alerts", "sync"), ("police", "alerts", "submit", ALERT), ("chief", "alerts", "approve", ALERT),
+        ("tester", "subscribers", "generate", "--province", "48", "--count", str(count)),
+        ("liaison", "blast", "create", "--alert", ALERT, "--province", "Đà Nẵng", "--audience", "all"),
+        ("chief", "blast", "approve", "1"),
+    ]  # fmt: skip
+    for user, *args in steps:
+        assert cli(*args, user=user)[0] == 0, args
+    return cli("worker", "--until-idle")
+
+
 @pytest.fixture
 def sent_cli(cli, tmp_path: Path):
     """The CLI's database after one blast of 300 messages went through the file gateway."""
-    cli.config.write_text(
-        cli.config.read_text(encoding="utf-8") + f'[gateways.file]\npath = "{tmp_path / "outbox.jsonl"}"\n',
-        encoding="utf-8",
-    )
-    assert cli("alerts", "sync", user="police")[0] == 0
-    assert cli("alerts", "submit", ALERT, user="police")[0] == 0
-    assert cli("alerts", "approve", ALERT, user="chief")[0] == 0
-    assert cli("subscribers", "generate", "--province", "48", "--count", "300", "--json")[0] == 0
-    assert cli("blast", "create", "--alert", ALERT, "--province", "Đà Nẵng", "--json", user="liaison")[0] == 0
-    assert cli("blast", "approve", "1", user="chief")[0] == 0
-    code, _out, err = cli("worker", "--until-idle")
+    code, _out, err = send_one_blast(cli, tmp_path / "outbox.jsonl", 300)
     assert code == 0, err
     return cli
 
@@ -279,15 +284,8 @@ def test_progress_counts_the_running_blasts_deliveries_and_a_retry_as_waiting(en
 
 def test_the_worker_ends_with_a_vietnamese_summary_and_logs_only_on_stderr(cli, tmp_path: Path) -> None:
     """`worker --until-idle` prints one Vietnamese summary on stdout; its log lines (JSON here) go to stderr."""
-    text = cli.config.read_text(encoding="utf-8").replace('level = "warning"', 'level = "info"')
-    cli.config.write_text(text + f'[gateways.file]\npath = "{tmp_path / "outbox.jsonl"}"\n', encoding="utf-8")
-    assert cli("alerts", "sync", user="police")[0] == 0
-    assert cli("alerts", "submit", ALERT, user="police")[0] == 0
-    assert cli("alerts", "approve", ALERT, user="chief")[0] == 0
-    assert cli("subscribers", "generate", "--province", "48", "--count", "1200", "--json")[0] == 0
-    assert cli("blast", "create", "--alert", ALERT, "--province", "Đà Nẵng", "--json", user="liaison")[0] == 0
-    assert cli("blast", "approve", "1", user="chief")[0] == 0
-    code, out, err = cli("worker", "--until-idle")
+    cli.config.write_text(cli.config.read_text(encoding="utf-8").replace('level = "warning"', 'level = "info"'))
+    code, out, err = send_one_blast(cli, tmp_path / "outbox.jsonl", 1200)
     _code, status = cli.json("blast", "status", "1")
     sent = sum(status["counts"].values())
     assert code == 0 and len(out.splitlines()) == 1
@@ -305,18 +303,7 @@ def test_a_worker_run_twice_counts_only_what_it_saw(sent_cli) -> None:
 
 def test_a_resend_counts_its_messages_the_vietnamese_way(cli, tmp_path: Path) -> None:
     """`blast resend-unknown` on 1,000 or more unknown messages says '1.200 tin', not '1,200'."""
-    cli.config.write_text(
-        cli.config.read_text(encoding="utf-8") + f'[gateways.file]\npath = "{tmp_path / "outbox.jsonl"}"\n',
-        encoding="utf-8",
-    )
-    steps = [
-        ("police", "alerts", "sync"), ("police", "alerts", "submit", ALERT), ("chief", "alerts", "approve", ALERT),
-        ("tester", "subscribers", "generate", "--province", "48", "--count", "1200"),
-        ("liaison", "blast", "create", "--alert", ALERT, "--province", "Đà Nẵng", "--audience", "all"),
-        ("chief", "blast", "approve", "1"), ("tester", "worker", "--until-idle"),
-    ]  # fmt: skip
-    for user, *args in steps:
-        assert cli(*args, user=user)[0] == 0, args
+    assert send_one_blast(cli, tmp_path / "outbox.jsonl", 1200)[0] == 0
     engine = create_engine(f"sqlite:///{cli.root / 'canhbao.db'}")
     with engine.begin() as conn:  # as a worker killed mid-send leaves them
         unknown = conn.execute(update(deliveries).values(status=DeliveryStatus.UNKNOWN.value)).rowcount
