@@ -39,8 +39,10 @@ from dispatcher.gateways.base import (
     TemporaryError,
     ThrottledError,
     confirm,
+    inbound,
     pending_reports,
 )
+from dispatcher.inbound import receive
 from dispatcher.models import (
     UtcDateTime,
     alerts,
@@ -369,11 +371,14 @@ class Worker:
         claimed, claim_ids = self._claim(now)
         results, expired, released = await self._dispatch(claimed) if claimed else ([], [], [])
         reports = [r for g in self.gateways.values() for r in g.reports(self.clock())]
+        texts = [(g.name, m) for g in self.gateways.values() for m in inbound(g, self.clock())]
         with self.engine.begin() as conn:
             self._record(conn, results, expired)
             self._release(conn, released)
             queue.drop(conn, claim_ids)
             queue.apply_reports(conn, reports)
+            for name, m in texts:  # what people sent us: opt-outs and texts for the inbox
+                receive(conn, m.msisdn, m.text, m.gateway or name, m.at, m.raw)
             if len(claimed) < self.settings.dispatch.batch_size:
                 self._complete(conn, self.clock())
         self._record_health()
