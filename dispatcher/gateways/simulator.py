@@ -119,6 +119,10 @@ class SimulatorGateway:
         self._flush_record()
         return outcomes
 
+    async def check(self) -> str:
+        """Always fine: the simulated network is in this process."""
+        return "Bộ mô phỏng nhà mạng sẵn sàng (không gửi tin thật)."
+
     def reports(self, now: datetime) -> list[DeliveryReport]:
         """The delivery reports due by `now`, oldest first; each is returned once."""
         due, limit = [], now.timestamp()
