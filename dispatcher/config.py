@@ -191,6 +191,9 @@ class SimulatorSettings(GatewayLimits):
     zalo_unconfirmed: Finite = Field(
         0, ge=0, le=1, description="share of accepted Zalo messages whose delivery receipt never comes"
     )
+    opt_out_replies: Finite = Field(
+        0, ge=0, le=1, description="share of people sent an SMS who text back HUY (the same numbers every time)"
+    )
     report_delay_ms: tuple[Finite, Finite] = (50, 2000)
     reports: bool = Field(True, description="send delivery reports at all (off: measure sending alone)")
     record_path: Path | None = None

@@ -9,15 +9,17 @@ from datetime import datetime
 import pytest
 from sqlalchemy import Engine, select
 
-from dispatcher import inbound
-from dispatcher.config import load_settings
+from dispatcher import blasts, inbound
+from dispatcher.config import SimulatorSettings, load_settings
 from dispatcher.dispatch import Worker
 from dispatcher.gateways.fake import FakeGateway
+from dispatcher.gateways.simulator import SimulatorGateway
 from dispatcher.inbound import Received, is_opt_out, receive
 from dispatcher.models import audit_log, inbox, subscribers
+from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.subscribers import find_subscriber, held_refusal
 from tests.clock import Clock
-from tests.world import people
+from tests.world import catalogue, people
 
 UNKNOWN = "+84977000111"
 
@@ -98,3 +100,24 @@ def test_the_worker_drains_every_gateways_texts_each_tick(engine, someone, regio
         assert find_subscriber(conn, someone)["opted_out_at"] == now
         assert [(m["msisdn"], m["gateway"]) for m in inbound.messages(conn)] == [(UNKNOWN, "twilio")]
     assert viettel.inbound(now) == [] and twilio.inbound(now) == []
+
+
+def test_the_simulator_plays_people_who_text_back_huy(engine, regions, now, tmp_path) -> None:
+    """With `opt_out_replies = 1` every SMS the simulator accepted brings a HUY back, which opts its person out."""
+    people(engine, regions, now, tmp_path, 40, seed=2)
+    catalogue(engine, now, ["gia-danh-cong-an-goi-video"])
+    settings = load_settings(None, {"CANHBAO_ROUTES": '{"default": ["simulator"]}',
+                                    "CANHBAO_DISPATCH__REPORT_WAIT_SECONDS": "0"})  # fmt: skip
+    simulator = SimulatorGateway(SimulatorSettings(opt_out_replies=1, reports=False))
+    segment = resolve(SegmentSpec(provinces=("Đà Nẵng",)), regions)
+    with engine.begin() as conn:
+        blast_id, _ = blasts.create(conn, blasts.BlastRequest("gia-danh-cong-an-goi-video", segment), "liaison",
+                                    settings, regions, now)  # fmt: skip
+        blasts.approve(conn, blast_id, "chief", now)
+    worker = Worker(engine, {"simulator": simulator}, settings, regions, Clock(now), "w1")
+    asyncio.run(worker.run(until_idle=True))
+    asyncio.run(worker.tick())  # the replies of the last batch
+    with engine.connect() as conn:
+        refusing = select(subscribers.c.msisdn).where(subscribers.c.opted_out_at.is_not(None))
+        refused = set(conn.execute(refusing).scalars())
+    assert refused == {m.msisdn for m in simulator.accepted} and len(refused) > 30
