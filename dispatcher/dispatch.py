@@ -361,6 +361,7 @@ class Worker:
     async def tick(self) -> bool:
         """Start due blasts, reap dead leases, send one batch, record it with the reports; True if it sent."""
         now = self.clock()
+        self._routing = None  # what a batch saw of the circuits is its own (a tick that failed leaves nothing)
         if self._housekeeping_due(now):
             with self.engine.begin() as conn:
                 blast_ops.start_due(conn, self.settings, now)
@@ -614,12 +615,13 @@ class Worker:
         and the share of errors is counted from the window's first error.
         """
         routing, self._routing = self._routing, None
-        if routing is None:
+        tallies = [(name, tally) for name, tally in (routing.tallies.items() if routing else ())
+                   if tally.errors or name in routing.probes or routing.health_of(name).errors]  # fmt: skip
+        if not tallies or routing is None:
             return
         with self.engine.begin() as conn:
-            for name, tally in routing.tallies.items():
-                if tally.errors or name in routing.probes or routing.health_of(name).errors:
-                    health.record(conn, name, tally, self.clock(), self._limits(name), name in routing.probes)
+            for name, tally in tallies:
+                health.record(conn, name, tally, self.clock(), self._limits(name), name in routing.probes)
 
     def _limiters_for(self, name: str) -> tuple[RateLimiter, RateLimiter]:
         """A gateway's message and part limits, shared through the database with every other worker."""
