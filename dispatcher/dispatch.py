@@ -232,13 +232,14 @@ class Routing:
     waiting: list[tuple[Claimed, datetime]] = field(default_factory=list)
     tallies: dict[str, health.Tally] = field(default_factory=dict)
 
-    def pick(self, row: Claimed, route: list[str]) -> str | None:
-        """The gateway `row` goes through, or None: it waits (in `waiting`)."""
+    def pick(self, row: Claimed, route: list[str], wait: bool = True) -> str | None:
+        """The gateway `row` goes through, or None: every one is out, and it waits (in `waiting`) if `wait`."""
         for i, name in enumerate(route):
             if self._admits(name):
                 self.skipped += [self._skip(row, passed) for passed in route[:i]]
                 return name
-        self.waiting.append((row, self._retry_at(route)))
+        if wait:
+            self.waiting.append((row, self._retry_at(route)))
         return None
 
     def health_of(self, name: str) -> health.Health:
@@ -538,6 +539,7 @@ class Worker:
         self._routing = routing = self._load_routing(now)
         by_gateway: dict[str, list[tuple[Claimed, OutgoingMessage]]] = defaultdict(list)
         expired: list[Claimed] = []
+        unsent: list[Result] = []
         for row in claimed:
             info = self._blast(row.blast_id)
             if info.not_after is not None and info.not_after <= now:
@@ -549,11 +551,15 @@ class Worker:
             message = OutgoingMessage(
                 row.id, row.msisdn, text_, measured.encoding, measured.parts, row.carrier, channel
             )
-            name = routing.pick(row, self._route(row.carrier, channel))
+            route = self._route(row.carrier, channel)
+            by_sms = channel == "zalo" and info.channel == "zalo_then_sms"  # Zalo all out: it goes by SMS, not waits
+            name = routing.pick(row, route, wait=not by_sms)
             if name is not None:
                 by_gateway[name].append((row, message))
+            elif by_sms:
+                unsent.append((row, message, route[0], ChannelUnavailableError("every Zalo gateway is out", "circuit")))
         outcomes = await asyncio.gather(*(self._send(name, batch) for name, batch in by_gateway.items()))
-        results = [result for sent, _ in outcomes for result in sent]
+        results = unsent + [result for sent, _ in outcomes for result in sent]
         return results, expired, [row for _, held in outcomes for row in held]
 
     async def _send(

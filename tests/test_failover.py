@@ -232,3 +232,29 @@ def test_a_dead_workers_message_the_backup_accepted_is_sent_not_resent(failover)
     with engine.connect() as conn:
         carriers = set(conn.execute(select(deliveries.c.gateway)).scalars())
     assert carriers == {"backup"}
+
+
+def test_a_zalo_then_sms_message_goes_by_sms_when_every_zalo_gateway_is_out(engine, regions, now, tmp_path) -> None:
+    """Zalo's gateways all out: a zalo_then_sms blast does not wait for them, it sends its messages by SMS."""
+    people(engine, regions, now, tmp_path, 100, seed=2)
+    catalogue(engine, now, [ALERT])
+    settings = load_settings(None, {
+        "CANHBAO_GATEWAYS": '{"primary": {"kind": "simulator"}, "backup": {"kind": "simulator"}}',
+        "CANHBAO_ROUTES": '{"default": ["backup"], "zalo": ["primary"]}',
+        "CANHBAO_DISPATCH__REPORT_WAIT_SECONDS": "0", "CANHBAO_DISPATCH__RECEIPT_TIMEOUT_SECONDS": "0",
+    })  # fmt: skip
+    with engine.begin() as conn:
+        health.record(conn, "primary", health.Tally(1, 1, "-131: template not approved", True), now,
+                      settings.gateways.get("primary"), probing=False)  # fmt: skip
+    primary, backup = FakeGateway("primary"), FakeGateway("backup")
+    worker = Worker(engine, {"primary": primary, "backup": backup}, settings, regions, Clock(now), "w1",
+                    sleep=_no_sleep)  # fmt: skip
+    segment = resolve(SegmentSpec(provinces=("Đà Nẵng",)), regions)
+    with engine.begin() as conn:
+        blast_id, _ = blasts.create(conn, blasts.BlastRequest(ALERT, segment, channel="zalo_then_sms"), "liaison",
+                                    settings, regions, now)  # fmt: skip
+        blasts.approve(conn, blast_id, "chief", now)
+    _run(worker)
+    counts = _counts(engine, blast_id)
+    assert primary.sent == [] and set(counts) == {"sent"} and len(backup.sent) == counts["sent"]
+    assert _outcomes(engine)[("primary", "fallback")] > 0
