@@ -625,6 +625,10 @@ register(app, blast_app)
 from dispatcher.cli_schedules import register as register_schedules  # noqa: E402
 
 register_schedules(app)
+
+from dispatcher.cli_gateways import register as register_gateways  # noqa: E402
+
+register_gateways(app)
 adopt(app)  # every command, wherever it was registered: `--as` after it, Vietnamese usage errors and help
 vietnamese_help()
 

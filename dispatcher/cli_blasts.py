@@ -28,7 +28,7 @@ from dispatcher.cli import Context, JsonOption, _emit, _msisdn, err, out
 from dispatcher.cli_tables import Column, print_fitted
 from dispatcher.dispatch import Worker
 from dispatcher.domain import FINAL_DELIVERY_STATES, Audience, BlastState
-from dispatcher.errors import UsageError
+from dispatcher.errors import NotFound, UsageError
 from dispatcher.formats import duration, moment, number, parse_moment
 from dispatcher.gateways import build
 from dispatcher.models import blasts, deliveries
@@ -429,10 +429,16 @@ def delivery_log(
     limit: Annotated[int | None, typer.Option(help="Số dòng tối đa (mặc định: 50, khi xuất: tất cả).")] = None,
     export: Annotated[str | None, typer.Option(help="csv hoặc xlsx: xuất mọi dòng khớp bộ lọc.")] = None,
     output: Annotated[Path | None, typer.Option(help="Tệp ghi kết quả xuất (không có: CSV ra stdout).")] = None,
+    delivery: Annotated[
+        int | None, typer.Option(help="Từng lần gửi của tin này: cổng, mã của nhà cung cấp, lỗi nguyên văn.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Nhật ký gửi từng tin (số điện thoại được che), lọc theo đợt, trạng thái, nhà mạng, địa bàn; xuất CSV, XLSX."""
     c: Context = ctx.obj
+    if delivery is not None:
+        _attempts(c, delivery, as_json)
+        return
     fmt = _export_format(export, output, as_json)
     shown = limit if limit is not None or fmt else 50  # a screen shows the first 50; an export, everything
     where = log_ops.place(c.regions, province, commune)
@@ -454,6 +460,29 @@ def delivery_log(
         _emit([log_ops.as_json(row) for row in rows])
     else:
         _print_log(rows, c.settings.app.timezone, shown)
+
+
+ATTEMPT_COLUMNS = (Column("Lần", whole=True, justify="right"), Column("Lúc", whole=True), Column("Cổng", whole=True),
+                   Column("Kết quả", least=10), Column("Mã nhà cung cấp", drop=2), Column("Lỗi", least=16))  # fmt: skip
+
+
+def _attempts(c: Context, delivery_id: int, as_json: bool) -> None:
+    """Every attempt of one delivery: which gateway, what the provider called it, and its error as written."""
+    with c.engine.connect() as conn:
+        found = log_ops.attempts(conn, delivery_id)
+    if found is None:
+        raise NotFound(f"Không có tin {delivery_id}.")
+    if as_json:
+        _emit({"delivery_id": delivery_id, "attempts": found})
+        return
+    zone = c.settings.app.timezone
+    rows = [[str(a["attempt"]), moment(a["at"], zone, seconds=True), escape(a["gateway"]),
+             labels.attempt_outcome(a["outcome"]), escape(a["provider_id"] or "—"),
+             escape(a["error"] or "—")] for a in found]  # fmt: skip
+    if not rows:
+        out.print(f"Tin {delivery_id} chưa được gửi lần nào.")
+        return
+    print_fitted(out, ATTEMPT_COLUMNS, rows, "xem đủ với --json")
 
 
 def _export_format(export: str | None, output: Path | None, as_json: bool) -> str | None:

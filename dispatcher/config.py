@@ -151,6 +151,11 @@ class GatewayLimits(Section):
     rate: Finite = Field(0, ge=0, description="messages per second; 0 is unlimited")
     parts_rate: Finite = Field(0, ge=0, description="SMS parts per second; 0 is unlimited")
     concurrency: int = Field(16, ge=1, le=10_000)
+    circuit_errors: int = Field(20, ge=0, description="errors in the window that take the gateway out; 0: never")
+    circuit_error_share: Finite = Field(0.5, ge=0, le=1, description="…and the least share of its sends they are")
+    circuit_window_seconds: Finite = Field(60, gt=0)
+    circuit_cooldown_seconds: Finite = Field(30, gt=0, description="how long it stays out before one batch probes it")
+    circuit_probe_messages: int = Field(10, ge=1, description="messages the probe sends")
 
 
 class FileGatewaySettings(GatewayLimits):
@@ -185,6 +190,9 @@ class SimulatorSettings(GatewayLimits):
     not_on_zalo: Finite = Field(0, ge=0, le=1, description="share of numbers Zalo messages cannot reach (-118)")
     zalo_unconfirmed: Finite = Field(
         0, ge=0, le=1, description="share of accepted Zalo messages whose delivery receipt never comes"
+    )
+    opt_out_replies: Finite = Field(
+        0, ge=0, le=1, description="share of people sent an SMS who text back HUY (the same numbers every time)"
     )
     report_delay_ms: tuple[Finite, Finite] = (50, 2000)
     reports: bool = Field(True, description="send delivery reports at all (off: measure sending alone)")

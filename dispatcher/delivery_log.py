@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Select, case, func, or_, select
 from dispatcher import labels
 from dispatcher.domain import BlastState, DeliveryStatus
 from dispatcher.errors import UsageError
-from dispatcher.models import blasts, claims, deliveries, delivery_queue, receipt_waits
+from dispatcher.models import blasts, claims, deliveries, delivery_attempts, delivery_queue, receipt_waits
 from dispatcher.phones import Carrier, InvalidNumber, mask, parse_carrier
 from dispatcher.regions import SCHEME_2025, Level, RegionIndex, Resolution
 
@@ -259,3 +259,19 @@ class BlastsProgress:
         query = select(d.status, func.count()).where(d.blast_id.in_(list(self.totals))).group_by(d.status)
         found = dict(conn.execute(query).all())
         return {status.value: found[status.value] for status in DeliveryStatus if found.get(status.value)}
+
+
+def attempts(conn: Connection, delivery_id: int) -> list[dict[str, Any]] | None:
+    """Every attempt of one delivery, oldest first, ending with its success when a gateway accepted it;
+    None when there is no such delivery. Each says the gateway, the provider's id and the error as given."""
+    d, a = deliveries.c, delivery_attempts.c
+    row = conn.execute(select(d.status, d.gateway, d.provider_id, d.parts, d.attempts, d.sent_at)
+                       .where(d.id == delivery_id)).mappings().first()  # fmt: skip
+    if row is None:
+        return None
+    query = select(a.attempt, a.gateway, a.outcome, a.provider_id, a.error_code, a.error, a.at)
+    found = [dict(r) for r in conn.execute(query.where(a.delivery_id == delivery_id).order_by(a.id)).mappings()]
+    if row["provider_id"] is not None:
+        found.append({"attempt": row["attempts"], "gateway": row["gateway"], "outcome": "sent", "error": None,
+                      "provider_id": row["provider_id"], "error_code": None, "at": row["sent_at"]})  # fmt: skip
+    return found

@@ -25,20 +25,24 @@ from sqlalchemy.exc import OperationalError
 
 from dispatcher import alerts as catalogue
 from dispatcher import blasts as blast_ops
-from dispatcher import queue
+from dispatcher import health, queue
 from dispatcher.config import GatewayLimits, Settings
 from dispatcher.db import driver_time, executemany
 from dispatcher.domain import BlastState
 from dispatcher.gateways.base import (
     ChannelUnavailableError,
     Gateway,
+    GatewayDisabledError,
     GatewayError,
     OutgoingMessage,
     SendResult,
+    TemporaryError,
     ThrottledError,
     confirm,
+    inbound,
     pending_reports,
 )
+from dispatcher.inbound import receive
 from dispatcher.models import (
     UtcDateTime,
     alerts,
@@ -208,6 +212,86 @@ IN_FLIGHT_LIMIT = 60.0  # seconds after which a chunk never reported back (its w
 
 
 @dataclass
+class Routing:
+    """One batch's view of the circuits: the gateway each message takes, and why others were passed over.
+
+    A message takes the first gateway of its route whose circuit is closed, or that this worker
+    won the probe of (its first `circuit_probe_messages` only). A gateway passed over leaves an
+    attempt row `circuit_open` naming its last error; a message whose every gateway is out waits
+    (`waiting`) until the first of them may be probed: it does not fail.
+    """
+
+    engine: Engine
+    health: dict[str, health.Health]
+    now: datetime
+    lease: datetime
+    limits: Callable[[str], GatewayLimits]
+    probes: dict[str, int] = field(default_factory=dict)  # gateways this worker probes: messages left
+    out: set[str] = field(default_factory=set)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    waiting: list[tuple[Claimed, datetime]] = field(default_factory=list)
+    tallies: dict[str, health.Tally] = field(default_factory=dict)
+
+    def pick(self, row: Claimed, route: list[str], wait: bool = True) -> str | None:
+        """The gateway `row` goes through, or None: every one is out, and it waits (in `waiting`) if `wait`."""
+        for i, name in enumerate(route):
+            if self._admits(name):
+                self.skipped += [self._skip(row, passed) for passed in route[:i]]
+                return name
+        if wait:
+            self.waiting.append((row, self._retry_at(route)))
+        return None
+
+    def health_of(self, name: str) -> health.Health:
+        """The circuit of `name` as this batch read it (closed when it has no row)."""
+        return self.health.get(name) or health.Health(name)
+
+    def count(self, name: str, outcome: SendResult | GatewayError) -> None:
+        """Add one send's outcome to the tally of `name`: errors of the gateway itself count against it."""
+        tally = self.tallies.get(name) or health.Tally()
+        own = isinstance(outcome, TemporaryError | GatewayDisabledError)
+        self.tallies[name] = health.Tally(
+            tally.attempts + 1,
+            tally.errors + own,
+            str(outcome)[:300] if own else tally.last_error,
+            tally.disabled or isinstance(outcome, GatewayDisabledError),
+        )
+
+    def _admits(self, name: str) -> bool:
+        if name in self.probes:
+            self.probes[name] -= 1
+            return self.probes[name] >= 0
+        state = self.health_of(name)
+        if name in self.out or state.state is health.CircuitState.CLOSED:
+            return name not in self.out
+        if state.usable(self.now) and self._take_probe(name):
+            self.probes[name] = self.limits(name).circuit_probe_messages - 1
+            return True
+        self.out.add(name)
+        return False
+
+    def _take_probe(self, name: str) -> bool:
+        with self.engine.begin() as conn:
+            won = health.take_probe(conn, name, self.now, self.lease)
+        if won:
+            log.info("gateway.circuit_probing", gateway=name)
+        return won
+
+    def _skip(self, row: Claimed, name: str) -> dict[str, Any]:
+        """The attempt row saying the message did not go through `name`, and why."""
+        why = f"circuit open: {self.health_of(name).last_error or '-'}"[:300]
+        return {"delivery_id": row.id, "attempt": row.attempts, "gateway": name, "at": self.now, "error": why,
+                "outcome": "circuit_open", "provider_id": None, "parts": None, "error_code": None}  # fmt: skip
+
+    def _retry_at(self, route: list[str]) -> datetime:
+        """When a message whose every gateway is out is due again: the first cool-down's end (a probe: soon)."""
+        soon = self.now + timedelta(seconds=1)
+        ends = [self.health_of(name).until or soon for name in route]
+        return max(self.now, min(until if self.health_of(name).state is health.CircuitState.OPEN else soon
+                                 for name, until in zip(route, ends, strict=True)))  # fmt: skip
+
+
+@dataclass
 class BlastInfo:
     """What the loop needs of a blast, loaded once."""
 
@@ -233,7 +317,8 @@ class Worker:
     rng: random.Random = field(default_factory=random.Random)
     _blasts: dict[int, BlastInfo] = field(default_factory=dict)
     _limiters: dict[str, tuple[RateLimiter, RateLimiter]] = field(default_factory=dict)
-    _routes: dict[str, str] = field(default_factory=dict)
+    _routes: dict[str, list[str]] = field(default_factory=dict)
+    _routing: Routing | None = None  # the circuits as the current batch saw them
     _last_housekeeping: datetime | None = None
     _last_claimed: int = 0
     _urgent_running: bool = True  # until housekeeping has looked
@@ -277,6 +362,7 @@ class Worker:
     async def tick(self) -> bool:
         """Start due blasts, reap dead leases, send one batch, record it with the reports; True if it sent."""
         now = self.clock()
+        self._routing = None  # what a batch saw of the circuits is its own (a tick that failed leaves nothing)
         if self._housekeeping_due(now):
             with self.engine.begin() as conn:
                 blast_ops.start_due(conn, self.settings, now)
@@ -287,17 +373,29 @@ class Worker:
         claimed, claim_ids = self._claim(now)
         results, expired, released = await self._dispatch(claimed) if claimed else ([], [], [])
         reports = [r for g in self.gateways.values() for r in g.reports(self.clock())]
+        texts = [(g.name, m) for g in self.gateways.values() for m in inbound(g, self.clock())]
         with self.engine.begin() as conn:
             self._record(conn, results, expired)
-            t = driver_time(conn.dialect.name, self.clock())
-            executemany(conn, RELEASE_SQL, [{"i": row.id, "t": t} for row in released])
-            queue.enqueue_ids(conn, [row.id for row in released])
+            self._release(conn, released)
             queue.drop(conn, claim_ids)
             queue.apply_reports(conn, reports)
+            for name, m in texts:  # what people sent us: opt-outs and texts for the inbox
+                receive(conn, m.msisdn, m.text, m.gateway or name, m.at, m.raw)
             if len(claimed) < self.settings.dispatch.batch_size:
                 self._complete(conn, self.clock())
+        self._record_health()
         self._last_claimed = len(claimed)
         return bool(claimed)
+
+    def _release(self, conn: Any, released: list[Claimed]) -> None:
+        """Back to the queue, the attempt uncounted: rows never handed over (due now) and rows whose
+        every gateway is out (due when the first of them may be tried again)."""
+        now = self.clock()
+        waiting = self._routing.waiting if self._routing else []
+        params = [{"i": row.id, "t": driver_time(conn.dialect.name, due)}
+                  for row, due in [(row, now) for row in released] + waiting]  # fmt: skip
+        executemany(conn, RELEASE_SQL, params)
+        queue.enqueue_ids(conn, [p["i"] for p in params])
 
     def _housekeeping_due(self, now: datetime) -> bool:
         """Starting blasts and reaping leases: every tick when quiet, once a second when busy."""
@@ -402,12 +500,16 @@ class Worker:
             return
         with self.engine.connect() as conn:
             rows = queue.in_flight(conn, [i for _, ids in taken for i in ids])
+        # Failover may have sent it through any gateway of its route: each of them is asked.
+        asked = {i: self._route(carrier, _channel(channel, self._blast(blast_id).channel))
+                 for i, carrier, blast_id, channel in rows}  # fmt: skip
         by_gateway: dict[str, list[int]] = defaultdict(list)
-        for delivery_id, carrier, blast_id, channel in rows:  # asked of the gateway it went to
-            by_gateway[self._route(carrier, _channel(channel, self._blast(blast_id).channel))].append(delivery_id)
+        for delivery_id, names in asked.items():
+            for name in names:
+                by_gateway[name].append(delivery_id)
         answers = {name: await confirm(self.gateways[name], ids) for name, ids in by_gateway.items()}
         with self.engine.begin() as conn:
-            self._settle_reaped(conn, answers, [row.id for row in rows], now)
+            self._settle_reaped(conn, _merged(answers, asked), [row.id for row in rows], now)
             queue.drop(conn, [claim_id for claim_id, _ in taken])
 
     def _settle_reaped(
@@ -434,8 +536,10 @@ class Worker:
     async def _dispatch(self, claimed: list[Claimed]) -> tuple[list[Any], list[Claimed], list[Claimed]]:
         """Send what was claimed; returns the results, the rows past their not_after and those never handed over."""
         now = self.clock()
+        self._routing = routing = self._load_routing(now)
         by_gateway: dict[str, list[tuple[Claimed, OutgoingMessage]]] = defaultdict(list)
         expired: list[Claimed] = []
+        unsent: list[Result] = []
         for row in claimed:
             info = self._blast(row.blast_id)
             if info.not_after is not None and info.not_after <= now:
@@ -447,9 +551,15 @@ class Worker:
             message = OutgoingMessage(
                 row.id, row.msisdn, text_, measured.encoding, measured.parts, row.carrier, channel
             )
-            by_gateway[self._route(row.carrier, channel)].append((row, message))
+            route = self._route(row.carrier, channel)
+            by_sms = channel == "zalo" and info.channel == "zalo_then_sms"  # Zalo all out: it goes by SMS, not waits
+            name = routing.pick(row, route, wait=not by_sms)
+            if name is not None:
+                by_gateway[name].append((row, message))
+            elif by_sms:
+                unsent.append((row, message, route[0], ChannelUnavailableError("every Zalo gateway is out", "circuit")))
         outcomes = await asyncio.gather(*(self._send(name, batch) for name, batch in by_gateway.items()))
-        results = [result for sent, _ in outcomes for result in sent]
+        results = unsent + [result for sent, _ in outcomes for result in sent]
         return results, expired, [row for _, held in outcomes for row in held]
 
     async def _send(
@@ -474,6 +584,8 @@ class Worker:
                 return results, [row for row, _ in batch[start:]]
             try:
                 outcomes = await gateway.send_batch([m for _, m in chunk])
+            except GatewayError as error:  # the whole chunk failed (a bind that cannot be made): each message did
+                outcomes = [error] * len(chunk)
             finally:
                 for limiter, ticket in held:
                     limiter.done(ticket)
@@ -486,17 +598,41 @@ class Worker:
         infos = map(self._blast, {row.blast_id for row, _ in chunk})
         return any(info.channel not in self._channels(info.priority, now) for info in infos)
 
-    def _route(self, carrier: str, channel: str) -> str:
-        """The first gateway of a message's route (remembered: it is asked for every message)."""
+    def _route(self, carrier: str, channel: str) -> list[str]:
+        """The gateways of a message's route, in order (remembered: it is asked for every message)."""
         key = f"{carrier}:{channel}"
         if key not in self._routes:
-            self._routes[key] = self.settings.route_for(carrier, channel)[0]
+            self._routes[key] = self.settings.route_for(carrier, channel)
         return self._routes[key]
+
+    def _limits(self, name: str) -> GatewayLimits:
+        return self.settings.gateways.get(name) or GatewayLimits()
+
+    def _load_routing(self, now: datetime) -> Routing:
+        with self.engine.connect() as conn:
+            found = health.load(conn)
+        lease = now + timedelta(seconds=self.settings.dispatch.lease_seconds)
+        return Routing(self.engine, found, now, lease, self._limits)
+
+    def _record_health(self) -> None:
+        """Count the batch's sends in each gateway's circuit, in a short transaction of its own.
+
+        A gateway without errors in its window is not written: a healthy blast costs nothing here,
+        and the share of errors is counted from the window's first error.
+        """
+        routing, self._routing = self._routing, None
+        tallies = [(name, tally) for name, tally in (routing.tallies.items() if routing else ())
+                   if tally.errors or name in routing.probes or routing.health_of(name).errors]  # fmt: skip
+        if not tallies or routing is None:
+            return
+        with self.engine.begin() as conn:
+            for name, tally in tallies:
+                health.record(conn, name, tally, self.clock(), self._limits(name), name in routing.probes)
 
     def _limiters_for(self, name: str) -> tuple[RateLimiter, RateLimiter]:
         """A gateway's message and part limits, shared through the database with every other worker."""
         if name not in self._limiters:
-            limits: GatewayLimits = self.settings.gateways.get(name) or GatewayLimits()
+            limits = self._limits(name)
             self._limiters[name] = (
                 self._limiter(f"gateway:{name}", limits.rate),
                 self._limiter(f"parts:{name}", limits.parts_rate),
@@ -535,7 +671,10 @@ class Worker:
         t = driver_time(conn.dialect.name, now)
         sent: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
         retry, failed, fallback, attempts = [], [], [], []
+        routing = self._routing
         for row, message, gateway, outcome in results:
+            if routing is not None:
+                routing.count(gateway, outcome)
             if isinstance(outcome, SendResult):
                 sent[gateway].append((row.id, outcome.provider_id, outcome.parts))
                 continue
@@ -547,6 +686,8 @@ class Worker:
             error = {"i": row.id, "g": gateway, "c": outcome.code, "e": str(outcome)[:300], "t": t}
             if falls_back:
                 fallback.append(error)
+            elif isinstance(outcome, GatewayDisabledError):  # not the message's fault: it goes another way, or waits
+                retry.append({**error, "at": t})
             elif outcome.retryable and row.attempts < self.settings.dispatch.max_attempts:
                 later = now + timedelta(seconds=self._backoff(row.attempts, outcome))
                 retry.append({**error, "at": driver_time(conn.dialect.name, later)})
@@ -564,6 +705,7 @@ class Worker:
             executemany(conn, sql, rows)
         queue.enqueue_ids(conn, [row["i"] for row in retry + fallback])
         executemany(conn, EXPIRED_SQL, [{"i": r.id, "t": t} for r in expired])
+        attempts += routing.skipped if routing is not None else []
         if attempts:
             conn.execute(delivery_attempts.insert(), attempts)
         self.sent += sum(map(len, sent.values()))
@@ -620,6 +762,22 @@ class Worker:
             conn.execute(rate_buckets.delete().where(rate_buckets.c.name.in_(names)))
 
 
+def _merged(
+    answers: dict[str, dict[int, SendResult | None]], asked: dict[int, list[str]]
+) -> dict[str, dict[int, SendResult | None]]:
+    """The gateways' accounts of reaped rows, one per row: accepted by the gateway that says so;
+    never accepted (None) only when every gateway of its route says so; else left out (unknown)."""
+    merged: dict[str, dict[int, SendResult | None]] = defaultdict(dict)
+    for delivery_id, names in asked.items():
+        found = {name: answers[name][delivery_id] for name in names if delivery_id in answers.get(name, {})}
+        accepted = [(name, result) for name, result in found.items() if result is not None]
+        if accepted:
+            merged[accepted[0][0]][delivery_id] = accepted[0][1]
+        elif len(found) == len(names):
+            merged[names[0]][delivery_id] = None
+    return merged
+
+
 def _blast_bucket(blast_id: int) -> str:
     """The rate_buckets (and rate_chunks) name of a blast's own --rate."""
     return f"blast:{blast_id}"
@@ -643,4 +801,6 @@ def _kind(error: GatewayError) -> str:
     """The attempt outcome an error stands for."""
     if isinstance(error, ThrottledError):
         return "throttled"
+    if isinstance(error, GatewayDisabledError):
+        return "disabled"
     return "temporary" if error.retryable else "permanent"

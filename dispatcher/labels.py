@@ -141,3 +141,21 @@ def parse_delivery_state(text: str) -> DeliveryStatus:
             return status
     known = ", ".join(f"'{label}' ({status.value})" for status, label in DELIVERY_STATES.items())
     raise UsageError(f"Trạng thái tin {text.strip()!r} không có (nhận: {known}).")
+
+
+CIRCUIT_STATES = {"closed": "hoạt động", "open": "tạm ngừng", "half_open": "đang thử lại"}
+ATTEMPT_OUTCOMES = {
+    "sent": "đã gửi", "temporary": "lỗi tạm thời", "throttled": "bị hãm tốc độ", "permanent": "lỗi vĩnh viễn",
+    "expired": "quá hạn", "fallback": "chuyển sang SMS", "disabled": "nhà cung cấp từ chối cổng",
+    "circuit_open": "bỏ qua: cổng tạm ngừng",
+}  # fmt: skip
+
+
+def circuit_state(code: str) -> str:
+    """'open' → 'tạm ngừng'."""
+    return CIRCUIT_STATES.get(code, code)
+
+
+def attempt_outcome(code: str) -> str:
+    """'circuit_open' → 'bỏ qua: cổng tạm ngừng'."""
+    return ATTEMPT_OUTCOMES.get(code, code)

@@ -255,6 +255,37 @@ delivery_attempts = Table(
     Index(None, "delivery_id"),
 )
 
+# Circuit state of each gateway (migration 0014): every worker reads it before routing, so a
+# gateway one worker found failing is skipped by all of them until its cool-down ends.
+gateway_health = Table(
+    "gateway_health",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("state", String(12), nullable=False, comment="closed, open, half_open"),
+    Column("opened_at", UtcDateTime()),
+    Column("until", UtcDateTime(), comment="open: the cool-down's end; half_open: the probe's lease"),
+    Column("last_error", String(300)),
+    Column("last_error_at", UtcDateTime()),
+    Column("window_started_at", UtcDateTime()),
+    Column("attempts", Integer, nullable=False, comment="sends in the current window"),
+    Column("errors", Integer, nullable=False, comment="errors of the gateway itself in the window"),
+    Column("trips", Integer, nullable=False, comment="times it was opened, ever"),
+    comment="circuit state of each gateway, shared by every worker",
+)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("msisdn", String(16), nullable=False, comment="E.164 when valid, else as received"),
+    Column("text", Text, nullable=False),
+    Column("gateway", String(32), nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
+    Column("raw", Text),
+    Index(None, "received_at"),
+    comment="inbound texts that are not opt-outs, for operators to read",
+)
+
 leases = Table(
     "leases",
     metadata,

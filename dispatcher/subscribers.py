@@ -794,8 +794,10 @@ class OptOut(Enum):
     UNKNOWN = "unknown"  # opt-in of a number neither held nor refused: nothing was done
 
 
-def set_opt_out(conn: Connection, msisdn: str, opted_out: bool, now: datetime, actor: str = "system") -> OptOut:
-    """Record that a person refuses (or, again, accepts) our messages, and audit it.
+def set_opt_out(
+    conn: Connection, msisdn: str, opted_out: bool, now: datetime, actor: str = "system", via: dict | None = None
+) -> OptOut:
+    """Record that a person refuses (or, again, accepts) our messages, and audit it (`via`: where it came from).
 
     A refusal of a number we do not hold is kept (Decree 91/2020: a refusal is honoured), and
     the import that brings the number in applies it. The first refusal's time is the one kept.
@@ -811,7 +813,7 @@ def set_opt_out(conn: Connection, msisdn: str, opted_out: bool, now: datetime, a
         outcome = OptOut.LIFTED if lifted else OptOut.UNKNOWN
     if outcome is not OptOut.UNKNOWN:
         action = "subscriber.opt_out" if opted_out else "subscriber.opt_in"
-        audit(conn, now, actor, action, mask(msisdn), {"outcome": outcome.value})
+        audit(conn, now, actor, action, mask(msisdn), {"outcome": outcome.value, **(via or {})})
     return outcome
 
 

@@ -236,6 +236,24 @@ def bench_blasts(regions: RegionIndex) -> None:
     print("  targets: materialise 1M ≤ 3 s; ≥ 20,000 msg/s claim → render → send → record; RSS ≤ 150 MB")
 
 
+def bench_failover(regions: RegionIndex, count: int = 100_000) -> None:
+    """Dispatch rate through a healthy route, and through one whose first gateway is down (its circuit opens)."""
+    print("failover (SQLite, 100k recipients, zero-latency simulator; no reports)")
+    down = {"CANHBAO_GATEWAYS__DOWN__KIND": "simulator", "CANHBAO_GATEWAYS__DOWN__TEMPORARY_FAILURE": "1",
+            "CANHBAO_GATEWAYS__DOWN__CIRCUIT_COOLDOWN_SECONDS": "3600", "CANHBAO_DISPATCH__BACKOFF_BASE_SECONDS": "0",
+            "CANHBAO_GATEWAYS__DOWN__REPORTS": "false"}  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="canhbao-bench-") as tmp:
+        url, settings = _world(Path(tmp), regions, count)
+        for label, route, alert in (("healthy route     ", '["simulator"]', ALERT),
+                                    ("first gateway down", '["down", "simulator"]', SECOND_ALERT)):  # fmt: skip
+            blast_id, _, recipients = _scheduled_blast(url, settings, regions, alert)
+            env = _worker_env(url, False, **down, CANHBAO_ROUTES=f'{{"default": {route}}}')
+            _measured(["-m", "dispatcher", "worker", "--until-idle"], env)
+            sent = sum(_shares(url, blast_id))
+            print(f"  {label}: {recipients / _send_span(url, blast_id):8,.0f} msg/s, {sent:,} of {recipients:,} sent")
+    print("  target: the route with its first gateway out keeps most of the healthy rate")
+
+
 def bench_throttle(regions: RegionIndex, count: int = 60_000, rate: int = 500) -> None:
     """The busiest one-second window and the mean rate through a gateway limited to `rate`/s."""
     with tempfile.TemporaryDirectory(prefix="canhbao-bench-") as tmp:
@@ -373,6 +391,7 @@ SECTIONS: dict[str, Callable[[RegionIndex], None]] = {
     "import": bench_import,
     "blasts": bench_blasts,
     "throttle": bench_throttle,
+    "failover": bench_failover,
     "pg-blasts": _on_postgres(bench_pg_blasts),
     "pg-throttle": _on_postgres(bench_pg_throttle),
 }

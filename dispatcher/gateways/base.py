@@ -127,6 +127,12 @@ class PermanentError(GatewayError):
 
 
 @dataclass
+class GatewayDisabledError(PermanentError):
+    """the provider refused the gateway itself (credentials, template, permissions):
+    stop using it and tell the operator"""
+
+
+@dataclass
 class ChannelUnavailableError(PermanentError):
     """This person cannot get it on this channel: not on Zalo, an app too old, Zalo's quota used up
     or outside its hours. Never retried here; a `zalo_then_sms` blast sends it by SMS instead."""
@@ -158,6 +164,17 @@ def inbound(gateway: Gateway, now: datetime) -> list[InboundMessage]:
     """What people sent `gateway` by `now` ([] for a gateway that receives nothing)."""
     receive = getattr(gateway, "inbound", None)
     return receive(now) if callable(receive) else []
+
+
+async def check(gateway: Gateway) -> str:
+    """What is fine with `gateway`, in Vietnamese, checked without sending a message; GatewayError says what is not.
+
+    The capability `async def check(self) -> str` is optional: a gateway without it says so.
+    """
+    probe = getattr(gateway, "check", None)
+    if not callable(probe):
+        return "Cổng này không có cách kiểm tra mà không gửi tin."
+    return await probe()
 
 
 def pending_reports(gateway: Gateway) -> int:

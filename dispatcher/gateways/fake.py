@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from dispatcher.gateways.base import DeliveryReport, GatewayError, Outcome, OutgoingMessage, ReportStatus, SendResult
+from dispatcher.gateways.base import (
+    DeliveryReport,
+    GatewayError,
+    InboundMessage,
+    Outcome,
+    OutgoingMessage,
+    ReportStatus,
+    SendResult,
+)
 
 
 class FakeGateway:
@@ -27,6 +35,9 @@ class FakeGateway:
         self._fail_next: list[GatewayError] = []
         self._rules: list[tuple[Callable[[OutgoingMessage], bool], GatewayError]] = []
         self._reports: list[tuple[str, ReportStatus, str | None, datetime | None]] = []
+        self._texts: list[tuple[str, str, datetime | None]] = []
+        self.check_error: GatewayError | None = None
+        """What `check()` raises; None: it answers that all is well."""
 
     def fail_next(self, n: int, error: GatewayError) -> None:
         """Make the next `n` messages fail with `error` (before any `fail_when` rule applies)."""
@@ -41,6 +52,22 @@ class FakeGateway:
     ) -> None:
         """Make `reports()` return a report for `provider_id`, once `at` has come (at once if None)."""
         self._reports.append((provider_id, status, error_code, at))
+
+    def queue_text(self, msisdn: str, text: str, at: datetime | None = None) -> None:
+        """Make `inbound()` return a text from `msisdn`, once `at` has come (at once if None)."""
+        self._texts.append((msisdn, text, at))
+
+    def inbound(self, now: datetime) -> list[InboundMessage]:
+        """The queued texts due by `now`, each returned once; one queued without a time is dated `now`."""
+        due = [entry for entry in self._texts if entry[2] is None or entry[2] <= now]
+        self._texts = [entry for entry in self._texts if entry not in due]
+        return [InboundMessage(msisdn, text, at or now, self.name) for msisdn, text, at in due]
+
+    async def check(self) -> str:
+        """All is well, unless `check_error` says otherwise."""
+        if self.check_error is not None:
+            raise self.check_error
+        return "Cổng thử nghiệm sẵn sàng."
 
     async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[Outcome]:
         """Record the messages; one outcome each, failing those it was told to fail."""

@@ -23,7 +23,15 @@ from datetime import datetime
 from pathlib import Path
 
 from dispatcher.config import FileGatewaySettings
-from dispatcher.gateways.base import DeliveryReport, GatewayError, Outcome, OutgoingMessage, SendResult, TemporaryError
+from dispatcher.gateways.base import (
+    DeliveryReport,
+    GatewayError,
+    Outcome,
+    OutgoingMessage,
+    PermanentError,
+    SendResult,
+    TemporaryError,
+)
 
 # The line is spelled out rather than json.dumps'ed: a dict through the encoder costs three
 # times as much, and this is the hot path. Strings still go through JSON's own escaping;
@@ -71,6 +79,15 @@ class FileGateway:
             raise TemporaryError(f"cannot read {self.path}: {exc.strerror}", code="FILE-IO") from exc
         return {delivery_id: found.get(delivery_id) for delivery_id in wanted}
 
+    async def check(self) -> str:
+        """That the outbox can be written (the file, or the folder it would be made in), without writing to it."""
+        if self.path.is_dir():
+            raise PermanentError(f"{self.path} là một thư mục, không phải tệp chuyển giao.", code="FILE-PATH")
+        target = self.path if self.path.exists() else _existing_parent(self.path)
+        if not os.access(target, os.W_OK):
+            raise PermanentError(f"Không có quyền ghi vào {target}.", code="FILE-PERM")
+        return f"Ghi được tệp chuyển giao {self.path}."
+
     def reports(self, now: datetime) -> list[DeliveryReport]:
         """Always empty: nobody reports back through a hand-off file."""
         return []
@@ -109,6 +126,14 @@ class FileGateway:
             os.ftruncate(fd, size)
         os.close(fd)
         self._fd = None
+
+
+def _existing_parent(path: Path) -> Path:
+    """The nearest folder above `path` that exists: where the first send would make the rest."""
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    return parent
 
 
 def _write_all(fd: int, data: bytes) -> None:

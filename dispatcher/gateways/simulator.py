@@ -34,6 +34,7 @@ from dispatcher.config import CarrierBehaviour, SimulatorSettings
 from dispatcher.gateways.base import (
     ChannelUnavailableError,
     DeliveryReport,
+    InboundMessage,
     Outcome,
     OutgoingMessage,
     PermanentError,
@@ -98,6 +99,8 @@ class SimulatorGateway:
         self._reports = settings.reports
         self._zalo_share = settings.not_on_zalo
         self._zalo_unconfirmed = settings.zalo_unconfirmed
+        self._opt_out_share = settings.opt_out_replies
+        self._replies: list[InboundMessage] = []
         self._concurrency = settings.concurrency
         self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         # Not from the seeded generator: two processes with the same seed must not share ids.
@@ -118,6 +121,15 @@ class SimulatorGateway:
         outcomes = [self._attempt(message, sent_at) for message in messages]
         self._flush_record()
         return outcomes
+
+    def inbound(self, now: datetime) -> list[InboundMessage]:
+        """The opt-out replies (`opt_out_replies`) of people it accepted an SMS for, each returned once."""
+        replies, self._replies = self._replies, []
+        return replies
+
+    async def check(self) -> str:
+        """Always fine: the simulated network is in this process."""
+        return "Bộ mô phỏng nhà mạng sẵn sàng (không gửi tin thật)."
 
     def reports(self, now: datetime) -> list[DeliveryReport]:
         """The delivery reports due by `now`, oldest first; each is returned once."""
@@ -217,7 +229,13 @@ class SimulatorGateway:
             self._record_lines.append(_record_line(message, result))
         if self._reports and not self._unconfirmed(message):
             self._schedule_report(result.provider_id, behaviour, sent_at)
+        if message.channel == "sms" and self._replies_opt_out(message.msisdn):
+            self._replies.append(InboundMessage(message.msisdn, "HUY", datetime.fromtimestamp(sent_at, UTC), self.name))
         return result
+
+    def _replies_opt_out(self, msisdn: str) -> bool:
+        # By the number's hash, not the seeded draw: the other draws stay as they were.
+        return self._opt_out_share > 0 and zlib.crc32(b"mo:" + msisdn.encode()) / 2**32 < self._opt_out_share
 
     def _unconfirmed(self, message: OutgoingMessage) -> bool:
         """Whether Zalo never confirms this message (the phone stays off, the app unopened)."""

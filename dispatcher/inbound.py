@@ -1,0 +1,83 @@
+"""What people send us: an opt-out keyword refuses our messages, any other text waits in the inbox.
+
+The keywords are those carriers and Decree 91/2020 practice use: HUY/HỦY, TU CHOI/TỪ CHỐI, TC and
+STOP, in any case, with or without accents, anywhere in the text, but only as words of their own:
+"TC" inside "ATCB" or "HUY" inside "HUYỆN" is not a refusal, nor is "không từ chối" (a denial).
+Every gateway that receives texts (SMPP deliver_sm, Twilio's inbound webhook) ends here.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime
+from enum import StrEnum
+
+import structlog
+from sqlalchemy import Connection, insert, select
+
+from dispatcher.models import inbox
+from dispatcher.phones import InvalidNumber, PhoneBook
+from dispatcher.subscribers import set_opt_out
+
+log = structlog.get_logger(__name__)
+
+# On the accent-free upper-case text: a keyword between non-alphanumerics (or the ends).
+OPT_OUT = re.compile(r"(?<![A-Z0-9])(?:HUY|TU\s*CHOI|TC|STOP)(?![A-Z0-9])")
+# "không từ chối", "đừng hủy", "don't stop": a keyword after one of these says the opposite.
+NEGATIONS = frozenset({"KHONG", "KO", "K", "DUNG", "CHUA", "CHANG", "DON'T", "DONT", "NOT"})
+ACTOR = "inbound"  # who the audit log says acted: the person, by a text to one of our gateways
+
+
+class Received(StrEnum):
+    """What became of an inbound text."""
+
+    OPTED_OUT = "opted_out"
+    """It refused our messages: the number is opted out."""
+    KEPT = "kept"
+    """Anything else: kept in the inbox for operators."""
+
+
+def is_opt_out(text: str) -> bool:
+    """Whether `text` asks to stop our messages (an opt-out keyword as a word of its own)."""
+    plain = _plain(text)
+    return any(not _negated(plain[: match.start()]) for match in OPT_OUT.finditer(plain))
+
+
+def _negated(before: str) -> bool:
+    """Whether the word just before a keyword denies it."""
+    words = re.findall(r"[A-Z0-9']+", before)
+    return bool(words) and words[-1] in NEGATIONS
+
+
+def receive(conn: Connection, msisdn: str, text: str, gateway: str, now: datetime, raw: str | None = None) -> Received:
+    """Handle one text from `msisdn` that arrived through `gateway` at `now`, in the caller's transaction."""
+    number = _e164(msisdn)
+    if number is not None and is_opt_out(text):
+        set_opt_out(conn, number, True, now, ACTOR, {"via": "inbound", "gateway": gateway})
+        log.info("inbound.opt_out", gateway=gateway, msisdn=number)
+        return Received.OPTED_OUT
+    values = {"msisdn": (number or msisdn)[:16], "text": text, "gateway": gateway, "received_at": now, "raw": raw}
+    conn.execute(insert(inbox).values(values))
+    log.info("inbound.kept", gateway=gateway, msisdn=number or msisdn)
+    return Received.KEPT
+
+
+def messages(conn: Connection, limit: int = 100) -> list[dict]:
+    """The inbox, newest first, at most `limit` texts (numbers as stored: mask them to show)."""
+    query = select(inbox).order_by(inbox.c.received_at.desc(), inbox.c.id.desc()).limit(limit)
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def _plain(text: str) -> str:
+    """Upper-case, accent-free: HỦY, Hủy and huy read alike."""
+    decomposed = unicodedata.normalize("NFD", text.replace("đ", "d").replace("Đ", "D"))
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).upper()
+
+
+def _e164(msisdn: str) -> str | None:
+    """The sender as E.164 (SMSCs write 84…, Twilio +84…); None for what is no Vietnamese mobile."""
+    try:
+        return PhoneBook().normalize(msisdn).e164
+    except InvalidNumber:
+        return None
