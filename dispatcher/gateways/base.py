@@ -41,6 +41,7 @@ class OutgoingMessage(NamedTuple):
     carrier: str
     channel: str = "sms"
     template: dict[str, Any] | None = None
+    not_after: datetime | None = None  # the blast's: a gateway that can tell its provider lets the message die then
 
 
 class SendResult(NamedTuple):
@@ -130,6 +131,17 @@ class PermanentError(GatewayError):
 class ChannelUnavailableError(PermanentError):
     """This person cannot get it on this channel: not on Zalo, an app too old, Zalo's quota used up
     or outside its hours. Never retried here; a `zalo_then_sms` blast sends it by SMS instead."""
+
+
+@dataclass
+class OptedOutError(PermanentError):
+    """The person refused our messages at the provider (Twilio 21610): never retried, and recorded as an opt-out."""
+
+
+@dataclass
+class GatewayDisabledError(PermanentError):
+    """The gateway itself cannot send (region not enabled, filtered by the carrier, wrong credentials):
+    it should stop and an operator be told; the message is not at fault."""
 
 
 Outcome = SendResult | GatewayError

@@ -1,0 +1,247 @@
+"""Twilio's Messaging API, through the official SDK's async client, and Twilio's webhooks.
+
+One message is one `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` (form fields as in
+Twilio's published API description), at most `concurrency` at once over one shared aiohttp
+session. Twilio tells us what became of a message in signed status callbacks to
+`{public_url}/hooks/twilio/status`; this module verifies and reads them (and the inbound
+messages people send our number), the web face only routes them here. Twilio's error codes,
+at send time or in a callback, mean one thing each: `ERRORS` below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import structlog
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.request_validator import RequestValidator, get_signature_algorithm
+from twilio.rest import Client
+
+from dispatcher.config import TwilioSettings
+from dispatcher.errors import ConfigError
+from dispatcher.gateways.base import (
+    DeliveryReport,
+    GatewayDisabledError,
+    GatewayError,
+    InboundMessage,
+    OptedOutError,
+    Outcome,
+    OutgoingMessage,
+    PermanentError,
+    ReportStatus,
+    SendResult,
+    TemporaryError,
+    ThrottledError,
+)
+
+log = structlog.get_logger(__name__)
+
+STATUS_PATH = "/hooks/twilio/status"
+INBOUND_PATH = "/hooks/twilio/inbound"
+VALIDITY_RANGE = (1, 36_000)  # seconds Twilio accepts as ValidityPeriod
+
+# Twilio's error codes, from an API answer or a status callback's ErrorCode: what each means for us.
+ERRORS: dict[int, type[GatewayError]] = {
+    21211: PermanentError,  # invalid 'To' number
+    21614: PermanentError,  # 'To' is not a mobile number
+    21635: PermanentError,  # 'To' is a landline
+    30005: PermanentError,  # unknown destination handset
+    30006: PermanentError,  # landline or unreachable carrier
+    21610: OptedOutError,  # the person replied STOP to our sender: Twilio refuses to send them more
+    21408: GatewayDisabledError,  # the account may not send to this region (Geo Permissions: enable Vietnam)
+    30007: GatewayDisabledError,  # the carrier filters our messages
+    20003: GatewayDisabledError,  # the account SID or auth token is wrong
+    30001: TemporaryError,  # Twilio's queue overflowed
+    30003: TemporaryError,  # the handset is unreachable (off, out of coverage)
+    30008: TemporaryError,  # unknown error
+}
+# What Twilio says of a message in a callback, as the report it is (absent: not final yet, nothing to record).
+FINAL_STATUSES = {"delivered": ReportStatus.DELIVERED, "read": ReportStatus.DELIVERED,
+                  "undelivered": ReportStatus.FAILED, "failed": ReportStatus.FAILED,
+                  "canceled": ReportStatus.FAILED}  # fmt: skip
+KNOWN_STATUSES = frozenset({*FINAL_STATUSES, "queued", "sending", "sent", "accepted", "scheduled",
+                            "receiving", "received", "partially_delivered"})  # fmt: skip
+
+
+class ForgedRequest(Exception):
+    """A webhook request whose X-Twilio-Signature does not prove it came from Twilio."""
+
+
+class MalformedRequest(ValueError):
+    """A signed webhook request that does not say what Twilio's webhooks say."""
+
+
+class TwilioGateway:
+    """Sends SMS through one Twilio account, from a Messaging Service or a number of its own."""
+
+    def __init__(self, settings: TwilioSettings, clock: Any = None) -> None:
+        self.name = "twilio"
+        self.settings = settings
+        self.clock = clock or (lambda: datetime.now(UTC))
+        _check(settings)
+        self._client: Client | None = None
+        self._http: AsyncTwilioHttpClient | None = None
+        self._slots: asyncio.Semaphore | None = None
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[Outcome]:
+        """Send `messages`, `concurrency` at a time; one outcome each, in order."""
+        self._open()
+        return list(await asyncio.gather(*(self._send(message) for message in messages)))
+
+    def reports(self, now: datetime) -> list[DeliveryReport]:
+        """None here: Twilio's reports come to the web face as status callbacks."""
+        return []
+
+    async def close(self) -> None:
+        """Close the shared HTTP session (it was opened inside the running loop, by the first send)."""
+        if self._http is not None:
+            await self._http.close()
+        self._http = self._client = self._slots = None
+
+    def _open(self) -> None:
+        """The SDK client and its aiohttp session, made inside the loop that uses them."""
+        if self._client is not None:
+            return
+        s = self.settings
+        token = s.auth_token.get_secret_value() if s.auth_token else ""
+        self._http = AsyncTwilioHttpClient(timeout=s.timeout_seconds)
+        # environment={}: TWILIO_* variables must not redirect a gateway configured here.
+        self._client = Client(s.account_sid, token, s.account_sid, http_client=self._http, environment={})
+        self._client.api.base_url = s.base_url.rstrip("/")
+        self._slots = asyncio.Semaphore(s.concurrency)
+
+    async def _send(self, message: OutgoingMessage) -> Outcome:
+        assert self._client is not None and self._slots is not None
+        async with self._slots:
+            try:
+                # The SDK's async client passes no timeout to aiohttp (whose default is 5 minutes).
+                async with asyncio.timeout(self.settings.timeout_seconds):
+                    created = await self._client.messages.create_async(**self._fields(message))
+            except TwilioRestException as exc:
+                return self._refused(exc)
+            except (aiohttp.ClientConnectorError, aiohttp.ClientConnectionResetError) as exc:
+                return TemporaryError(f"cannot reach Twilio: {exc}", "connect")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                return TemporaryError(f"no answer from Twilio: {exc.__class__.__name__}", "timeout")
+        return SendResult(created.sid, message.parts)
+
+    def _fields(self, message: OutgoingMessage) -> dict[str, Any]:
+        """The SDK's arguments for one message: the sender, the callback, how long it may wait at Twilio."""
+        s = self.settings
+        fields: dict[str, Any] = {"to": message.msisdn, "body": message.text}
+        if s.messaging_service_sid:
+            fields["messaging_service_sid"] = s.messaging_service_sid
+        else:
+            fields["from_"] = s.from_number
+        if s.public_url:
+            fields["status_callback"] = s.public_url.rstrip("/") + STATUS_PATH
+        if message.not_after is not None:
+            fields["validity_period"] = validity(message.not_after, self.clock())
+        return fields
+
+    def _refused(self, exc: TwilioRestException) -> GatewayError:
+        """Twilio's answer as our error: its code decides, else its HTTP status."""
+        error = classify(exc.code, exc.status, exc.msg or "")
+        if isinstance(error, GatewayDisabledError):
+            log.error("twilio.gateway_disabled", gateway=self.name, code=error.code, error=error.message)
+        return error
+
+
+def classify(code: int | None, status: int, message: str) -> GatewayError:
+    """An error Twilio answered, as ours: by `ERRORS`, else 429 throttles, 5xx retries, any other 4xx is final."""
+    text = str(code or status)
+    if code in ERRORS:
+        return ERRORS[code](message, text)
+    if status == 429:
+        return ThrottledError(message, text)
+    if status >= 500:
+        return TemporaryError(message, text)
+    return PermanentError(message, text)
+
+
+def validity(not_after: datetime, now: datetime) -> int:
+    """ValidityPeriod: the seconds left until the blast's not_after, within Twilio's 1–36,000."""
+    seconds = math.ceil((not_after - now).total_seconds())
+    return max(VALIDITY_RANGE[0], min(VALIDITY_RANGE[1], seconds))
+
+
+def _check(s: TwilioSettings) -> None:
+    """Refuse a section that cannot send, before any message is claimed for it."""
+    problems = []
+    if not s.account_sid:
+        problems.append("thiếu account_sid")
+    if not s.auth_token:
+        problems.append("thiếu biến môi trường CANHBAO_GATEWAYS__<TÊN>__AUTH_TOKEN")
+    if not (s.messaging_service_sid or s.from_number):
+        problems.append("cần messaging_service_sid hoặc from_number")
+    if problems:
+        raise ConfigError(f"Cổng Twilio: {'; '.join(problems)}.")
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+
+def section_for(sections: Sequence[tuple[str, TwilioSettings]], form: Mapping[str, str]) -> tuple[str, TwilioSettings]:
+    """The gateway a webhook is for, by the account that sent it (and our sender, when one account serves several)."""
+    ours = [(name, s) for name, s in sections if s.account_sid and s.account_sid == form.get("AccountSid")]
+    if not ours:
+        raise ForgedRequest("no Twilio gateway has this AccountSid")
+    senders = {form.get("MessagingServiceSid"), form.get("From"), form.get("To")}
+    return next(((n, s) for n, s in ours if {s.messaging_service_sid, s.from_number} & senders), ours[0])
+
+
+def verify(
+    settings: TwilioSettings, path: str, query: str, form: Mapping[str, str], headers: Mapping[str, str]
+) -> None:
+    """Raise ForgedRequest unless X-Twilio-Signature signs this form at our public URL (what Twilio requested)."""
+    signature = headers.get("x-twilio-signature")
+    if not signature or settings.auth_token is None or not settings.public_url:
+        raise ForgedRequest("unsigned request" if not signature else "no public_url or auth token to check against")
+    url = settings.public_url.rstrip("/") + path + (f"?{query}" if query else "")
+    algorithm = get_signature_algorithm(headers.get("x-twilio-webhooks-signature-settings"))
+    if not RequestValidator(settings.auth_token.get_secret_value()).validate(url, dict(form), signature, algorithm):
+        raise ForgedRequest("signature does not match")
+
+
+def status_report(form: Mapping[str, str], gateway: str, now: datetime) -> DeliveryReport | None:
+    """The delivery report a status callback carries (None while the message is not final yet)."""
+    sid, status = form.get("MessageSid") or form.get("SmsSid"), form.get("MessageStatus") or form.get("SmsStatus")
+    if not sid or status not in KNOWN_STATUSES:
+        raise MalformedRequest(f"needs MessageSid and a known MessageStatus, got {status!r}")
+    if status not in FINAL_STATUSES:
+        return None
+    code = form.get("ErrorCode") or None
+    outcome = FINAL_STATUSES[status]
+    if outcome is ReportStatus.FAILED and issubclass(_meaning(code), PermanentError):
+        outcome = ReportStatus.UNDELIVERABLE  # it can never arrive: no use waiting for another try
+    return DeliveryReport(sid, outcome, now, code, gateway, urlencode(sorted(form.items())))
+
+
+def opted_out(form: Mapping[str, str]) -> str | None:
+    """The number of the person a status callback says refused our messages at Twilio (21610), if any."""
+    return form.get("To") if form.get("ErrorCode") == "21610" else None
+
+
+def disabled(form: Mapping[str, str]) -> bool:
+    """Whether a status callback's ErrorCode says this gateway should stop (and an operator be told)."""
+    return _meaning(form.get("ErrorCode")) is GatewayDisabledError
+
+
+def _meaning(code: str | None) -> type[GatewayError]:
+    """What a callback's ErrorCode means (an unknown one: a failure that may pass)."""
+    return ERRORS.get(int(code), TemporaryError) if code and code.isdigit() else TemporaryError
+
+
+def inbound_message(form: Mapping[str, str], gateway: str, now: datetime) -> InboundMessage:
+    """What a person sent our number, from Twilio's incoming-message webhook."""
+    if not form.get("From") or "Body" not in form:
+        raise MalformedRequest("an incoming message needs From and Body")
+    return InboundMessage(form["From"], form["Body"], now, gateway, form.get("MessageSid"),
+                          urlencode(sorted(form.items())))  # fmt: skip
