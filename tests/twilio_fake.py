@@ -183,8 +183,8 @@ class TwilioFake:
     # -- webhooks to our web face -----------------------------------------------------------
 
     def status_form(self, sid: str, status: str, error_code: int | None = None) -> dict[str, str]:
-        """The form Twilio posts to a message's StatusCallback when it reaches `status`."""
-        message = next(m for m in self.messages if m["sid"] == sid)
+        """The form Twilio posts to a message's StatusCallback when it reaches `status` (one it never gave: to +84…)."""
+        message = next((m for m in self.messages if m["sid"] == sid), {"To": "+84905999999"})
         form = {"MessageSid": sid, "SmsSid": sid, "MessageStatus": status, "SmsStatus": status,
                 "AccountSid": self.account_sid, "To": message["To"], "ApiVersion": "2010-04-01",
                 "From": message.get("From", "CanhBao")}  # fmt: skip
@@ -193,6 +193,12 @@ class TwilioFake:
         if error_code is not None:
             form["ErrorCode"] = str(error_code)
         return form
+
+    def inbound_form(self, from_: str, body: str, to: str = "+12025550100") -> dict[str, str]:
+        """The form Twilio posts to a number's messaging webhook when a person texts it."""
+        sid = "SM" + secrets.token_hex(16)
+        return {"MessageSid": sid, "SmsSid": sid, "SmsMessageSid": sid, "AccountSid": self.account_sid, "From": from_,
+                "To": to, "Body": body, "NumMedia": "0", "NumSegments": "1", "ApiVersion": "2010-04-01"}  # fmt: skip
 
     def sign(self, url: str, form: Mapping[str, str]) -> str:
         """X-Twilio-Signature of `form` posted to `url`, as Twilio computes it."""

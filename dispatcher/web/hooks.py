@@ -1,0 +1,95 @@
+"""`/hooks/<gateway>/…`: what providers call. Each request goes to its gateway module, which verifies and reads it.
+
+A request that does not prove it comes from the provider (unsigned, forged, tampered) is
+refused with 403 and changes nothing; a signed one that does not say what the provider's
+webhooks say is refused with 400. A report is answered only once it is stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from dispatcher.config import TwilioSettings
+from dispatcher.gateways import twilio
+
+log = structlog.get_logger(__name__)
+router = APIRouter(prefix="/hooks")
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+
+@router.post("/twilio/status")
+async def twilio_status(request: Request) -> Response:
+    """A Twilio status callback: the message's delivery report, and an opt-out when Twilio says the person refused."""
+    signed = await _twilio_request(request, twilio.STATUS_PATH)
+    if isinstance(signed, Response):
+        return signed
+    name, form = signed
+    try:
+        report = twilio.status_report(form, name, request.app.state.clock())
+    except twilio.MalformedRequest as exc:
+        return _refused(request, 400, "malformed", "Yêu cầu không đúng dạng báo cáo trạng thái của Twilio.", str(exc))
+    if twilio.disabled(form):
+        log.error(
+            "twilio.gateway_disabled", gateway=name, code=form.get("ErrorCode"), provider_id=form.get("MessageSid")
+        )
+    refusal = twilio.opted_out(form)
+    if report is not None or refusal:
+        await request.app.state.writer.apply(report, refusal, name)
+    return Response(status_code=204)
+
+
+@router.post("/twilio/inbound")
+async def twilio_inbound(request: Request) -> Response:
+    """A message a person sent our Twilio number: read and acknowledged with an empty TwiML reply (no answer SMS).
+
+    Storing it (an opt-out, or words for an operator) is dispatcher.inbound's, wired where it exists.
+    """
+    signed = await _twilio_request(request, twilio.INBOUND_PATH)
+    if isinstance(signed, Response):
+        return signed
+    name, form = signed
+    try:
+        message = twilio.inbound_message(form, name, request.app.state.clock())
+    except twilio.MalformedRequest as exc:
+        return _refused(request, 400, "malformed", "Yêu cầu không đúng dạng tin nhắn đến của Twilio.", str(exc))
+    log.info("twilio.inbound", gateway=name, msisdn=message.msisdn, provider_id=message.provider_id)
+    return Response(EMPTY_TWIML, media_type="text/xml")
+
+
+async def _twilio_request(request: Request, path: str) -> tuple[str, dict[str, str]] | Response:
+    """(gateway name, form) of a request Twilio signed for one of our Twilio gateways, else the 4xx to answer."""
+    sections = [(name, s) for name, s in request.app.state.settings.gateways.items() if isinstance(s, TwilioSettings)]
+    form = await _form(request)
+    if form is None:
+        return _refused(
+            request, 400, "malformed", "Nội dung yêu cầu không đọc được (cần biểu mẫu x-www-form-urlencoded)."
+        )
+    try:
+        name, section = twilio.section_for(sections, form)
+        twilio.verify(section, path, request.url.query, form, request.headers)
+    except twilio.ForgedRequest as exc:
+        return _refused(
+            request, 403, "forbidden", "Chữ ký X-Twilio-Signature không hợp lệ: yêu cầu bị từ chối.", str(exc)
+        )
+    return name, form
+
+
+async def _form(request: Request) -> dict[str, str] | None:
+    """The request's form fields, or None for a body that is not one form (a field given twice is not)."""
+    try:
+        fields = (await request.form()).multi_items()
+    except Exception:  # python-multipart's own errors, or a body cut short
+        return None
+    form = {key: value for key, value in fields if isinstance(value, str)}
+    return form if len(form) == len(fields) else None
+
+
+def _refused(request: Request, status: int, code: str, message: str, reason: str = "") -> JSONResponse:
+    """The error answered, in the CLI's JSON shape, and logged (without the form: it names a person)."""
+    log.warning("webhook.refused", path=request.url.path, status=status, reason=reason or code)
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status)
