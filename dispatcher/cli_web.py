@@ -39,7 +39,7 @@ def web(ctx: typer.Context, host: HostOption = "127.0.0.1", port: PortOption = 8
     c: Context = ctx.obj
     server, listening = server_for(c, host, port)
     err.print(f"Cổng web đang nghe tại http://{_shown(host)}:{listening.getsockname()[1]} (Ctrl-C để dừng).")
-    asyncio.run(_serve_until_signal(server, listening))
+    asyncio.run(_serve_until_signal(server, listening), loop_factory=server.config.get_loop_factory())
     err.print("Đã dừng cổng web.")
 
 

@@ -210,8 +210,8 @@ def verify(
         raise ForgedRequest("signature does not match")
 
 
-def status_report(form: Mapping[str, str], gateway: str, now: datetime) -> DeliveryReport | None:
-    """The delivery report a status callback carries (None while the message is not final yet)."""
+def status_report(form: Mapping[str, str], gateway: str, now: datetime, raw: str = "") -> DeliveryReport | None:
+    """The delivery report a status callback carries (None while the message is not final yet); `raw`: its body."""
     sid, status = form.get("MessageSid") or form.get("SmsSid"), form.get("MessageStatus") or form.get("SmsStatus")
     if not sid or status not in KNOWN_STATUSES:
         raise MalformedRequest(f"needs MessageSid and a known MessageStatus, got {status!r}")
@@ -221,7 +221,7 @@ def status_report(form: Mapping[str, str], gateway: str, now: datetime) -> Deliv
     outcome = FINAL_STATUSES[status]
     if outcome is ReportStatus.FAILED and issubclass(_meaning(code), PermanentError):
         outcome = ReportStatus.UNDELIVERABLE  # it can never arrive: no use waiting for another try
-    return DeliveryReport(sid, outcome, now, code, gateway, urlencode(sorted(form.items())))
+    return DeliveryReport(sid, outcome, now, code, gateway, raw or urlencode(sorted(form.items())))
 
 
 def opted_out(form: Mapping[str, str]) -> str | None:
@@ -239,9 +239,9 @@ def _meaning(code: str | None) -> type[GatewayError]:
     return ERRORS.get(int(code), TemporaryError) if code and code.isdigit() else TemporaryError
 
 
-def inbound_message(form: Mapping[str, str], gateway: str, now: datetime) -> InboundMessage:
-    """What a person sent our number, from Twilio's incoming-message webhook."""
+def inbound_message(form: Mapping[str, str], gateway: str, now: datetime, raw: str = "") -> InboundMessage:
+    """What a person sent our number, from Twilio's incoming-message webhook; `raw`: its body."""
     if not form.get("From") or "Body" not in form:
         raise MalformedRequest("an incoming message needs From and Body")
     return InboundMessage(form["From"], form["Body"], now, gateway, form.get("MessageSid"),
-                          urlencode(sorted(form.items())))  # fmt: skip
+                          raw or urlencode(sorted(form.items())))  # fmt: skip
