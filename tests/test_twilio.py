@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -18,12 +19,14 @@ from dispatcher.errors import ConfigError
 from dispatcher.gateways import build
 from dispatcher.gateways.base import (
     GatewayDisabledError,
+    NotSentError,
     OptedOutError,
     OutgoingMessage,
     PermanentError,
     SendResult,
     TemporaryError,
     ThrottledError,
+    UnknownOutcomeError,
 )
 from dispatcher.gateways.twilio import TwilioGateway, validity
 from dispatcher.models import audit_log, deliveries, subscribers
@@ -134,12 +137,21 @@ def test_wrong_credentials_stop_the_gateway_and_say_so(fake: TwilioFake) -> None
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["twilio.gateway_disabled"]
 
 
-def test_twilio_out_of_reach_is_a_temporary_error() -> None:
-    """Nothing listening at base_url: the message is retried later, nothing was sent."""
+def test_twilio_out_of_reach_keeps_the_message_queued() -> None:
+    """Nothing listening at base_url: nothing was sent, the message is not sent (it stays queued)."""
     settings = TwilioSettings(account_sid=ACCOUNT_SID, auth_token=SecretStr(AUTH_TOKEN),
                               messaging_service_sid=SERVICE_SID, base_url="http://127.0.0.1:9")  # fmt: skip
     [outcome] = _send(TwilioGateway(settings), [_message(1)])
-    assert isinstance(outcome, TemporaryError) and outcome.code == "connect"
+    assert isinstance(outcome, NotSentError) and outcome.code == "connect"
+
+
+def test_no_answer_in_time_leaves_the_outcome_unknown() -> None:
+    """Twilio slower than timeout_seconds: it may have the message, so it is never sent again on its own."""
+    with TwilioFake(latency_ms=500) as fake:
+        [outcome] = _send(TwilioGateway(_settings(fake, timeout_seconds=0.1)), [_message(1)])
+        time.sleep(0.6)
+        assert isinstance(outcome, UnknownOutcomeError) and not outcome.retryable
+        assert len(fake.messages) == 1  # it did reach Twilio: sending it again would send it twice
 
 
 def test_messages_go_at_most_concurrency_at_once(now: datetime) -> None:

@@ -144,8 +144,6 @@ class TwilioFake:
 
     async def _create(self, request: web.Request) -> web.Response:
         self.requests += 1
-        if self.latency:
-            await asyncio.sleep(self.latency)
         if not self._authorised(request):
             return _error(20003, "Authenticate", 401)
         form = await request.post()
@@ -155,8 +153,12 @@ class TwilioFake:
             return _error(21999, "; ".join(problems), 400)
         flat = {name: values[0] for name, values in fields.items()}
         if refusal := self._refuse_to.get(flat["To"]) or (self._refuse_next and self._refuse_next.pop(0)):
+            await asyncio.sleep(self.latency)
             return _error(refusal[0], f"refused by the fake ({refusal[0]})", refusal[1])
-        return web.json_response(self._accept(flat), status=201)
+        accepted = self._accept(flat)
+        if self.latency:  # Twilio has it from here on, however long its answer takes
+            await asyncio.sleep(self.latency)
+        return web.json_response(accepted, status=201)
 
     def _accept(self, form: dict[str, str]) -> dict[str, Any]:
         sid = "SM" + secrets.token_hex(16)

@@ -128,20 +128,32 @@ class PermanentError(GatewayError):
 
 
 @dataclass
+class GatewayDisabledError(PermanentError):
+    """the provider refused the gateway itself (credentials, template, permissions):
+    stop using it and tell the operator"""
+
+
+@dataclass
 class ChannelUnavailableError(PermanentError):
     """This person cannot get it on this channel: not on Zalo, an app too old, Zalo's quota used up
     or outside its hours. Never retried here; a `zalo_then_sms` blast sends it by SMS instead."""
 
 
 @dataclass
-class OptedOutError(PermanentError):
-    """The person refused our messages at the provider (Twilio 21610): never retried, and recorded as an opt-out."""
+class NotSentError(TemporaryError):
+    """The gateway took nothing: no link to the provider (a bind refused, a link down). The message
+    goes back to the queue without spending an attempt: it stays queued, it does not fail."""
 
 
 @dataclass
-class GatewayDisabledError(PermanentError):
-    """The gateway itself cannot send (region not enabled, filtered by the carrier, wrong credentials):
-    it should stop and an operator be told; the message is not at fault."""
+class UnknownOutcomeError(GatewayError):
+    """Handed over, and no answer came (the link dropped first): the provider may have it. The
+    message becomes `unknown` and is never resent on its own; an operator decides."""
+
+
+@dataclass
+class OptedOutError(PermanentError):
+    """The person refused our messages at the provider (Twilio 21610): never retried, and recorded as an opt-out."""
 
 
 Outcome = SendResult | GatewayError

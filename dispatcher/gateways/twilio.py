@@ -31,6 +31,7 @@ from dispatcher.gateways.base import (
     GatewayDisabledError,
     GatewayError,
     InboundMessage,
+    NotSentError,
     OptedOutError,
     Outcome,
     OutgoingMessage,
@@ -39,6 +40,7 @@ from dispatcher.gateways.base import (
     SendResult,
     TemporaryError,
     ThrottledError,
+    UnknownOutcomeError,
 )
 
 log = structlog.get_logger(__name__)
@@ -126,10 +128,12 @@ class TwilioGateway:
                     created = await self._client.messages.create_async(**self._fields(message))
             except TwilioRestException as exc:
                 return self._refused(exc)
-            except (aiohttp.ClientConnectorError, aiohttp.ClientConnectionResetError) as exc:
-                return TemporaryError(f"cannot reach Twilio: {exc}", "connect")
+            except aiohttp.ClientConnectorError as exc:  # no connection was made: Twilio has nothing
+                return NotSentError(f"cannot reach Twilio: {exc}", "connect")
             except (aiohttp.ClientError, TimeoutError) as exc:
-                return TemporaryError(f"no answer from Twilio: {exc.__class__.__name__}", "timeout")
+                # The request may have reached Twilio, which has no idempotency key for messages:
+                # sending again could send twice.
+                return UnknownOutcomeError(f"no answer from Twilio: {exc.__class__.__name__}", "no-answer")
         return SendResult(created.sid, message.parts)
 
     def _fields(self, message: OutgoingMessage) -> dict[str, Any]:
