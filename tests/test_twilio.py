@@ -19,6 +19,7 @@ from dispatcher.errors import ConfigError
 from dispatcher.gateways import build
 from dispatcher.gateways.base import (
     GatewayDisabledError,
+    GatewayError,
     NotSentError,
     OptedOutError,
     OutgoingMessage,
@@ -152,6 +153,26 @@ def test_no_answer_in_time_leaves_the_outcome_unknown() -> None:
         time.sleep(0.6)
         assert isinstance(outcome, UnknownOutcomeError) and not outcome.retryable
         assert len(fake.messages) == 1  # it did reach Twilio: sending it again would send it twice
+
+
+def test_check_fetches_the_account_and_says_what_is_wrong(fake: TwilioFake) -> None:
+    """check() fetches the account without sending; a wrong token or no Twilio at all is said in Vietnamese."""
+
+    async def check(settings: TwilioSettings) -> str | Exception:
+        gateway = TwilioGateway(settings)
+        try:
+            return await gateway.check()
+        except GatewayError as error:
+            return error
+        finally:
+            await gateway.close()
+
+    assert asyncio.run(check(_settings(fake))).startswith(f"Tài khoản Twilio {ACCOUNT_SID} hoạt động")
+    wrong = asyncio.run(check(_settings(fake, auth_token=SecretStr("wrong"))))
+    assert isinstance(wrong, GatewayDisabledError) and "auth token" in str(wrong)
+    away = asyncio.run(check(_settings(fake, base_url="http://127.0.0.1:9")))
+    assert isinstance(away, NotSentError) and "Không kết nối được" in str(away)
+    assert fake.messages == []
 
 
 def test_messages_go_at_most_concurrency_at_once(now: datetime) -> None:

@@ -97,6 +97,26 @@ class TwilioGateway:
         self._open()
         return list(await asyncio.gather(*(self._send(message) for message in messages)))
 
+    async def check(self) -> str:
+        """That the account SID and token are right and the account active: the account fetched, no message sent."""
+        self._open()
+        assert self._client is not None
+        sid = self.settings.account_sid
+        try:
+            async with asyncio.timeout(self.settings.timeout_seconds):
+                account = await self._client.api.v2010.accounts(sid).fetch_async()
+        except TwilioRestException as exc:
+            raise _check_failed(exc) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise NotSentError(f"Không kết nối được tới Twilio tại {self.settings.base_url}.", "connect") from exc
+        if account.status != "active":
+            raise GatewayDisabledError(f"Tài khoản Twilio {sid} đang ở trạng thái '{account.status}'.", "account")
+        return f"Tài khoản Twilio {sid} hoạt động; gửi từ {self._sender()}."
+
+    def _sender(self) -> str:
+        s = self.settings
+        return f"Messaging Service {s.messaging_service_sid}" if s.messaging_service_sid else f"số {s.from_number}"
+
     def reports(self, now: datetime) -> list[DeliveryReport]:
         """None here: Twilio's reports come to the web face as status callbacks."""
         return []
@@ -156,6 +176,14 @@ class TwilioGateway:
         if isinstance(error, GatewayDisabledError):
             log.error("twilio.gateway_disabled", gateway=self.name, code=error.code, error=error.message)
         return error
+
+
+def _check_failed(exc: TwilioRestException) -> GatewayError:
+    """What `gateways check` tells the operator of Twilio's refusal, in Vietnamese."""
+    if exc.code == 20003 or exc.status == 401:
+        refused = "Twilio từ chối account_sid hoặc auth token (mã 20003): kiểm tra lại hai giá trị này."
+        return GatewayDisabledError(refused, "20003")
+    return classify(exc.code, exc.status, f"Twilio trả lời lỗi {exc.code or exc.status}: {exc.msg}")
 
 
 def classify(code: int | None, status: int, message: str) -> GatewayError:
