@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx2
 import pytest
 import structlog
 from fastapi.testclient import TestClient
@@ -148,6 +150,24 @@ def test_replayed_duplicated_and_late_callbacks_change_nothing(sent) -> None:
     assert _rows(engine)[sid] == ("delivered", None) and again == first
 
 
+def test_callbacks_arriving_together_are_all_stored_before_they_are_answered(sent) -> None:
+    """Every message's `delivered` posted at once: each answered 204, and every delivery delivered."""
+    engine, fake, settings, client = sent
+    app = client.app
+    forms = [fake.status_form(m["sid"], "delivered") for m in fake.messages]
+
+    async def post_all() -> list[int]:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url=PUBLIC) as http:
+            answers = await asyncio.gather(*(http.post("/hooks/twilio/status", data=form,
+                                                       headers={"X-Twilio-Signature": fake.sign(STATUS, form)})
+                                             for form in forms))  # fmt: skip
+        return [answer.status_code for answer in answers]
+
+    assert asyncio.run(post_all()) == [204] * len(forms)
+    assert {status for status, _ in _rows(engine).values()} == {"delivered"}
+
+
 def test_a_callback_for_an_id_we_never_sent_is_answered_not_crashed_on(sent) -> None:
     """A signed callback for a MessageSid no delivery has: 204, and no delivery changes."""
     engine, fake, _, client = sent
@@ -225,6 +245,26 @@ def test_canhbao_web_serves_callbacks_on_a_loopback_port(sent, tmp_path: Path) -
     assert health == 200 and status == 204
     assert _rows(engine)[sid] == ("delivered", None)
     assert web.returncode == 0 and "Đã dừng cổng web." in rest
+
+
+def test_canhbao_serve_serves_the_web_face_beside_the_worker(sent, tmp_path: Path) -> None:
+    """`canhbao serve --port 0` says where its web face listens, answers /healthz there, stops cleanly on SIGTERM."""
+    engine, fake, _, _ = sent
+    (tmp_path / "none.toml").write_text("", encoding="utf-8")
+    env = {**os.environ, **_environ(fake), "CANHBAO_CONFIG": str(tmp_path / "none.toml"),
+           "CANHBAO_DATABASE__URL": engine.url.render_as_string(hide_password=False)}  # fmt: skip
+    serve = subprocess.Popen([sys.executable, "-m", "dispatcher", "serve", "--port", "0"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        said = (re.search(r"http://127\.0\.0\.1:(\d+)", serve.stderr.readline()) for _ in range(50))
+        base = f"http://127.0.0.1:{next(found for found in said if found).group(1)}"
+        deadline = time.monotonic() + 20
+        while (health := _get(f"{base}/healthz")) != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.communicate(timeout=30)
+    assert health == 200 and serve.returncode == 0
 
 
 def _get(url: str) -> int | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -83,7 +83,7 @@ class MalformedRequest(ValueError):
 class TwilioGateway:
     """Sends SMS through one Twilio account, from a Messaging Service or a number of its own."""
 
-    def __init__(self, settings: TwilioSettings, clock: Any = None) -> None:
+    def __init__(self, settings: TwilioSettings, clock: Callable[[], datetime] | None = None) -> None:
         self.name = "twilio"
         self.settings = settings
         self.clock = clock or (lambda: datetime.now(UTC))
