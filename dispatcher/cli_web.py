@@ -8,25 +8,18 @@ import signal
 import socket
 import threading
 from collections.abc import Iterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
 
 from dispatcher.cli import Context, err
 from dispatcher.errors import UsageError
-from dispatcher.web import create_app
+
+if TYPE_CHECKING:
+    import uvicorn
 
 HostOption = Annotated[str, typer.Option("--host", help="Địa chỉ lắng nghe của cổng web.")]
 PortOption = Annotated[int, typer.Option("--port", help="Cổng TCP của cổng web (0: một cổng còn trống).")]
-
-
-class _Server(uvicorn.Server):
-    """uvicorn, leaving the signals to the command that runs it (it would re-raise Ctrl-C after stopping)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +37,22 @@ def web(ctx: typer.Context, host: HostOption = "127.0.0.1", port: PortOption = 8
 
 
 def server_for(c: Context, host: str, port: int) -> tuple[uvicorn.Server, socket.socket]:
-    """The web app's server and the socket it will listen on, bound now so that a port in use is said at once."""
+    """The web app's server and the socket it will listen on, bound now so that a port in use is said at once.
+
+    FastAPI and uvicorn are imported here, not with the module: every `canhbao` command loads the
+    CLI, and they would add half a second to each.
+    """
+    import uvicorn
+
+    from dispatcher.web import create_app
+
+    class Server(uvicorn.Server):
+        """uvicorn, leaving the signals to the command that runs it (it would re-raise Ctrl-C after stopping)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
     app = create_app(c.settings, c.engine)
     try:
         listening = socket.create_server((host, port), reuse_port=False)
@@ -52,7 +60,7 @@ def server_for(c: Context, host: str, port: int) -> tuple[uvicorn.Server, socket
         raise UsageError(f"Không mở được cổng web {host}:{port}: {exc.strerror or exc}.") from exc
     # log_config=None: our logging stays as configured (JSON lines, masked numbers); access lines are not kept.
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5)
-    return _Server(config), listening
+    return Server(config), listening
 
 
 def start_in_thread(server: uvicorn.Server, listening: socket.socket) -> threading.Thread:

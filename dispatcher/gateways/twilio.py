@@ -14,15 +14,12 @@ import asyncio
 import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import aiohttp
 import structlog
 from twilio.base.exceptions import TwilioRestException
-from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.request_validator import RequestValidator, get_signature_algorithm
-from twilio.rest import Client
 
 from dispatcher.config import TwilioSettings
 from dispatcher.errors import ConfigError
@@ -42,6 +39,10 @@ from dispatcher.gateways.base import (
     ThrottledError,
     UnknownOutcomeError,
 )
+
+if TYPE_CHECKING:
+    from twilio.http.async_http_client import AsyncTwilioHttpClient
+    from twilio.rest import Client
 
 log = structlog.get_logger(__name__)
 
@@ -107,7 +108,8 @@ class TwilioGateway:
                 account = await self._client.api.v2010.accounts(sid).fetch_async()
         except TwilioRestException as exc:
             raise _check_failed(exc) from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except Exception as exc:
+            self._failed(exc)  # raises again what is neither Twilio's nor the network's
             raise NotSentError(f"Không kết nối được tới Twilio tại {self.settings.base_url}.", "connect") from exc
         if account.status != "active":
             raise GatewayDisabledError(f"Tài khoản Twilio {sid} đang ở trạng thái '{account.status}'.", "account")
@@ -128,9 +130,16 @@ class TwilioGateway:
         self._http = self._client = self._slots = None
 
     def _open(self) -> None:
-        """The SDK client and its aiohttp session, made inside the loop that uses them."""
+        """The SDK client and its aiohttp session, made inside the loop that uses them.
+
+        The SDK and aiohttp are imported here, not with the module: every `canhbao` command builds
+        the gateway registry, and they would add half a second to each.
+        """
         if self._client is not None:
             return
+        from twilio.http.async_http_client import AsyncTwilioHttpClient
+        from twilio.rest import Client
+
         s = self.settings
         token = s.auth_token.get_secret_value() if s.auth_token else ""
         self._http = AsyncTwilioHttpClient(timeout=s.timeout_seconds)
@@ -146,15 +155,23 @@ class TwilioGateway:
                 # The SDK's async client passes no timeout to aiohttp (whose default is 5 minutes).
                 async with asyncio.timeout(self.settings.timeout_seconds):
                     created = await self._client.messages.create_async(**self._fields(message))
-            except TwilioRestException as exc:
-                return self._refused(exc)
-            except aiohttp.ClientConnectorError as exc:  # no connection was made: Twilio has nothing
-                return NotSentError(f"cannot reach Twilio: {exc}", "connect")
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                # The request may have reached Twilio, which has no idempotency key for messages:
-                # sending again could send twice.
-                return UnknownOutcomeError(f"no answer from Twilio: {exc.__class__.__name__}", "no-answer")
+            except Exception as exc:  # Twilio's and the network's become ours; anything else is raised again
+                return self._failed(exc)
         return SendResult(created.sid, message.parts)
+
+    def _failed(self, exc: Exception) -> GatewayError:
+        """A send's exception as our error; one that is neither Twilio's nor the network's is a bug: raised again."""
+        import aiohttp  # already loaded with the client (see _open)
+
+        if isinstance(exc, TwilioRestException):
+            return self._refused(exc)
+        if isinstance(exc, aiohttp.ClientConnectorError):  # no connection was made: Twilio has nothing
+            return NotSentError(f"cannot reach Twilio: {exc}", "connect")
+        if isinstance(exc, aiohttp.ClientError | TimeoutError):
+            # The request may have reached Twilio, which has no idempotency key for messages:
+            # sending it again could send it twice.
+            return UnknownOutcomeError(f"no answer from Twilio: {exc.__class__.__name__}", "no-answer")
+        raise exc
 
     def _fields(self, message: OutgoingMessage) -> dict[str, Any]:
         """The SDK's arguments for one message: the sender, the callback, how long it may wait at Twilio."""
