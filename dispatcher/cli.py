@@ -67,7 +67,7 @@ app.add_typer(blast_app, name="blast")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
-LONG_RUNNING = {"worker", "serve", "scheduler"}
+LONG_RUNNING = {"worker", "serve", "scheduler", "web"}
 JsonOption = Annotated[bool, typer.Option("--json", help="In một tài liệu JSON ra stdout.")]
 
 
@@ -629,6 +629,10 @@ register_schedules(app)
 from dispatcher.cli_gateways import register as register_gateways  # noqa: E402
 
 register_gateways(app)
+
+from dispatcher.cli_web import register as register_web  # noqa: E402
+
+register_web(app)
 adopt(app)  # every command, wherever it was registered: `--as` after it, Vietnamese usage errors and help
 vietnamese_help()
 

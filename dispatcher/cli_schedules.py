@@ -19,6 +19,7 @@ from dispatcher import schedules as campaigns
 from dispatcher.cli import Context, JsonOption, _emit, err, out
 from dispatcher.cli_blasts import build_worker, run_worker
 from dispatcher.cli_tables import Column, print_fitted
+from dispatcher.cli_web import HostOption, PortOption, server_for, start_in_thread, stop_thread
 from dispatcher.formats import moment, number
 
 schedules_app = typer.Typer(help="Chiến dịch định kỳ: nạp từ schedules/, duyệt, xem lịch chạy.", no_args_is_help=True)
@@ -149,19 +150,24 @@ def scheduler_command(ctx: typer.Context) -> None:
     err.print("Đã dừng bộ lập lịch.")
 
 
-def serve(ctx: typer.Context) -> None:
-    """Bộ lập lịch và một tiến trình gửi trong cùng một tiến trình (cài đặt gọn một máy). Ctrl-C dừng an toàn."""
+def serve(ctx: typer.Context, host: HostOption = "127.0.0.1", port: PortOption = 8080) -> None:
+    """Bộ lập lịch, tiến trình gửi và cổng web trong cùng một tiến trình (cài đặt gọn một máy). Ctrl-C dừng an toàn."""
     c: Context = ctx.obj
     c.may_create = True  # the first `serve` of a fresh installation starts its database
     service = _service(c)
     worker = build_worker(c)
+    server, listening = server_for(c, host, port)
     stop = threading.Event()
     thread = threading.Thread(target=service.serve, args=(stop,), name="scheduler", daemon=True)
     thread.start()
-    err.print(f"Cảnh Báo đang chạy: bộ lập lịch và tiến trình gửi {worker.worker_id} (Ctrl-C để dừng).")
+    # The web answers in a thread of its own: the worker's database work must not hold up a callback.
+    web = start_in_thread(server, listening)
+    err.print(f"Cảnh Báo đang chạy: bộ lập lịch, tiến trình gửi {worker.worker_id} và cổng web "
+              f"http://{host}:{listening.getsockname()[1]} (Ctrl-C để dừng).")  # fmt: skip
     try:
         asyncio.run(run_worker(worker, until_idle=False))
     finally:
+        stop_thread(server, web)
         stop.set()
         thread.join()
     err.print(f"Đã dừng ({number(worker.sent)} tin đã gửi).")

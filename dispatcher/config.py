@@ -231,6 +231,8 @@ class TwilioSettings(GatewayLimits):
     from_number: str = ""
     base_url: str = "https://api.twilio.com"
     public_url: str = Field("", description="the address Twilio reaches us at, for status callbacks")
+    timeout_seconds: Finite = Field(15, gt=0, description="how long one request to Twilio may take")
+    concurrency: int = Field(64, ge=1, le=10_000)
 
 
 class ZaloGatewaySettings(GatewayLimits):

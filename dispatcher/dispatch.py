@@ -34,6 +34,7 @@ from dispatcher.gateways.base import (
     Gateway,
     GatewayDisabledError,
     GatewayError,
+    OptedOutError,
     OutgoingMessage,
     SendResult,
     TemporaryError,
@@ -56,6 +57,7 @@ from dispatcher.models import (
 )
 from dispatcher.policy import open_channels
 from dispatcher.regions import RegionIndex
+from dispatcher.subscribers import set_opt_out
 
 log = structlog.get_logger(__name__)
 HOUSEKEEPING = timedelta(seconds=1)
@@ -549,8 +551,9 @@ class Worker:
             text_, measured = template.render(self.regions, row.province_code, row.commune_code)
             channel = _channel(row.channel, info.channel)
             message = OutgoingMessage(
-                row.id, row.msisdn, text_, measured.encoding, measured.parts, row.carrier, channel
-            )
+                row.id, row.msisdn, text_, measured.encoding, measured.parts, row.carrier, channel,
+                not_after=info.not_after,
+            )  # fmt: skip
             route = self._route(row.carrier, channel)
             by_sms = channel == "zalo" and info.channel == "zalo_then_sms"  # Zalo all out: it goes by SMS, not waits
             name = routing.pick(row, route, wait=not by_sms)
@@ -708,7 +711,14 @@ class Worker:
         attempts += routing.skipped if routing is not None else []
         if attempts:
             conn.execute(delivery_attempts.insert(), attempts)
+        self._record_refusals(conn, results, now)
         self.sent += sum(map(len, sent.values()))
+
+    def _record_refusals(self, conn: Any, results: Sequence[Result], now: datetime) -> None:
+        """People a gateway says refused our messages at the provider are opted out here too (Decree 91/2020)."""
+        for row, _, gateway, outcome in results:
+            if isinstance(outcome, OptedOutError):
+                set_opt_out(conn, row.msisdn, True, now, actor=f"gateway:{gateway}")
 
     def _await_receipts(self, conn: Any, results: Sequence[Result], now: datetime) -> None:
         """Zalo messages of `zalo_then_sms` blasts Zalo accepted go by SMS unless its receipt comes in time."""

@@ -18,6 +18,12 @@ blast to 1,000,000 subscribers dispatched by two `canhbao worker --until-idle` p
 together (target ≥ 30,000 messages/s for the pair), and the throttle with the two workers sharing
 one gateway limited to 500/s (the limit must hold for their sum).
 
+Twilio (SQLite): a blast through `canhbao worker --until-idle` and the Twilio gateway into the
+loopback Twilio (tests/twilio_fake.py, its own process) answering each request after 50 ms, 64
+requests at once (target ≥ 800 msg/s; ideal 1,280); then one signed status callback per message
+posted by 32 clients at once to `canhbao web` (its own process) on the same database: verified,
+applied and answered (target ≥ 2,000 callbacks/s, p99 < 50 ms).
+
 The machine is shared and its speed varies by up to 2× within an hour: the first and last lines
 time a fixed piece of work beside what it takes when the machine is quiet, so a slow figure can be
 told from a slow machine.
@@ -39,7 +45,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -364,6 +370,124 @@ def bench_pg_throttle(regions: RegionIndex, server: str, count: int = 60_000, ra
     )
 
 
+def _twilio_env(url: str, base_url: str, **extra: str) -> dict[str, str]:
+    """A worker's or web process's environment: the Twilio gateway behind every carrier, aimed at the fake."""
+    from tests.twilio_fake import ACCOUNT_SID, AUTH_TOKEN, SERVICE_SID
+
+    return {**os.environ, **NO_QUIET_HOURS, "CANHBAO_DATABASE__URL": url, "CANHBAO_ROUTES": '{"default": ["twilio"]}',
+            "CANHBAO_LOGGING__LEVEL": "warning", "CANHBAO_DISPATCH__REPORT_WAIT_SECONDS": "0",
+            "CANHBAO_DISPATCH__BATCH_SIZE": "2000", "CANHBAO_GATEWAYS__TWILIO__ACCOUNT_SID": ACCOUNT_SID,
+            "CANHBAO_GATEWAYS__TWILIO__AUTH_TOKEN": AUTH_TOKEN, "CANHBAO_GATEWAYS__TWILIO__BASE_URL": base_url,
+            "CANHBAO_GATEWAYS__TWILIO__MESSAGING_SERVICE_SID": SERVICE_SID,
+            "CANHBAO_GATEWAYS__TWILIO__CONCURRENCY": "64", "CANHBAO_GATEWAYS__TWILIO__PUBLIC_URL": TWILIO_PUBLIC,
+            **extra}  # fmt: skip
+
+
+TWILIO_PUBLIC = "https://canhbao.example.vn"
+
+
+@contextlib.contextmanager
+def _serving(args: list[str], env: dict[str, str], pattern: str) -> Iterator[tuple[str, int]]:
+    """Run `python ARGS` until the block ends; yields the first http://… it prints (stdout or stderr) and its pid."""
+    import re
+
+    child = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)  # fmt: skip
+    try:
+        for line in child.stdout:
+            if found := re.search(pattern, line):
+                break
+        yield found.group(0), child.pid
+    finally:
+        child.terminate()
+        child.wait(20)
+
+
+def bench_twilio(regions: RegionIndex, count: int = 20_000) -> None:
+    """Messages per second through the Twilio gateway (50 ms a request, 64 at once), then callbacks per second."""
+    with tempfile.TemporaryDirectory(prefix="canhbao-bench-") as tmp:
+        url, settings = _world(Path(tmp), regions, count)
+        fake_args = ["-m", "tests.twilio_fake", "--latency-ms", "50"]
+        with _serving(fake_args, dict(os.environ), r"http://127\.0\.0\.1:\d+") as (base_url, _):
+            blast_id, _, recipients = _scheduled_blast(url, settings, regions)
+            seconds, peak = _run_twilio_worker(url, base_url)
+            span = _send_span(url, blast_id)
+        print(f"twilio: {recipients:,} messages, 50 ms a request, 64 at once: {recipients / span:,.0f} msg/s "
+              f"sending ({seconds:.1f} s with start-up), worker peak RSS {peak} MiB "
+              "(target ≥ 800 msg/s; ideal 1,280)")  # fmt: skip
+        web_args = ["-m", "dispatcher", "web", "--port", "0"]
+        with _serving(web_args, _twilio_env(url, "http://127.0.0.1:9"), r"http://127\.0\.0\.1:\d+") as (web, pid):
+            cpu = _cpu_seconds(pid)
+            rate, p50, p99, answers = asyncio.run(_callbacks(url, f"{web}/hooks/twilio/status"))
+            cpu = (_cpu_seconds(pid) - cpu) / sum(answers.values())
+        delivered = _delivered(url, blast_id)
+    print(f"status callbacks (SQLite, 32 at once, the poster on the same cores): {rate:,.0f}/s verified and applied, "
+          f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; web process CPU {cpu * 1000:.2f} ms a callback (one core: "
+          f"{1 / cpu:,.0f}/s); answers {answers}, {delivered:,} delivered (target ≥ 2,000/s, p99 < 50 ms)")  # fmt: skip
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds process `pid` has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _run_twilio_worker(url: str, base_url: str) -> tuple[float, int]:
+    _, seconds, peak = _measured(["-m", "dispatcher", "worker", "--until-idle"], _twilio_env(url, base_url))
+    return seconds, peak
+
+
+async def _callbacks(url: str, target: str, clients: int = 32) -> tuple[float, float, float, dict[int, int]]:
+    """(callbacks/s, p50 ms, p99 ms, answers by HTTP status) of a signed `delivered` per message sent, to `target`."""
+    import aiohttp
+    from twilio.request_validator import RequestValidator
+
+    from tests.twilio_fake import ACCOUNT_SID, AUTH_TOKEN, SERVICE_SID
+
+    engine = db.make_engine(DatabaseSettings(url=url))
+    with engine.connect() as conn:
+        sent = conn.execute(select(deliveries.c.provider_id, deliveries.c.msisdn).where(deliveries.c.status == "sent"))
+        sent = sent.all()
+    engine.dispose()
+    validator, public = RequestValidator(AUTH_TOKEN), f"{TWILIO_PUBLIC}/hooks/twilio/status"
+    forms = [{"MessageSid": sid, "SmsSid": sid, "MessageStatus": "delivered", "SmsStatus": "delivered",
+              "AccountSid": ACCOUNT_SID, "MessagingServiceSid": SERVICE_SID, "To": msisdn, "From": "CanhBao",
+              "ApiVersion": "2010-04-01"} for sid, msisdn in sent]  # fmt: skip
+    signed = [(form, validator.compute_signature(public, form)) for form in forms]  # before the clock starts
+    latencies: list[float] = []
+    answers: dict[int, int] = {}
+    work = iter(signed)
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        for form, signature in work:
+            started = time.perf_counter()
+            async with session.post(target, data=form, headers={"X-Twilio-Signature": signature}) as response:
+                await response.read()
+            latencies.append(time.perf_counter() - started)
+            answers[response.status] = answers.get(response.status, 0) + 1
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+        seconds = time.perf_counter() - started
+    latencies.sort()
+    return (
+        len(signed) / seconds,
+        latencies[len(latencies) // 2] * 1000,
+        latencies[int(len(latencies) * 0.99)] * 1000,
+        answers,
+    )
+
+
+def _delivered(url: str, blast_id: int) -> int:
+    engine = db.make_engine(DatabaseSettings(url=url))
+    with engine.connect() as conn:
+        where = (deliveries.c.blast_id == blast_id, deliveries.c.status == "delivered")
+        found = conn.execute(select(func.count()).where(*where)).scalar_one()
+    engine.dispose()
+    return found
+
+
 def bench_phones() -> None:
     """Numbers normalised per second with the per-prefix cache."""
     rng = random.Random(5)
@@ -392,6 +516,7 @@ SECTIONS: dict[str, Callable[[RegionIndex], None]] = {
     "blasts": bench_blasts,
     "throttle": bench_throttle,
     "failover": bench_failover,
+    "twilio": bench_twilio,
     "pg-blasts": _on_postgres(bench_pg_blasts),
     "pg-throttle": _on_postgres(bench_pg_throttle),
 }

@@ -79,8 +79,8 @@ def test_serve_sends_a_timed_blast_and_stops_cleanly_on_sigterm(engine: Engine, 
            "CANHBAO_DATABASE__URL": engine.url.render_as_string(hide_password=False),
            "CANHBAO_ROUTES": '{"default": ["simulator"]}', "CANHBAO_GATEWAYS__SIMULATOR__REPORTS": "false",
            "CANHBAO_POLICY__QUIET_HOURS": '{"sms": ""}', "CANHBAO_SCHEDULER__RECONCILE_SECONDS": "0.3"}  # fmt: skip
-    serve = subprocess.Popen([sys.executable, "-m", "dispatcher", "serve"], env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    serve = subprocess.Popen([sys.executable, "-m", "dispatcher", "serve", "--port", "0"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and _statuses(engine, blast_id).count("sent") < 100:
         time.sleep(0.1)

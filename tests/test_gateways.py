@@ -77,9 +77,10 @@ def tear(path: Path, line: str) -> None:
 # -- the registry -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", GATEWAYS)
+# The real gateways need a section with their credentials: their own tests build them (tests/test_twilio.py).
+@pytest.mark.parametrize("name", [name for name in GATEWAYS if name in ("file", "simulator", "fake")])
 def test_registry_builds_every_known_gateway(name: str) -> None:
-    """Every registered name builds a gateway of that name from the default settings."""
+    """Every gateway that needs no credentials builds, with its name, from the default settings."""
     gateway = build(name, GatewaysSettings())
     assert isinstance(gateway, Gateway)
     assert gateway.name == name

@@ -14,8 +14,11 @@ from dispatcher.gateways.base import Gateway
 from dispatcher.gateways.fake import FakeGateway
 from dispatcher.gateways.file import FileGateway
 from dispatcher.gateways.simulator import SimulatorGateway
+from dispatcher.gateways.twilio import TwilioGateway
 
-GATEWAYS: dict[str, type[Gateway]] = {"file": FileGateway, "simulator": SimulatorGateway, "fake": FakeGateway}
+GATEWAYS: dict[str, type[Gateway]] = {
+    "file": FileGateway, "simulator": SimulatorGateway, "twilio": TwilioGateway, "fake": FakeGateway,
+}  # fmt: skip
 
 
 def build(name: str, settings: GatewaysSettings) -> Gateway:

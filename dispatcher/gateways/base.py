@@ -41,6 +41,7 @@ class OutgoingMessage(NamedTuple):
     carrier: str
     channel: str = "sms"
     template: dict[str, Any] | None = None
+    not_after: datetime | None = None  # the blast's: a gateway that can tell its provider lets the message die then
 
 
 class SendResult(NamedTuple):
@@ -136,6 +137,23 @@ class GatewayDisabledError(PermanentError):
 class ChannelUnavailableError(PermanentError):
     """This person cannot get it on this channel: not on Zalo, an app too old, Zalo's quota used up
     or outside its hours. Never retried here; a `zalo_then_sms` blast sends it by SMS instead."""
+
+
+@dataclass
+class NotSentError(TemporaryError):
+    """The gateway took nothing: no link to the provider (a bind refused, a link down). The message
+    goes back to the queue without spending an attempt: it stays queued, it does not fail."""
+
+
+@dataclass
+class UnknownOutcomeError(GatewayError):
+    """Handed over, and no answer came (the link dropped first): the provider may have it. The
+    message becomes `unknown` and is never resent on its own; an operator decides."""
+
+
+@dataclass
+class OptedOutError(PermanentError):
+    """The person refused our messages at the provider (Twilio 21610): never retried, and recorded as an opt-out."""
 
 
 Outcome = SendResult | GatewayError

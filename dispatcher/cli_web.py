@@ -1,0 +1,87 @@
+"""`canhbao web`: the web face alone (any number of them at scale); `canhbao serve` runs it beside the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from dispatcher.cli import Context, err
+from dispatcher.errors import UsageError
+
+if TYPE_CHECKING:
+    import uvicorn
+
+HostOption = Annotated[str, typer.Option("--host", help="Địa chỉ lắng nghe của cổng web.")]
+PortOption = Annotated[int, typer.Option("--port", help="Cổng TCP của cổng web (0: một cổng còn trống).")]
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the command to the application."""
+    app.command("web")(web)
+
+
+def web(ctx: typer.Context, host: HostOption = "127.0.0.1", port: PortOption = 8080) -> None:
+    """Cổng web: nhận báo cáo trạng thái và tin nhắn đến từ các nhà cung cấp (Twilio…), /healthz. Ctrl-C dừng."""
+    c: Context = ctx.obj
+    server, listening = server_for(c, host, port)
+    err.print(f"Cổng web đang nghe tại http://{_shown(host)}:{listening.getsockname()[1]} (Ctrl-C để dừng).")
+    asyncio.run(_serve_until_signal(server, listening), loop_factory=server.config.get_loop_factory())
+    err.print("Đã dừng cổng web.")
+
+
+def server_for(c: Context, host: str, port: int) -> tuple[uvicorn.Server, socket.socket]:
+    """The web app's server and the socket it will listen on, bound now so that a port in use is said at once.
+
+    FastAPI and uvicorn are imported here, not with the module: every `canhbao` command loads the
+    CLI, and they would add half a second to each.
+    """
+    import uvicorn
+
+    from dispatcher.web import create_app
+
+    class Server(uvicorn.Server):
+        """uvicorn, leaving the signals to the command that runs it (it would re-raise Ctrl-C after stopping)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    app = create_app(c.settings, c.engine)
+    try:
+        listening = socket.create_server((host, port), reuse_port=False)
+    except OSError as exc:
+        raise UsageError(f"Không mở được cổng web {host}:{port}: {exc.strerror or exc}.") from exc
+    # log_config=None: our logging stays as configured (JSON lines, masked numbers); access lines are not kept.
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+    return Server(config), listening
+
+
+def start_in_thread(server: uvicorn.Server, listening: socket.socket) -> threading.Thread:
+    """Serve in a thread of its own (beside the worker's loop); stop it with `stop_thread`."""
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, name="web", daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_thread(server: uvicorn.Server, thread: threading.Thread) -> None:
+    """Let requests in progress finish, then stop serving."""
+    server.should_exit = True
+    thread.join(10)
+
+
+async def _serve_until_signal(server: uvicorn.Server, listening: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, lambda: setattr(server, "should_exit", True))
+    await server.serve(sockets=[listening])
+
+
+def _shown(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

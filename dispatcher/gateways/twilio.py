@@ -1,0 +1,304 @@
+"""Twilio's Messaging API, through the official SDK's async client, and Twilio's webhooks.
+
+One message is one `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` (form fields as in
+Twilio's published API description), at most `concurrency` at once over one shared aiohttp
+session. Twilio tells us what became of a message in signed status callbacks to
+`{public_url}/hooks/twilio/status`; this module verifies and reads them (and the inbound
+messages people send our number), the web face only routes them here. Twilio's error codes,
+at send time or in a callback, mean one thing each: `ERRORS` below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import math
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import structlog
+from twilio.base.exceptions import TwilioRestException
+from twilio.request_validator import HMAC_SHA1, HMAC_SHA256, RequestValidator, get_signature_algorithm
+
+from dispatcher.config import TwilioSettings
+from dispatcher.errors import ConfigError
+from dispatcher.gateways.base import (
+    DeliveryReport,
+    GatewayDisabledError,
+    GatewayError,
+    InboundMessage,
+    NotSentError,
+    OptedOutError,
+    Outcome,
+    OutgoingMessage,
+    PermanentError,
+    ReportStatus,
+    SendResult,
+    TemporaryError,
+    ThrottledError,
+    UnknownOutcomeError,
+)
+
+if TYPE_CHECKING:
+    from twilio.http.async_http_client import AsyncTwilioHttpClient
+    from twilio.rest import Client
+
+log = structlog.get_logger(__name__)
+
+STATUS_PATH = "/hooks/twilio/status"
+INBOUND_PATH = "/hooks/twilio/inbound"
+VALIDITY_RANGE = (1, 36_000)  # seconds Twilio accepts as ValidityPeriod
+
+# Twilio's error codes, from an API answer or a status callback's ErrorCode: what each means for us.
+ERRORS: dict[int, type[GatewayError]] = {
+    21211: PermanentError,  # invalid 'To' number
+    21614: PermanentError,  # 'To' is not a mobile number
+    21635: PermanentError,  # 'To' is a landline
+    30005: PermanentError,  # unknown destination handset
+    30006: PermanentError,  # landline or unreachable carrier
+    21610: OptedOutError,  # the person replied STOP to our sender: Twilio refuses to send them more
+    21408: GatewayDisabledError,  # the account may not send to this region (Geo Permissions: enable Vietnam)
+    30007: GatewayDisabledError,  # the carrier filters our messages
+    20003: GatewayDisabledError,  # the account SID or auth token is wrong
+    30001: TemporaryError,  # Twilio's queue overflowed
+    30003: TemporaryError,  # the handset is unreachable (off, out of coverage)
+    30008: TemporaryError,  # unknown error
+}
+# What Twilio says of a message in a callback, as the report it is (absent: not final yet, nothing to record).
+FINAL_STATUSES = {"delivered": ReportStatus.DELIVERED, "read": ReportStatus.DELIVERED,
+                  "undelivered": ReportStatus.FAILED, "failed": ReportStatus.FAILED,
+                  "canceled": ReportStatus.FAILED}  # fmt: skip
+KNOWN_STATUSES = frozenset({*FINAL_STATUSES, "queued", "sending", "sent", "accepted", "scheduled",
+                            "receiving", "received", "partially_delivered"})  # fmt: skip
+
+
+class ForgedRequest(Exception):
+    """A webhook request whose X-Twilio-Signature does not prove it came from Twilio."""
+
+
+class MalformedRequest(ValueError):
+    """A signed webhook request that does not say what Twilio's webhooks say."""
+
+
+class TwilioGateway:
+    """Sends SMS through one Twilio account, from a Messaging Service or a number of its own."""
+
+    def __init__(self, settings: TwilioSettings, clock: Callable[[], datetime] | None = None) -> None:
+        self.name = "twilio"
+        self.settings = settings
+        self.clock = clock or (lambda: datetime.now(UTC))
+        _check(settings)
+        self._client: Client | None = None
+        self._http: AsyncTwilioHttpClient | None = None
+        self._slots: asyncio.Semaphore | None = None
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[Outcome]:
+        """Send `messages`, `concurrency` at a time; one outcome each, in order."""
+        self._open()
+        return list(await asyncio.gather(*(self._send(message) for message in messages)))
+
+    async def check(self) -> str:
+        """That the account SID and token are right and the account active: the account fetched, no message sent."""
+        self._open()
+        assert self._client is not None
+        sid = self.settings.account_sid
+        try:
+            async with asyncio.timeout(self.settings.timeout_seconds):
+                account = await self._client.api.v2010.accounts(sid).fetch_async()
+        except TwilioRestException as exc:
+            raise _check_failed(exc) from exc
+        except Exception as exc:
+            self._failed(exc)  # raises again what is neither Twilio's nor the network's
+            raise NotSentError(f"Không kết nối được tới Twilio tại {self.settings.base_url}.", "connect") from exc
+        if account.status != "active":
+            raise GatewayDisabledError(f"Tài khoản Twilio {sid} đang ở trạng thái '{account.status}'.", "account")
+        return f"Tài khoản Twilio {sid} hoạt động; gửi từ {self._sender()}."
+
+    def _sender(self) -> str:
+        s = self.settings
+        return f"Messaging Service {s.messaging_service_sid}" if s.messaging_service_sid else f"số {s.from_number}"
+
+    def reports(self, now: datetime) -> list[DeliveryReport]:
+        """None here: Twilio's reports come to the web face as status callbacks."""
+        return []
+
+    async def close(self) -> None:
+        """Close the shared HTTP session (it was opened inside the running loop, by the first send)."""
+        if self._http is not None:
+            await self._http.close()
+        self._http = self._client = self._slots = None
+
+    def _open(self) -> None:
+        """The SDK client and its aiohttp session, made inside the loop that uses them.
+
+        The SDK and aiohttp are imported here, not with the module: every `canhbao` command builds
+        the gateway registry, and they would add half a second to each.
+        """
+        if self._client is not None:
+            return
+        from twilio.http.async_http_client import AsyncTwilioHttpClient
+        from twilio.rest import Client
+
+        s = self.settings
+        token = s.auth_token.get_secret_value() if s.auth_token else ""
+        self._http = AsyncTwilioHttpClient(timeout=s.timeout_seconds)
+        # environment={}: TWILIO_* variables must not redirect a gateway configured here.
+        self._client = Client(s.account_sid, token, s.account_sid, http_client=self._http, environment={})
+        self._client.api.base_url = s.base_url.rstrip("/")
+        self._slots = asyncio.Semaphore(s.concurrency)
+
+    async def _send(self, message: OutgoingMessage) -> Outcome:
+        assert self._client is not None and self._slots is not None
+        async with self._slots:
+            try:
+                # The SDK's async client passes no timeout to aiohttp (whose default is 5 minutes).
+                async with asyncio.timeout(self.settings.timeout_seconds):
+                    created = await self._client.messages.create_async(**self._fields(message))
+            except Exception as exc:  # Twilio's and the network's become ours; anything else is raised again
+                return self._failed(exc)
+        return SendResult(created.sid, message.parts)
+
+    def _failed(self, exc: Exception) -> GatewayError:
+        """A send's exception as our error; one that is neither Twilio's nor the network's is a bug: raised again."""
+        import aiohttp  # already loaded with the client (see _open)
+
+        if isinstance(exc, TwilioRestException):
+            return self._refused(exc)
+        if isinstance(exc, aiohttp.ClientConnectorError):  # no connection was made: Twilio has nothing
+            return NotSentError(f"cannot reach Twilio: {exc}", "connect")
+        if isinstance(exc, aiohttp.ClientError | TimeoutError):
+            # The request may have reached Twilio, which has no idempotency key for messages:
+            # sending it again could send it twice.
+            return UnknownOutcomeError(f"no answer from Twilio: {exc.__class__.__name__}", "no-answer")
+        raise exc
+
+    def _fields(self, message: OutgoingMessage) -> dict[str, Any]:
+        """The SDK's arguments for one message: the sender, the callback, how long it may wait at Twilio."""
+        s = self.settings
+        fields: dict[str, Any] = {"to": message.msisdn, "body": message.text}
+        if s.messaging_service_sid:
+            fields["messaging_service_sid"] = s.messaging_service_sid
+        else:
+            fields["from_"] = s.from_number
+        if s.public_url:
+            fields["status_callback"] = s.public_url.rstrip("/") + STATUS_PATH
+        if message.not_after is not None:
+            fields["validity_period"] = validity(message.not_after, self.clock())
+        return fields
+
+    def _refused(self, exc: TwilioRestException) -> GatewayError:
+        """Twilio's answer as our error: its code decides, else its HTTP status."""
+        error = classify(exc.code, exc.status, exc.msg or "")
+        if isinstance(error, GatewayDisabledError):
+            log.error("twilio.gateway_disabled", gateway=self.name, code=error.code, error=error.message)
+        return error
+
+
+def _check_failed(exc: TwilioRestException) -> GatewayError:
+    """What `gateways check` tells the operator of Twilio's refusal, in Vietnamese."""
+    if exc.code == 20003 or exc.status == 401:
+        refused = "Twilio từ chối account_sid hoặc auth token (mã 20003): kiểm tra lại hai giá trị này."
+        return GatewayDisabledError(refused, "20003")
+    return classify(exc.code, exc.status, f"Twilio trả lời lỗi {exc.code or exc.status}: {exc.msg}")
+
+
+def classify(code: int | None, status: int, message: str) -> GatewayError:
+    """An error Twilio answered, as ours: by `ERRORS`, else 429 throttles, 5xx retries, any other 4xx is final."""
+    text = str(code or status)
+    if code in ERRORS:
+        return ERRORS[code](message, text)
+    if status == 429:
+        return ThrottledError(message, text)
+    if status >= 500:
+        return TemporaryError(message, text)
+    return PermanentError(message, text)
+
+
+def validity(not_after: datetime, now: datetime) -> int:
+    """ValidityPeriod: the seconds left until the blast's not_after, within Twilio's 1–36,000."""
+    seconds = math.ceil((not_after - now).total_seconds())
+    return max(VALIDITY_RANGE[0], min(VALIDITY_RANGE[1], seconds))
+
+
+def _check(s: TwilioSettings) -> None:
+    """Refuse a section that cannot send, before any message is claimed for it."""
+    problems = []
+    if not s.account_sid:
+        problems.append("thiếu account_sid")
+    if not s.auth_token:
+        problems.append("thiếu biến môi trường CANHBAO_GATEWAYS__<TÊN>__AUTH_TOKEN")
+    if not (s.messaging_service_sid or s.from_number):
+        problems.append("cần messaging_service_sid hoặc from_number")
+    if problems:
+        raise ConfigError(f"Cổng Twilio: {'; '.join(problems)}.")
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+
+def section_for(sections: Sequence[tuple[str, TwilioSettings]], form: Mapping[str, str]) -> tuple[str, TwilioSettings]:
+    """The gateway a webhook is for, by the account that sent it (and our sender, when one account serves several)."""
+    ours = [(name, s) for name, s in sections if s.account_sid and s.account_sid == form.get("AccountSid")]
+    if not ours:
+        raise ForgedRequest("no Twilio gateway has this AccountSid")
+    senders = {form.get("MessagingServiceSid"), form.get("From"), form.get("To")}
+    return next(((n, s) for n, s in ours if {s.messaging_service_sid, s.from_number} & senders), ours[0])
+
+
+def verify(
+    settings: TwilioSettings, path: str, query: str, form: Mapping[str, str], headers: Mapping[str, str]
+) -> None:
+    """Raise ForgedRequest unless X-Twilio-Signature signs this form at our public URL (what Twilio requested)."""
+    signature = headers.get("x-twilio-signature")
+    if not signature or settings.auth_token is None or not settings.public_url:
+        raise ForgedRequest("unsigned request" if not signature else "no public_url or auth token to check against")
+    url = settings.public_url.rstrip("/") + path + (f"?{query}" if query else "")
+    algorithm = get_signature_algorithm(headers.get("x-twilio-webhooks-signature-settings"))
+    validator = RequestValidator(settings.auth_token.get_secret_value())
+    # Twilio signs the URL as we gave it: checked first, alone. `validate` tries it with and
+    # without a port, two signatures each time, on the path every delivery report takes.
+    if algorithm.upper() in (HMAC_SHA1, HMAC_SHA256):
+        expected = validator.compute_signature(url, form, algorithm)
+        if hmac.compare_digest(expected.encode(), signature.encode()):
+            return
+    if not validator.validate(url, dict(form), signature, algorithm):
+        raise ForgedRequest("signature does not match")
+
+
+def status_report(form: Mapping[str, str], gateway: str, now: datetime, raw: str = "") -> DeliveryReport | None:
+    """The delivery report a status callback carries (None while the message is not final yet); `raw`: its body."""
+    sid, status = form.get("MessageSid") or form.get("SmsSid"), form.get("MessageStatus") or form.get("SmsStatus")
+    if not sid or status not in KNOWN_STATUSES:
+        raise MalformedRequest(f"needs MessageSid and a known MessageStatus, got {status!r}")
+    if status not in FINAL_STATUSES:
+        return None
+    code = form.get("ErrorCode") or None
+    outcome = FINAL_STATUSES[status]
+    if outcome is ReportStatus.FAILED and issubclass(_meaning(code), PermanentError):
+        outcome = ReportStatus.UNDELIVERABLE  # it can never arrive: no use waiting for another try
+    return DeliveryReport(sid, outcome, now, code, gateway, raw or urlencode(sorted(form.items())))
+
+
+def opted_out(form: Mapping[str, str]) -> str | None:
+    """The number of the person a status callback says refused our messages at Twilio (21610), if any."""
+    return form.get("To") if form.get("ErrorCode") == "21610" else None
+
+
+def disabled(form: Mapping[str, str]) -> bool:
+    """Whether a status callback's ErrorCode says this gateway should stop (and an operator be told)."""
+    return _meaning(form.get("ErrorCode")) is GatewayDisabledError
+
+
+def _meaning(code: str | None) -> type[GatewayError]:
+    """What a callback's ErrorCode means (an unknown one: a failure that may pass)."""
+    return ERRORS.get(int(code), TemporaryError) if code and code.isdigit() else TemporaryError
+
+
+def inbound_message(form: Mapping[str, str], gateway: str, now: datetime, raw: str = "") -> InboundMessage:
+    """What a person sent our number, from Twilio's incoming-message webhook; `raw`: its body."""
+    if not form.get("From") or "Body" not in form:
+        raise MalformedRequest("an incoming message needs From and Body")
+    return InboundMessage(form["From"], form["Body"], now, gateway, form.get("MessageSid"),
+                          raw or urlencode(sorted(form.items())))  # fmt: skip

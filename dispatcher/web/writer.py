@@ -1,0 +1,70 @@
+"""What webhooks report, written in small transactions: a request is answered once its report is committed.
+
+Every report that arrives while one transaction commits goes into the next one (group commit):
+on SQLite one commit per callback would cap the rate at what the disk syncs, and many threads
+writing at once only wait on each other's lock. A report is never acknowledged before it is
+stored, so a crash loses nothing the provider will not send again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from dispatcher import queue
+from dispatcher.gateways.base import DeliveryReport
+from dispatcher.subscribers import set_opt_out
+
+Item = tuple[DeliveryReport | None, str | None, str, asyncio.Future[None]]
+
+
+class ReportWriter:
+    """Applies delivery reports and refusals (opt-outs a provider told us of), many per transaction."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._waiting: list[Item] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def apply(self, report: DeliveryReport | None, refusal: str | None, gateway: str) -> None:
+        """Store `report` (and opt `refusal`, a number, out), returning once committed; raises if it could not be."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((report, refusal, gateway, future))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    await asyncio.to_thread(self._write, batch)
+                except Exception as exc:  # the whole transaction is rolled back: every request of it says so
+                    _settle(batch, exc)
+                else:
+                    _settle(batch, None)
+        finally:
+            self._flushing = None
+
+    def _write(self, batch: list[Item]) -> None:
+        now = self.clock()
+        with self.engine.begin() as conn:
+            queue.apply_reports(conn, [report for report, _, _, _ in batch if report is not None])
+            for _, refusal, gateway, _ in batch:
+                if refusal:
+                    set_opt_out(conn, refusal, True, now, actor=f"gateway:{gateway}")
+
+
+def _settle(batch: list[Item], error: Exception | None) -> None:
+    for *_, future in batch:
+        if future.done():  # its request went away (the client hung up): nothing to tell
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)

@@ -1,0 +1,294 @@
+"""The web face: /healthz, and Twilio's signed status callbacks and incoming messages, forged or true."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx2
+import pytest
+import structlog
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
+
+from dispatcher import blasts
+from dispatcher.config import Settings, load_settings
+from dispatcher.dispatch import Worker
+from dispatcher.gateways import build
+from dispatcher.models import audit_log, deliveries, inbox, subscribers
+from dispatcher.segments import SegmentSpec, resolve
+from dispatcher.subscribers import find_subscriber, held_refusal
+from dispatcher.web import create_app
+from tests.clock import Clock
+from tests.twilio_fake import ACCOUNT_SID, AUTH_TOKEN, SERVICE_SID, TwilioFake
+from tests.world import catalogue, people
+
+PUBLIC = "https://canhbao.example.vn"
+STATUS, INBOUND = f"{PUBLIC}/hooks/twilio/status", f"{PUBLIC}/hooks/twilio/inbound"
+
+
+def _environ(fake: TwilioFake) -> dict[str, str]:
+    return {"CANHBAO_ROUTES": '{"default": ["twilio"]}', "CANHBAO_DISPATCH__REPORT_WAIT_SECONDS": "0",
+            "CANHBAO_GATEWAYS__TWILIO__ACCOUNT_SID": ACCOUNT_SID, "CANHBAO_GATEWAYS__TWILIO__AUTH_TOKEN": AUTH_TOKEN,
+            "CANHBAO_GATEWAYS__TWILIO__MESSAGING_SERVICE_SID": SERVICE_SID,
+            "CANHBAO_GATEWAYS__TWILIO__BASE_URL": fake.base_url,
+            "CANHBAO_GATEWAYS__TWILIO__PUBLIC_URL": PUBLIC}  # fmt: skip
+
+
+def send_blast(engine: Engine, regions: Any, settings: Settings, now: datetime) -> None:
+    """An approved blast to everyone imported, sent through the Twilio gateway by a worker until idle."""
+    segment = resolve(SegmentSpec(provinces=("Đà Nẵng",)), regions)
+    with engine.begin() as conn:
+        request = blasts.BlastRequest("gia-danh-cong-an-goi-video", segment, not_after=now + timedelta(hours=2))
+        blast_id, _ = blasts.create(conn, request, "liaison", settings, regions, now)
+        blasts.approve(conn, blast_id, "chief", now)
+    worker = Worker(engine, {"twilio": build("twilio", settings.gateways)}, settings, regions, Clock(now), "w1")
+
+    async def run() -> None:
+        try:
+            await worker.run(until_idle=True)
+        finally:
+            await worker.gateways["twilio"].close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture
+def sent(engine: Engine, regions, now, tmp_path) -> Iterator[tuple[Engine, TwilioFake, Settings, TestClient]]:
+    """Five people sent a blast through a loopback Twilio; the web app over the same database."""
+    people(engine, regions, now, tmp_path, 5, seed=4)
+    catalogue(engine, now, ["gia-danh-cong-an-goi-video"])
+    with TwilioFake() as fake:
+        settings = load_settings(None, _environ(fake))
+        send_blast(engine, regions, settings, now)
+        with TestClient(create_app(settings, engine, lambda: now + timedelta(minutes=1))) as client:
+            yield engine, fake, settings, client
+
+
+def _post(client: TestClient, fake: TwilioFake, form: dict[str, str], signature: str | None = "sign",
+          url: str = STATUS) -> Any:  # fmt: skip
+    """POST `form` as Twilio would to `url`, signed over that public URL (or with `signature` as given, None: none)."""
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if signature is not None:
+        headers["X-Twilio-Signature"] = fake.sign(url, form) if signature == "sign" else signature
+    return client.post(url.removeprefix(PUBLIC), content=urlencode(form), headers=headers)
+
+
+def _rows(engine: Engine) -> dict[str, tuple[str, str | None]]:
+    """provider id → (status, error code) of every delivery."""
+    with engine.connect() as conn:
+        found = conn.execute(select(deliveries.c.provider_id, deliveries.c.status, deliveries.c.error_code))
+        return {pid: (status, code) for pid, status, code in found}
+
+
+def test_healthz_answers_when_the_database_does(sqlite_engine: Engine) -> None:
+    """GET /healthz is 200 with status ok."""
+    with TestClient(create_app(load_settings(None, {}), sqlite_engine)) as client:
+        response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_a_signed_callback_moves_the_message_on(sent) -> None:
+    """`delivered` signed by Twilio over the public URL: 204 and the delivery is delivered."""
+    engine, fake, _, client = sent
+    sid = fake.messages[0]["sid"]
+    assert _post(client, fake, fake.status_form(sid, "delivered")).status_code == 204
+    assert _rows(engine)[sid] == ("delivered", None)
+
+
+def test_failures_in_callbacks_are_read_by_twilios_error_code(sent) -> None:
+    """30005 (unknown handset) can never arrive: undeliverable; 30003 (unreachable) is a failure that may pass."""
+    engine, fake, _, client = sent
+    first, second = fake.messages[0]["sid"], fake.messages[1]["sid"]
+    assert _post(client, fake, fake.status_form(first, "undelivered", 30005)).status_code == 204
+    assert _post(client, fake, fake.status_form(second, "failed", 30003)).status_code == 204
+    rows = _rows(engine)
+    assert rows[first] == ("undeliverable", "30005") and rows[second] == ("failed", "30003")
+
+
+@pytest.mark.parametrize("how", ["unsigned", "forged", "tampered", "other url", "other account"])
+def test_a_callback_twilio_did_not_sign_is_refused_and_changes_nothing(sent, how: str) -> None:
+    """Unsigned, signed with another token, altered after signing, signed for another URL or account: 403."""
+    engine, fake, _, client = sent
+    form = fake.status_form(fake.messages[0]["sid"], "delivered")
+    before = _rows(engine)
+    signature = {"unsigned": None, "forged": TwilioFake(auth_token="not-ours").sign(STATUS, form),
+                 "tampered": fake.sign(STATUS, {**form, "MessageStatus": "sent"}),
+                 "other url": fake.sign("http://testserver/hooks/twilio/status", form),
+                 "other account": "sign"}[how]  # fmt: skip
+    if how == "other account":
+        form["AccountSid"] = "AC" + "f" * 32
+    with structlog.testing.capture_logs() as logs:
+        response = _post(client, fake, form, signature)
+    assert response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
+    assert "X-Twilio-Signature" in response.json()["error"]["message"]
+    assert _rows(engine) == before
+    assert [e["event"] for e in logs] == ["webhook.refused"]
+
+
+def test_replayed_duplicated_and_late_callbacks_change_nothing(sent) -> None:
+    """The same signed `delivered` again, then a late `sent` and `undelivered`: it stays as first recorded."""
+    engine, fake, _, client = sent
+    sid = fake.messages[0]["sid"]
+    delivered = fake.status_form(sid, "delivered")
+    _post(client, fake, delivered)
+    with engine.connect() as conn:
+        first = conn.execute(select(deliveries.c.finished_at).where(deliveries.c.provider_id == sid)).scalar_one()
+    for form in (delivered, delivered, fake.status_form(sid, "sent"), fake.status_form(sid, "undelivered", 30003)):
+        assert _post(client, fake, form).status_code == 204
+    with engine.connect() as conn:
+        again = conn.execute(select(deliveries.c.finished_at).where(deliveries.c.provider_id == sid)).scalar_one()
+    assert _rows(engine)[sid] == ("delivered", None) and again == first
+
+
+def test_callbacks_arriving_together_are_all_stored_before_they_are_answered(sent) -> None:
+    """Every message's `delivered` posted at once: each answered 204, and every delivery delivered."""
+    engine, fake, settings, client = sent
+    app = client.app
+    forms = [fake.status_form(m["sid"], "delivered") for m in fake.messages]
+
+    async def post_all() -> list[int]:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url=PUBLIC) as http:
+            answers = await asyncio.gather(*(http.post("/hooks/twilio/status", data=form,
+                                                       headers={"X-Twilio-Signature": fake.sign(STATUS, form)})
+                                             for form in forms))  # fmt: skip
+        return [answer.status_code for answer in answers]
+
+    assert asyncio.run(post_all()) == [204] * len(forms)
+    assert {status for status, _ in _rows(engine).values()} == {"delivered"}
+
+
+def test_a_callback_for_an_id_we_never_sent_is_answered_not_crashed_on(sent) -> None:
+    """A signed callback for a MessageSid no delivery has: 204, and no delivery changes."""
+    engine, fake, _, client = sent
+    before = _rows(engine)
+    assert _post(client, fake, fake.status_form("SM" + "0" * 32, "delivered")).status_code == 204
+    assert _rows(engine) == before
+
+
+def test_a_refusal_reported_by_twilio_opts_the_person_out(sent) -> None:
+    """ErrorCode 21610 in a callback: the message is undeliverable and the person is opted out, audited as Twilio's."""
+    engine, fake, _, client = sent
+    message = fake.messages[0]
+    assert _post(client, fake, fake.status_form(message["sid"], "failed", 21610)).status_code == 204
+    with engine.connect() as conn:
+        opted = conn.execute(select(subscribers.c.opted_out_at).where(subscribers.c.msisdn == message["To"]))
+        actors = conn.execute(select(audit_log.c.actor).where(audit_log.c.action == "subscriber.opt_out")).scalars()
+        assert opted.scalar_one() is not None and list(actors) == ["gateway:twilio"]
+    assert _rows(engine)[message["sid"]] == ("undeliverable", "21610")
+
+
+def test_a_carrier_filtering_our_messages_is_told_to_the_operator(sent) -> None:
+    """ErrorCode 30007 (filtered by the carrier) logs an error naming the gateway."""
+    _, fake, _, client = sent
+    with structlog.testing.capture_logs() as logs:
+        _post(client, fake, fake.status_form(fake.messages[0]["sid"], "undelivered", 30007))
+    assert [(e["event"], e["gateway"]) for e in logs if e["log_level"] == "error"] == [
+        ("twilio.gateway_disabled", "twilio")
+    ]
+
+
+def test_malformed_callbacks_are_refused_with_400(sent) -> None:
+    """Signed but without a MessageSid, with an unknown MessageStatus, or a field given twice: 400, nothing changes."""
+    engine, fake, _, client = sent
+    before = _rows(engine)
+    form = fake.status_form(fake.messages[0]["sid"], "delivered")
+    no_sid = {k: v for k, v in form.items() if k not in ("MessageSid", "SmsSid")}
+    odd = {**form, "MessageStatus": "exploded", "SmsStatus": "exploded"}
+    assert _post(client, fake, no_sid).status_code == 400
+    assert _post(client, fake, odd).status_code == 400
+    twice = urlencode(form) + "&MessageStatus=failed"
+    headers = {"X-Twilio-Signature": fake.sign(STATUS, form), "Content-Type": "application/x-www-form-urlencoded"}
+    assert client.post("/hooks/twilio/status", content=twice, headers=headers).status_code == 400
+    assert _rows(engine) == before
+
+
+def test_an_incoming_message_is_verified_and_acknowledged(sent) -> None:
+    """A signed incoming SMS gets 200 and an empty TwiML reply; an unsigned one 403 and changes nothing."""
+    engine, fake, _, client = sent
+    form = fake.inbound_form("+84905123456", "HUY")
+    assert _post(client, fake, form, None, url=INBOUND).status_code == 403
+    with engine.connect() as conn:
+        assert held_refusal(conn, "+84905123456") is None
+    response = _post(client, fake, form, url=INBOUND)
+    assert response.status_code == 200 and response.text.endswith("<Response></Response>")
+
+
+def test_an_incoming_huy_opts_out_and_other_words_wait_in_the_inbox(sent) -> None:
+    """'Tôi muốn HỦY' to our Twilio number opts that number out (audited as inbound); a question goes to the inbox."""
+    engine, fake, _, client = sent
+    assert _post(client, fake, fake.inbound_form("+84905123456", "Tôi muốn HỦY"), url=INBOUND).status_code == 200
+    assert _post(client, fake, fake.inbound_form("+84905123457", "Ai gửi tin này?"), url=INBOUND).status_code == 200
+    with engine.connect() as conn:
+        number = "+84905123456"
+        refused = (find_subscriber(conn, number) or {}).get("opted_out_at") or held_refusal(conn, number)
+        kept = conn.execute(select(inbox.c.text)).scalars().all()
+        actors = conn.execute(select(audit_log.c.actor).where(audit_log.c.action == "subscriber.opt_out")).scalars()
+        assert "inbound" in set(actors)
+    assert refused is not None and kept == ["Ai gửi tin này?"]
+
+
+def test_canhbao_web_serves_callbacks_on_a_loopback_port(sent, tmp_path: Path) -> None:
+    """`canhbao web --port 0` says where it listens, answers /healthz, and applies what the fake Twilio posts to it."""
+    engine, fake, _, _ = sent
+    (tmp_path / "none.toml").write_text("", encoding="utf-8")
+    env = {**os.environ, **_environ(fake), "CANHBAO_CONFIG": str(tmp_path / "none.toml"),
+           "CANHBAO_DATABASE__URL": engine.url.render_as_string(hide_password=False)}  # fmt: skip
+    web = subprocess.Popen([sys.executable, "-m", "dispatcher", "web", "--port", "0"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        said = (re.search(r"http://127\.0\.0\.1:(\d+)", web.stderr.readline()) for _ in range(50))
+        port = int(next(found for found in said if found).group(1))
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while (health := _get(f"{base}/healthz")) != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        sid = fake.messages[0]["sid"]
+        status = fake.post(STATUS, f"{base}/hooks/twilio/status", fake.status_form(sid, "delivered"))
+    finally:
+        web.terminate()
+        _, rest = web.communicate(timeout=20)
+    assert health == 200 and status == 204
+    assert _rows(engine)[sid] == ("delivered", None)
+    assert web.returncode == 0 and "Đã dừng cổng web." in rest
+
+
+def test_canhbao_serve_serves_the_web_face_beside_the_worker(sent, tmp_path: Path) -> None:
+    """`canhbao serve --port 0` says where its web face listens, answers /healthz there, stops cleanly on SIGTERM."""
+    engine, fake, _, _ = sent
+    (tmp_path / "none.toml").write_text("", encoding="utf-8")
+    env = {**os.environ, **_environ(fake), "CANHBAO_CONFIG": str(tmp_path / "none.toml"),
+           "CANHBAO_DATABASE__URL": engine.url.render_as_string(hide_password=False)}  # fmt: skip
+    serve = subprocess.Popen([sys.executable, "-m", "dispatcher", "serve", "--port", "0"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        said = (re.search(r"http://127\.0\.0\.1:(\d+)", serve.stderr.readline()) for _ in range(50))
+        base = f"http://127.0.0.1:{next(found for found in said if found).group(1)}"
+        deadline = time.monotonic() + 20
+        while (health := _get(f"{base}/healthz")) != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.communicate(timeout=30)
+    assert health == 200 and serve.returncode == 0
+
+
+def _get(url: str) -> int | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except OSError:
+        return None
