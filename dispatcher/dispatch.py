@@ -33,9 +33,11 @@ from dispatcher.gateways.base import (
     ChannelUnavailableError,
     Gateway,
     GatewayError,
+    NotSentError,
     OutgoingMessage,
     SendResult,
     ThrottledError,
+    UnknownOutcomeError,
     confirm,
     pending_reports,
 )
@@ -71,6 +73,13 @@ FAILED_SQL = (
 RELEASE_SQL = (
     "UPDATE deliveries SET status = 'queued', attempts = attempts - 1, next_attempt_at = :t, lease_until = NULL, "
     f"claimed_by = NULL {_ONLY_SENDING}"
+)
+# A gateway that could take nothing (no bind) leaves the message queued: no attempt is spent on it.
+NOT_SENT_SQL = RETRY_SQL.replace("status = 'queued',", "status = 'queued', attempts = attempts - 1,")
+# Handed over and never answered (the link dropped): the provider may have it, so it is never resent on its own.
+UNANSWERED_SQL = (
+    "UPDATE deliveries SET status = 'unknown', gateway = :g, error_code = :c, error = :e, lease_until = NULL "
+    f"{_ONLY_SENDING}"
 )
 UNKNOWN_SQL = (
     "UPDATE deliveries SET status = 'unknown', error = 'lease expired while sending', lease_until = NULL "
@@ -534,7 +543,7 @@ class Worker:
         now = self.clock()
         t = driver_time(conn.dialect.name, now)
         sent: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
-        retry, failed, fallback, attempts = [], [], [], []
+        retry, failed, fallback, attempts, unsent, unanswered = [], [], [], [], [], []
         for row, message, gateway, outcome in results:
             if isinstance(outcome, SendResult):
                 sent[gateway].append((row.id, outcome.provider_id, outcome.parts))
@@ -547,6 +556,11 @@ class Worker:
             error = {"i": row.id, "g": gateway, "c": outcome.code, "e": str(outcome)[:300], "t": t}
             if falls_back:
                 fallback.append(error)
+            elif isinstance(outcome, UnknownOutcomeError):
+                unanswered.append(error)
+            elif isinstance(outcome, NotSentError):
+                later = now + timedelta(seconds=self._backoff(1, outcome))
+                unsent.append({**error, "at": driver_time(conn.dialect.name, later)})
             elif outcome.retryable and row.attempts < self.settings.dispatch.max_attempts:
                 later = now + timedelta(seconds=self._backoff(row.attempts, outcome))
                 retry.append({**error, "at": driver_time(conn.dialect.name, later)})
@@ -560,9 +574,10 @@ class Worker:
         for gateway, accepted in sent.items():
             queue.record_sent(conn, gateway, now, accepted)
         self._await_receipts(conn, results, now)
-        for rows, sql in ((retry, RETRY_SQL), (failed, FAILED_SQL), (fallback, FALLBACK_SQL)):
+        for rows, sql in ((retry, RETRY_SQL), (failed, FAILED_SQL), (fallback, FALLBACK_SQL), (unsent, NOT_SENT_SQL),
+                          (unanswered, UNANSWERED_SQL)):  # fmt: skip
             executemany(conn, sql, rows)
-        queue.enqueue_ids(conn, [row["i"] for row in retry + fallback])
+        queue.enqueue_ids(conn, [row["i"] for row in retry + fallback + unsent])
         executemany(conn, EXPIRED_SQL, [{"i": r.id, "t": t} for r in expired])
         if attempts:
             conn.execute(delivery_attempts.insert(), attempts)
@@ -643,4 +658,8 @@ def _kind(error: GatewayError) -> str:
     """The attempt outcome an error stands for."""
     if isinstance(error, ThrottledError):
         return "throttled"
+    if isinstance(error, UnknownOutcomeError):
+        return "unknown"
+    if isinstance(error, NotSentError):
+        return "not_sent"
     return "temporary" if error.retryable else "permanent"

@@ -14,8 +14,14 @@ from dispatcher.gateways.base import Gateway
 from dispatcher.gateways.fake import FakeGateway
 from dispatcher.gateways.file import FileGateway
 from dispatcher.gateways.simulator import SimulatorGateway
+from dispatcher.gateways.smpp import SmppGateway
 
-GATEWAYS: dict[str, type[Gateway]] = {"file": FileGateway, "simulator": SimulatorGateway, "fake": FakeGateway}
+GATEWAYS: dict[str, type[Gateway]] = {
+    "file": FileGateway,
+    "simulator": SimulatorGateway,
+    "smpp": SmppGateway,
+    "fake": FakeGateway,
+}
 
 
 def build(name: str, settings: GatewaysSettings) -> Gateway:

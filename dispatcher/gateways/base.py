@@ -132,6 +132,18 @@ class ChannelUnavailableError(PermanentError):
     or outside its hours. Never retried here; a `zalo_then_sms` blast sends it by SMS instead."""
 
 
+@dataclass
+class NotSentError(TemporaryError):
+    """The gateway took nothing: no link to the provider (a bind refused, a link down). The message
+    goes back to the queue without spending an attempt: it stays queued, it does not fail."""
+
+
+@dataclass
+class UnknownOutcomeError(GatewayError):
+    """Handed over, and no answer came (the link dropped first): the provider may have it. The
+    message becomes `unknown` and is never resent on its own; an operator decides."""
+
+
 Outcome = SendResult | GatewayError
 
 
