@@ -14,7 +14,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -295,7 +295,8 @@ class Worker:
             await self._reap(now)
         claimed, claim_ids = self._claim(now)
         results, expired, released = await self._dispatch(claimed) if claimed else ([], [], [])
-        reports = [r for g in self.gateways.values() for r in g.reports(self.clock())]
+        reports = [r if r.gateway else replace(r, gateway=name)  # ids are the gateway's: a report names it
+                   for name, g in self.gateways.items() for r in g.reports(self.clock())]  # fmt: skip
         with self.engine.begin() as conn:
             self._record(conn, results, expired)
             t = driver_time(conn.dialect.name, self.clock())
