@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import struct
 import time
 from collections import Counter
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from dispatcher.config import SmppSettings
@@ -406,3 +408,95 @@ def test_the_pdu_header_is_read_across_reads() -> None:
 
     data = fake_smsc.pdu(0x80000015, 0, 5)
     assert HEADER.unpack(data) == (16, 0x80000015, 0, 5) and struct.calcsize(">IIII") == 16
+
+
+# -- through the dispatch loop, on both databases ------------------------------------------------
+
+
+def _world(engine, regions, now, tmp_path, smsc: Smsc, count: int = 120, **section):
+    """`count` people in Đà Nẵng, an approved alert, a blast, and a worker whose only gateway is SMPP `viettel`."""
+    from dispatcher import blasts
+    from dispatcher.config import load_settings
+    from dispatcher.dispatch import Worker
+    from dispatcher.gateways import build
+    from dispatcher.segments import SegmentSpec, resolve
+    from tests.clock import Clock
+    from tests.world import catalogue, people
+
+    gateway = {"kind": "smpp", "port": smsc.port, "system_id": "canhbao", "source_addr": "CONGAN-DN",
+               "reconnect_max_seconds": 0.2, "response_timeout_seconds": 1, **section}  # fmt: skip
+    settings = load_settings(None, {"CANHBAO_GATEWAYS": json.dumps({"viettel": gateway}),
+                                    "CANHBAO_ROUTES": '{"default": ["viettel"]}',
+                                    "CANHBAO_GATEWAYS__VIETTEL__PASSWORD": "pw",
+                                    "CANHBAO_DISPATCH__REPORT_WAIT_SECONDS": "3"})  # fmt: skip
+    people(engine, regions, now, tmp_path, count, seed=5)
+    catalogue(engine, now, ["gia-danh-cong-an-goi-video"])
+    segment = resolve(SegmentSpec(provinces=("Đà Nẵng",)), regions)
+    with engine.begin() as conn:
+        blast_id, _ = blasts.create(conn, blasts.BlastRequest("gia-danh-cong-an-goi-video", segment), "liaison",
+                                    settings, regions, now)  # fmt: skip
+        blasts.approve(conn, blast_id, "chief", now)
+    worker = Worker(engine, {"viettel": build("viettel", settings.gateways)}, settings, regions, Clock(now), "w1")
+    return blast_id, worker
+
+
+def _run(worker) -> None:
+    async def run() -> None:
+        try:
+            await worker.run(until_idle=True)
+        finally:
+            for gateway in worker.gateways.values():
+                await gateway.close()
+
+    asyncio.run(run())
+
+
+def _rows(engine) -> list:
+    from dispatcher.models import deliveries
+
+    d = deliveries.c
+    with engine.connect() as conn:
+        return conn.execute(select(d.id, d.msisdn, d.status, d.gateway, d.provider_id, d.attempts)).all()
+
+
+def test_a_blast_goes_out_over_smpp_and_every_receipt_comes_back(engine, regions, now, tmp_path, smsc) -> None:
+    """Each recipient once on the wire, every row delivered, its provider id the SMSC's and its receipt kept raw."""
+    from dispatcher.models import delivery_reports
+
+    _, worker = _world(engine, regions, now, tmp_path, smsc)
+    _run(worker)
+    rows = _rows(engine)
+    assert {row.status for row in rows} == {"delivered"} and {row.gateway for row in rows} == {"viettel"}
+    assert Counter(s.destination for s in smsc.submits) == Counter(
+        row.msisdn.lstrip("+") for row in rows for _ in range(len(smsc.submits) // len(rows))
+    )
+    with engine.connect() as conn:
+        raws = conn.execute(select(delivery_reports.c.raw, delivery_reports.c.delivery_id)).all()
+    assert len(raws) == len(rows) and all("stat:DELIVRD" in raw for raw, _ in raws)
+
+
+@pytest.mark.parametrize("smsc", [Behaviour(drop_after=40)], indirect=True)
+def test_a_link_dropped_mid_blast_leaves_unknown_rows_and_the_rest_delivered(engine, regions, now, tmp_path,
+                                                                             smsc) -> None:  # fmt: skip
+    """The SMSC drops the link on the 40th submit: the unanswered rows are `unknown`, never resent; the rest of the
+    blast goes after the rebind and is delivered; nothing reaches the SMSC twice."""
+    _, worker = _world(engine, regions, now, tmp_path, smsc)
+    _run(worker)
+    rows = _rows(engine)
+    statuses = Counter(row.status for row in rows)
+    assert set(statuses) == {"delivered", "unknown"} and 1 <= statuses["unknown"] <= 10
+    assert max(Counter((s.destination, s.short_message[5]) for s in smsc.submits).values()) == 1  # part by part
+    accepted = {"+" + s.destination for s in smsc.accepted()}
+    assert {row.msisdn for row in rows if row.status == "delivered"} <= accepted
+    assert len(smsc.binds) == 2
+
+
+@pytest.mark.parametrize("smsc", [Behaviour(password="right")], indirect=True)
+def test_a_refused_bind_leaves_the_blast_queued_not_failed(engine, regions, now, tmp_path, smsc) -> None:
+    """Wrong credentials: no row fails and none spends an attempt; they wait in the queue for a bind."""
+    _, worker = _world(engine, regions, now, tmp_path, smsc, count=30, response_timeout_seconds=0.3)
+    with capture_logs() as logs:
+        _run(worker)
+    rows = _rows(engine)
+    assert {row.status for row in rows} == {"queued"} and {row.attempts for row in rows} == {0}
+    assert smsc.submits == [] and any(e["event"] == "smpp.bind_failed" for e in logs)
