@@ -609,8 +609,8 @@ class SmppGateway:
             elif time.monotonic() - came < self.receipt_hold_seconds:
                 self._receipts.append((receipt, came))
             else:
-                reports.append(DeliveryReport(receipt.message_id, receipt.status, receipt.at or now,
-                                              receipt.error_code, self.name, receipt.raw))  # fmt: skip
+                reports.append(DeliveryReport(receipt.message_id, receipt.status, now, receipt.error_code, self.name,
+                                              receipt.raw))  # fmt: skip
         return reports
 
     def _settle(self, sent: _Sent, forms: list[str], receipt: Receipt, now: datetime) -> list[DeliveryReport]:
@@ -630,7 +630,8 @@ class SmppGateway:
             return []
         sent.reported = True
         code = receipt.error_code if receipt.status is sent.worst else None
-        return [DeliveryReport(sent.provider_id, sent.worst, receipt.at or now, code, self.name, "\n".join(sent.raw))]
+        # Dated when it came: the SMSC's done date has no zone, often no seconds, and its own clock (it stays in raw).
+        return [DeliveryReport(sent.provider_id, sent.worst, now, code, self.name, "\n".join(sent.raw))]
 
     def inbound(self, now: datetime) -> list[InboundMessage]:
         """What people sent our brandname (deliver_sm that are not receipts), each returned once."""
