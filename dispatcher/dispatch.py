@@ -560,7 +560,8 @@ class Worker:
             elif isinstance(outcome, UnknownOutcomeError):
                 unanswered.append(error)
             elif isinstance(outcome, NotSentError):
-                later = now + timedelta(seconds=self._backoff(1, outcome))
+                wait = self._backoff(1, outcome) if outcome.retry_after is None else outcome.retry_after
+                later = now + timedelta(seconds=wait)
                 unsent.append({**error, "at": driver_time(conn.dialect.name, later)})
             elif outcome.retryable and row.attempts < self.settings.dispatch.max_attempts:
                 later = now + timedelta(seconds=self._backoff(row.attempts, outcome))

@@ -81,6 +81,7 @@ class Smsc:
     _dropped: bool = False
     _receivers: list[asyncio.StreamWriter] = field(default_factory=list)
     _held: list[bytes] = field(default_factory=list)
+    _outbox: dict[asyncio.StreamWriter, list[bytes]] = field(default_factory=dict)
     _server: asyncio.Server | None = None
     loop: asyncio.AbstractEventLoop | None = None
 
@@ -118,6 +119,7 @@ class Smsc:
                     break
         if writer in self._receivers:
             self._receivers.remove(writer)
+        self._flush(writer)  # what it answered goes before the link does
         writer.close()
 
     async def _handle(self, command: int, sequence: int, body: bytes, writer: asyncio.StreamWriter) -> bool:
@@ -126,10 +128,11 @@ class Smsc:
             return self._bind(command, sequence, body, writer)
         if command == ENQUIRE_LINK:
             self.enquire_links += 1
-            writer.write(pdu(ENQUIRE_LINK | RESP, 0, sequence))
+            self._send(writer, pdu(ENQUIRE_LINK | RESP, 0, sequence))
         elif command == UNBIND:
             self.unbinds += 1
-            writer.write(pdu(UNBIND | RESP, 0, sequence))
+            self._send(writer, pdu(UNBIND | RESP, 0, sequence))
+            self._flush(writer)
             await writer.drain()
             return False
         elif command == SUBMIT_SM:
@@ -137,7 +140,7 @@ class Smsc:
         elif command & RESP:
             pass  # deliver_sm_resp, enquire_link_resp
         else:
-            writer.write(pdu(GENERIC_NACK, 0x03, sequence))
+            self._send(writer, pdu(GENERIC_NACK, 0x03, sequence))
         return True
 
     def _bind(self, command: int, sequence: int, body: bytes, writer: asyncio.StreamWriter) -> bool:
@@ -145,7 +148,8 @@ class Smsc:
         self.binds.append((command, system_id, password))
         b = self.behaviour
         status = b.refuse_bind or (0x0E if b.password is not None and password != b.password else 0)
-        writer.write(pdu(command | RESP, status, sequence, cstring("smsc")))
+        self._send(writer, pdu(command | RESP, status, sequence, cstring("smsc")))
+        self._flush(writer)
         if not status and command != BIND_TX:
             self._receivers.append(writer)
         return not status
@@ -163,10 +167,22 @@ class Smsc:
             submit.message_id = format(self._next_id, "X")
         if b.answer_delay:
             await asyncio.sleep(b.answer_delay)
-        writer.write(pdu(SUBMIT_SM | RESP, status, sequence, cstring(submit.message_id or "")))
+        self._send(writer, pdu(SUBMIT_SM | RESP, status, sequence, cstring(submit.message_id or "")))
         if submit.message_id is not None and b.receipts and submit.registered_delivery & 1:
             self._receipt(submit, writer)
         return True
+
+    def _send(self, writer: asyncio.StreamWriter, *data: bytes) -> None:
+        """Write at the end of this turn of the loop, all together: one send per burst, as a real SMSC's stack does."""
+        if writer not in self._outbox:
+            self._outbox[writer] = []
+            asyncio.get_running_loop().call_soon(self._flush, writer)
+        self._outbox[writer] += data
+
+    def _flush(self, writer: asyncio.StreamWriter) -> None:
+        data = self._outbox.pop(writer, [])
+        if data and not writer.is_closing():
+            writer.write(b"".join(data))
 
     # -- what the SMSC sends ------------------------------------------------------------
 
@@ -176,11 +192,11 @@ class Smsc:
         data = receipt_pdu(submit, b, self._sequence())
         copies = [data, data] if b.receipts_twice else [data]
         if not b.reverse_receipts:
-            writer.writelines(copies)
+            self._send(writer, *copies)
             return
         self._held += copies
         if len(self._held) >= b.reverse_receipts:
-            writer.writelines(reversed(self._held))
+            self._send(writer, *reversed(self._held))
             self._held = []
 
     def send_mo(self, source: str, text: str) -> None:
