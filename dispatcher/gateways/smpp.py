@@ -23,7 +23,7 @@ import re
 import socket
 import struct
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -496,7 +496,7 @@ class _Sent:
     reported: bool = False
 
 
-FINISHED_KEPT = 100_000  # ids whose receipts all came, remembered to drop a receipt sent twice
+FINISHED_KEPT = 50_000  # spellings of ids whose receipts all came, remembered to drop a receipt sent twice
 
 
 class SmppGateway:
@@ -515,7 +515,9 @@ class SmppGateway:
         self._reference = 0
         self._sent: dict[str, _Sent] = {}  # by every spelling of every part's id
         self._receipts: list[tuple[Receipt, float]] = []
-        self._finished: dict[str, None] = {}  # in the order they finished
+        # In the order they finished; an OrderedDict pops its oldest in O(1), where a dict's front fills with
+        # deleted slots that each pop walks again (a blast of 100,000 ran at half speed).
+        self._finished: OrderedDict[str, None] = OrderedDict()
         self._inbound: deque[InboundMessage] = deque()
 
     # -- the links ------------------------------------------------------------------------
@@ -668,7 +670,7 @@ class SmppGateway:
             self._sent.pop(form, None)
             self._finished[form] = None
         while len(self._finished) > FINISHED_KEPT:
-            self._finished.pop(next(iter(self._finished)))
+            self._finished.popitem(last=False)
         assert receipt.status is not None
         sent.raw.append(receipt.raw)
         sent.parts_left -= 1
