@@ -30,11 +30,16 @@ setup:
 # (both get an SMS instead; the demo waits 5 s for Zalo's receipts, not 10 minutes). Quiet hours
 # (22:00–07:00) are off in the demo only, so that it sends at whatever hour it is run. The demo
 # is read by a person even through a pipe (`make demo | less`): it logs warnings only, where a
-# worker run as a service writes JSON lines at info.
+# worker run as a service writes JSON lines at info. Viettel's messages go over SMPP 3.4 to the
+# project's loopback SMSC (tests/smsc.py, on 127.0.0.1 only), started for step 9 and stopped after
+# it, whose delivery receipts come back as deliver_sm: the one real protocol the demo shows end to end.
+DEMO_SMSC_PORT ?= 2775
 DEMO := CANHBAO_LOGGING__LEVEL=warning CANHBAO_DATABASE__URL=sqlite:///var/demo.db CANHBAO_SUBSCRIBERS__REJECTS_DIR=var/demo-rejects \
 	CANHBAO_POLICY__QUIET_HOURS='{"sms": "", "zalo": ""}' \
 	CANHBAO_GATEWAYS__FILE__PATH=var/demo-outbox.jsonl \
-	CANHBAO_ROUTES='{"default": ["simulator"], "itel": ["file"], "reddi": ["file"], "zalo": ["simulator"]}' \
+	CANHBAO_ROUTES='{"default": ["simulator"], "viettel": ["viettel"], "itel": ["file"], "reddi": ["file"], "zalo": ["simulator"]}' \
+	CANHBAO_GATEWAYS__VIETTEL__KIND=smpp CANHBAO_GATEWAYS__VIETTEL__PORT=$(DEMO_SMSC_PORT) CANHBAO_GATEWAYS__VIETTEL__SYSTEM_ID=canhbao \
+	CANHBAO_GATEWAYS__VIETTEL__PASSWORD=demo CANHBAO_GATEWAYS__VIETTEL__SOURCE_ADDR=CONGAN-DN \
 	CANHBAO_GATEWAYS__SIMULATOR__NOT_ON_ZALO=0.2 CANHBAO_GATEWAYS__SIMULATOR__LATENCY_MS=15 CANHBAO_GATEWAYS__SIMULATOR__PERMANENT_FAILURE=0.01 \
 	CANHBAO_GATEWAYS__SIMULATOR__UNDELIVERABLE=0.03 CANHBAO_GATEWAYS__SIMULATOR__REPORT_DELAY_MS='[100, 1500]' \
 	CANHBAO_GATEWAYS__SIMULATOR__ZALO_UNCONFIRMED=0.05 CANHBAO_DISPATCH__RECEIPT_TIMEOUT_SECONDS=5 \
@@ -43,7 +48,7 @@ DEMO := CANHBAO_LOGGING__LEVEL=warning CANHBAO_DATABASE__URL=sqlite:///var/demo.
 ACCEPT_REJECTS := || [ $$? -eq 1 ]
 
 demo: setup
-	@rm -rf var/demo.db var/demo.db-wal var/demo.db-shm var/demo-rejects var/demo-outbox.jsonl
+	@rm -rf var/demo.db var/demo.db-wal var/demo.db-shm var/demo-rejects var/demo-outbox.jsonl var/demo-smsc.log
 	@echo "== 1. Cơ sở dữ liệu (SQLite, var/demo.db)"
 	@$(DEMO) db upgrade
 	@echo "== 2. Nạp mẫu cảnh báo từ messages/"
@@ -65,8 +70,10 @@ demo: setup
 	@echo "== 8. Người thứ hai duyệt (người tạo không tự duyệt được)"
 	@$(DEMO) --as lien-lac-vien blast approve 1 || echo "   (đúng: bị từ chối)"
 	@$(DEMO) --as lanh-dao-so blast approve 1 2
-	@echo "== 9. Gửi qua trình mô phỏng nhà mạng"
-	@$(DEMO) worker --until-idle
+	@echo "== 9. Gửi: Viettel qua SMPP tới SMSC giả lập (127.0.0.1:$(DEMO_SMSC_PORT)), nhà mạng khác qua trình mô phỏng"
+	@$(RUN) python -m tests.smsc --port $(DEMO_SMSC_PORT) > var/demo-smsc.log 2>&1 & smsc=$$!; trap "kill $$smsc" EXIT; \
+		for _ in $$(seq 100); do grep -q "SMSC on" var/demo-smsc.log && break; sleep 0.1; done; \
+		$(DEMO) worker --until-idle
 	@$(DEMO) blast status 1
 	@$(DEMO) blast status 2
 	@$(DEMO) log --blast 1 --limit 5

@@ -14,7 +14,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -34,11 +34,13 @@ from dispatcher.gateways.base import (
     Gateway,
     GatewayDisabledError,
     GatewayError,
+    NotSentError,
     OptedOutError,
     OutgoingMessage,
     SendResult,
     TemporaryError,
     ThrottledError,
+    UnknownOutcomeError,
     confirm,
     inbound,
     pending_reports,
@@ -77,6 +79,13 @@ FAILED_SQL = (
 RELEASE_SQL = (
     "UPDATE deliveries SET status = 'queued', attempts = attempts - 1, next_attempt_at = :t, lease_until = NULL, "
     f"claimed_by = NULL {_ONLY_SENDING}"
+)
+# A gateway that could take nothing (no bind) leaves the message queued: no attempt is spent on it.
+NOT_SENT_SQL = RETRY_SQL.replace("status = 'queued',", "status = 'queued', attempts = attempts - 1,")
+# Handed over and never answered (the link dropped): the provider may have it, so it is never resent on its own.
+UNANSWERED_SQL = (
+    "UPDATE deliveries SET status = 'unknown', gateway = :g, error_code = :c, error = :e, lease_until = NULL "
+    f"{_ONLY_SENDING}"
 )
 UNKNOWN_SQL = (
     "UPDATE deliveries SET status = 'unknown', error = 'lease expired while sending', lease_until = NULL "
@@ -374,7 +383,8 @@ class Worker:
             await self._reap(now)
         claimed, claim_ids = self._claim(now)
         results, expired, released = await self._dispatch(claimed) if claimed else ([], [], [])
-        reports = [r for g in self.gateways.values() for r in g.reports(self.clock())]
+        reports = [r if r.gateway else replace(r, gateway=name)  # ids are the gateway's: a report names it
+                   for name, g in self.gateways.items() for r in g.reports(self.clock())]  # fmt: skip
         texts = [(g.name, m) for g in self.gateways.values() for m in inbound(g, self.clock())]
         with self.engine.begin() as conn:
             self._record(conn, results, expired)
@@ -673,7 +683,7 @@ class Worker:
         now = self.clock()
         t = driver_time(conn.dialect.name, now)
         sent: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
-        retry, failed, fallback, attempts = [], [], [], []
+        retry, failed, fallback, attempts, unsent, unanswered = [], [], [], [], [], []
         routing = self._routing
         for row, message, gateway, outcome in results:
             if routing is not None:
@@ -691,6 +701,12 @@ class Worker:
                 fallback.append(error)
             elif isinstance(outcome, GatewayDisabledError):  # not the message's fault: it goes another way, or waits
                 retry.append({**error, "at": t})
+            elif isinstance(outcome, UnknownOutcomeError):
+                unanswered.append(error)
+            elif isinstance(outcome, NotSentError):
+                wait = self._backoff(1, outcome) if outcome.retry_after is None else outcome.retry_after
+                later = now + timedelta(seconds=wait)
+                unsent.append({**error, "at": driver_time(conn.dialect.name, later)})
             elif outcome.retryable and row.attempts < self.settings.dispatch.max_attempts:
                 later = now + timedelta(seconds=self._backoff(row.attempts, outcome))
                 retry.append({**error, "at": driver_time(conn.dialect.name, later)})
@@ -704,9 +720,10 @@ class Worker:
         for gateway, accepted in sent.items():
             queue.record_sent(conn, gateway, now, accepted)
         self._await_receipts(conn, results, now)
-        for rows, sql in ((retry, RETRY_SQL), (failed, FAILED_SQL), (fallback, FALLBACK_SQL)):
+        for rows, sql in ((retry, RETRY_SQL), (failed, FAILED_SQL), (fallback, FALLBACK_SQL), (unsent, NOT_SENT_SQL),
+                          (unanswered, UNANSWERED_SQL)):  # fmt: skip
             executemany(conn, sql, rows)
-        queue.enqueue_ids(conn, [row["i"] for row in retry + fallback])
+        queue.enqueue_ids(conn, [row["i"] for row in retry + fallback + unsent])
         executemany(conn, EXPIRED_SQL, [{"i": r.id, "t": t} for r in expired])
         attempts += routing.skipped if routing is not None else []
         if attempts:
@@ -813,4 +830,8 @@ def _kind(error: GatewayError) -> str:
         return "throttled"
     if isinstance(error, GatewayDisabledError):
         return "disabled"
+    if isinstance(error, UnknownOutcomeError):
+        return "unknown"
+    if isinstance(error, NotSentError):
+        return "not_sent"
     return "temporary" if error.retryable else "permanent"

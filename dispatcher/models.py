@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 
 
@@ -221,10 +222,34 @@ claims = Table(
 provider_refs = Table(
     "provider_refs",
     metadata,
+    # Two carriers' SMSCs may hand out the same id: an id is the gateway's (migration 0011).
+    Column("gateway", String(32), primary_key=True, comment="the gateway that gave the id"),
     Column("provider_id", String(64), primary_key=True, comment="the gateway's own id of a message"),
     Column("delivery_id", Integer, nullable=False),
     comment="which delivery a gateway's delivery report is about",
     sqlite_with_rowid=False,
+)
+
+delivery_reports = Table(
+    "delivery_reports",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("gateway", String(32), nullable=False),
+    Column("provider_id", String(64), nullable=False),
+    Column("delivery_id", Integer, comment="NULL: no message of ours has this id yet (it may come, or never)"),
+    Column("status", String(16), nullable=False, comment="delivered, failed, undeliverable"),
+    Column("error_code", String(32)),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("raw", Text, comment="the report as the provider wrote it, for disputes with a carrier"),
+    Index(None, "delivery_id"),
+    Index(
+        "ix_delivery_reports_unmatched",
+        "gateway",
+        "provider_id",
+        sqlite_where=text("delivery_id IS NULL"),
+        postgresql_where=text("delivery_id IS NULL"),
+    ),  # fmt: skip
+    comment="every delivery report received, raw; those whose id is not known yet are applied when it is",
 )
 
 receipt_waits = Table(

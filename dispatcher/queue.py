@@ -11,7 +11,11 @@ result and a report each rewrite the delivery in place (a HOT update, no index t
 - `claims`: one row per worker batch and blast, holding the delivery ids it took under a
   lease, deleted in the transaction that records their results. A claim whose lease ran out
   belongs to a worker that died: the reaper takes it over (`take_expired`).
-- `provider_refs`: the gateway's id of each message sent → the delivery, for delivery reports.
+- `provider_refs`: the gateway's id of each message sent → the delivery, for delivery reports,
+  keyed (gateway, provider id): two carriers' SMSCs may hand out the same id.
+- `delivery_reports`: every report, raw, with the delivery it was about. One whose id no ref
+  holds yet (a fast SMSC beat the worker's commit; an id we never sent) waits there unmatched
+  and is applied when `record_sent` records that id; the others stay for reconciliation.
 - `receipt_waits`: the Zalo messages of `zalo_then_sms` blasts whose delivery receipt has not
   come yet. Past its due time (or at once, if Zalo reports a failure instead), a message goes
   again, by SMS (`fall_back_unconfirmed`); a blast is not complete while it has any.
@@ -31,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 
 from dispatcher.db import driver_time, executemany
 from dispatcher.domain import BlastState, DeliveryStatus
-from dispatcher.gateways.base import ReportStatus
+from dispatcher.gateways.base import DeliveryReport, ReportStatus
 from dispatcher.models import (
     UtcDateTime,
     blasts,
@@ -39,6 +43,7 @@ from dispatcher.models import (
     deliveries,
     delivery_attempts,
     delivery_queue,
+    delivery_reports,
     provider_refs,
     receipt_waits,
     utc,
@@ -204,8 +209,8 @@ def in_flight(conn: Any, ids: Sequence[int]) -> list[Any]:
 # -- provider ids and delivery reports ------------------------------------------------------
 
 # A gateway may give an id again (a counter restarted): its newest message keeps it.
-NEWEST_KEEPS_ID = "ON CONFLICT (provider_id) DO UPDATE SET delivery_id = excluded.delivery_id"
-REFS_SQL = f"INSERT INTO provider_refs (provider_id, delivery_id) VALUES (:p, :i) {NEWEST_KEEPS_ID}"
+NEWEST_KEEPS_ID = "ON CONFLICT (gateway, provider_id) DO UPDATE SET delivery_id = excluded.delivery_id"
+REFS_SQL = f"INSERT INTO provider_refs (gateway, provider_id, delivery_id) VALUES (:g, :p, :i) {NEWEST_KEEPS_ID}"
 SENT_SQL = (
     "UPDATE deliveries SET status = 'sent', gateway = :g, provider_id = :p, parts = :n, sent_at = :t, "
     "lease_until = NULL, error_code = NULL, error = NULL WHERE id = :i AND status = 'sending'"
@@ -219,23 +224,35 @@ SENT_SQL_PG = (
     "lease_until = NULL, error_code = NULL, error = NULL FROM v WHERE d.id = v.i AND d.status = 'sending' "
     "AND d.id = ANY(CAST(string_to_array(:i, ',') AS integer[])) "
     "RETURNING d.id, d.provider_id) "
-    "INSERT INTO provider_refs (provider_id, delivery_id) SELECT provider_id, id FROM s"
+    "INSERT INTO provider_refs (gateway, provider_id, delivery_id) SELECT :g, provider_id, id FROM s"
 )
 # Checking every row for an id given again (ON CONFLICT) costs a third of recording a batch on
 # PostgreSQL, so it is the fallback when the plain INSERT meets one.
 SENT_SQL_PG_AGAIN = f"{SENT_SQL_PG} {NEWEST_KEEPS_ID}"
+# The same types in every place a parameter appears: PostgreSQL refuses to guess between text and varchar.
+_G, _P = "CAST(:g AS VARCHAR)", "CAST(:p AS VARCHAR)"
+_REF = f"(SELECT delivery_id FROM provider_refs WHERE gateway = {_G} AND provider_id = {_P})"
 REPORT_SQL = (
     "UPDATE deliveries SET status = :s, error_code = COALESCE(:c, error_code), finished_at = :t "
-    "WHERE id = (SELECT delivery_id FROM provider_refs WHERE provider_id = :p) AND status = 'sent'"
+    f"WHERE id = {_REF} AND status = 'sent'"
 )
+KEEP_SQL = (
+    "INSERT INTO delivery_reports (gateway, provider_id, delivery_id, status, error_code, at, raw) "
+    f"VALUES ({_G}, {_P}, {_REF}, :s, :c, :t, :raw)"
+)
+# One statement: the batch's refs looked up once, every report kept (matched or not), the `sent` moved on.
 REPORT_SQL_PG = (
-    "UPDATE deliveries AS d SET status = v.s, error_code = COALESCE(NULLIF(v.c, ''), d.error_code), "
-    "finished_at = CAST(v.t AS timestamptz) FROM unnest(string_to_array(:p, :sep), string_to_array(:s, ','), "
-    "string_to_array(:c, :sep), string_to_array(:t, ',')) AS v(p, s, c, t) "
-    "JOIN provider_refs AS r ON r.provider_id = v.p WHERE d.id = r.delivery_id AND d.status = 'sent' "
+    "WITH v AS (SELECT * FROM unnest(string_to_array(:g, :sep), string_to_array(:p, :sep), string_to_array(:s, ','), "
+    "string_to_array(:c, :sep), string_to_array(:t, ','), string_to_array(:raw, :sep)) AS v(g, p, s, c, t, raw)), "
     # As the ids of SENT_SQL_PG: the refs are looked up by the batch's ids, never all read (the join
     # alone read every ref of every blast sent, for each batch of reports).
-    "AND r.provider_id = ANY(string_to_array(:p, :sep))"
+    "m AS MATERIALIZED (SELECT v.*, r.delivery_id FROM v LEFT JOIN provider_refs AS r ON r.gateway = v.g "
+    "AND r.provider_id = v.p AND r.provider_id = ANY(string_to_array(:p, :sep))), "
+    "kept AS (INSERT INTO delivery_reports (gateway, provider_id, delivery_id, status, error_code, at, raw) "
+    "SELECT g, p, delivery_id, s, NULLIF(c, ''), CAST(t AS timestamptz), NULLIF(raw, '') FROM m), "
+    "u AS (UPDATE deliveries AS d SET status = m.s, error_code = COALESCE(NULLIF(m.c, ''), d.error_code), "
+    "finished_at = CAST(m.t AS timestamptz) FROM m WHERE d.id = m.delivery_id AND d.status = 'sent' RETURNING d.id) "
+    "SELECT count(*) FROM u"
 )
 SEPARATOR = "\x1f"  # the ASCII unit separator: no gateway puts it in an id
 
@@ -250,13 +267,35 @@ def record_sent(conn: Any, gateway: str, at: datetime, sent: Sequence[tuple[int,
         _by_index(conn)
         try:
             with conn.begin_nested():
-                return conn.execute(_sent_pg(SENT_SQL_PG), params).rowcount
+                changed = conn.execute(_sent_pg(SENT_SQL_PG), params).rowcount
         except IntegrityError:  # a provider id seen before: the batch again, its newest delivery keeping the id
-            return conn.execute(_sent_pg(SENT_SQL_PG_AGAIN), params).rowcount
+            changed = conn.execute(_sent_pg(SENT_SQL_PG_AGAIN), params).rowcount
+        apply_early(conn, gateway, [p for _, p, _ in sent])
+        return changed
     t = driver_time(conn.dialect.name, at)
     changed = executemany(conn, SENT_SQL, [{"i": i, "g": gateway, "p": p, "n": n, "t": t} for i, p, n in sent])
-    executemany(conn, REFS_SQL, [{"p": p, "i": i} for i, p, _ in sent])
+    executemany(conn, REFS_SQL, [{"g": gateway, "p": p, "i": i} for i, p, _ in sent])
+    apply_early(conn, gateway, [p for _, p, _ in sent])
     return changed
+
+
+def apply_early(conn: Any, gateway: str, provider_ids: Sequence[str]) -> int:
+    """Reports that came before these ids of `gateway` were recorded: applied now, as if they came now.
+
+    Costs one lookup in an index of the unmatched reports alone when there are none.
+    """
+    r = delivery_reports.c
+    unmatched = and_(r.gateway == gateway, r.delivery_id.is_(None))
+    if not provider_ids or conn.execute(select(r.id).where(unmatched).limit(1)).first() is None:
+        return 0
+    early = []
+    for chunk in _chunks(list(provider_ids)):
+        early += conn.execute(
+            delete(delivery_reports).where(unmatched, r.provider_id.in_(chunk))
+            .returning(r.provider_id, r.status, r.at, r.error_code, r.raw)
+        ).all()  # fmt: skip
+    reports = [DeliveryReport(p, ReportStatus(s), utc(at), c, gateway, raw) for p, s, at, c, raw in early]
+    return apply_reports(conn, sorted(reports, key=lambda report: report.at))
 
 
 @functools.cache
@@ -264,27 +303,38 @@ def _sent_pg(sql: str) -> Any:
     return text(sql).bindparams(bindparam("t", type_=UtcDateTime())).execution_options(preserve_rowcount=True)
 
 
-def apply_reports(conn: Any, reports: Sequence[Any]) -> int:
-    """Move `sent` deliveries on by provider id; a final state is never overwritten."""
+def apply_reports(conn: Any, reports: Sequence[DeliveryReport]) -> int:
+    """Move `sent` deliveries on by (gateway, provider id); a final state is never overwritten.
+
+    Every report is kept with its raw text; one whose id is not recorded yet waits for `apply_early`.
+    """
     if not reports:
         return 0
     if _awaiting_receipts(conn):
         return _apply_with_receipts(conn, reports)
-    texts = [r.provider_id for r in reports] + [r.error_code or "" for r in reports]
+    texts = [value for r in reports for value in (r.gateway, r.provider_id, r.error_code or "", r.raw or "")]
     if conn.dialect.name == "postgresql" and not any(SEPARATOR in value for value in texts):
-        params = {"p": SEPARATOR.join(r.provider_id for r in reports), "s": ",".join(r.status.value for r in reports),
+        params = {"g": SEPARATOR.join(r.gateway for r in reports), "p": SEPARATOR.join(r.provider_id for r in reports),
+                  "s": ",".join(r.status.value for r in reports),
                   "c": SEPARATOR.join(r.error_code or "" for r in reports), "sep": SEPARATOR,
-                  "t": ",".join(utc(r.at).isoformat() for r in reports)}  # fmt: skip
+                  "t": ",".join(utc(r.at).isoformat() for r in reports),
+                  "raw": SEPARATOR.join(r.raw or "" for r in reports)}  # fmt: skip
         _by_index(conn)
-        return conn.execute(text(REPORT_SQL_PG).execution_options(preserve_rowcount=True), params).rowcount
-    rows = [{"p": r.provider_id, "s": r.status.value, "c": r.error_code, "t": driver_time(conn.dialect.name, r.at)}
-            for r in reports]  # fmt: skip
-    return executemany(conn, REPORT_SQL, rows)
+        return conn.execute(text(REPORT_SQL_PG), params).scalar_one()
+    rows = _report_rows(conn, reports)
+    changed = executemany(conn, REPORT_SQL, rows)
+    executemany(conn, KEEP_SQL, rows)
+    return changed
+
+
+def _report_rows(conn: Any, reports: Sequence[DeliveryReport]) -> list[dict[str, Any]]:
+    dialect = conn.dialect.name
+    return [{"g": r.gateway, "p": r.provider_id, "s": r.status.value, "c": r.error_code,
+             "t": driver_time(dialect, r.at), "raw": r.raw} for r in reports]  # fmt: skip
 
 
 # -- Zalo receipts (zalo_then_sms) ------------------------------------------------------------
 
-_REF = "(SELECT delivery_id FROM provider_refs WHERE provider_id = :p)"
 RECEIVED_SQL = f"DELETE FROM receipt_waits WHERE delivery_id = {_REF}"
 REFUSED_SQL = f"UPDATE receipt_waits SET due_at = :t, error_code = :c WHERE delivery_id = {_REF}"
 UNLESS_WAITING = " AND NOT EXISTS (SELECT 1 FROM receipt_waits w WHERE w.delivery_id = deliveries.id)"
@@ -313,13 +363,15 @@ def _apply_with_receipts(conn: Any, reports: Sequence[Any]) -> int:
     A Zalo message that failed is not marked failed: it is about to go by SMS.
     """
     dialect = conn.dialect.name
-    executemany(conn, RECEIVED_SQL, [{"p": r.provider_id} for r in reports if r.status is ReportStatus.DELIVERED])
+    delivered = [{"g": r.gateway, "p": r.provider_id} for r in reports if r.status is ReportStatus.DELIVERED]
+    executemany(conn, RECEIVED_SQL, delivered)
     refused = [r for r in reports if r.status is not ReportStatus.DELIVERED]
-    executemany(conn, REFUSED_SQL, [{"p": r.provider_id, "t": driver_time(dialect, r.at),
+    executemany(conn, REFUSED_SQL, [{"g": r.gateway, "p": r.provider_id, "t": driver_time(dialect, r.at),
                                      "c": r.error_code or r.status.value} for r in refused])  # fmt: skip
-    rows = [{"p": r.provider_id, "s": r.status.value, "c": r.error_code, "t": driver_time(dialect, r.at)}
-            for r in reports]  # fmt: skip
-    return executemany(conn, REPORT_SQL + UNLESS_WAITING, rows)
+    rows = _report_rows(conn, reports)
+    changed = executemany(conn, REPORT_SQL + UNLESS_WAITING, rows)
+    executemany(conn, KEEP_SQL, rows)
+    return changed
 
 
 def fall_back_unconfirmed(conn: Any, now: datetime, waited: float) -> list[int]:
@@ -357,17 +409,23 @@ def fall_back_unconfirmed(conn: Any, now: datetime, waited: float) -> list[int]:
                 .returning(d.id, d.attempts, d.gateway, d.provider_id, d.parts)
             )
             for delivery_id, attempt, gateway, provider_id, parts in conn.execute(again):
-                moved.append((delivery_id, provider_id))
+                moved.append((delivery_id, gateway, provider_id))
                 attempts.append({"delivery_id": delivery_id, "attempt": attempt, "gateway": gateway or "-", "at": now,
                                  "outcome": "fallback", "provider_id": provider_id, "parts": parts,
                                  "error_code": code or "NO-RECEIPT", "error": error})  # fmt: skip
     if attempts:
         conn.execute(delivery_attempts.insert(), attempts)
-    for chunk in _chunks([provider_id for _, provider_id in moved if provider_id]):
-        conn.execute(delete(provider_refs).where(provider_refs.c.provider_id.in_(chunk)))
+    refs: dict[str, list[str]] = defaultdict(list)
+    for _, gateway, provider_id in moved:
+        if provider_id:
+            refs[gateway or ""].append(provider_id)
+    for gateway, ids in refs.items():
+        for chunk in _chunks(ids):
+            conn.execute(delete(provider_refs).where(provider_refs.c.gateway == gateway,
+                                                     provider_refs.c.provider_id.in_(chunk)))  # fmt: skip
     for chunk in _chunks([delivery_id for delivery_id, _, _ in due]):
         conn.execute(delete(receipt_waits).where(w.delivery_id.in_(chunk)))
-    return [delivery_id for delivery_id, _ in moved]
+    return [delivery_id for delivery_id, _, _ in moved]
 
 
 def _chunks(values: Sequence[Any], size: int = 5000) -> Iterator[list[Any]]:

@@ -185,10 +185,12 @@ def test_the_queue_migration_moves_waiting_in_flight_and_sent_rows(database_url:
         queued = conn.execute(text("SELECT delivery_id, blast_id FROM delivery_queue ORDER BY 1")).all()
         claims = conn.execute(text("SELECT worker, blast_id, delivery_ids FROM claims")).all()
         refs = conn.execute(text("SELECT provider_id, delivery_id FROM provider_refs ORDER BY 1")).all()
+        gateways = conn.execute(text("SELECT DISTINCT gateway FROM provider_refs")).scalars().all()
     engine.dispose()
     assert [tuple(r) for r in queued] == [(1, 7), (2, 7)]
     assert [tuple(r) for r in claims] == [("migration", 7, "3")]
     assert [tuple(r) for r in refs] == [("P-4", 4), ("P-5", 5)]
+    assert gateways == [""]  # 0011: the gateway its delivery went through (these rows name none)
 
 
 def test_the_narrowing_migration_keeps_the_alert_version_of_every_row(database_url: str) -> None:

@@ -301,7 +301,8 @@ def test_zalo_then_sms_sends_an_sms_when_zalo_never_confirms(engine, regions, no
     zalo = sum(1 for channels in sends.values() if channels == ["zalo"])
     assert shown == {"by_channel": {"zalo": zalo, "sms": len(rows) - zalo}, "awaiting_receipt": 0}
     with engine.begin() as conn:  # Zalo's receipt, late after all: the row is the SMS's now
-        late = [DeliveryReport(p, ReportStatus.UNDELIVERABLE, now + timedelta(hours=1)) for _, p in fallbacks.values()]
+        at = now + timedelta(hours=1)
+        late = [DeliveryReport(p, ReportStatus.UNDELIVERABLE, at, gateway="fake") for _, p in fallbacks.values()]
         assert apply_reports(conn, late) == 0
         assert conn.execute(select(func.count()).select_from(receipt_waits)).scalar() == 0
 
@@ -380,10 +381,10 @@ def test_delivery_reports_move_forward_only(world, regions) -> None:
     first, second = fake.sent[0].delivery_id, fake.sent[1].delivery_id
     with engine.begin() as conn:
         reports = [
-            DeliveryReport(f"fake-{first}", ReportStatus.DELIVERED, clock()),
-            DeliveryReport(f"fake-{first}", ReportStatus.UNDELIVERABLE, clock()),  # late, out of order
-            DeliveryReport(f"fake-{second}", ReportStatus.UNDELIVERABLE, clock()),
-            DeliveryReport("fake-unknown-id", ReportStatus.DELIVERED, clock()),
+            DeliveryReport(f"fake-{first}", ReportStatus.DELIVERED, clock(), gateway="fake"),
+            DeliveryReport(f"fake-{first}", ReportStatus.UNDELIVERABLE, clock(), gateway="fake"),  # late, out of order
+            DeliveryReport(f"fake-{second}", ReportStatus.UNDELIVERABLE, clock(), gateway="fake"),
+            DeliveryReport("fake-unknown-id", ReportStatus.DELIVERED, clock(), gateway="fake"),
         ]
         for report in reports:
             apply_reports(conn, [report])
@@ -558,7 +559,7 @@ def test_provider_ids_of_any_shape_are_recorded_and_found_by_their_reports(world
             assert queue.record_sent(conn, "fake", clock(), sent) == len(sent)
         queue.drop(conn, claim_ids)
     reports = [DeliveryReport(p, ReportStatus.UNDELIVERABLE if i % 2 == 0 else ReportStatus.DELIVERED, clock(),
-                              "E3" if i % 2 == 0 else None) for i, p in odd.items()]  # fmt: skip
+                              "E3" if i % 2 == 0 else None, "fake") for i, p in odd.items()]  # fmt: skip
     with engine.begin() as conn:
         for separator in (False, True):
             group = [r for r in reports if ("\x1f" in r.provider_id) is separator]
@@ -585,7 +586,9 @@ def test_a_batch_of_reports_reads_the_refs_of_its_own_messages_only(pg_engine: E
             "status, attempts, next_attempt_at) SELECT g, 1, g, 1, '+84900000000', 'viettel', 48, 0, 'sent', 1, now() "
             f"FROM generate_series(1, {sent}) AS g"
         )
-        conn.exec_driver_sql(f"INSERT INTO provider_refs SELECT 'SM' || g, g FROM generate_series(1, {sent}) AS g")
+        conn.exec_driver_sql(
+            f"INSERT INTO provider_refs SELECT 'fake', 'SM' || g, g FROM generate_series(1, {sent}) AS g"
+        )
     plans: list[dict] = []
 
     def plan(notice) -> None:
@@ -600,7 +603,7 @@ def test_a_batch_of_reports_reads_the_refs_of_its_own_messages_only(pg_engine: E
             "SET LOCAL auto_explain.log_analyze = on; SET LOCAL auto_explain.log_format = 'json'; "
             "SET LOCAL auto_explain.log_level = 'notice'"
         )
-        reports = [DeliveryReport(f"SM{i}", ReportStatus.DELIVERED, at) for i in range(1, reported + 1)]
+        reports = [DeliveryReport(f"SM{i}", ReportStatus.DELIVERED, at, gateway="fake") for i in range(1, reported + 1)]
         assert apply_reports(conn, reports) == reported
     refs_read = [node["Actual Rows"] for node in _nodes(plans[-1])
                  if "provider_refs" in f"{node.get('Relation Name')} {node.get('Index Name')}"]  # fmt: skip
@@ -625,7 +628,7 @@ def test_a_provider_id_given_again_goes_to_the_newest_message(world, regions) ->
             claimed) - 1  # fmt: skip
         queue.drop(conn, claim_ids)
     with engine.begin() as conn:
-        assert queue.apply_reports(conn, [DeliveryReport("42", ReportStatus.DELIVERED, clock(), None)]) == 1
+        assert queue.apply_reports(conn, [DeliveryReport("42", ReportStatus.DELIVERED, clock(), None, "fake")]) == 1
         delivered = conn.execute(select(deliveries.c.id).where(deliveries.c.status == "delivered")).scalars().all()
     assert delivered == [new]
     assert _counts(engine, blast_id) == {"sent": len(claimed) - 1, "delivered": 1}

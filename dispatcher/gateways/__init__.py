@@ -14,10 +14,12 @@ from dispatcher.gateways.base import Gateway
 from dispatcher.gateways.fake import FakeGateway
 from dispatcher.gateways.file import FileGateway
 from dispatcher.gateways.simulator import SimulatorGateway
+from dispatcher.gateways.smpp import SmppGateway
 from dispatcher.gateways.twilio import TwilioGateway
 
 GATEWAYS: dict[str, type[Gateway]] = {
-    "file": FileGateway, "simulator": SimulatorGateway, "twilio": TwilioGateway, "fake": FakeGateway,
+    "file": FileGateway, "simulator": SimulatorGateway, "smpp": SmppGateway, "twilio": TwilioGateway,
+    "fake": FakeGateway,
 }  # fmt: skip
 
 

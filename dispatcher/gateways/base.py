@@ -142,7 +142,10 @@ class ChannelUnavailableError(PermanentError):
 @dataclass
 class NotSentError(TemporaryError):
     """The gateway took nothing: no link to the provider (a bind refused, a link down). The message
-    goes back to the queue without spending an attempt: it stays queued, it does not fail."""
+    goes back to the queue without spending an attempt: it stays queued, it does not fail. `retry_after` 0
+    says the link is coming back (it dropped): due again at once, not after the backoff."""
+
+    retry_after: float | None = None
 
 
 @dataclass
