@@ -132,6 +132,20 @@ class ChannelUnavailableError(PermanentError):
     or outside its hours. Never retried here; a `zalo_then_sms` blast sends it by SMS instead."""
 
 
+@dataclass
+class ChannelClosedError(ChannelUnavailableError):
+    """The channel is closed for a while (Zalo's night window, its daily quota): a `zalo_then_sms`
+    blast sends the message by SMS instead; a blast with no other channel retries it after `retry_after`."""
+
+    retry_after: float | None = None
+    retryable: bool = field(default=True, init=False)
+
+
+@dataclass
+class GatewayDisabledError(PermanentError):
+    """the provider refused the gateway itself (credentials, template, permissions): stop using it and tell the operator"""  # noqa: E501
+
+
 Outcome = SendResult | GatewayError
 
 
