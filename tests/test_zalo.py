@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from dispatcher.config import GatewaysSettings, ZaloGatewaySettings
+from dispatcher import blasts, queue
+from dispatcher.config import GatewaysSettings, ZaloGatewaySettings, load_settings
+from dispatcher.dispatch import Worker
 from dispatcher.gateways import build
 from dispatcher.gateways.base import (
     ChannelClosedError,
@@ -30,12 +32,16 @@ from dispatcher.gateways.base import (
     TemporaryError,
     ThrottledError,
 )
+from dispatcher.gateways.simulator import SimulatorGateway
 from dispatcher.gateways.zalo import WebhookRejected, ZaloGateway, parse_webhook
-from dispatcher.models import gateway_tokens
+from dispatcher.models import deliveries, gateway_tokens, utc
+from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.smstext import Encoding
 from tests.clock import Clock
+from tests.world import catalogue, people
 from tests.zalo_fake import APP_ID, APP_SECRET, OA_ID, TEMPLATE, ZaloFake
 
+ALERT = "gia-danh-cong-an-goi-video"  # its [zalo] block: template 301245, ten_tinh and noi_dung = title
 PHONE = "+84905123456"
 DATA = {"ten_tinh": "Thành phố Đà Nẵng", "noi_dung": "Giả danh công an gọi video"}
 
@@ -388,7 +394,8 @@ CHILD = textwrap.dedent(
     from dispatcher import db
     from dispatcher.config import DatabaseSettings, ZaloGatewaySettings
     from dispatcher.gateways.base import OutgoingMessage
-    from dispatcher.gateways.zalo import ZaloGateway
+    from dispatcher.gateways.simulator import SimulatorGateway
+from dispatcher.gateways.zalo import ZaloGateway
     from dispatcher.smstext import Encoding
     url, base, margin = sys.argv[1], sys.argv[2], float(sys.argv[3])
     settings = ZaloGatewaySettings(app_id="{app_id}", app_secret="{secret}", refresh_token="refresh-0",
@@ -524,3 +531,105 @@ def test_a_bad_signature_formula_is_a_config_error() -> None:
     """webhook_signature must join known terms with '+' and include the body and the secret."""
     with pytest.raises(ValueError, match="body và secret"):
         ZaloGatewaySettings(webhook_signature="app_id+timestamp")
+
+
+# -- through the dispatch loop ----------------------------------------------------------------
+
+
+def _zalo_blast(
+    engine: Engine, regions, fake: ZaloFake, tmp_path: Path, channel: str, now: datetime, **environ: str
+) -> tuple[Worker, SimulatorGateway, int]:
+    """200 people of Đà Nẵng, a running blast of an alert with a [zalo] block, a worker: Zalo, else the simulator."""
+    people(engine, regions, now, tmp_path, 200, seed=3)
+    catalogue(engine, now, [ALERT])
+    settings = load_settings(None, {
+        "CANHBAO_ROUTES": '{"default": ["simulator"], "zalo": ["zalo"]}', "CANHBAO_GATEWAYS__ZALO__KIND": "zalo",
+        "CANHBAO_GATEWAYS__ZALO__BASE_URL": fake.url, "CANHBAO_GATEWAYS__ZALO__OAUTH_URL": fake.url,
+        "CANHBAO_GATEWAYS__ZALO__APP_ID": APP_ID, "CANHBAO_GATEWAYS__ZALO__APP_SECRET": APP_SECRET,
+        "CANHBAO_GATEWAYS__ZALO__REFRESH_TOKEN": "refresh-0", "CANHBAO_GATEWAYS__SIMULATOR__REPORTS": "false",
+        "CANHBAO_DISPATCH__RECEIPT_TIMEOUT_SECONDS": "0", "CANHBAO_DISPATCH__REPORT_WAIT_SECONDS": "0", **environ,
+    })  # fmt: skip
+    clock = Clock(now)
+
+    async def passing(seconds: float) -> None:
+        clock.advance(seconds)
+
+    segment = resolve(SegmentSpec(provinces=("Đà Nẵng",)), regions)
+    with engine.begin() as conn:
+        request = blasts.BlastRequest(ALERT, segment, channel=channel)
+        blast_id, _ = blasts.create(conn, request, "liaison", settings, regions, now)
+        blasts.approve(conn, blast_id, "chief", now)
+    simulator = SimulatorGateway(settings.gateways.simulator, clock)
+    zalo = ZaloGateway(settings.gateways.get("zalo"), engine, clock, "w1")  # type: ignore[arg-type]
+    zalo.name = "zalo"
+    gateways = {"zalo": zalo, "simulator": simulator}
+    return Worker(engine, gateways, settings, regions, clock, "w1", sleep=passing), simulator, blast_id
+
+
+def _run(worker: Worker) -> None:
+    async def go() -> None:
+        await worker.run(until_idle=True)
+        for gateway in worker.gateways.values():
+            await gateway.close()
+
+    asyncio.run(go())
+
+
+def test_a_zalo_blast_carries_the_alerts_template_and_data(engine: Engine, regions, fake, tmp_path, now) -> None:
+    """The worker sends each Zalo message with the alert's template id and its params filled per region, once."""
+    worker, _, blast_id = _zalo_blast(engine, regions, fake, tmp_path, "zalo", now)
+    _run(worker)
+    with engine.connect() as conn:
+        rows = conn.execute(select(deliveries.c.id, deliveries.c.status).where(deliveries.c.blast_id == blast_id)).all()
+    assert rows and {status for _, status in rows} == {"sent"}
+    assert sorted(int(s["tracking_id"]) for s in fake.sent) == sorted(i for i, _ in rows)
+    assert {json.dumps(s["template_data"], ensure_ascii=False) for s in fake.sent} == {
+        json.dumps({"ten_tinh": "Thành phố Đà Nẵng", "noi_dung": "Giả danh công an gọi video"}, ensure_ascii=False)
+    }
+
+
+def test_a_zalo_blast_refused_at_night_waits_until_six(engine: Engine, regions, fake, tmp_path, now) -> None:
+    """-133 in a `zalo` blast: the messages stay queued, due at 06:00 in Vietnam, not failed."""
+    worker, _, blast_id = _zalo_blast(engine, regions, fake, tmp_path, "zalo", now)
+    fake.next_errors = [-133] * 1000
+    _run(worker)
+    with engine.connect() as conn:
+        rows = conn.execute(select(deliveries.c.status, deliveries.c.next_attempt_at)
+                            .where(deliveries.c.blast_id == blast_id)).all()  # fmt: skip
+    morning = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)  # 06:00 on the 24th in Hà Nội
+    assert {status for status, _ in rows} == {"queued"}
+    assert {utc(at) for _, at in rows} == {morning}
+
+
+def test_a_used_up_quota_in_zalo_then_sms_sends_sms_at_once(engine: Engine, regions, fake, tmp_path, now) -> None:
+    """-144: Zalo is asked once (one request at a time here); every Zalo message goes by SMS instead, none twice."""
+    one_at_a_time = {"CANHBAO_GATEWAYS__ZALO__CONCURRENCY": "1"}
+    worker, simulator, blast_id = _zalo_blast(engine, regions, fake, tmp_path, "zalo_then_sms", now, **one_at_a_time)
+    fake.remaining_quota = 0
+    _run(worker)
+    with engine.connect() as conn:
+        rows = conn.execute(select(deliveries.c.id, deliveries.c.channel, deliveries.c.status)
+                            .where(deliveries.c.blast_id == blast_id)).all()  # fmt: skip
+    assert fake.calls["/message/template"] == 1 and not fake.sent
+    assert {(channel, status) for _, channel, status in rows} == {("sms", "sent")}
+    assert sorted(m.delivery_id for m in simulator.accepted) == sorted(i for i, _, _ in rows)
+
+
+def test_a_duplicated_receipt_changes_nothing(engine: Engine, regions, fake, tmp_path, now) -> None:
+    """The same signed receipt twice (Zalo retries): delivered once, the second applies to nothing."""
+    worker, _, blast_id = _zalo_blast(engine, regions, fake, tmp_path, "zalo", now)
+    _run(worker)
+    with engine.connect() as conn:
+        delivery_id, provider_id = conn.execute(select(deliveries.c.id, deliveries.c.provider_id)
+                                                .where(deliveries.c.blast_id == blast_id).limit(1)).one()  # fmt: skip
+    event = _event(now, message={"delivery_time": str(int(now.timestamp() * 1000)), "msg_id": provider_id,
+                                 "tracking_id": str(delivery_id)})  # fmt: skip
+    body = json.dumps(event).encode()
+    applied = []
+    for _ in range(2):
+        reports = parse_webhook(_settings(fake), _signed(body, event), body, now + timedelta(seconds=1))
+        with engine.begin() as conn:
+            applied.append(queue.apply_reports(conn, reports))
+    with engine.connect() as conn:
+        assert conn.execute(select(deliveries.c.status).where(deliveries.c.id == delivery_id)).scalar() == "delivered"
+    assert applied == [1, 0]
