@@ -394,8 +394,7 @@ CHILD = textwrap.dedent(
     from dispatcher import db
     from dispatcher.config import DatabaseSettings, ZaloGatewaySettings
     from dispatcher.gateways.base import OutgoingMessage
-    from dispatcher.gateways.simulator import SimulatorGateway
-from dispatcher.gateways.zalo import ZaloGateway
+    from dispatcher.gateways.zalo import ZaloGateway
     from dispatcher.smstext import Encoding
     url, base, margin = sys.argv[1], sys.argv[2], float(sys.argv[3])
     settings = ZaloGatewaySettings(app_id="{app_id}", app_secret="{secret}", refresh_token="refresh-0",
