@@ -24,13 +24,21 @@ def upgrade() -> None:
         sa.Column("access_token", sa.Text(), nullable=True, comment="empty until the first refresh"),
         sa.Column("access_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("refresh_token", sa.Text(), nullable=False, comment="the newest one; it works once"),
-        sa.Column("seed_hash", sa.String(length=64), nullable=False,
-                  comment="SHA-256 of the refresh token the environment gave"),  # fmt: skip
+        sa.Column(
+            "seed_hash",
+            sa.String(length=64),
+            nullable=False,
+            comment="SHA-256 of the refresh token the environment gave",
+        ),
         sa.Column("refreshed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("refreshing_by", sa.String(length=120), nullable=True, comment="the process refreshing now, if any"),
         sa.Column("refreshing_since", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("problem", sa.String(length=300), nullable=True,
-                  comment="why the last refresh failed; empty once one worked"),  # fmt: skip
+        sa.Column(
+            "problem",
+            sa.String(length=300),
+            nullable=True,
+            comment="why the last refresh failed; empty once one worked",
+        ),
         sa.PrimaryKeyConstraint("gateway", name=op.f("pk_gateway_tokens")),
         comment="OAuth token pairs of gateways that refresh them (Zalo): shared by every worker",
     )
