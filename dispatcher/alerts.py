@@ -222,13 +222,35 @@ class MessageTemplate:
     body: str
     variables: dict[str, str]
     ascii: bool
+    zalo_block: dict[str, Any] | None = None
+    fields: dict[str, str] = field(default_factory=dict)  # what a [zalo] param may name besides variables
     _cache: dict[tuple[int, int | None], tuple[str, smstext.TextInfo]] = field(default_factory=dict)
+    _zalo_cache: dict[tuple[int, int | None], dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, alert_row: dict[str, Any], encoding: str) -> MessageTemplate:
         """'ascii' sends không dấu; 'auto' too once a person reviewed that rendering; else diacritics."""
         ascii_ = encoding == "ascii" or (encoding == "auto" and bool(alert_row["body_ascii_reviewed"]))
-        return cls(alert_row["body_ascii"] if ascii_ else alert_row["body"], dict(alert_row["variables"]), ascii_)
+        fields = {name: str(alert_row.get(name) or "") for name in ZALO_FIELDS}
+        body = alert_row["body_ascii"] if ascii_ else alert_row["body"]
+        return cls(body, dict(alert_row["variables"]), ascii_, alert_row.get("zalo"), fields)
+
+    def zalo(self, regions: Any, province: int, commune: int | None) -> dict[str, Any] | None:
+        """The alert's Zalo template and its data for a recipient of `province` / `commune` (None without [zalo]).
+
+        With diacritics whatever the SMS encoding: Zalo's templates are accented Vietnamese.
+        """
+        if not self.zalo_block:
+            return None
+        key = (province, commune)
+        if key not in self._zalo_cache:
+            ten_tinh = regions.province(province).name
+            values = {**self.fields, **self.variables, "ten_tinh": ten_tinh,
+                      "ten_xa": regions.commune(commune).name if commune else ten_tinh}  # fmt: skip
+            values["body"] = smstext.normalize(fill(self.fields.get("body", ""), values))
+            data = {name: values.get(source, "") for name, source in self.zalo_block.get("params", {}).items()}
+            self._zalo_cache[key] = {"template_id": str(self.zalo_block["template_id"]), "template_data": data}
+        return self._zalo_cache[key]
 
     def render(self, regions: Any, province: int, commune: int | None) -> tuple[str, smstext.TextInfo]:
         """The text a recipient of `province` / `commune` gets, and what it costs."""

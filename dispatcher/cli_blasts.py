@@ -374,7 +374,7 @@ def _summary(c: Context, runner: Worker, tally: log_ops.BlastsProgress, seconds:
 def build_worker(c: Context) -> Worker:
     """A dispatch worker with every gateway the routes name."""
     used = {name for route in c.settings.routes.values() for name in route}
-    gateways = {name: build(name, c.settings.gateways) for name in used}
+    gateways = {name: build(name, c.settings.gateways, c.engine) for name in used}
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     names = RegionIndex.load(legacy_units=False)  # the worker only names regions: no legacy tables
     return Worker(c.engine, gateways, c.settings, names, lambda: datetime.now(UTC), worker_id)

@@ -245,6 +245,25 @@ class ZaloGatewaySettings(GatewayLimits):
     refresh_token: SecretStr | None = None
     base_url: str = "https://business.openapi.zalo.me"
     oauth_url: str = "https://oauth.zaloapp.com"
+    concurrency: int = Field(64, ge=1, le=10_000)
+    timeout_seconds: Finite = Field(10, gt=0, description="for one HTTP call to Zalo")
+    refresh_margin_seconds: Finite = Field(
+        6 * 3600, ge=0, description="the access token (25 h) is refreshed when less than this is left"
+    )
+    webhook_secret: SecretStr | None = Field(None, description="the OA secret key of the webhook; else app_secret")
+    webhook_signature: str = Field(
+        "app_id+body+timestamp+secret",
+        description="what X-ZEvent-Signature hashes (SHA-256), joined by '+': app_id, oa_id, body, timestamp, secret",
+    )
+
+    @field_validator("webhook_signature")
+    @classmethod
+    def _signature_terms(cls, value: str) -> str:
+        terms = value.split("+")
+        known = {"app_id", "oa_id", "body", "timestamp", "secret"}
+        if set(terms) - known or not {"body", "secret"} <= set(terms):
+            raise ValueError(f"cần các phần {', '.join(sorted(known))} nối bằng '+', có body và secret")
+        return value
 
 
 # The gateway kinds a section may name, and their settings.
@@ -259,7 +278,7 @@ GatewaySection = Annotated[
 # Gateways the package itself provides without a section: the tests' stand-in.
 BUILT_IN_GATEWAYS = frozenset({"fake"})
 # Keys that hold secrets: they may only come from the environment.
-SECRET_KEYS = frozenset({"password", "auth_token", "app_secret", "refresh_token"})
+SECRET_KEYS = frozenset({"password", "auth_token", "app_secret", "refresh_token", "webhook_secret"})
 
 
 class GatewaysSettings(Section):

@@ -560,8 +560,9 @@ class Worker:
             template = info.templates[row.alert_id]
             text_, measured = template.render(self.regions, row.province_code, row.commune_code)
             channel = _channel(row.channel, info.channel)
+            zalo = template.zalo(self.regions, row.province_code, row.commune_code) if channel == "zalo" else None
             message = OutgoingMessage(
-                row.id, row.msisdn, text_, measured.encoding, measured.parts, row.carrier, channel,
+                row.id, row.msisdn, text_, measured.encoding, measured.parts, row.carrier, channel, zalo,
                 not_after=info.not_after,
             )  # fmt: skip
             route = self._route(row.carrier, channel)
@@ -760,8 +761,9 @@ class Worker:
         dispatch = self.settings.dispatch
         delay = min(dispatch.backoff_max_seconds, dispatch.backoff_base_seconds * 2 ** max(0, attempts - 1))
         delay *= self.rng.uniform(0.5, 1.5)
-        if isinstance(error, ThrottledError) and error.retry_after:
-            delay = max(delay, error.retry_after)
+        retry_after = getattr(error, "retry_after", None)  # throttled, or a channel closed until morning
+        if retry_after:
+            delay = max(delay, retry_after)
         return delay
 
     # -- reports and completion -----------------------------------------------------------

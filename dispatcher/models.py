@@ -373,3 +373,22 @@ scheduler_jobs = Table(
     Column("next_run_time", Float(25), index=True),
     Column("job_state", LargeBinary, nullable=False),
 )
+
+# A gateway's OAuth tokens (migration 0013; Zalo's). A refresh token works once, so the pair a
+# refresh returns is committed here before it is used, and the refresh is announced first
+# (refreshing_by/since): a worker that finds an announcement older than a refresh can take knows
+# that one was cut short, while the access token it still holds keeps working.
+gateway_tokens = Table(
+    "gateway_tokens",
+    metadata,
+    Column("gateway", String(32), primary_key=True, comment="the [gateways.<name>] section"),
+    Column("access_token", Text, comment="empty until the first refresh"),
+    Column("access_expires_at", UtcDateTime()),
+    Column("refresh_token", Text, nullable=False, comment="the newest one; it works once"),
+    Column("seed_hash", String(64), nullable=False, comment="SHA-256 of the refresh token the environment gave"),
+    Column("refreshed_at", UtcDateTime()),
+    Column("refreshing_by", String(120), comment="the process refreshing now, if any"),
+    Column("refreshing_since", UtcDateTime()),
+    Column("problem", String(300), comment="why the last refresh failed; empty once one worked"),
+    comment="OAuth token pairs of gateways that refresh them (Zalo): shared by every worker",
+)

@@ -24,6 +24,10 @@ requests at once (target ≥ 800 msg/s; ideal 1,280); then one signed status cal
 posted by 32 clients at once to `canhbao web` (its own process) on the same database: verified,
 applied and answered (target ≥ 2,000 callbacks/s, p99 < 50 ms).
 
+Zalo: a blast of 10,000 and of 100,000 Zalo messages through `canhbao worker --until-idle`
+against the loopback Zalo (tests/zalo_fake.py, a process of its own) answering after 50 ms, 64
+requests at once (target ≥ 800 msg/s; ideal 1,280), and the worker's peak memory at both sizes.
+
 The machine is shared and its speed varies by up to 2× within an hour: the first and last lines
 time a fixed piece of work beside what it takes when the machine is quiet, so a slow figure can be
 told from a slow machine.
@@ -58,6 +62,7 @@ from dispatcher.dispatch import Worker
 from dispatcher.domain import METHODS
 from dispatcher.models import blasts as blasts_table
 from dispatcher.models import deliveries
+from dispatcher.models import subscribers as subscribers_table
 from dispatcher.phones import PhoneBook
 from dispatcher.regions import RegionIndex
 from dispatcher.segments import SegmentSpec, resolve
@@ -72,6 +77,7 @@ QUIET_LOOP, QUIET_INSERT = 0.70, 1.05
 # The second blast to the same people sends another alert, as "already received" has it in use.
 ALERT, SECOND_ALERT = "gia-danh-cong-an-goi-video", "phat-nguoi-gia-mao"
 # The figures are about sending: a run after 22:00 in Vietnam must not wait for the morning.
+ZALO_BATCH = 1_000  # a Zalo batch takes 1000 / 64 × 50 ms ≈ 0.8 s at the best
 NO_QUIET_HOURS = {"CANHBAO_POLICY__QUIET_HOURS": '{"sms": "", "zalo": ""}'}
 
 
@@ -156,13 +162,16 @@ def _settings(url: str) -> Settings:
     return load_settings(None, {"CANHBAO_DATABASE__URL": url})
 
 
-def _scheduled_blast(url: str, settings: Settings, regions: RegionIndex, alert: str = ALERT) -> tuple[int, float, int]:
+def _scheduled_blast(
+    url: str, settings: Settings, regions: RegionIndex, alert: str = ALERT, channel: str = "sms"
+) -> tuple[int, float, int]:
     """(blast id, seconds to materialise, recipients) of a blast of `alert` to the whole province, started now."""
     engine = db.make_engine(settings.database)
     now = datetime.now(UTC)
     segment = resolve(SegmentSpec(provinces=("48",)), regions)
+    request = blasts.BlastRequest(alert, segment, channel=channel)
     with engine.begin() as conn:
-        blast_id, _ = blasts.create(conn, blasts.BlastRequest(alert, segment), "liaison", settings, regions, now)
+        blast_id, _ = blasts.create(conn, request, "liaison", settings, regions, now)
         blasts.approve(conn, blast_id, "chief", now)
     engine.dispose()
     # As in the worker that starts a blast: the write-ahead log goes back into the database file
@@ -351,6 +360,59 @@ def bench_throttle(regions: RegionIndex, count: int = 60_000, rate: int = 500) -
         f"throttle: {len(gateway.times):,} messages at a {rate}/s limit: busiest 1-s window {busiest}, "
         f"mean {mean:,.1f}/s (target: no window above {rate}, mean ≥ {rate * 0.97:,.0f}/s)"
     )
+
+
+def _zalo_fake(latency_ms: float) -> contextlib.AbstractContextManager[str]:
+    """A loopback Zalo (tests/zalo_fake.py) in a process of its own, so that it never shares our worker's core."""
+
+    @contextlib.contextmanager
+    def running() -> Iterator[str]:
+        fake = subprocess.Popen([sys.executable, "-m", "tests.zalo_fake", "--latency-ms", str(latency_ms)],
+                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            yield f"http://127.0.0.1:{fake.stdout.readline().strip()}"  # type: ignore[union-attr]
+        finally:
+            fake.kill()
+            fake.wait()
+
+    return running()
+
+
+def bench_zalo(regions: RegionIndex, latency_ms: float = 50) -> None:
+    """A Zalo blast through `canhbao worker` against the loopback Zalo with 50 ms latency, 64 requests at once."""
+    from tests.zalo_fake import APP_ID, APP_SECRET
+
+    print(f"zalo (SQLite, loopback Zalo with {latency_ms:.0f} ms latency, 64 requests at once, one worker process)")
+    with tempfile.TemporaryDirectory(prefix="canhbao-bench-") as tmp:
+        for count in (10_000, 100_000):
+            url, settings = _world(Path(tmp), regions, count)
+            engine = db.make_engine(settings.database)
+            with engine.begin() as conn:  # everyone takes Zalo: the blast is `count` Zalo messages
+                conn.execute(update(subscribers_table).values(channel_mask=3))
+            engine.dispose()
+            routes = {"CANHBAO_DATABASE__URL": url, "CANHBAO_ROUTES": '{"default": ["file"], "zalo": ["simulator"]}'}
+            blast_id, _, recipients = _scheduled_blast(url, load_settings(None, routes), regions, channel="zalo")
+            with _zalo_fake(latency_ms) as base:
+                zalo = {"KIND": "zalo", "BASE_URL": base, "OAUTH_URL": base, "APP_ID": APP_ID,
+                        "APP_SECRET": APP_SECRET, "REFRESH_TOKEN": "refresh-0", "CONCURRENCY": "64"}  # fmt: skip
+                env = _worker_env(url, False, CANHBAO_ROUTES='{"default": ["simulator"], "zalo": ["zalo"]}',
+                                  CANHBAO_DISPATCH__BATCH_SIZE=str(ZALO_BATCH),
+                                  **{f"CANHBAO_GATEWAYS__ZALO__{k}": v for k, v in zalo.items()})  # fmt: skip
+                _, seconds, peak = _measured(["-m", "dispatcher", "worker", "--until-idle"], env)
+            sent, span = _sent(url, blast_id), _send_span(url, blast_id)
+            # A batch's rows all get the time it was recorded: the span starts after the first batch went.
+            print(f"  {recipients:>9,} Zalo messages: {sent:,} sent, {(sent - ZALO_BATCH) / span:6,.0f} msg/s "
+                  f"sending ({seconds:5.1f} s with start-up), peak RSS {peak} MiB")  # fmt: skip
+    print(f"  target ≥ 800 msg/s (ideal 64 / {latency_ms / 1000:.2f} s = {64 / (latency_ms / 1000):,.0f}); RSS flat")
+
+
+def _sent(url: str, blast_id: int) -> int:
+    engine = db.make_engine(DatabaseSettings(url=url))
+    with engine.connect() as conn:
+        sent = select(func.count()).where(deliveries.c.blast_id == blast_id, deliveries.c.status == "sent")
+        count = conn.execute(sent).scalar_one()
+    engine.dispose()
+    return count
 
 
 def _window(times: list[float]) -> tuple[int, float]:
@@ -591,6 +653,7 @@ SECTIONS: dict[str, Callable[[RegionIndex], None]] = {
     "failover": bench_failover,
     "twilio": bench_twilio,
     "smpp": bench_smpp,
+    "zalo": bench_zalo,
     "pg-blasts": _on_postgres(bench_pg_blasts),
     "pg-throttle": _on_postgres(bench_pg_throttle),
 }

@@ -355,8 +355,9 @@ def test_a_key_the_kind_does_not_know_names_the_close_one(config: Path) -> None:
 
 @pytest.mark.parametrize(
     ("section", "key"),
-    [("viettel", "password"), ("twilio", "auth_token"), ("zalo", "app_secret"), ("zalo", "refresh_token")],
-)
+    [("viettel", "password"), ("twilio", "auth_token"), ("zalo", "app_secret"), ("zalo", "refresh_token"),
+     ("zalo", "webhook_secret")],
+)  # fmt: skip
 def test_a_secret_of_any_gateway_in_the_file_is_refused(config: Path, section: str, key: str) -> None:
     """Passwords and tokens are refused in the file, whatever the gateway, naming the variable to use."""
     kind = "smpp" if section == "viettel" else section

@@ -8,6 +8,10 @@ knows a carrier's quirks.
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import Engine
+
 from dispatcher.config import BUILT_IN_GATEWAYS, GATEWAY_KINDS, GatewaysSettings
 from dispatcher.errors import ConfigError
 from dispatcher.gateways.base import Gateway
@@ -16,15 +20,19 @@ from dispatcher.gateways.file import FileGateway
 from dispatcher.gateways.simulator import SimulatorGateway
 from dispatcher.gateways.smpp import SmppGateway
 from dispatcher.gateways.twilio import TwilioGateway
+from dispatcher.gateways.zalo import ZaloGateway
 
 GATEWAYS: dict[str, type[Gateway]] = {
     "file": FileGateway, "simulator": SimulatorGateway, "smpp": SmppGateway, "twilio": TwilioGateway,
-    "fake": FakeGateway,
+    "zalo": ZaloGateway, "fake": FakeGateway,
 }  # fmt: skip
 
 
-def build(name: str, settings: GatewaysSettings) -> Gateway:
-    """The gateway called `name`, of its section's kind, built from that section."""
+def build(name: str, settings: GatewaysSettings, engine: Engine | None = None) -> Gateway:
+    """The gateway called `name`, of its section's kind, built from that section.
+
+    A kind that keeps state in the database (`needs_database`: Zalo's token pair) gets `engine`.
+    """
     section = settings.get(name)
     if section is None and name in BUILT_IN_GATEWAYS:
         gateway = GATEWAYS[name]()
@@ -36,6 +44,7 @@ def build(name: str, settings: GatewaysSettings) -> Gateway:
         kinds = ", ".join(k for k in GATEWAY_KINDS if k in GATEWAYS)
         raise ConfigError(f"Cổng '{name}': loại '{section.kind}' chưa được hỗ trợ ở bản này (có: {kinds}).")
     else:
-        gateway = GATEWAYS[section.kind](section)
+        kind: Any = GATEWAYS[section.kind]
+        gateway = kind(section, engine=engine) if getattr(kind, "needs_database", False) else kind(section)
     gateway.name = name
     return gateway

@@ -159,6 +159,15 @@ class OptedOutError(PermanentError):
     """The person refused our messages at the provider (Twilio 21610): never retried, and recorded as an opt-out."""
 
 
+@dataclass
+class ChannelClosedError(ChannelUnavailableError):
+    """The channel is closed for a while (Zalo's night window, its daily quota): a `zalo_then_sms`
+    blast sends the message by SMS instead; a blast with no other channel retries it after `retry_after`."""
+
+    retry_after: float | None = None
+    retryable: bool = field(default=True, init=False)
+
+
 Outcome = SendResult | GatewayError
 
 

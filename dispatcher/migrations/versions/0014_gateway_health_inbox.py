@@ -1,7 +1,7 @@
 """gateway_health and inbox: circuit state shared by every worker, and what people send us
 
 Revision ID: 0014
-Revises: 0011
+Revises: 0013
 
 A gateway that keeps failing is taken out of its routes for a cool-down; every worker must see
 that, and `gateways list` shows it, so the state lives here rather than in a worker's memory.
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0011"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
