@@ -147,7 +147,8 @@ CIRCUIT_STATES = {"closed": "hoạt động", "open": "tạm ngừng", "half_ope
 ATTEMPT_OUTCOMES = {
     "sent": "đã gửi", "temporary": "lỗi tạm thời", "throttled": "bị hãm tốc độ", "permanent": "lỗi vĩnh viễn",
     "expired": "quá hạn", "fallback": "chuyển sang SMS", "disabled": "nhà cung cấp từ chối cổng",
-    "circuit_open": "bỏ qua: cổng tạm ngừng",
+    "circuit_open": "bỏ qua: cổng tạm ngừng", "unknown": "chưa rõ: không có trả lời",
+    "not_sent": "chưa gửi được: chưa có kết nối",
 }  # fmt: skip
 
 

@@ -8,6 +8,14 @@ import pytest
 
 from dispatcher import blasts, labels
 from dispatcher.domain import AlertStatus, BlastState, DeliveryStatus, RunOutcome, ScheduleState
+from dispatcher.gateways.base import (
+    GatewayDisabledError,
+    NotSentError,
+    PermanentError,
+    TemporaryError,
+    ThrottledError,
+    UnknownOutcomeError,
+)
 from dispatcher.phones import Carrier
 
 
@@ -42,3 +50,16 @@ def test_audiences_and_carriers_read_by_name_however_they_were_written() -> None
         "học sinh, sinh viên; công nhân, người lao động; tất cả"
     )
     assert labels.carriers(["vina", "Viettel", "không rõ"]) == "VinaPhone, Viettel, không rõ"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ThrottledError("slow down"), GatewayDisabledError("bad credentials"), UnknownOutcomeError("no answer"),
+     NotSentError("no link"), TemporaryError("timeout"), PermanentError("invalid number")],
+    ids=lambda error: type(error).__name__,
+)  # fmt: skip
+def test_every_attempt_outcome_an_error_records_reads_in_vietnamese(error) -> None:
+    """The outcome a failed attempt is recorded as (`log --delivery` shows it) has a Vietnamese label."""
+    from dispatcher.dispatch import _kind
+
+    assert _kind(error) in labels.ATTEMPT_OUTCOMES
