@@ -630,7 +630,8 @@ class SmppGateway:
         try:
             deliver = parse_deliver(body)
         except PermanentError as error:
-            log.warning("smpp.malformed_deliver_sm", gateway=self.name, error=str(error), raw=body[:200].hex())
+            # Not the bytes: a deliver_sm names the sender, whose number would pass the masking as hex.
+            log.warning("smpp.malformed_deliver_sm", gateway=self.name, error=str(error), length=len(body))
             return 0x65
         receipt = parse_receipt(deliver)
         if receipt is not None:
