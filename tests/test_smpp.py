@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 
 from dispatcher.config import SmppSettings
 from dispatcher.gateways.base import (
+    GatewayError,
     NotSentError,
     OutgoingMessage,
     PermanentError,
@@ -503,3 +504,18 @@ def test_a_refused_bind_leaves_the_blast_queued_not_failed(engine, regions, now,
     rows = _rows(engine)
     assert {row.status for row in rows} == {"queued"} and {row.attempts for row in rows} == {0}
     assert smsc.submits == [] and any(e["event"] == "smpp.bind_failed" for e in logs)
+
+
+def test_check_binds_and_unbinds_without_sending(smsc) -> None:
+    """`gateways check` on an SMSC that takes us: bound and unbound, said in Vietnamese, no submit_sm."""
+    said = asyncio.run(_gateway(smsc).check())
+    assert "nhận đăng nhập của 'canhbao'" in said and "không gửi tin nào" in said
+    assert not smsc.submits
+
+
+@pytest.mark.parametrize("smsc", [Behaviour(password="other")], indirect=True)
+def test_check_says_the_bind_was_refused(smsc) -> None:
+    """A wrong password makes check() raise, in Vietnamese, naming the SMSC and the refusal."""
+    with pytest.raises(GatewayError, match="Không đăng nhập \\(bind\\) được vào SMSC 127.0.0.1") as refused:
+        asyncio.run(_gateway(smsc, response_timeout_seconds=2).check())
+    assert "ESME_RINVPASWD" in str(refused.value)

@@ -696,6 +696,28 @@ class SmppGateway:
         """Messages sent whose receipts have not all come."""
         return len({id(sent) for sent in self._sent.values()})
 
+    async def check(self) -> str:
+        """That the SMSC answers and takes our credentials: its binds made and unbound, no message sent.
+
+        The binds are a probe's own, so a running worker's sessions are left alone.
+        """
+        s, probe = self.settings, SmppGateway(self.settings)
+        probe.name = self.name
+        probe.start()
+        try:
+            assert probe._any_up is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(probe._any_up.wait(), s.response_timeout_seconds)
+            bound = all(link.up for link in probe._links)
+            why = probe._why_down() if not bound else None
+        finally:
+            await probe.close()
+        if why is not None:
+            raise NotSentError(f"Không đăng nhập (bind) được vào SMSC {s.host}:{s.port} với system_id "
+                               f"'{s.system_id}': {why}.", why.code or "BIND") from None  # fmt: skip
+        modes = "một phiên thu phát (trx)" if s.bind == "trx" else "phiên gửi và phiên nhận (tx, rx)"
+        return f"SMSC {s.host}:{s.port} nhận đăng nhập của '{s.system_id}' ({modes}); đã đăng xuất, không gửi tin nào."
+
     async def close(self) -> None:
         """Unbind every link and stop it."""
         self.closing = True
