@@ -272,18 +272,10 @@ def bench_failover(regions: RegionIndex, count: int = 100_000) -> None:
 SMPP_TARGET = 6_500
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _loopback_smsc() -> Iterator[int]:
     """`python -m tests.smsc` in a child process (a core of its own, as a carrier's SMSC is); its port."""
-    port = _free_port()
+    port = pg.free_port()
     smsc = subprocess.Popen(
         [sys.executable, "-m", "tests.smsc", "--port", str(port)], stdout=subprocess.PIPE, text=True
     )
