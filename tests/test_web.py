@@ -241,21 +241,32 @@ def test_an_incoming_huy_opts_out_and_other_words_wait_in_the_inbox(sent) -> Non
     assert refused is not None and kept == ["Ai gửi tin này?"]
 
 
-def test_canhbao_web_serves_callbacks_on_a_loopback_port(sent, tmp_path: Path) -> None:
-    """`canhbao web --port 0` says where it listens, answers /healthz, and applies what the fake Twilio posts to it."""
+def _started(command: str, sent, tmp_path: Path) -> tuple[subprocess.Popen, str, int | None]:
+    """`canhbao <command> --port 0` on the sent world's database: the process, where it listens, its /healthz status."""
     engine, fake, _, _ = sent
     (tmp_path / "none.toml").write_text("", encoding="utf-8")
     env = {**os.environ, **_environ(fake), "CANHBAO_CONFIG": str(tmp_path / "none.toml"),
            "CANHBAO_DATABASE__URL": engine.url.render_as_string(hide_password=False)}  # fmt: skip
-    web = subprocess.Popen([sys.executable, "-m", "dispatcher", "web", "--port", "0"], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "dispatcher", command, "--port", "0"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        said = (re.search(r"http://127\.0\.0\.1:(\d+)", web.stderr.readline()) for _ in range(50))
-        port = int(next(found for found in said if found).group(1))
-        base = f"http://127.0.0.1:{port}"
+        said = (re.search(r"http://127\.0\.0\.1:(\d+)", process.stderr.readline()) for _ in range(50))
+        base = f"http://127.0.0.1:{next(found for found in said if found).group(1)}"
         deadline = time.monotonic() + 20
         while (health := _get(f"{base}/healthz")) != 200 and time.monotonic() < deadline:
             time.sleep(0.1)
+    except BaseException:  # it never said where it listens: not left running
+        process.kill()
+        process.communicate(timeout=20)
+        raise
+    return process, base, health
+
+
+def test_canhbao_web_serves_callbacks_on_a_loopback_port(sent, tmp_path: Path) -> None:
+    """`canhbao web --port 0` says where it listens, answers /healthz, and applies what the fake Twilio posts to it."""
+    engine, fake, _, _ = sent
+    web, base, health = _started("web", sent, tmp_path)
+    try:
         sid = fake.messages[0]["sid"]
         status = fake.post(STATUS, f"{base}/hooks/twilio/status", fake.status_form(sid, "delivered"))
     finally:
@@ -268,21 +279,9 @@ def test_canhbao_web_serves_callbacks_on_a_loopback_port(sent, tmp_path: Path) -
 
 def test_canhbao_serve_serves_the_web_face_beside_the_worker(sent, tmp_path: Path) -> None:
     """`canhbao serve --port 0` says where its web face listens, answers /healthz there, stops cleanly on SIGTERM."""
-    engine, fake, _, _ = sent
-    (tmp_path / "none.toml").write_text("", encoding="utf-8")
-    env = {**os.environ, **_environ(fake), "CANHBAO_CONFIG": str(tmp_path / "none.toml"),
-           "CANHBAO_DATABASE__URL": engine.url.render_as_string(hide_password=False)}  # fmt: skip
-    serve = subprocess.Popen([sys.executable, "-m", "dispatcher", "serve", "--port", "0"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        said = (re.search(r"http://127\.0\.0\.1:(\d+)", serve.stderr.readline()) for _ in range(50))
-        base = f"http://127.0.0.1:{next(found for found in said if found).group(1)}"
-        deadline = time.monotonic() + 20
-        while (health := _get(f"{base}/healthz")) != 200 and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        serve.communicate(timeout=30)
+    serve, _base, health = _started("serve", sent, tmp_path)
+    serve.send_signal(signal.SIGTERM)
+    serve.communicate(timeout=30)
     assert health == 200 and serve.returncode == 0
 
 
