@@ -1,5 +1,5 @@
 """`python -m dispatcher` runs the `canhbao` command line."""
 
-from dispatcher.cli import main
+from dispatcher.cli.app import main
 
 main()

@@ -132,7 +132,7 @@ class Cli:
 
     def __call__(self, *args: str, user: str = "tester") -> tuple[int, str, str]:
         """(exit status, stdout, stderr) of `canhbao --config … --as user args…`."""
-        from dispatcher.cli import run
+        from dispatcher.cli.app import run
 
         self.capsys.readouterr()
         code = run(["--config", str(self.config), "--as", user, *args])

@@ -1016,7 +1016,7 @@ def test_cli_every_blast_create_option_has_help() -> None:
     """Each option of `blast create` explains itself in `--help` (province, commune… included)."""
     import typer.main
 
-    from dispatcher.cli import app
+    from dispatcher.cli.app import app
 
     create = typer.main.get_command(app).commands["blast"].commands["create"]
     options = [param for param in create.params if param.name != "help"]

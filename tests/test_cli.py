@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.cli import run
+from dispatcher.cli.app import run
 from tests.conftest import DATA, Cli
 
 
@@ -83,10 +83,10 @@ def test_python_m_dispatcher_prints_vietnamese_help(tmp_path: Path) -> None:
 
 
 def test_the_canhbao_console_script_is_installed() -> None:
-    """The venv has a `canhbao` script that runs dispatcher.cli:main."""
+    """The venv has a `canhbao` script that runs dispatcher.cli.app:main."""
     assert shutil.which("canhbao", path=str(Path(sys.executable).parent))
     [entry] = importlib.metadata.entry_points(group="console_scripts", name="canhbao")
-    assert entry.value == "dispatcher.cli:main"
+    assert entry.value == "dispatcher.cli.app:main"
 
 
 def test_a_mistyped_database_url_is_refused_by_a_read_only_command(tmp_path: Path, capsys) -> None:

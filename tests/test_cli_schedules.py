@@ -118,8 +118,8 @@ def test_the_schedule_list_names_audiences_carriers_and_channel_in_vietnamese(cl
 
 def test_the_scheduler_status_lines_read_in_vietnamese() -> None:
     """What a person at the terminal reads: who leads, a timed blast started, each campaign run at local time."""
-    import dispatcher.cli  # noqa: F401  (the command modules load through it)
-    from dispatcher.cli_schedules import status_line
+    import dispatcher.cli.app  # noqa: F401  (the command modules load through it)
+    from dispatcher.cli.schedules import status_line
 
     zone, run = "Asia/Ho_Chi_Minh", {"schedule": "hang-tuan", "run_at": "2026-12-07T02:00:00+00:00"}
     assert status_line("leading", {"holder": "may-1:42"}, zone).startswith("Bộ lập lịch may-1:42 đang dẫn")

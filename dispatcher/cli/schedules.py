@@ -16,10 +16,10 @@ import typer
 from dispatcher import labels
 from dispatcher import scheduler as scheduling
 from dispatcher import schedules as campaigns
-from dispatcher.cli import Context, JsonOption, _emit, err, out
-from dispatcher.cli_blasts import build_worker, run_worker
-from dispatcher.cli_tables import Column, print_fitted
-from dispatcher.cli_web import HostOption, PortOption, server_for, start_in_thread, stop_thread
+from dispatcher.cli.blasts import build_worker, run_worker
+from dispatcher.cli.common import Context, JsonOption, emit, err, out
+from dispatcher.cli.tables import Column, print_fitted
+from dispatcher.cli.web import HostOption, PortOption, server_for, start_in_thread, stop_thread
 from dispatcher.formats import moment, number
 
 schedules_app = typer.Typer(help="Chiến dịch định kỳ: nạp từ schedules/, duyệt, xem lịch chạy.", no_args_is_help=True)
@@ -42,7 +42,7 @@ def schedules_sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
                                    lambda spec: campaigns.check(spec, conn, c.regions, methods))  # fmt: skip
         outcome = scheduling.sync(conn, specs, c.actor, c.now)
     if as_json:
-        _emit(outcome)
+        emit(outcome)
         return
     words = {"added": "mới", "changed": "đã sửa", "unchanged": "không đổi", "removed": "đã gỡ (tệp không còn)"}
     for key, names in outcome.items():
@@ -76,7 +76,7 @@ def schedules_list(
     with c.engine.connect() as conn:
         shown = scheduling.listing(conn, c.now, count)
     if as_json:
-        _emit(shown)
+        emit(shown)
         return
     if not shown:
         out.print("Chưa có chiến dịch nào: chạy 'canhbao schedules sync'.")

@@ -24,8 +24,8 @@ from sqlalchemy import func, select
 from dispatcher import blasts as blast_ops
 from dispatcher import delivery_log as log_ops
 from dispatcher import labels
-from dispatcher.cli import Context, JsonOption, _emit, _msisdn, err, out
-from dispatcher.cli_tables import Column, print_fitted
+from dispatcher.cli.common import Context, JsonOption, emit, err, out, parse_msisdn
+from dispatcher.cli.tables import Column, print_fitted
 from dispatcher.dispatch import Worker
 from dispatcher.domain import FINAL_DELIVERY_STATES, Audience, BlastState
 from dispatcher.errors import NotFound, UsageError
@@ -47,8 +47,10 @@ def parse_time(text: str | None, zone: str, option: str) -> datetime | None:
                          "2026-12-01 09:00).") from None  # fmt: skip
 
 
-def register(app: typer.Typer, blast_app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     """Attach the commands to the application."""
+    blast_app = typer.Typer(help="Đợt gửi cảnh báo: xem trước, duyệt, theo dõi.", no_args_is_help=True)
+    app.add_typer(blast_app, name="blast")
     blast_app.command("create")(blast_create)
     blast_app.command("approve")(blast_approve)
     blast_app.command("pause")(blast_pause)
@@ -110,7 +112,7 @@ def blast_create(
         else:
             _, shown = blast_ops.create(conn, request, c.actor, c.settings, c.regions, c.now)
     if as_json:
-        _emit(shown)
+        emit(shown)
         return
     _print_preview(shown, zone)
     if not dry_run:
@@ -200,7 +202,7 @@ def _transition(ctx: typer.Context, blast_ids: list[int], action: str, as_json: 
             blast = getattr(blast_ops, action)(conn, blast_id, c.actor, c.now)
             done.append({"blast_id": blast_id, "state": blast["state"], "actor": c.actor})
     if as_json:
-        _emit(done[0] if len(done) == 1 else done)
+        emit(done[0] if len(done) == 1 else done)
         return
     for item in done:
         out.print(f"Đợt gửi {item['blast_id']}: {labels.blast_state(item['state'])}.")
@@ -232,7 +234,7 @@ def blast_resend_unknown(ctx: typer.Context, blast_id: int, as_json: JsonOption 
     with c.engine.begin() as conn:
         count = blast_ops.resend_unknown(conn, blast_id, c.actor, c.now)
     if as_json:
-        _emit({"blast_id": blast_id, "requeued": count})
+        emit({"blast_id": blast_id, "requeued": count})
     else:
         out.print(f"Đợt gửi {blast_id}: {number(count)} tin 'chưa rõ' được xếp gửi lại.")
 
@@ -261,7 +263,7 @@ def blast_status(
     c: Context = ctx.obj
     document = _watch(c, blast_id, bar=not as_json) if watch else _status_document(c, blast_id)
     if as_json:
-        _emit(document)
+        emit(document)
         return
     _print_status(c, blast_id, document)
 
@@ -318,7 +320,7 @@ def blast_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
         rows = conn.execute(select(blasts).order_by(blasts.c.id.desc()).limit(50)).mappings().all()
     keys = ("id", "state", "channel", "encoding", "recipients", "created_by", "approved_by", "start_at")
     if as_json:
-        _emit([{k: r[k] for k in keys} | {"segment": r["preview"]["segment"]} for r in rows])
+        emit([{k: r[k] for k in keys} | {"segment": r["preview"]["segment"]} for r in rows])
         return
     zone = c.settings.app.timezone
     print_fitted(out, BLAST_COLUMNS, [_blast_cells(r, zone) for r in rows], "xem đủ: --json")
@@ -447,7 +449,7 @@ def delivery_log(
         carrier=None if carrier is None else log_ops.carrier_named(carrier),
         province_codes=where.province_codes, commune_codes=where.commune_codes,
         since=parse_time(since, c.settings.app.timezone, "--since"),
-        msisdn=None if msisdn is None else _msisdn(msisdn), limit=shown,
+        msisdn=None if msisdn is None else parse_msisdn(msisdn), limit=shown,
     )  # fmt: skip
     for note in where.notes:
         err.print(note, markup=False)
@@ -457,7 +459,7 @@ def delivery_log(
     with c.engine.connect() as conn:
         rows = list(log_ops.read(conn, log))
     if as_json:
-        _emit([log_ops.as_json(row) for row in rows])
+        emit([log_ops.as_json(row) for row in rows])
     else:
         _print_log(rows, c.settings.app.timezone, shown)
 
@@ -473,7 +475,7 @@ def _attempts(c: Context, delivery_id: int, as_json: bool) -> None:
     if found is None:
         raise NotFound(f"Không có tin {delivery_id}.")
     if as_json:
-        _emit({"delivery_id": delivery_id, "attempts": found})
+        emit({"delivery_id": delivery_id, "attempts": found})
         return
     zone = c.settings.app.timezone
     rows = [[str(a["attempt"]), moment(a["at"], zone, seconds=True), escape(a["gateway"]),
@@ -513,7 +515,7 @@ def _export(c: Context, log: log_ops.LogFilter, fmt: str, output: Path | None, a
         else:
             written = log_ops.export(rows, fmt, output, zone, province)
     if as_json:
-        _emit({"file": str(output), "format": fmt, "rows": written})
+        emit({"file": str(output), "format": fmt, "rows": written})
     elif output is not None:
         out.print(f"Đã xuất {number(written)} dòng nhật ký ra {output}.", markup=False)
 

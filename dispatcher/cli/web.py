@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dispatcher.cli import Context, err
+from dispatcher.cli.common import Context, err
 from dispatcher.errors import UsageError
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 
 from dispatcher import health, inbound, labels
-from dispatcher.cli import Context, JsonOption, _emit, out
-from dispatcher.cli_tables import Column, print_fitted
+from dispatcher.cli.common import Context, JsonOption, emit, out
+from dispatcher.cli.tables import Column, print_fitted
 from dispatcher.config import GatewayLimits, Settings
 from dispatcher.errors import ConfigError, InputRejected, NotFound
 from dispatcher.formats import moment, number
@@ -49,7 +49,7 @@ def gateways_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     names = gateway_names(c.settings)
     documents = [_document(c.settings, name, found.get(name) or health.Health(name)) for name in names]
     if as_json:
-        _emit(documents)
+        emit(documents)
         return
     zone = c.settings.app.timezone
     rows = [[d["name"], d["kind"], ", ".join(d["routes"]) or "—", _state(d, zone), _rate(d["rate"]),
@@ -98,7 +98,7 @@ def gateways_check(
         raise NotFound(f"Không có cổng {name!r} (có: {', '.join(names)}).")
     results = asyncio.run(_check_all(c.settings, [name] if name else names))
     if as_json:
-        _emit([{"name": n, "ok": ok, "message": message} for n, ok, message in results])
+        emit([{"name": n, "ok": ok, "message": message} for n, ok, message in results])
     else:
         rows = [[n, "ổn" if ok else "[red]lỗi[/red]", escape(message)] for n, ok, message in results]
         print_fitted(out, CHECK_COLUMNS, rows, "xem đủ với --json")
@@ -137,7 +137,7 @@ def inbox_list(
         message["msisdn"] = _sender(message["msisdn"])
         message["text"] = mask_text(message["text"])
     if as_json:
-        _emit([{k: v for k, v in m.items() if k != "raw"} for m in kept])
+        emit([{k: v for k, v in m.items() if k != "raw"} for m in kept])
         return
     if not kept:
         out.print("Chưa có tin nhắn đến nào.")
