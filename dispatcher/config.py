@@ -387,6 +387,20 @@ class SchedulerSettings(Section):
     reconcile_seconds: Finite = Field(5, gt=0, description="how often the leader re-reads blasts and schedules")
 
 
+class WebSettings(Section):
+    """The console and the API: sessions, lock-out, cookies."""
+
+    secure_cookies: bool = Field(
+        True, description="cookies only over HTTPS; false only for plain HTTP on a machine with nothing in front"
+    )
+    session_idle_minutes: Finite = Field(30, gt=0, description="a session unused this long ends")
+    session_hours: Finite = Field(12, gt=0, description="a session ends this long after login, used or not")
+    lockout_failures: int = Field(5, ge=1, description="failed logins (per name, or per address) before a lock-out")
+    lockout_minutes: Finite = Field(
+        15, gt=0, description="the window failures are counted in, and the lock-out's length"
+    )
+
+
 class Settings(BaseSettings):
     """Everything a deployment can set."""
 
@@ -408,6 +422,7 @@ class Settings(BaseSettings):
     dispatch: DispatchSettings = DispatchSettings()
     policy: PolicySettings = PolicySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    web: WebSettings = WebSettings()
 
     @field_validator("routes")
     @classmethod

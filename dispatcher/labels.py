@@ -160,3 +160,14 @@ def circuit_state(code: str) -> str:
 def attempt_outcome(code: str) -> str:
     """'circuit_open' → 'bỏ qua: cổng tạm ngừng'."""
     return ATTEMPT_OUTCOMES.get(code, code)
+
+
+ROLES = {
+    "police": "Công an", "approver": "Người duyệt", "liaison": "Đầu mối viễn thông", "operator": "Vận hành",
+    "admin": "Quản trị",
+}  # fmt: skip
+
+
+def role(code: str) -> str:
+    """A user's role as a Vietnamese reader names it."""
+    return ROLES.get(code, code)

@@ -392,3 +392,60 @@ gateway_tokens = Table(
     Column("problem", String(300), comment="why the last refresh failed; empty once one worked"),
     comment="OAuth token pairs of gateways that refresh them (Zalo): shared by every worker",
 )
+
+# Who may use the console and the API (migration 0015). Sessions and tokens are kept as the
+# SHA-256 of their secret: the secret lives only in the cookie or with the API client.
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("display_name", String(120), nullable=False),
+    Column("password_hash", String(200), comment="argon2id; NULL: may not sign in with a password"),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("password_changed_at", UtcDateTime()),
+    Column("disabled_at", UtcDateTime()),
+    comment="people who use the console, the API or the CLI under their own name",
+)
+
+user_roles = Table(
+    "user_roles",
+    metadata,
+    Column("user_id", Integer, ForeignKey("users.id"), primary_key=True),
+    Column("role", String(16), primary_key=True),
+)
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True, comment="SHA-256 of the cookie's secret"),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("last_seen_at", UtcDateTime(), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("ended_at", UtcDateTime(), comment="logout, password change or user disabled"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("name", String(80), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True, comment="SHA-256 of the token"),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("last_used_at", UtcDateTime()),
+    Column("revoked_at", UtcDateTime()),
+)
+
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("username", String(64), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Index(None, "username", "at"),
+    Index(None, "address", "at"),
+)

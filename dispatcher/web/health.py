@@ -7,7 +7,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-router = APIRouter()
+from dispatcher.web.auth import public
+
+router = APIRouter(dependencies=[public()])
 
 
 @router.get("/healthz")

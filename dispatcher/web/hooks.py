@@ -20,6 +20,7 @@ from dispatcher import inbound
 from dispatcher.config import TwilioSettings
 from dispatcher.gateways import twilio, zalo
 from dispatcher.gateways.base import InboundMessage
+from dispatcher.web.auth import public_endpoint
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
@@ -125,9 +126,9 @@ async def zalo_event(request: Request) -> Response:
     return _refused(request, 403, "forbidden", "Chữ ký X-ZEvent-Signature không hợp lệ: yêu cầu bị từ chối.", reason)
 
 
-router.add_route(twilio.STATUS_PATH, twilio_status, methods=["POST"])
-router.add_route(twilio.INBOUND_PATH, twilio_inbound, methods=["POST"])
-router.add_route("/hooks/zalo", zalo_event, methods=["POST"])
+router.add_route(twilio.STATUS_PATH, public_endpoint(twilio_status), methods=["POST"])
+router.add_route(twilio.INBOUND_PATH, public_endpoint(twilio_inbound), methods=["POST"])
+router.add_route("/hooks/zalo", public_endpoint(zalo_event), methods=["POST"])
 
 
 def _refused(request: Request, status: int, code: str, message: str, reason: str = "") -> JSONResponse:
