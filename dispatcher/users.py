@@ -175,6 +175,8 @@ def set_password(conn: Connection, now: datetime, actor: str, username: str, pas
 def set_roles(conn: Connection, now: datetime, actor: str, username: str, roles: frozenset[str]) -> User:
     """Replace the account's roles."""
     user = get(conn, username)
+    if "admin" in user.roles and "admin" not in roles:
+        _keep_an_admin(conn, user)
     conn.execute(delete(user_roles).where(user_roles.c.user_id == user.id))
     conn.execute(insert(user_roles), [{"user_id": user.id, "role": role} for role in sorted(roles)])
     audit(
@@ -188,6 +190,8 @@ def disable(conn: Connection, now: datetime, actor: str, username: str) -> None:
     user = get(conn, username)
     if user.disabled:
         raise StateError(f"Người dùng '{user.username}' đã bị khoá.")
+    if "admin" in user.roles:
+        _keep_an_admin(conn, user)
     conn.execute(update(users).where(users.c.id == user.id).values(disabled_at=now))
     _end_sessions(conn, user.id, now)
     audit(conn, now, actor, "user.disable", f"user:{user.username}", {})
@@ -200,6 +204,17 @@ def enable(conn: Connection, now: datetime, actor: str, username: str) -> None:
         raise StateError(f"Người dùng '{user.username}' không bị khoá.")
     conn.execute(update(users).where(users.c.id == user.id).values(disabled_at=None))
     audit(conn, now, actor, "user.enable", f"user:{user.username}", {})
+
+
+def _keep_an_admin(conn: Connection, leaving: User) -> None:
+    """Refuse to take away the last active administrator: nobody could manage accounts any more."""
+    others = conn.execute(
+        select(func.count())
+        .select_from(user_roles.join(users, users.c.id == user_roles.c.user_id))
+        .where(user_roles.c.role == "admin", users.c.disabled_at.is_(None), users.c.id != leaving.id)
+    ).scalar_one()  # fmt: skip
+    if not others:
+        raise StateError(f"'{leaving.username}' là người quản trị cuối cùng: hãy cho người khác vai trò admin trước.")
 
 
 def _end_sessions(conn: Connection, user_id: int, now: datetime) -> None:

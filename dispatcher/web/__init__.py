@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
 from dispatcher.config import Settings
-from dispatcher.web import auth, health, hooks, i18n
+from dispatcher.web import admin, auth, health, hooks, i18n
 from dispatcher.web.security import SecurityHeaders
 from dispatcher.web.templating import STATIC, render
 from dispatcher.web.writer import ReportWriter
@@ -37,6 +37,7 @@ def create_app(settings: Settings, engine: Engine, clock: Callable[[], datetime]
     app.include_router(health.router)
     app.include_router(hooks.router)
     app.include_router(auth.router)
+    app.include_router(admin.router)
     _refusals(app)
     return app
 
