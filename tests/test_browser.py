@@ -25,9 +25,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def app(sqlite_engine: Engine) -> FastAPI:
-    # Plain HTTP on loopback: the only deployment where cookies may go without HTTPS.
-    settings = load_settings(None, {"CANHBAO_WEB__SECURE_COOKIES": "false"})
-    return make_app(settings, sqlite_engine, lambda: datetime.now(UTC))
+    # The default settings: Secure cookies, which browsers accept from http://127.0.0.1 (a secure context).
+    return make_app(load_settings(None, {}), sqlite_engine, lambda: datetime.now(UTC))
 
 
 def sign_in(page, base: str, username: str, password: str = PASSWORD, then: str = "/") -> None:

@@ -23,7 +23,7 @@ ROOT = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent
 # Processes that run until stopped: the tour shows how to start them.
 UNTIL_STOPPED = re.compile(
-    r"^canhbao(\s+--\S+(\s+\S+)?)*\s+(serve|scheduler|worker(?!.*--until-idle)|blast status .*--watch)\b"
+    r"^canhbao(\s+--\S+(\s+\S+)?)*\s+(serve|scheduler|web|worker(?!.*--until-idle)|blast status .*--watch)\b"
 )
 # Watching a blast that is still going ends only with Ctrl-C, which exits 130.
 WATCHES = re.compile(r"--watch\b")
