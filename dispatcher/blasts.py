@@ -532,6 +532,24 @@ def _insert(conn: Connection, blast: dict[str, Any], content: Any, source: Any, 
     return conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
 
 
+def listing(conn: Connection, limit: int = 50, states: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """The newest blasts (of `states` when given), newest first: what `blast list` and the console show."""
+    query = select(blasts).order_by(blasts.c.id.desc()).limit(limit)
+    if states is not None:
+        query = query.where(blasts.c.state.in_(list(states)))
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def by_carrier(conn: Connection, blast_id: int) -> dict[str, dict[str, int]]:
+    """Deliveries of a blast by carrier, then status (only what occurs)."""
+    d = deliveries.c
+    found: dict[str, dict[str, int]] = {}
+    query = select(d.carrier, d.status, func.count()).where(d.blast_id == blast_id).group_by(d.carrier, d.status)
+    for carrier, status, n in conn.execute(query):
+        found.setdefault(carrier, {})[status] = n
+    return found
+
+
 def counts(conn: Connection, blast_id: int) -> dict[str, int]:
     """Deliveries of a blast by status (every status present, zeros included)."""
     found = dict(

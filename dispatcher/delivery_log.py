@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -48,6 +48,9 @@ class LogFilter:
     since: datetime | None = None
     msisdn: str | None = None
     limit: int | None = None
+    # A page of the console: newest first, older than `before_id` (paging by key, never OFFSET).
+    newest_first: bool = False
+    before_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -115,11 +118,13 @@ def _query(log: LogFilter) -> Select[Any]:
     conditions += [column.in_(sorted(codes)) for column, codes in within if codes is not None]
     if log.since is not None:
         conditions.append(queued_at >= log.since)
+    if log.before_id is not None:
+        conditions.append(d.id < log.before_id)
     query = select(
         *(d.id, d.blast_id, d.msisdn, d.carrier, d.province_code, channel.label("channel"), d.status, d.attempts),
         *(d.gateway, d.provider_id, d.error_code, d.error, queued_at.label("queued_at"), d.sent_at, d.finished_at),
     ).select_from(deliveries.join(blasts, blasts.c.id == d.blast_id))
-    return query.where(*conditions).order_by(d.id).limit(log.limit)
+    return query.where(*conditions).order_by(d.id.desc() if log.newest_first else d.id).limit(log.limit)
 
 
 def read(conn: Connection, log: LogFilter) -> Iterator[dict[str, Any]]:
@@ -127,6 +132,13 @@ def read(conn: Connection, log: LogFilter) -> Iterator[dict[str, Any]]:
     result = conn.execution_options(yield_per=2_000).execute(_query(log))  # a server-side cursor on PostgreSQL
     for row in result.mappings():
         yield {**row, "msisdn": mask(row["msisdn"])}
+
+
+def page(conn: Connection, log: LogFilter, size: int = 50) -> tuple[list[dict[str, Any]], int | None]:
+    """One page of the log, newest first, numbers masked; and the key of the next (older) page, or None."""
+    asked = replace(log, newest_first=True, limit=size + 1)
+    rows = [{**row, "msisdn": mask(row["msisdn"])} for row in conn.execute(_query(asked)).mappings()]
+    return rows[:size], (rows[size - 1]["id"] if len(rows) > size else None)
 
 
 def count(conn: Connection, log: LogFilter) -> int:

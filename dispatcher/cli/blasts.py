@@ -31,7 +31,7 @@ from dispatcher.domain import FINAL_DELIVERY_STATES, Audience, BlastState
 from dispatcher.errors import NotFound, UsageError
 from dispatcher.formats import duration, moment, number, parse_moment
 from dispatcher.gateways import build
-from dispatcher.models import blasts, deliveries
+from dispatcher.models import deliveries
 from dispatcher.regions import RegionIndex
 from dispatcher.segments import SegmentSpec, resolve
 
@@ -317,7 +317,7 @@ def blast_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Các đợt gửi, mới nhất trước."""
     c: Context = ctx.obj
     with c.engine.connect() as conn:
-        rows = conn.execute(select(blasts).order_by(blasts.c.id.desc()).limit(50)).mappings().all()
+        rows = blast_ops.listing(conn)
     keys = ("id", "state", "channel", "encoding", "recipients", "created_by", "approved_by", "start_at")
     if as_json:
         emit([{k: r[k] for k in keys} | {"segment": r["preview"]["segment"]} for r in rows])

@@ -1,0 +1,328 @@
+"""The operators' pages: the dashboard, blasts and their actions, the delivery log with its export.
+
+Each page calls the same domain functions as the CLI (`blast approve` and `/blasts/{id}/approve`
+are one call to dispatcher/blasts.py, four-eyes included). Numbers are masked everywhere; a full
+number is shown only to an operator who reveals it with a reason (dispatcher/privacy.py). A
+number typed to search the log is posted in a form, never put in a URL.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from dispatcher import blasts as blast_ops
+from dispatcher import delivery_log as log_ops
+from dispatcher import labels, overview, privacy
+from dispatcher.domain import DeliveryStatus
+from dispatcher.errors import CanhBaoError
+from dispatcher.phones import InvalidNumber, PhoneBook
+from dispatcher.web import i18n
+from dispatcher.web.auth import Principal, allow
+from dispatcher.web.deps import regions
+from dispatcher.web.templating import render
+
+router = APIRouter()
+Everyone = Annotated[Principal, allow("operator", "liaison", "approver", "police", "admin")]
+BlastReaders = Annotated[Principal, allow("liaison", "approver", "operator")]
+Approver = Annotated[Principal, allow("approver")]
+Liaison = Annotated[Principal, allow("liaison")]
+LogReaders = Annotated[Principal, allow("operator", "liaison")]
+Operator = Annotated[Principal, allow("operator")]
+PAGE_SIZE = 50
+
+i18n.register(
+    {
+        "Đang chạy và sắp chạy": "Running and scheduled",
+        "Hôm nay": "Today",
+        "Theo nhà mạng": "By carrier",
+        "Cổng gửi": "Gateways",
+        "Giờ yên lặng": "Quiet hours",
+        "đang trong giờ yên lặng": "quiet hours now",
+        "đang được gửi": "sending allowed",
+        "Không có đợt nào đang chạy hay chờ.": "No blast is running or waiting.",
+        "Đợt gửi": "Blasts",
+        "Mẫu": "Alert",
+        "Phân đoạn": "Segment",
+        "Kênh": "Channel",
+        "Người nhận": "Recipients",
+        "Bắt đầu": "Starts",
+        "khi được duyệt": "on approval",
+        "Tạo → duyệt": "Created → approved",
+        "Tiến độ": "Progress",
+        "Duyệt": "Approve",
+        "Tạm dừng": "Pause",
+        "Tiếp tục": "Resume",
+        "Huỷ đợt": "Cancel",
+        "Gửi lại tin chưa rõ": "Resend unknown",
+        "Nhật ký gửi của đợt này": "This blast's delivery log",
+        "Trạng thái": "State",
+        "Nhà mạng": "Carrier",
+        "Tỉnh/thành phố": "Province",
+        "Xã/phường": "Commune",
+        "Số điện thoại": "Phone number",
+        "Tìm": "Search",
+        "Trang sau": "Next page",
+        "Xuất CSV": "Export CSV",
+        "Lỗi": "Error",
+        "Gửi lúc": "Sent at",
+        "Xong lúc": "Finished at",
+        "Cổng": "Gateway",
+        "Lần": "Attempts",
+        "Xem số đầy đủ": "Reveal the number",
+        "Lý do": "Reason",
+        "Không có tin nào khớp.": "No message matches.",
+        "Tìm theo số (không đưa vào địa chỉ trang)": "Search by number (kept out of the address bar)",
+        "tất cả": "all",
+        "Số đầy đủ": "Full number",
+    }
+)
+
+
+def _run(request: Request, work: Callable[[Any, Any], Any], write: bool = False) -> Any:
+    state = request.app.state
+
+    def inside() -> Any:
+        with state.engine.begin() if write else state.engine.connect() as conn:
+            return work(conn, state.clock())
+
+    return run_in_threadpool(inside)
+
+
+# -- dashboard ----------------------------------------------------------------------------
+
+
+async def _dashboard(request: Request) -> dict[str, Any]:
+    settings = request.app.state.settings
+    return await _run(request, lambda conn, now: overview.dashboard(conn, settings, now))
+
+
+@router.get("/")
+async def dashboard(request: Request, principal: Everyone) -> Response:
+    """Blasts running and scheduled, today's deliveries by state and carrier, gateways, quiet hours."""
+    return render(request, "dashboard.html", {"board": await _dashboard(request)})
+
+
+@router.get("/dashboard/live")
+async def dashboard_live(request: Request, principal: Everyone) -> Response:
+    """The dashboard's figures alone, for htmx to swap in every few seconds."""
+    return render(request, "_dashboard.html", {"board": await _dashboard(request)})
+
+
+# -- blasts -------------------------------------------------------------------------------
+
+
+@router.get("/blasts")
+async def blasts_page(request: Request, principal: BlastReaders) -> Response:
+    """The newest blasts."""
+    found = await _run(request, lambda conn, _now: blast_ops.listing(conn, 100))
+    return render(request, "blasts.html", {"blasts": found})
+
+
+async def _blast_page(request: Request, blast_id: int, status: int = 200, **context: Any) -> Response:
+    def read(conn: Any, _now: Any) -> dict[str, Any]:
+        blast = blast_ops.get(conn, blast_id)
+        return {"blast": blast, "counts": blast_ops.counts(conn, blast_id),
+                "by_carrier": blast_ops.by_carrier(conn, blast_id)}  # fmt: skip
+
+    try:
+        found = await _run(request, read)
+    except CanhBaoError as exc:
+        return render(request, "refused.html", {"message": str(exc)}, 404)
+    return render(request, "blast.html", {**found, "states": list(DeliveryStatus), **context}, status)
+
+
+@router.get("/blasts/{blast_id}")
+async def blast_page(request: Request, principal: BlastReaders, blast_id: int) -> Response:
+    """A blast: its preview, counts by state and carrier, and the actions the person's roles allow."""
+    return await _blast_page(request, blast_id)
+
+
+@router.get("/blasts/{blast_id}/counts")
+async def blast_counts(request: Request, principal: BlastReaders, blast_id: int) -> Response:
+    """The counts alone, refreshed by htmx while the blast runs."""
+
+    def read(conn: Any, _now: Any) -> dict[str, Any]:
+        return {"blast": blast_ops.get(conn, blast_id), "counts": blast_ops.counts(conn, blast_id),
+                "by_carrier": blast_ops.by_carrier(conn, blast_id)}  # fmt: skip
+
+    try:
+        found = await _run(request, read)
+    except CanhBaoError as exc:
+        return render(request, "refused.html", {"message": str(exc)}, 404)
+    return render(request, "_blast_counts.html", {**found, "states": list(DeliveryStatus)})
+
+
+async def _act(request: Request, blast_id: int, action: Callable[[Any, Any], Any]) -> Response:
+    """Run a blast action; a refusal (four-eyes, a state that does not allow it) is shown on the blast's page."""
+    try:
+        await _run(request, action, write=True)
+    except CanhBaoError as exc:
+        status = 404 if exc.code == "not_found" else 403 if exc.code == "forbidden" else 409
+        return await _blast_page(request, blast_id, status, error=str(exc))
+    return RedirectResponse(f"/blasts/{blast_id}", 303)
+
+
+@router.post("/blasts/{blast_id}/approve")
+async def blast_approve(request: Request, principal: Approver, blast_id: int) -> Response:
+    """Approve a blast (never one's own: four-eyes)."""
+    return await _act(request, blast_id, lambda conn, now: blast_ops.approve(conn, blast_id, principal.actor, now))
+
+
+@router.post("/blasts/{blast_id}/pause")
+async def blast_pause(request: Request, principal: Liaison, blast_id: int) -> Response:
+    """Hold a blast: nothing new is claimed until it is resumed."""
+    return await _act(request, blast_id, lambda conn, now: blast_ops.pause(conn, blast_id, principal.actor, now))
+
+
+@router.post("/blasts/{blast_id}/resume")
+async def blast_resume(request: Request, principal: Liaison, blast_id: int) -> Response:
+    """Go on with a paused blast."""
+    return await _act(request, blast_id, lambda conn, now: blast_ops.resume(conn, blast_id, principal.actor, now))
+
+
+@router.post("/blasts/{blast_id}/cancel")
+async def blast_cancel(request: Request, principal: Liaison, blast_id: int) -> Response:
+    """Cancel a blast: what was not sent is not sent."""
+    return await _act(request, blast_id, lambda conn, now: blast_ops.cancel(conn, blast_id, principal.actor, now))
+
+
+@router.post("/blasts/{blast_id}/resend-unknown")
+async def blast_resend_unknown(request: Request, principal: Liaison, blast_id: int) -> Response:
+    """Queue again the messages whose fate is unknown (an operator's choice: the carrier may have them)."""
+    return await _act(
+        request, blast_id, lambda conn, now: blast_ops.resend_unknown(conn, blast_id, principal.actor, now)
+    )
+
+
+# -- the delivery log ---------------------------------------------------------------------
+
+
+def _filter(request: Request, blast: int | None, status: str, carrier: str, province: str, commune: str,
+            msisdn: str = "", before: int | None = None) -> tuple[log_ops.LogFilter, list[str]]:  # fmt: skip
+    place = log_ops.place(regions(request), province.strip() or None, commune.strip() or None)
+    number = PhoneBook().normalize(msisdn).e164 if msisdn.strip() else None
+    log = log_ops.LogFilter(
+        blast_id=blast, status=labels.parse_delivery_state(status) if status.strip() else None,
+        carrier=log_ops.carrier_named(carrier) if carrier.strip() else None,
+        province_codes=place.province_codes, commune_codes=place.commune_codes, msisdn=number, before_id=before,
+    )  # fmt: skip
+    return log, list(place.notes)
+
+
+async def _log_page(request: Request, fields: dict[str, Any], status: int = 200, **context: Any) -> Response:
+    province_name = regions(request).province
+    try:
+        log, notes = _filter(request, **fields)
+    except (CanhBaoError, InvalidNumber) as exc:
+        return render(request, "deliveries.html", {"fields": fields, "rows": [], "error": str(exc),
+                                                   "states": list(DeliveryStatus)}, 400)  # fmt: skip
+    rows, next_before = await _run(request, lambda conn, _now: log_ops.page(conn, log, PAGE_SIZE))
+    for row in rows:
+        row["province"] = province_name(row["province_code"]).name
+    shown = {"fields": fields, "rows": rows, "next_before": next_before, "notes": notes,
+             "states": list(DeliveryStatus), **context}  # fmt: skip
+    return render(request, "deliveries.html", shown, status)
+
+
+@router.get("/deliveries")
+async def deliveries_page(
+    request: Request,
+    principal: LogReaders,
+    blast: Annotated[int | None, Query(ge=1)] = None,
+    status: str = "",
+    carrier: str = "",
+    province: str = "",
+    commune: str = "",
+    before: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
+    """The delivery log, newest first, filtered, fifty rows a page (paged by key)."""
+    fields = {"blast": blast, "status": status, "carrier": carrier, "province": province, "commune": commune,
+              "before": before}  # fmt: skip
+    return await _log_page(request, fields)
+
+
+@router.post("/deliveries/search")
+async def deliveries_search(
+    request: Request,
+    principal: LogReaders,
+    msisdn: Annotated[str, Form(max_length=32)] = "",
+    blast: Annotated[int | None, Form(ge=1)] = None,
+    status: Annotated[str, Form()] = "",
+    carrier: Annotated[str, Form()] = "",
+    province: Annotated[str, Form()] = "",
+    commune: Annotated[str, Form()] = "",
+    before: Annotated[int | None, Form(ge=1)] = None,
+) -> Response:
+    """The log of one number: posted, so that the number stays out of URLs, history and proxies' logs."""
+    fields = {"blast": blast, "status": status, "carrier": carrier, "province": province, "commune": commune,
+              "msisdn": msisdn, "before": before}  # fmt: skip
+    return await _log_page(request, fields, searched=True)
+
+
+@router.get("/deliveries.csv")
+async def deliveries_csv(
+    request: Request,
+    principal: LogReaders,
+    blast: Annotated[int | None, Query(ge=1)] = None,
+    status: str = "",
+    carrier: str = "",
+    province: str = "",
+    commune: str = "",
+) -> Response:
+    """The filtered log as CSV for Excel (numbers masked), streamed as it is read."""
+    try:
+        log, _notes = _filter(request, blast, status, carrier, province, commune)
+    except CanhBaoError as exc:
+        return render(request, "refused.html", {"message": str(exc)}, 400)
+    engine, zone = request.app.state.engine, request.app.state.settings.app.timezone
+    province_name = regions(request).province
+
+    headers = {"Content-Disposition": 'attachment; filename="nhat-ky-gui.csv"'}
+    return StreamingResponse(_chunks(engine, log, zone, province_name), media_type="text/csv; charset=utf-8",
+                             headers=headers)  # fmt: skip
+
+
+def _chunks(engine: Any, log: log_ops.LogFilter, zone: str, province_name: Any) -> Iterator[bytes]:
+    """The CSV in pieces of a few thousand rows: memory stays flat however long the log."""
+
+    with engine.connect() as conn:
+        pipe = io.StringIO()
+        batch: list[dict[str, Any]] = []
+        first = True
+        for row in log_ops.read(conn, log):
+            batch.append(row)
+            if len(batch) == 2_000:
+                yield _csv(batch, pipe, zone, province_name, first)
+                batch, first = [], False
+        if batch or first:
+            yield _csv(batch, pipe, zone, province_name, first)
+
+
+def _csv(rows: list[dict[str, Any]], pipe: io.StringIO, zone: str, province_name: Any, header: bool) -> bytes:
+    pipe.seek(0)
+    pipe.truncate()
+    log_ops.write_csv(rows, pipe, zone, lambda code: province_name(code).name)
+    text = pipe.getvalue()
+    if not header:  # only the first piece carries the BOM and the header line
+        text = text.lstrip("\ufeff").split("\r\n", 1)[1] if "\r\n" in text else ""
+    return text.encode("utf-8")
+
+
+@router.post("/deliveries/{delivery_id}/reveal")
+async def delivery_reveal(
+    request: Request, principal: Operator, delivery_id: int, reason: Annotated[str, Form(max_length=300)] = ""
+) -> Response:
+    """The full number of one delivery, for an operator who says why (kept in the audit log)."""
+    try:
+        number = await _run(
+            request, lambda conn, now: privacy.reveal_delivery(conn, now, principal.actor, delivery_id, reason), True
+        )
+    except CanhBaoError as exc:
+        return render(request, "refused.html", {"message": str(exc)}, 404 if exc.code == "not_found" else 400)
+    return render(request, "revealed.html", {"delivery_id": delivery_id, "number": number, "reason": reason})

@@ -1,0 +1,48 @@
+"""The operators' pages on a fresh database: they render, refuse bad input clearly, and keep numbers out of URLs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from dispatcher.config import load_settings
+from tests.clock import Clock
+from tests.web_helpers import make_app, signed_in
+
+
+@pytest.fixture
+def app(sqlite_engine: Engine, now: datetime) -> FastAPI:
+    return make_app(load_settings(None, {}), sqlite_engine, Clock(now))
+
+
+def test_the_pages_render_for_an_operator(app: FastAPI, sqlite_engine: Engine) -> None:
+    operator = signed_in(app, sqlite_engine, "van-hanh", "operator")
+    assert "Không có đợt nào đang chạy hay chờ." in operator.get("/").text
+    assert "Cổng gửi" in operator.get("/dashboard/live").text
+    assert operator.get("/blasts").status_code == 200
+    assert "Không có tin nào khớp." in operator.get("/deliveries").text
+    assert operator.get("/blasts/99").status_code == 404
+
+
+def test_the_log_export_is_a_csv_for_excel(app: FastAPI, sqlite_engine: Engine) -> None:
+    operator = signed_in(app, sqlite_engine, "van-hanh", "operator")
+    answer = operator.get("/deliveries.csv", params={"province": "Đà Nẵng"})
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+    assert answer.content.startswith("\ufeff".encode())
+
+
+def test_bad_filters_and_numbers_are_said_in_vietnamese(app: FastAPI, sqlite_engine: Engine) -> None:
+    operator = signed_in(app, sqlite_engine, "van-hanh", "operator")
+    assert operator.get("/deliveries", params={"carrier": "khong-co"}).status_code == 400
+    searched = operator.post("/deliveries/search", data={"msisdn": "12345"})
+    assert searched.status_code == 400 and "12345" not in str(searched.url)
+
+
+def test_a_reveal_needs_the_operator_role_and_a_delivery(app: FastAPI, sqlite_engine: Engine) -> None:
+    liaison = signed_in(app, sqlite_engine, "lien-lac", "liaison")
+    assert liaison.post("/deliveries/1/reveal", data={"reason": "kiểm tra lỗi"}).status_code == 403
+    operator = signed_in(app, sqlite_engine, "van-hanh", "operator")
+    assert operator.post("/deliveries/1/reveal", data={"reason": "kiểm tra lỗi"}).status_code == 404
