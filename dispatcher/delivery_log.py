@@ -163,11 +163,17 @@ def _cells(row: dict[str, Any], zone: ZoneInfo, province: Callable[[int], str]) 
     return shown
 
 
-def write_csv(rows: Iterable[dict[str, Any]], out: TextIO, zone: str, province: Callable[[int], str]) -> int:
-    """Write `rows` as CSV for Excel: a BOM, Vietnamese headers, local times; returns how many rows."""
-    out.write("\ufeff")  # Excel reads UTF-8 only behind a BOM
+def write_csv(
+    rows: Iterable[dict[str, Any]], out: TextIO, zone: str, province: Callable[[int], str], header: bool = True
+) -> int:
+    """Write `rows` as CSV for Excel: a BOM, Vietnamese headers, local times; returns how many rows.
+
+    `header` False writes the rows alone: a later piece of a CSV streamed in pieces.
+    """
     writer = csv.writer(out)
-    writer.writerow([header for _, header in EXPORT_COLUMNS])
+    if header:
+        out.write("\ufeff")  # Excel reads UTF-8 only behind a BOM
+        writer.writerow([title for _, title in EXPORT_COLUMNS])
     written = 0
     local = ZoneInfo(zone)
     for row in rows:

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from sqlalchemy import select
 
-from dispatcher.config import GatewayLimits
+from dispatcher.config import GatewayLimits, Settings
 from dispatcher.models import gateway_health
 
 log = structlog.get_logger(__name__)
@@ -144,3 +144,9 @@ def _values(health: Health) -> dict[str, Any]:
     values = {**asdict(health), "state": health.state.value}
     values.pop("name")
     return values
+
+
+def gateway_names(settings: Settings) -> list[str]:
+    """Every configured gateway, and the built-in ones a route names."""
+    named = [name for route in settings.routes.values() for name in route]
+    return list(dict.fromkeys([*settings.gateways.names(), *named]))

@@ -41,8 +41,7 @@ def dashboard(conn: Connection, settings: Settings, now: datetime) -> dict[str, 
         by_carrier.setdefault(carrier, {})[status] = n
         by_state[status] = by_state.get(status, 0) + n
     found = health.load(conn)
-    names = list(dict.fromkeys([*settings.gateways.names(), *(n for r in settings.routes.values() for n in r)]))
-    states = [found.get(name) or health.Health(name) for name in names]
+    states = [found.get(name) or health.Health(name) for name in health.gateway_names(settings)]
     gateways = [{"name": h.name, "state": h.state.value, "last_error": h.last_error, "last_error_at": h.last_error_at}
                 for h in states]  # fmt: skip
     quiet = {channel: policy.quiet_hours(settings, channel).is_quiet(now) for channel in ("sms", "zalo")}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Table, select
 
 from dispatcher.audit import audit
 from dispatcher.errors import InputRejected, NotFound
@@ -29,19 +29,20 @@ def _reason(text: str) -> str:
 
 def reveal_delivery(conn: Connection, now: datetime, actor: str, delivery_id: int, reason: str) -> str:
     """The full number a delivery went to; the reveal is audited."""
-    why = _reason(reason)
-    msisdn = conn.execute(select(deliveries.c.msisdn).where(deliveries.c.id == delivery_id)).scalar()
-    if msisdn is None:
-        raise NotFound(f"Không có tin số {delivery_id}.")
-    audit(conn, now, actor, "number.reveal", f"delivery:{delivery_id}", {"reason": why, "masked": mask_digits(msisdn)})
-    return msisdn
+    return _reveal(conn, now, actor, reason, deliveries, delivery_id, "delivery", f"Không có tin số {delivery_id}.")
 
 
 def reveal_inbox(conn: Connection, now: datetime, actor: str, message_id: int, reason: str) -> str:
     """The full number an inbound text came from; the reveal is audited."""
+    return _reveal(conn, now, actor, reason, inbox, message_id, "inbox", f"Không có tin đến số {message_id}.")
+
+
+def _reveal(
+    conn: Connection, now: datetime, actor: str, reason: str, table: Table, row_id: int, kind: str, missing: str
+) -> str:
     why = _reason(reason)
-    msisdn = conn.execute(select(inbox.c.msisdn).where(inbox.c.id == message_id)).scalar()
+    msisdn = conn.execute(select(table.c.msisdn).where(table.c.id == row_id)).scalar()
     if msisdn is None:
-        raise NotFound(f"Không có tin đến số {message_id}.")
-    audit(conn, now, actor, "number.reveal", f"inbox:{message_id}", {"reason": why, "masked": mask_digits(msisdn)})
+        raise NotFound(missing)
+    audit(conn, now, actor, "number.reveal", f"{kind}:{row_id}", {"reason": why, "masked": mask_digits(msisdn)})
     return msisdn

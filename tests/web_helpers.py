@@ -13,6 +13,7 @@ from dispatcher import users
 from dispatcher.config import Settings
 from dispatcher.errors import StateError
 from dispatcher.web import create_app
+from dispatcher.web.auth import cookie_name
 
 PASSWORD = "mật khẩu dài đủ 10"
 BASE_URL = "https://canhbao.test"  # https: the session cookie is Secure by default
@@ -53,7 +54,7 @@ def signed_in(app: FastAPI, engine: Engine, username: str, *roles: str) -> TestC
     assert answer.status_code == 303, answer.text
     settings = app.state.settings
     with engine.begin() as conn:
-        live = users.session(conn, app.state.clock(), client.cookies.get(_cookie_name(app)), settings.web)
+        live = users.session(conn, app.state.clock(), client.cookies.get(cookie_name(settings.web)), settings.web)
     assert live is not None
     client.headers["X-CSRF-Token"] = live.csrf_token
     client.csrf = live.csrf_token  # type: ignore[attr-defined]  (for tests that post forms themselves)
@@ -68,7 +69,3 @@ def api_client(app: FastAPI, engine: Engine, username: str, *roles: str) -> Test
     client = TestClient(app, base_url=BASE_URL, follow_redirects=False, headers={"Authorization": f"Bearer {token}"})
     client.token_id = token_id  # type: ignore[attr-defined]
     return client
-
-
-def _cookie_name(app: FastAPI) -> str:
-    return "__Host-canhbao" if app.state.settings.web.secure_cookies else "canhbao_session"

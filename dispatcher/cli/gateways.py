@@ -35,18 +35,12 @@ def register(app: typer.Typer) -> None:
     app.command("inbox")(inbox_list)
 
 
-def gateway_names(settings: Settings) -> list[str]:
-    """Every configured gateway, and the built-in ones a route names."""
-    named = [name for route in settings.routes.values() for name in route]
-    return list(dict.fromkeys([*settings.gateways.names(), *named]))
-
-
 def gateways_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Các cổng gửi: loại, tuyến dùng cổng, trạng thái (tạm ngừng khi lỗi liên tiếp), tốc độ, lỗi gần nhất."""
     c: Context = ctx.obj
     with c.engine.connect() as conn:
         found = health.load(conn)
-    names = gateway_names(c.settings)
+    names = health.gateway_names(c.settings)
     documents = [_document(c.settings, name, found.get(name) or health.Health(name)) for name in names]
     if as_json:
         emit(documents)
@@ -93,7 +87,7 @@ def gateways_check(
 ) -> None:
     """Kiểm tra kết nối và tài khoản của các cổng mà không gửi tin nào; thoát 1 khi có cổng lỗi."""
     c: Context = ctx.obj
-    names = gateway_names(c.settings)
+    names = health.gateway_names(c.settings)
     if name is not None and name not in names:
         raise NotFound(f"Không có cổng {name!r} (có: {', '.join(names)}).")
     results = asyncio.run(_check_all(c.settings, [name] if name else names))

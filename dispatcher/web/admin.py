@@ -10,12 +10,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from dispatcher import users
 from dispatcher.errors import CanhBaoError, NotFound
 from dispatcher.web import i18n
 from dispatcher.web.auth import Principal, allow
+from dispatcher.web.deps import in_transaction
 from dispatcher.web.templating import render
 
 router = APIRouter()
@@ -55,22 +55,11 @@ i18n.register(
 )
 
 
-def _run(request: Request, work: Any) -> Any:
-    """Run `work(conn, now)` in one transaction, off the event loop."""
-    state = request.app.state
-
-    def inside() -> Any:
-        with state.engine.begin() as conn:
-            return work(conn, state.clock())
-
-    return run_in_threadpool(inside)
-
-
 async def _users_page(request: Request, status: int = 200, **context: Any) -> Response:
     def read(conn: Any, _now: Any) -> dict[str, Any]:
         return {"accounts": users.listing(conn), "tokens": users.tokens(conn)}
 
-    found = await _run(request, read)
+    found = await in_transaction(request, read)
     return render(request, "users.html", {**found, "roles": users.ROLES, **context}, status)
 
 
@@ -92,7 +81,7 @@ async def users_add(
     """A new account."""
     try:
         roles = users.parse_roles(role or [])
-        await _run(request, lambda conn, now: users.add(conn, now, principal.actor, username, password, roles,
+        await in_transaction(request, lambda conn, now: users.add(conn, now, principal.actor, username, password, roles,
                                                         display_name or None))  # fmt: skip
     except CanhBaoError as exc:
         return await _users_page(
@@ -108,7 +97,7 @@ async def users_roles(
     """Replace an account's roles."""
     try:
         roles = users.parse_roles(role or [])
-        await _run(request, lambda conn, now: users.set_roles(conn, now, principal.actor, username, roles))
+        await in_transaction(request, lambda conn, now: users.set_roles(conn, now, principal.actor, username, roles))
     except CanhBaoError as exc:
         return await _users_page(request, 400, error=str(exc))
     return RedirectResponse("/users", 303)
@@ -132,7 +121,7 @@ async def users_token(
 ) -> Response:
     """A new API token for the account, shown on this page once."""
     try:
-        token_id, token = await _run(request, lambda conn, now: users.issue_token(conn, now, principal.actor,
+        token_id, token = await in_transaction(request, lambda conn, now: users.issue_token(conn, now, principal.actor,
                                                                                  username, label))  # fmt: skip
     except CanhBaoError as exc:
         return await _users_page(request, 400, error=str(exc))
@@ -147,7 +136,7 @@ async def token_revoke(request: Request, principal: Admin, token_id: int) -> Res
 
 async def _change(request: Request, work: Any) -> Response:
     try:
-        await _run(request, work)
+        await in_transaction(request, work)
     except CanhBaoError as exc:
         return await _users_page(request, 404 if exc.code == "not_found" else 409, error=str(exc))
     return RedirectResponse("/users", 303)
@@ -157,7 +146,7 @@ async def _change(request: Request, work: Any) -> Response:
 
 
 async def _account_page(request: Request, principal: Principal, status: int = 200, **context: Any) -> Response:
-    found = await _run(request, lambda conn, _now: users.tokens(conn, principal.username))
+    found = await in_transaction(request, lambda conn, _now: users.tokens(conn, principal.username))
     return render(request, "account.html", {"tokens": found, **context}, status)
 
 
@@ -187,7 +176,7 @@ async def account_password(
         users.set_password(conn, now, principal.actor, principal.username, password)
 
     try:
-        await _run(request, change)
+        await in_transaction(request, change)
     except users.LoginRefused:
         return await _account_page(request, principal, 400, error=_("Mật khẩu hiện tại không đúng."))
     except CanhBaoError as exc:
@@ -200,7 +189,7 @@ async def account_token(
     request: Request, principal: Anyone, label: Annotated[str, Form(max_length=80)] = "api"
 ) -> Response:
     """A new API token of one's own, shown once."""
-    token_id, token = await _run(
+    token_id, token = await in_transaction(
         request, lambda conn, now: users.issue_token(conn, now, principal.actor, principal.username, label)
     )
     return await _account_page(request, principal, new_token={"id": token_id, "token": token})
@@ -216,7 +205,7 @@ async def account_token_revoke(request: Request, principal: Anyone, token_id: in
         users.revoke_token(conn, now, principal.actor, token_id)
 
     try:
-        await _run(request, revoke)
+        await in_transaction(request, revoke)
     except CanhBaoError as exc:
         return await _account_page(request, principal, 404, error=str(exc))
     return RedirectResponse("/account", 303)

@@ -21,6 +21,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from dispatcher import users
+from dispatcher.config import WebSettings
 from dispatcher.web import i18n
 from dispatcher.web.templating import render
 
@@ -72,8 +73,13 @@ class CsrfRefused(Exception):
 
 
 def session_cookie(request: Request) -> str:
+    """The session cookie's name for this app."""
+    return cookie_name(request.app.state.settings.web)
+
+
+def cookie_name(web: WebSettings) -> str:
     """The session cookie's name: `__Host-` prefixed over HTTPS, so no other site or path can set it."""
-    return "__Host-canhbao" if request.app.state.settings.web.secure_cookies else "canhbao_session"
+    return "__Host-canhbao" if web.secure_cookies else "canhbao_session"
 
 
 def _bearer(request: Request) -> str | None:

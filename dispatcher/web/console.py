@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from dispatcher import blasts as blast_ops
 from dispatcher import delivery_log as log_ops
@@ -24,7 +23,7 @@ from dispatcher.errors import CanhBaoError
 from dispatcher.phones import InvalidNumber, PhoneBook
 from dispatcher.web import i18n
 from dispatcher.web.auth import Principal, allow
-from dispatcher.web.deps import regions
+from dispatcher.web.deps import in_transaction, regions
 from dispatcher.web.templating import render
 
 router = APIRouter()
@@ -84,14 +83,9 @@ i18n.register(
 )
 
 
-def _run(request: Request, work: Callable[[Any, Any], Any], write: bool = False) -> Any:
-    state = request.app.state
-
-    def inside() -> Any:
-        with state.engine.begin() if write else state.engine.connect() as conn:
-            return work(conn, state.clock())
-
-    return run_in_threadpool(inside)
+def read_only(request: Request, work: Callable[[Any, Any], Any]) -> Any:
+    """`work(conn, now)` on a connection that only reads."""
+    return in_transaction(request, work, write=False)
 
 
 # -- dashboard ----------------------------------------------------------------------------
@@ -99,7 +93,7 @@ def _run(request: Request, work: Callable[[Any, Any], Any], write: bool = False)
 
 async def _dashboard(request: Request) -> dict[str, Any]:
     settings = request.app.state.settings
-    return await _run(request, lambda conn, now: overview.dashboard(conn, settings, now))
+    return await read_only(request, lambda conn, now: overview.dashboard(conn, settings, now))
 
 
 @router.get("/")
@@ -120,21 +114,26 @@ async def dashboard_live(request: Request, principal: Everyone) -> Response:
 @router.get("/blasts")
 async def blasts_page(request: Request, principal: BlastReaders) -> Response:
     """The newest blasts."""
-    found = await _run(request, lambda conn, _now: blast_ops.listing(conn, 100))
+    found = await read_only(request, lambda conn, _now: blast_ops.listing(conn, 100))
     return render(request, "blasts.html", {"blasts": found})
 
 
-async def _blast_page(request: Request, blast_id: int, status: int = 200, **context: Any) -> Response:
+async def _blast_view(request: Request, blast_id: int, template: str, status: int = 200, **context: Any) -> Response:
+    """`template` with the blast, its counts by state and by carrier; a blast that does not exist is a 404 page."""
+
     def read(conn: Any, _now: Any) -> dict[str, Any]:
-        blast = blast_ops.get(conn, blast_id)
-        return {"blast": blast, "counts": blast_ops.counts(conn, blast_id),
+        return {"blast": blast_ops.get(conn, blast_id), "counts": blast_ops.counts(conn, blast_id),
                 "by_carrier": blast_ops.by_carrier(conn, blast_id)}  # fmt: skip
 
     try:
-        found = await _run(request, read)
+        found = await read_only(request, read)
     except CanhBaoError as exc:
         return render(request, "refused.html", {"message": str(exc)}, 404)
-    return render(request, "blast.html", {**found, "states": list(DeliveryStatus), **context}, status)
+    return render(request, template, {**found, "states": list(DeliveryStatus), **context}, status)
+
+
+async def _blast_page(request: Request, blast_id: int, status: int = 200, **context: Any) -> Response:
+    return await _blast_view(request, blast_id, "blast.html", status, **context)
 
 
 @router.get("/blasts/{blast_id}")
@@ -146,22 +145,13 @@ async def blast_page(request: Request, principal: BlastReaders, blast_id: int) -
 @router.get("/blasts/{blast_id}/counts")
 async def blast_counts(request: Request, principal: BlastReaders, blast_id: int) -> Response:
     """The counts alone, refreshed by htmx while the blast runs."""
-
-    def read(conn: Any, _now: Any) -> dict[str, Any]:
-        return {"blast": blast_ops.get(conn, blast_id), "counts": blast_ops.counts(conn, blast_id),
-                "by_carrier": blast_ops.by_carrier(conn, blast_id)}  # fmt: skip
-
-    try:
-        found = await _run(request, read)
-    except CanhBaoError as exc:
-        return render(request, "refused.html", {"message": str(exc)}, 404)
-    return render(request, "_blast_counts.html", {**found, "states": list(DeliveryStatus)})
+    return await _blast_view(request, blast_id, "_blast_counts.html")
 
 
 async def _act(request: Request, blast_id: int, action: Callable[[Any, Any], Any]) -> Response:
     """Run a blast action; a refusal (four-eyes, a state that does not allow it) is shown on the blast's page."""
     try:
-        await _run(request, action, write=True)
+        await in_transaction(request, action)
     except CanhBaoError as exc:
         status = 404 if exc.code == "not_found" else 403 if exc.code == "forbidden" else 409
         return await _blast_page(request, blast_id, status, error=str(exc))
@@ -222,7 +212,7 @@ async def _log_page(request: Request, fields: dict[str, Any], status: int = 200,
     except (CanhBaoError, InvalidNumber) as exc:
         return render(request, "deliveries.html", {"fields": fields, "rows": [], "error": str(exc),
                                                    "states": list(DeliveryStatus)}, 400)  # fmt: skip
-    rows, next_before = await _run(request, lambda conn, _now: log_ops.page(conn, log, PAGE_SIZE))
+    rows, next_before = await read_only(request, lambda conn, _now: log_ops.page(conn, log, PAGE_SIZE))
     for row in rows:
         row["province"] = province_name(row["province_code"]).name
     shown = {"fields": fields, "rows": rows, "next_before": next_before, "notes": notes,
@@ -307,11 +297,8 @@ def _chunks(engine: Any, log: log_ops.LogFilter, zone: str, province_name: Any) 
 def _csv(rows: list[dict[str, Any]], pipe: io.StringIO, zone: str, province_name: Any, header: bool) -> bytes:
     pipe.seek(0)
     pipe.truncate()
-    log_ops.write_csv(rows, pipe, zone, lambda code: province_name(code).name)
-    text = pipe.getvalue()
-    if not header:  # only the first piece carries the BOM and the header line
-        text = text.lstrip("\ufeff").split("\r\n", 1)[1] if "\r\n" in text else ""
-    return text.encode("utf-8")
+    log_ops.write_csv(rows, pipe, zone, lambda code: province_name(code).name, header)  # the first piece heads it
+    return pipe.getvalue().encode("utf-8")
 
 
 @router.post("/deliveries/{delivery_id}/reveal")
@@ -320,8 +307,8 @@ async def delivery_reveal(
 ) -> Response:
     """The full number of one delivery, for an operator who says why (kept in the audit log)."""
     try:
-        number = await _run(
-            request, lambda conn, now: privacy.reveal_delivery(conn, now, principal.actor, delivery_id, reason), True
+        number = await in_transaction(
+            request, lambda conn, now: privacy.reveal_delivery(conn, now, principal.actor, delivery_id, reason)
         )
     except CanhBaoError as exc:
         return render(request, "refused.html", {"message": str(exc)}, 404 if exc.code == "not_found" else 400)

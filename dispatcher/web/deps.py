@@ -1,9 +1,14 @@
-"""What route functions share: the region index (loaded once per process, on first use)."""
+"""What route functions share: the database work of a request, the region index (loaded once, on first use)."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
+from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from dispatcher.regions import RegionIndex
@@ -19,3 +24,14 @@ def regions(request: Request) -> RegionIndex:
             if state.regions is None:
                 state.regions = RegionIndex.load()
     return state.regions
+
+
+async def in_transaction(request: Request, work: Callable[[Connection, datetime], Any], write: bool = True) -> Any:
+    """`work(conn, now)` off the event loop: in one transaction when it writes, on a plain connection when it reads."""
+    state = request.app.state
+
+    def inside() -> Any:
+        with state.engine.begin() if write else state.engine.connect() as conn:
+            return work(conn, state.clock())
+
+    return await run_in_threadpool(inside)
