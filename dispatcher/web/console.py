@@ -97,7 +97,9 @@ def read_only(request: Request, work: Callable[[Any, Any], Any]) -> Any:
 
 async def _dashboard(request: Request) -> dict[str, Any]:
     settings = request.app.state.settings
-    return await read_only(request, lambda conn, now: overview.dashboard(conn, settings, now))
+    return await request.app.state.dashboard.get(
+        lambda: read_only(request, lambda conn, now: overview.dashboard(conn, settings, now))
+    )
 
 
 @router.get("/")
