@@ -68,7 +68,7 @@ def app(people: Engine, settings: Settings, now: datetime, regions: RegionIndex)
 
 
 def _form(**fields: str | list[str]) -> dict[str, str | list[str]]:
-    return {"alert": ALERT, "legacy_districts": DUY_XUYEN, "channel": "sms", "encoding": "auto", **fields}
+    return {"alert": ALERT, "legacy_districts": DUY_XUYEN, **fields}  # channel and encoding left to their defaults
 
 
 def _blast_count(engine: Engine) -> int:
@@ -156,11 +156,12 @@ def test_an_empty_segment_is_not_created(app: FastAPI, people: Engine) -> None:
     assert _blast_count(people) == 0
 
 
-def test_unreadable_moments_and_rates_are_named(app: FastAPI, people: Engine) -> None:
-    """A start or a rate that cannot be read says which field and how to write it."""
+def test_unreadable_moments_rates_and_no_alert_are_named(app: FastAPI, people: Engine) -> None:
+    """A start or a rate that cannot be read says which field and how to write it; a missing alert is asked for."""
     liaison = signed_in(app, people, "lien-lac", "liaison")
     assert "Bắt đầu lúc: không hiểu thời điểm" in liaison.post("/blasts/preview", data=_form(start_at="mai")).text
     assert "Tốc độ phải là một số" in liaison.post("/blasts/preview", data=_form(rate="nhanh")).text
+    assert "Hãy chọn một mẫu cảnh báo" in liaison.post("/blasts/preview", data=_form(alert="")).text
 
 
 def test_a_blast_is_created_for_approval_by_someone_else(app: FastAPI, people: Engine) -> None:

@@ -49,13 +49,13 @@ i18n.register(
         "Mỗi dòng một tên hoặc mã; nhận cả tên cũ (trước 1/7/2025).": (
             "One name or code per line; former names (before 1 July 2025) are accepted."
         ),
-        "Tỉnh/thành phố": "Provinces",
+        "Tỉnh/thành phố": "Province",
         "Xã/phường/đặc khu": "Communes",
         "Quận/huyện cũ": "Former districts",
         "Đối tượng": "Audience",
         "Để trống: theo mẫu cảnh báo.": "Left empty: the alert's own audience.",
-        "tất cả": "everyone",
-        "Nhà mạng": "Carriers",
+        "tất cả": "all",
+        "Nhà mạng": "Carrier",
         "Để trống: mọi nhà mạng.": "Left empty: every carrier.",
         "Cách gửi": "How it is sent",
         "Kênh": "Channel",
@@ -107,7 +107,7 @@ i18n.register(
         "tin sẽ quá hạn": "messages would expire",
         "Lưu ý": "Note",
         "Nội dung (xã đông nhất)": "Text (largest commune)",
-        "Không hiểu thời điểm": "Cannot read the moment",
+        "Hãy chọn một mẫu cảnh báo đã duyệt.": "Choose an approved alert.",
         "Tốc độ phải là một số tin mỗi giây, ví dụ 50.": "The rate must be a number of messages per second, e.g. 50.",
     }
 )
@@ -142,7 +142,8 @@ class BlastForm:
         """The form's fields from the posted body (urlencoded or multipart)."""
         form = await request.form()
         text = {key: str(form.get(key) or "").strip()[:4000] for key in cls.__dataclass_fields__}
-        return cls(**{**text, "audiences": tuple(map(str, form.getlist("audiences"))),
+        chosen = {key: value for key, value in text.items() if value}  # a field left out keeps its default
+        return cls(**{**chosen, "audiences": tuple(map(str, form.getlist("audiences"))),
                       "carriers": tuple(map(str, form.getlist("carriers")))})  # fmt: skip
 
     def names(self, field: str) -> list[str]:
@@ -155,7 +156,9 @@ class BlastForm:
                            tuple(self.names("legacy_districts")), self.audiences, self.carriers)  # fmt: skip
 
     def request(self, regions: RegionIndex, zone: str) -> blast_ops.BlastRequest:
-        """The domain's request; a name, a moment or a rate that cannot be read is a UsageError."""
+        """The domain's request; no alert, or a name, a moment or a rate that cannot be read is a UsageError."""
+        if not self.alert:
+            raise UsageError("Hãy chọn một mẫu cảnh báo đã duyệt.")
         return blast_ops.BlastRequest(
             alert_slug=self.alert, segment=resolve(self.spec(), regions), channel=self.channel,
             encoding=self.encoding, start_at=_moment(self.start_at, zone, "Bắt đầu lúc"),
@@ -176,9 +179,9 @@ def _rate(text: str) -> float | None:
     if not text:
         return None
     try:
-        value = float(text.replace(",", "."))
+        value = float(text.replace(",", "."))  # a Vietnamese decimal comma too
     except ValueError:
-        raise UsageError("Tốc độ phải là một số tin mỗi giây, ví dụ 50.") from None
+        value = math.nan
     if not math.isfinite(value):
         raise UsageError("Tốc độ phải là một số tin mỗi giây, ví dụ 50.")
     return value
@@ -222,7 +225,7 @@ async def _preview(request: Request, form: BlastForm) -> dict[str, Any]:
         asked = form.request(index, settings.app.timezone)
         preview = await read_only(request, lambda conn, now: blast_ops.preview(conn, asked, settings, index, now))
     except CanhBaoError as exc:
-        return {**shown, "error": str(exc)}
+        return {**shown, "refusal": i18n.translator(i18n.page_language(request))(str(exc))}
     return {**shown, "preview": preview, **_view(preview)}
 
 
@@ -262,7 +265,9 @@ async def blast_create(request: Request, principal: Liaison) -> Response:
         )
     except CanhBaoError as exc:
         context = await _form_context(request, form)
-        return render(request, "blast_new.html", {**context, **await _preview(request, form), "error": str(exc)}, 400)
+        said = i18n.translator(i18n.page_language(request))(str(exc))
+        shown = {k: v for k, v in (await _preview(request, form)).items() if k != "refusal"}  # said once, on top
+        return render(request, "blast_new.html", {**context, **shown, "error": said}, 400)
     return RedirectResponse(f"/blasts/{blast_id}", 303)
 
 
