@@ -196,3 +196,12 @@ def test_the_blasts_list_links_to_the_form_for_a_liaison(app: FastAPI, people: E
     """A liaison sees the way to a new blast; an operator does not."""
     assert 'href="/blasts/new"' in signed_in(app, people, "lien-lac", "liaison").get("/blasts").text
     assert 'href="/blasts/new"' not in signed_in(app, people, "van-hanh", "operator").get("/blasts").text
+
+
+def test_the_form_speaks_english_on_request(app: FastAPI, people: Engine) -> None:
+    """With the English switch, the form and its preview panel are in English."""
+    liaison = signed_in(app, people, "lien-lac", "liaison")
+    liaison.cookies.set("lang", "en")
+    assert "New blast" in liaison.get("/blasts/new").text
+    panel = liaison.post("/blasts/preview", data=_form()).text
+    assert "Recipients" in panel and "Estimated cost" in panel
