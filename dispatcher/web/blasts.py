@@ -113,11 +113,6 @@ i18n.register(
 )
 
 
-def read_only(request: Request, work: Callable[[Any, Any], Any]) -> Any:
-    """`work(conn, now)` on a connection that only reads."""
-    return in_transaction(request, work, write=False)
-
-
 # -- the new-blast form -------------------------------------------------------------------
 
 
@@ -208,7 +203,7 @@ def place_names(form: BlastForm, index: RegionIndex) -> list[dict[str, Any]]:
 
 
 async def _form_context(request: Request, form: BlastForm) -> dict[str, Any]:
-    found = await read_only(request, lambda conn, _now: blast_ops.approved_alerts(conn))
+    found = await in_transaction(request, lambda conn, _now: blast_ops.approved_alerts(conn), write=False)
     return {"form": form, "alerts": found, "audience_choices": list(Audience), "carrier_choices": list(Carrier),
             "channels": list(CHANNEL_POLICIES), "encodings": blast_ops.ENCODINGS}  # fmt: skip
 
@@ -223,7 +218,9 @@ async def _preview(request: Request, form: BlastForm) -> dict[str, Any]:
     settings = request.app.state.settings
     try:
         asked = form.request(index, settings.app.timezone)
-        preview = await read_only(request, lambda conn, now: blast_ops.preview(conn, asked, settings, index, now))
+        preview = await in_transaction(
+            request, lambda conn, now: blast_ops.preview(conn, asked, settings, index, now), write=False
+        )
     except CanhBaoError as exc:
         return {**shown, "refusal": i18n.translator(i18n.page_language(request))(str(exc))}
     return {**shown, "preview": preview, **_view(preview)}
@@ -277,7 +274,7 @@ async def blast_create(request: Request, principal: Liaison) -> Response:
 @router.get("/blasts")
 async def blasts_page(request: Request, principal: BlastReaders) -> Response:
     """The newest blasts."""
-    found = await read_only(request, lambda conn, _now: blast_ops.listing(conn, 100))
+    found = await in_transaction(request, lambda conn, _now: blast_ops.listing(conn, 100), write=False)
     return render(request, "blasts.html", {"blasts": found})
 
 
@@ -289,7 +286,7 @@ async def _blast_view(request: Request, blast_id: int, template: str, status: in
                 "by_carrier": blast_ops.by_carrier(conn, blast_id)}  # fmt: skip
 
     try:
-        found = await read_only(request, read)
+        found = await in_transaction(request, read, write=False)
     except CanhBaoError as exc:
         return render(request, "refused.html", {"message": str(exc)}, 404)
     return render(request, template, {**found, "states": list(DeliveryStatus), **context}, status)
