@@ -75,6 +75,13 @@ def approved_alert(conn: Connection, slug: str) -> dict[str, Any]:
     raise StateError(f"Mẫu '{slug}' chưa được duyệt (trạng thái '{status}'): cần duyệt trước khi gửi.")
 
 
+def approved_alerts(conn: Connection) -> list[dict[str, Any]]:
+    """The alerts a blast may send now (their approved version), by id: what a liaison picks from."""
+    a = alerts.c
+    query = select(a.slug, a.version, a.title, a.priority).where(a.status == AlertStatus.APPROVED.value)
+    return [dict(row) for row in conn.execute(query.order_by(a.slug)).mappings()]
+
+
 def rendering_for(alert_row: dict[str, Any], encoding: str) -> catalogue.Rendering:
     """The worst-case rendering a blast sends (longest region names): what parts are counted on."""
     renderings = catalogue.render(catalogue.spec_of(alert_row))

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from dispatcher.config import load_settings
+from dispatcher.regions import RegionIndex
+from tests import world
 from tests.browser import PHONE, Browser, live_server, overflows
 from tests.web_helpers import PASSWORD, ensure_user, make_app
 
+DATA = Path(__file__).parent / "data"
 pytestmark = pytest.mark.skipif(not __import__("os").path.exists("/usr/bin/chromium"), reason="needs Chromium")
 
 
@@ -68,4 +72,79 @@ def test_pages_fit_a_phone(browser: Browser, app: FastAPI, sqlite_engine: Engine
         assert "Tài khoản của tôi" in page.inner_text("h1")
         assert not overflows(page)
         browser.shoot(page, "account-phone")
+    assert not browser.violations(), browser.violations()
+
+
+def shows(page, text: str) -> None:
+    """Wait until the preview panel says `text` (htmx swaps it in after the form's last change)."""
+    page.wait_for_function("text => document.querySelector('#preview').innerText.includes(text)", arg=text)
+
+
+def test_a_liaison_previews_and_creates_a_blast(
+    browser: Browser, app: FastAPI, sqlite_engine: Engine, regions: RegionIndex, tmp_path: Path
+) -> None:
+    """The preview follows the form as it is typed, an ambiguous name offers its candidates, creation waits approval."""
+    now = datetime.now(UTC)
+    world.catalogue(sqlite_engine, now, approved=["lenh-bat-gia-gui-qua-zalo"])
+    world.people(sqlite_engine, regions, now, tmp_path, 3_000, seed=7)
+    ensure_user(sqlite_engine, "lien-lac", "liaison")
+    app.state.regions = regions
+    with live_server(app) as base:
+        page = browser.page()
+        sign_in(page, base, "lien-lac", then="/blasts/new")
+        page.wait_for_url(f"{base}/blasts/new")
+        page.select_option("select[name=alert]", "lenh-bat-gia-gui-qua-zalo")
+        page.fill("textarea[name=communes]", "Xã Tân Tiến")
+        page.wait_for_selector("#preview button.pick")
+        browser.shoot(page, "blast-new-ambiguous")
+        page.click("#preview button.pick:has-text('Tuyên Quang')")
+        shows(page, "Xã Tân Tiến (Tỉnh Tuyên Quang)")
+        assert page.input_value("textarea[name=communes]") == "Tuyên Quang, Xã Tân Tiến [mã xã 1051]"
+        page.fill("textarea[name=communes]", "")
+        page.fill("textarea[name=legacy_districts]", "Quảng Nam (cũ), huyện Duy Xuyên")
+        shows(page, "nay 4 xã/phường của Thành phố Đà Nẵng")
+        shows(page, "Người nhận:")
+        assert not overflows(page)
+        browser.shoot(page, "blast-new")
+        page.click("button[type=submit]:has-text('Tạo đợt gửi')")
+        page.wait_for_url(f"{base}/blasts/1")
+        assert "chờ duyệt" in page.inner_text("h1")
+        phone = browser.page(PHONE)
+        sign_in(phone, base, "lien-lac", then="/blasts/new")
+        phone.wait_for_url(f"{base}/blasts/new")
+        phone.select_option("select[name=alert]", "lenh-bat-gia-gui-qua-zalo")
+        phone.fill("textarea[name=provinces]", "Đà Nẵng")
+        phone.wait_for_selector("#preview p.big")
+        assert not overflows(phone)
+        browser.shoot(phone, "blast-new-phone")
+    assert not browser.violations(), browser.violations()
+
+
+def test_a_liaison_imports_subscribers_and_opts_one_out(
+    browser: Browser, sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """A CSV chosen in the browser is imported and summed up; a number is opted out; both screens fit."""
+    settings = load_settings(None, {"CANHBAO_SUBSCRIBERS__REJECTS_DIR": str(tmp_path / "rejects")})
+    app = make_app(settings, sqlite_engine, lambda: datetime.now(UTC))
+    ensure_user(sqlite_engine, "lien-lac", "liaison")
+    with live_server(app) as base:
+        page = browser.page()
+        sign_in(page, base, "lien-lac", then="/subscribers")
+        page.wait_for_url(f"{base}/subscribers")
+        page.set_input_files("input[name=file]", str(DATA / "thue-bao-da-nang.csv"))
+        page.click("form[action='/subscribers/import'] button[type=submit]")
+        page.wait_for_selector(".upload-result")
+        assert "Kết quả nhập" in page.inner_text(".upload-result")
+        assert list((tmp_path / "rejects").glob("thue-bao-da-nang-*.rejects.csv"))
+        assert not overflows(page)
+        browser.shoot(page, "subscribers")
+        phone = browser.page(PHONE)
+        sign_in(phone, base, "lien-lac", then="/subscribers")
+        phone.wait_for_url(f"{base}/subscribers")
+        phone.fill("input[name=msisdn]", "0905 123 401")
+        phone.click("button[value=out]")
+        phone.wait_for_selector("p.notice")
+        assert "+8490****401" in phone.inner_text("p.notice")
+        assert not overflows(phone)
+        browser.shoot(phone, "subscribers-phone")
     assert not browser.violations(), browser.violations()

@@ -10,15 +10,11 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import func, select
 
 from dispatcher import formats, labels, population
-from dispatcher.audit import audit
 from dispatcher.cli.common import Context, JsonOption, emit, err, out, parse_msisdn
 from dispatcher.cli.tables import Column, print_fitted
-from dispatcher.domain import Audience, Channel, audience_mask
-from dispatcher.errors import ConfigError, InputRejected
-from dispatcher.models import subscribers
+from dispatcher.errors import InputRejected
 from dispatcher.phones import mask
 from dispatcher.regions import Level
 from dispatcher.subscribers import (
@@ -30,8 +26,9 @@ from dispatcher.subscribers import (
     SubscriberImporter,
     find_subscriber,
     held_refusal,
-    held_refusals,
+    importer_for,
     set_opt_out,
+    stats,
 )
 
 subscribers_app = typer.Typer(help="Thuê bao nhận cảnh báo.", no_args_is_help=True)
@@ -43,18 +40,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _importer(c: Context) -> SubscriberImporter:
-    s = c.settings.subscribers
-    defaults = _defaults(s.default_audiences, s.default_channels)
-    return SubscriberImporter(c.engine, c.regions, s.rejects_dir, s.batch_size, *defaults)
-
-
-def _defaults(audiences: list[str], channels: list[str]) -> tuple[int, int]:
-    try:
-        audience_bits = audience_mask({Audience.parse(a) for a in audiences})
-    except ValueError as exc:
-        raise ConfigError(f"Cấu hình subscribers.default_audiences: nhóm không rõ {exc}.") from exc
-    channel_bits = sum(ch.mask for ch in Channel if ch.slug in channels)
-    return audience_bits, channel_bits
+    return importer_for(c.engine, c.regions, c.settings.subscribers)
 
 
 def _progress(as_json: bool) -> Progress:
@@ -106,9 +92,7 @@ def subscribers_import(
     started = time.perf_counter()
     with _progress(as_json) as progress:
         task = progress.add_task(f"Nhập {file.name}", total=None)
-        summary = importer.import_file(file, c.now, lambda n: progress.update(task, completed=n))
-    with c.engine.begin() as conn:
-        audit(conn, c.now, c.actor, "subscribers.import", f"file:{file.name}", summary.to_json())
+        summary = importer.import_audited(file, c.now, c.actor, lambda n: progress.update(task, completed=n))
     _report_import(summary, time.perf_counter() - started, as_json)
 
 
@@ -190,18 +174,11 @@ def subscribers_stats(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Số thuê bao theo tỉnh và nhà mạng."""
     c: Context = ctx.obj
     with c.engine.connect() as conn:
-        rows = conn.execute(
-            select(
-                subscribers.c.province_code, subscribers.c.carrier, func.count(),
-                func.count(subscribers.c.opted_out_at),
-            ).group_by(subscribers.c.province_code, subscribers.c.carrier)
-        ).all()  # fmt: skip
-        held = held_refusals(conn)
-    document = [{"province_code": p, "carrier": ca, "subscribers": n, "opted_out": o} for p, ca, n, o in rows]
-    total = sum(r["subscribers"] for r in document)
+        found = stats(conn)
     if as_json:
-        emit({"groups": document, "total": total, "held_refusals": held})
+        emit(found)
         return
+    document, total, held = found["groups"], found["total"], found["held_refusals"]
     columns = (Column("Tỉnh/thành phố"), Column("Nhà mạng"), Column("Thuê bao", whole=True, justify="right"),
                Column("Từ chối", whole=True, justify="right"))  # fmt: skip
     rows = [[c.regions.province(r["province_code"]).name, labels.carrier(r["carrier"]),

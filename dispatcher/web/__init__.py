@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
 from dispatcher.config import Settings
-from dispatcher.web import admin, auth, console, health, hooks, i18n
+from dispatcher.web import admin, auth, blasts, console, health, hooks, i18n, subscribers
 from dispatcher.web.fresh import Fresh
 from dispatcher.web.security import SecurityHeaders
 from dispatcher.web.templating import STATIC, render
@@ -41,6 +41,8 @@ def create_app(settings: Settings, engine: Engine, clock: Callable[[], datetime]
     app.include_router(auth.router)
     app.include_router(admin.router)
     app.include_router(console.router)
+    app.include_router(blasts.router)
+    app.include_router(subscribers.router)
     _refusals(app)
     return app
 

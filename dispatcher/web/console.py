@@ -1,7 +1,6 @@
-"""The operators' pages: the dashboard, blasts and their actions, the delivery log with its export.
+"""The operators' pages: the dashboard and the delivery log with its export (blasts: dispatcher/web/blasts.py).
 
-Each page calls the same domain functions as the CLI (`blast approve` and `/blasts/{id}/approve`
-are one call to dispatcher/blasts.py, four-eyes included). Numbers are masked everywhere; a full
+Each page calls the same domain functions as the CLI. Numbers are masked everywhere; a full
 number is shown only to an operator who reveals it with a reason (dispatcher/privacy.py). A
 number typed to search the log is posted in a form, never put in a URL.
 """
@@ -13,9 +12,8 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
-from dispatcher import blasts as blast_ops
 from dispatcher import delivery_log as log_ops
 from dispatcher import labels, overview, privacy
 from dispatcher.domain import DeliveryStatus
@@ -28,9 +26,6 @@ from dispatcher.web.templating import render
 
 router = APIRouter()
 Everyone = Annotated[Principal, allow("operator", "liaison", "approver", "police", "admin")]
-BlastReaders = Annotated[Principal, allow("liaison", "approver", "operator")]
-Approver = Annotated[Principal, allow("approver")]
-Liaison = Annotated[Principal, allow("liaison")]
 LogReaders = Annotated[Principal, allow("operator", "liaison")]
 Operator = Annotated[Principal, allow("operator")]
 PAGE_SIZE = 50
@@ -112,88 +107,6 @@ async def dashboard(request: Request, principal: Everyone) -> Response:
 async def dashboard_live(request: Request, principal: Everyone) -> Response:
     """The dashboard's figures alone, for htmx to swap in every few seconds."""
     return render(request, "_dashboard.html", {"board": await _dashboard(request)})
-
-
-# -- blasts -------------------------------------------------------------------------------
-
-
-@router.get("/blasts")
-async def blasts_page(request: Request, principal: BlastReaders) -> Response:
-    """The newest blasts."""
-    found = await read_only(request, lambda conn, _now: blast_ops.listing(conn, 100))
-    return render(request, "blasts.html", {"blasts": found})
-
-
-async def _blast_view(request: Request, blast_id: int, template: str, status: int = 200, **context: Any) -> Response:
-    """`template` with the blast, its counts by state and by carrier; a blast that does not exist is a 404 page."""
-
-    def read(conn: Any, _now: Any) -> dict[str, Any]:
-        return {"blast": blast_ops.get(conn, blast_id), "counts": blast_ops.counts(conn, blast_id),
-                "by_carrier": blast_ops.by_carrier(conn, blast_id)}  # fmt: skip
-
-    try:
-        found = await read_only(request, read)
-    except CanhBaoError as exc:
-        return render(request, "refused.html", {"message": str(exc)}, 404)
-    return render(request, template, {**found, "states": list(DeliveryStatus), **context}, status)
-
-
-async def _blast_page(request: Request, blast_id: int, status: int = 200, **context: Any) -> Response:
-    return await _blast_view(request, blast_id, "blast.html", status, **context)
-
-
-@router.get("/blasts/{blast_id}")
-async def blast_page(request: Request, principal: BlastReaders, blast_id: int) -> Response:
-    """A blast: its preview, counts by state and carrier, and the actions the person's roles allow."""
-    return await _blast_page(request, blast_id)
-
-
-@router.get("/blasts/{blast_id}/counts")
-async def blast_counts(request: Request, principal: BlastReaders, blast_id: int) -> Response:
-    """The counts alone, refreshed by htmx while the blast runs."""
-    return await _blast_view(request, blast_id, "_blast_counts.html")
-
-
-async def _act(request: Request, blast_id: int, action: Callable[[Any, Any], Any]) -> Response:
-    """Run a blast action; a refusal (four-eyes, a state that does not allow it) is shown on the blast's page."""
-    try:
-        await in_transaction(request, action)
-    except CanhBaoError as exc:
-        status = 404 if exc.code == "not_found" else 403 if exc.code == "forbidden" else 409
-        return await _blast_page(request, blast_id, status, error=str(exc))
-    return RedirectResponse(f"/blasts/{blast_id}", 303)
-
-
-@router.post("/blasts/{blast_id}/approve")
-async def blast_approve(request: Request, principal: Approver, blast_id: int) -> Response:
-    """Approve a blast (never one's own: four-eyes)."""
-    return await _act(request, blast_id, lambda conn, now: blast_ops.approve(conn, blast_id, principal.actor, now))
-
-
-@router.post("/blasts/{blast_id}/pause")
-async def blast_pause(request: Request, principal: Liaison, blast_id: int) -> Response:
-    """Hold a blast: nothing new is claimed until it is resumed."""
-    return await _act(request, blast_id, lambda conn, now: blast_ops.pause(conn, blast_id, principal.actor, now))
-
-
-@router.post("/blasts/{blast_id}/resume")
-async def blast_resume(request: Request, principal: Liaison, blast_id: int) -> Response:
-    """Go on with a paused blast."""
-    return await _act(request, blast_id, lambda conn, now: blast_ops.resume(conn, blast_id, principal.actor, now))
-
-
-@router.post("/blasts/{blast_id}/cancel")
-async def blast_cancel(request: Request, principal: Liaison, blast_id: int) -> Response:
-    """Cancel a blast: what was not sent is not sent."""
-    return await _act(request, blast_id, lambda conn, now: blast_ops.cancel(conn, blast_id, principal.actor, now))
-
-
-@router.post("/blasts/{blast_id}/resend-unknown")
-async def blast_resend_unknown(request: Request, principal: Liaison, blast_id: int) -> Response:
-    """Queue again the messages whose fate is unknown (an operator's choice: the carrier may have them)."""
-    return await _act(
-        request, blast_id, lambda conn, now: blast_ops.resend_unknown(conn, blast_id, principal.actor, now)
-    )
 
 
 # -- the delivery log ---------------------------------------------------------------------

@@ -1,0 +1,159 @@
+"""The subscribers page: counts by province and carrier, file imports with their reject report, opt-out and opt-in."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import Engine, select
+
+from dispatcher import subscribers
+from dispatcher.config import Settings, load_settings
+from dispatcher.models import audit_log
+from dispatcher.models import subscribers as subscribers_table
+from dispatcher.regions import RegionIndex
+from tests.clock import Clock
+from tests.web_helpers import make_app, signed_in
+
+DATA = Path(__file__).parent / "data"
+CSV_TEXT = (
+    "Số điện thoại,Tỉnh/Thành phố,Xã/Phường\n"
+    "0905 123 401,Đà Nẵng,Phường Hải Châu\n"
+    "0912 345 678,Cao Bằng,\n"
+    "12345,Đà Nẵng,Phường Hải Châu\n"
+)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """The reject reports go into this test's own folder."""
+    path = tmp_path / "settings.toml"
+    path.write_text(f'[subscribers]\nrejects_dir = "{tmp_path / "rejects"}"\n', "utf-8")
+    return load_settings(path, {})
+
+
+@pytest.fixture
+def app(sqlite_engine: Engine, settings: Settings, now: datetime, regions: RegionIndex) -> FastAPI:
+    built = make_app(settings, sqlite_engine, Clock(now))
+    built.state.regions = regions  # loaded once for the session
+    return built
+
+
+def _upload(client, name: str, content: bytes):  # type: ignore[no-untyped-def]
+    return client.post("/subscribers/import", files={"file": (name, content, "application/octet-stream")})
+
+
+def _numbers(engine: Engine) -> dict[str, datetime | None]:
+    with engine.connect() as conn:
+        return dict(conn.execute(select(subscribers_table.c.msisdn, subscribers_table.c.opted_out_at)).all())
+
+
+def _audit(engine: Engine) -> list[tuple[str, str, str]]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(select(audit_log.c.actor, audit_log.c.action, audit_log.c.subject))]
+
+
+def test_a_csv_upload_is_imported_and_its_rejects_can_be_downloaded(app: FastAPI, sqlite_engine: Engine) -> None:
+    """The summary of the domain import is shown, the refused row is in a CSV report, the import is audited."""
+    liaison = signed_in(app, sqlite_engine, "lien-lac", "liaison")
+    page = _upload(liaison, "thuê bao tháng 11.csv", CSV_TEXT.encode("utf-8"))
+    assert page.status_code == 200
+    assert "thêm 2</strong>" in page.text and "từ chối 1" in page.text
+    assert set(_numbers(sqlite_engine)) == {"+84905123401", "+84912345678"}
+    assert ("lien-lac", "subscribers.import", "file:thuê bao tháng 11.csv") in _audit(sqlite_engine)
+    link = page.text.split('href="/subscribers/rejects/', 1)[1].split('"', 1)[0]
+    report = liaison.get(f"/subscribers/rejects/{link}")
+    assert report.status_code == 200 and report.headers["content-type"].startswith("text/csv")
+    assert "12345" in report.content.decode("utf-8-sig") and "lý do" in report.content.decode("utf-8-sig")
+
+
+def test_an_xlsx_upload_is_imported(app: FastAPI, sqlite_engine: Engine) -> None:
+    """A workbook goes through the same import as a CSV."""
+    liaison = signed_in(app, sqlite_engine, "lien-lac", "liaison")
+    page = _upload(liaison, "danh-sach.xlsx", (DATA / "subscribers-cao-bang-da-nang.xlsx").read_bytes())
+    assert page.status_code == 200 and "Kết quả nhập" in page.text
+    assert _numbers(sqlite_engine)
+
+
+def test_a_file_that_is_not_a_subscriber_list_is_refused(app: FastAPI, sqlite_engine: Engine) -> None:
+    """A file of another kind, one without a number column, or no file at all: a Vietnamese message, nothing stored."""
+    liaison = signed_in(app, sqlite_engine, "lien-lac", "liaison")
+    pdf = _upload(liaison, "cong-van.pdf", b"%PDF-1.4")
+    assert pdf.status_code == 400 and "chỉ nhận CSV hoặc XLSX" in pdf.text
+    headless = _upload(liaison, "sai-cot.csv", "Họ tên,Tỉnh\nLan,Đà Nẵng\n".encode())
+    assert headless.status_code == 400 and "số điện thoại" in headless.text.lower()
+    assert liaison.post("/subscribers/import", data={}).status_code in (400, 422)
+    assert not _numbers(sqlite_engine)
+
+
+def test_only_a_liaison_imports_or_opts_out(app: FastAPI, sqlite_engine: Engine) -> None:
+    """An operator reads the counts but may neither import nor change a refusal; a police officer sees nothing."""
+    operator = signed_in(app, sqlite_engine, "van-hanh", "operator")
+    assert operator.get("/subscribers").status_code == 200
+    assert _upload(operator, "a.csv", CSV_TEXT.encode()).status_code == 403
+    assert operator.post("/subscribers/opt-out", data={"msisdn": "0905123401"}).status_code == 403
+    assert signed_in(app, sqlite_engine, "cong-an", "police").get("/subscribers").status_code == 403
+    assert not _numbers(sqlite_engine)
+
+
+def test_an_upload_needs_the_csrf_token(app: FastAPI, sqlite_engine: Engine) -> None:
+    """A multipart post without the session's token is refused before the file is read."""
+    liaison = signed_in(app, sqlite_engine, "lien-lac", "liaison")
+    del liaison.headers["X-CSRF-Token"]
+    assert _upload(liaison, "a.csv", CSV_TEXT.encode()).status_code == 403
+    answer = liaison.post("/subscribers/import", data={"csrf_token": liaison.csrf},
+                          files={"file": ("a.csv", CSV_TEXT.encode(), "text/csv")})  # fmt: skip
+    assert answer.status_code == 200 and len(_numbers(sqlite_engine)) == 2
+
+
+def test_opt_out_and_in_by_posted_number(app: FastAPI, sqlite_engine: Engine) -> None:
+    """The number travels in the body, is shown masked, and the domain records the change in the audit log."""
+    liaison = signed_in(app, sqlite_engine, "lien-lac", "liaison")
+    _upload(liaison, "a.csv", CSV_TEXT.encode())
+    out = liaison.post("/subscribers/opt-out", data={"msisdn": "0905 123 401", "action": "out"})
+    assert out.status_code == 200 and "+8490****401 đã từ chối" in out.text and "0905123401" not in out.text
+    assert "0905" not in str(out.url) and _numbers(sqlite_engine)["+84905123401"] is not None
+    back = liaison.post("/subscribers/opt-out", data={"msisdn": "0905123401", "action": "in"})
+    assert "nhận lại cảnh báo" in back.text and _numbers(sqlite_engine)["+84905123401"] is None
+    actions = [(action, target) for _actor, action, target in _audit(sqlite_engine)]
+    assert ("subscriber.opt_out", "+8490****401") in actions and ("subscriber.opt_in", "+8490****401") in actions
+
+
+def test_a_refusal_of_a_number_not_held_is_kept(app: FastAPI, sqlite_engine: Engine) -> None:
+    """Opting out an unknown number holds the refusal; opting in a number never refused says so."""
+    liaison = signed_in(app, sqlite_engine, "lien-lac", "liaison")
+    held = liaison.post("/subscribers/opt-out", data={"msisdn": "0988000111", "action": "out"})
+    assert "đã ghi vào danh sách từ chối" in held.text
+    with sqlite_engine.connect() as conn:
+        assert subscribers.held_refusals(conn) == 1
+    unknown = liaison.post("/subscribers/opt-out", data={"msisdn": "0988000222", "action": "in"})
+    assert unknown.status_code == 404 and "+8498****222" in unknown.text
+
+
+def test_a_bad_number_is_said_in_vietnamese(app: FastAPI, sqlite_engine: Engine) -> None:
+    """A number that is not a Vietnamese mobile number is refused with the reason."""
+    liaison = signed_in(app, sqlite_engine, "lien-lac", "liaison")
+    answer = liaison.post("/subscribers/opt-out", data={"msisdn": "12345", "action": "out"})
+    assert answer.status_code == 400 and 'class="error"' in answer.text
+
+
+def test_the_counts_are_those_of_subscribers_stats(app: FastAPI, sqlite_engine: Engine) -> None:
+    """Provinces and carriers with their subscribers and opt-outs, as `canhbao subscribers stats` counts them."""
+    liaison = signed_in(app, sqlite_engine, "lien-lac", "liaison")
+    _upload(liaison, "a.csv", CSV_TEXT.encode())
+    page = liaison.get("/subscribers").text
+    assert "Thành phố Đà Nẵng" in page and "Tỉnh Cao Bằng" in page and "MobiFone" in page and "VinaPhone" in page
+    with sqlite_engine.connect() as conn:
+        assert subscribers.stats(conn)["total"] == 2
+
+
+def test_only_reject_reports_can_be_downloaded(app: FastAPI, sqlite_engine: Engine, tmp_path: Path) -> None:
+    """A name outside the rejects folder, or not a report, is not served."""
+    liaison = signed_in(app, sqlite_engine, "lien-lac", "liaison")
+    shutil.copy(DATA / "thue-bao-da-nang.csv", tmp_path / "secret.rejects.csv")
+    (tmp_path / "rejects").mkdir(exist_ok=True)
+    for name in ("..%2Fsecret.rejects.csv", "khong-co.rejects.csv", "settings.toml"):
+        assert liaison.get(f"/subscribers/rejects/{name}").status_code == 404
