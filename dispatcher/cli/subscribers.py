@@ -13,7 +13,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import func, select
 
 from dispatcher import formats, labels, population
-from dispatcher.audit import audit
 from dispatcher.cli.common import Context, JsonOption, emit, err, out, parse_msisdn
 from dispatcher.cli.tables import Column, print_fitted
 from dispatcher.domain import Audience, Channel, audience_mask
@@ -106,9 +105,7 @@ def subscribers_import(
     started = time.perf_counter()
     with _progress(as_json) as progress:
         task = progress.add_task(f"Nhập {file.name}", total=None)
-        summary = importer.import_file(file, c.now, lambda n: progress.update(task, completed=n))
-    with c.engine.begin() as conn:
-        audit(conn, c.now, c.actor, "subscribers.import", f"file:{file.name}", summary.to_json())
+        summary = importer.import_file(file, c.now, lambda n: progress.update(task, completed=n), actor=c.actor)
     _report_import(summary, time.perf_counter() - started, as_json)
 
 
