@@ -28,6 +28,18 @@ from dispatcher.models import audit_log
 SOURCES = ("cli", "web", "api", "system")
 # What a Vietnamese reader is told of each source (a NULL source is the system).
 SOURCE_LABELS = {"cli": "dòng lệnh", "web": "bảng điều khiển", "api": "API", "system": "hệ thống"}
+# What each action is called in Vietnamese (an action not listed shows as its code).
+ACTION_LABELS = {
+    "alert.store": "lưu mẫu cảnh báo", "alert.submit": "gửi duyệt mẫu", "alert.approve": "duyệt mẫu",
+    "alert.retire": "ngừng dùng mẫu", "blast.create": "tạo đợt gửi", "blast.approve": "duyệt đợt gửi",
+    "blast.pause": "tạm dừng đợt gửi", "blast.resume": "tiếp tục đợt gửi", "blast.cancel": "huỷ đợt gửi",
+    "blast.resend_unknown": "gửi lại tin chưa rõ", "schedules.sync": "nạp lịch định kỳ",
+    "schedule.approve": "duyệt lịch định kỳ", "schedule.run": "chạy lịch định kỳ",
+    "subscribers.import": "nhập thuê bao", "subscriber.opt_out": "từ chối nhận tin",
+    "subscriber.opt_in": "nhận tin trở lại", "number.reveal": "xem số đầy đủ", "user.add": "thêm người dùng",
+    "user.passwd": "đổi mật khẩu", "user.roles": "đổi vai trò", "user.disable": "khoá người dùng",
+    "user.enable": "mở khoá người dùng", "token.issue": "cấp khoá API", "token.revoke": "thu hồi khoá API",
+}  # fmt: skip
 # (key, header): the columns of an export, as a Vietnamese operator reads them in Excel.
 EXPORT_COLUMNS = (
     ("id", "mã"), ("at", "lúc"), ("actor", "người thực hiện"), ("source", "từ đâu"), ("via", "cách xác thực"),
@@ -151,6 +163,22 @@ def page(conn: Connection, found: AuditFilter, size: int = 50) -> tuple[list[dic
 def actions(conn: Connection) -> list[str]:
     """Every action the log holds, for a filter's choices."""
     return list(conn.execute(select(audit_log.c.action).distinct().order_by(audit_log.c.action)).scalars())
+
+
+def action_label(action: str) -> str:
+    """The action as a person reads it ('duyệt đợt gửi'), or its code when it has no name yet."""
+    return ACTION_LABELS.get(action, action)
+
+
+def change(row: dict[str, Any]) -> str:
+    """'{"state": "running"} → {"state": "paused"}', or the entry's detail when it has neither before nor after."""
+    if row["before"] is None and row["after"] is None:
+        return _compact(row["detail"]) if row["detail"] else ""
+    return f"{_compact(row['before'])} → {_compact(row['after'])}"
+
+
+def _compact(value: Any) -> str:
+    return "—" if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
 def source_label(source: str | None) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -63,7 +62,7 @@ def audit_list(
         out.print("Không có thao tác nào khớp.")
     else:
         cells = [[str(r["id"]), moment(r["at"], zone), r["actor"], _origin(r), r["action"], r["subject"],
-                  r["reason"] or "", _change(r)] for r in rows]  # fmt: skip
+                  r["reason"] or "", audit_log.change(r)] for r in rows]  # fmt: skip
         print_fitted(out, COLUMNS, [[escape(cell) for cell in row] for row in cells], "xem đủ với --json")
 
 
@@ -85,14 +84,3 @@ def _origin(row: dict[str, Any]) -> str:
     """'bảng điều khiển (session, 10.0.0.5)': the source and how the person proved who they were."""
     how = ", ".join(part for part in (row["via"], row["address"]) if part)
     return audit_log.source_label(row["source"]) + (f" ({how})" if how else "")
-
-
-def _change(row: dict[str, Any]) -> str:
-    """Before → after, or the detail when the entry has neither."""
-    if row["before"] is None and row["after"] is None:
-        return _compact(row["detail"]) if row["detail"] else ""
-    return f"{_compact(row['before'])} → {_compact(row['after'])}"
-
-
-def _compact(value: Any) -> str:
-    return "—" if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)

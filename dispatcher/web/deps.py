@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
@@ -15,6 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from dispatcher.audit import acting_through
+from dispatcher.errors import UsageError
+from dispatcher.formats import parse_moment
 from dispatcher.regions import RegionIndex
 
 _loading = threading.Lock()
@@ -49,3 +51,18 @@ def _origin(request: Request) -> tuple[str, str | None]:
     if principal is None:
         return "system", None
     return ("api", f"token:{principal.token_id}") if principal.via == "token" else ("web", "session")
+
+
+def day_range(since: str, until: str, zone: str) -> tuple[datetime | None, datetime | None]:
+    """A page's 'from day' and 'to day' (both included, local days as a date field sends them) as UTC bounds."""
+
+    def day(text: str, field: str) -> datetime | None:
+        if not text.strip():
+            return None
+        try:
+            return parse_moment(text, zone)
+        except ValueError:
+            raise UsageError(f"{field}: không hiểu ngày {text.strip()!r} (dạng 01/12/2026 hoặc 2026-12-01).") from None
+
+    start, end = day(since, "Từ ngày"), day(until, "Đến ngày")
+    return start, None if end is None else end + timedelta(days=1)
