@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import structlog
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
@@ -819,9 +820,12 @@ def set_opt_out(
     A refusal of a number we do not hold is kept (Decree 91/2020: a refusal is honoured), and
     the import that brings the number in applies it. The first refusal's time is the one kept.
     """
-    if find_subscriber(conn, msisdn) is not None:
+    found = find_subscriber(conn, msisdn)
+    change: dict[str, Any] = {}
+    if found is not None:
         _set_subscriber_opt_out(conn, msisdn, opted_out, now)
         outcome = OptOut.SUBSCRIBER
+        change = {"before": {"opted_out": found["opted_out_at"] is not None}, "after": {"opted_out": opted_out}}
     elif opted_out:
         _hold_refusal(conn, msisdn, now, actor)
         outcome = OptOut.HELD
@@ -830,7 +834,7 @@ def set_opt_out(
         outcome = OptOut.LIFTED if lifted else OptOut.UNKNOWN
     if outcome is not OptOut.UNKNOWN:
         action = "subscriber.opt_out" if opted_out else "subscriber.opt_in"
-        audit(conn, now, actor, action, mask(msisdn), {"outcome": outcome.value, **(via or {})})
+        audit(conn, now, actor, action, mask(msisdn), {"outcome": outcome.value, **(via or {})}, **change)
     return outcome
 
 

@@ -17,6 +17,7 @@ from dispatcher.audit import AuditFilter, acting_through
 from dispatcher.errors import UsageError
 from dispatcher.inbound import receive
 from dispatcher.models import audit_log
+from dispatcher.subscribers import SubscriberImporter, set_opt_out
 from tests.conftest import Cli
 
 PACKAGE = Path(__file__).parent.parent / "dispatcher"
@@ -86,6 +87,19 @@ def test_a_change_keeps_before_and_after_and_a_reveal_its_reason(sqlite_engine: 
     assert entries["user.roles"]["after"] == {"roles": ["approver", "police"]}
     assert entries["number.reveal"]["reason"] == "gọi lại cho người dân"
     assert "+84905123456" not in str(entries["number.reveal"])
+
+
+def test_an_import_and_an_opt_out_are_audited(sqlite_engine: Engine, regions, now: datetime, tmp_path: Path) -> None:
+    """An import names its file and counts; a subscriber's opt-out keeps opted in before and opted out after."""
+    source = tmp_path / "danh-sach.csv"
+    source.write_text("msisdn,province\n0905123401,48\n0905123402,48\n", encoding="utf-8")
+    SubscriberImporter(sqlite_engine, regions, tmp_path / "rejects").import_file(source, now, actor="lien-lac")
+    with sqlite_engine.begin() as conn:
+        set_opt_out(conn, "+84905123401", True, now, "tong-dai")
+    imported, opted_out = _entries(sqlite_engine)
+    assert (imported["actor"], imported["subject"]) == ("lien-lac", "file:danh-sach.csv")
+    assert imported["detail"]["added"] == 2
+    assert (opted_out["before"], opted_out["after"]) == ({"opted_out": False}, {"opted_out": True})
 
 
 def test_filters_narrow_the_log(sqlite_engine: Engine, now: datetime) -> None:
