@@ -97,7 +97,8 @@ def audit(
 ) -> None:
     """Append one entry, in the caller's transaction; `before`/`after` where the subject changes, `reason` if given."""
     where = _origin.get()
-    told = {"before": before, "after": after, "reason": reason, "via": where.via, "address": where.address,
+    told = {"before": before, "after": after, "reason": reason[:300] if reason else None,
+            "via": where.via and where.via[:80], "address": where.address and where.address[:64],
             "source": None if where.source == "system" else where.source}  # fmt: skip
     # Only what is known is written: a NULL source is the system (and entries older than 0018).
     values = {key: value for key, value in told.items() if value is not None}
