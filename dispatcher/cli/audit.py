@@ -61,7 +61,7 @@ def audit_list(
     elif not rows:
         out.print("Không có thao tác nào khớp.")
     else:
-        cells = [[str(r["id"]), moment(r["at"], zone), r["actor"], _origin(r), r["action"], r["subject"],
+        cells = [[str(r["id"]), moment(r["at"], zone), r["actor"], _origin(r), _action(r["action"]), r["subject"],
                   r["reason"] or "", audit_log.change(r)] for r in rows]  # fmt: skip
         print_fitted(out, COLUMNS, [[escape(cell) for cell in row] for row in cells], "xem đủ với --json")
 
@@ -78,6 +78,12 @@ def _export(c: Context, conn: Any, found: audit_log.AuditFilter, output: Path | 
         emit({"file": str(output), "format": "csv", "rows": written})
     else:
         out.print(f"Đã xuất {number(written)} dòng nhật ký thao tác ra {output}.", markup=False)
+
+
+def _action(code: str) -> str:
+    """The action's Vietnamese name over its code (the code is what --action takes)."""
+    label = audit_log.action_label(code)
+    return code if label == code else f"{label}\n{code}"
 
 
 def _origin(row: dict[str, Any]) -> str:
