@@ -465,7 +465,9 @@ def store(conn: Connection, spec: AlertSpec, origin: str, actor: str, now: datet
             status=AlertStatus.DRAFT.value, author=spec.author or actor, created_at=now,
         )
     )  # fmt: skip
-    audit(conn, now, actor, "alert.store", f"alert:{spec.id}", {"version": number, "origin": origin})
+    audit(conn, now, actor, "alert.store", f"alert:{spec.id}", {"version": number, "origin": origin},
+          before=None if current is None else {"version": current["version"], "content_hash": current["content_hash"]},
+          after={"version": number, "content_hash": digest})  # fmt: skip
     log.info("alert.stored", alert=spec.id, version=number, origin=origin, actor=actor)
     return "added" if current is None else "new_version"
 
@@ -484,7 +486,8 @@ def submit(conn: Connection, slug: str, actor: str, now: datetime) -> dict[str, 
     row = version(conn, slug)
     _require(row, AlertStatus.DRAFT, "gửi duyệt")
     _transition(conn, row, AlertStatus.SUBMITTED, submitted_at=now)
-    audit(conn, now, actor, "alert.submit", f"alert:{slug}", {"version": row["version"]})
+    audit(conn, now, actor, "alert.submit", f"alert:{slug}", {"version": row["version"]},
+          before={"status": row["status"]}, after={"status": AlertStatus.SUBMITTED.value})  # fmt: skip
     log.info("alert.submitted", alert=slug, version=row["version"], actor=actor)
     return version(conn, slug, row["version"])
 
@@ -501,7 +504,8 @@ def approve(conn: Connection, slug: str, actor: str, now: datetime) -> dict[str,
         .values(status=AlertStatus.RETIRED.value, retired_at=now)
     )
     _transition(conn, row, AlertStatus.APPROVED, approver=actor, approved_at=now)
-    audit(conn, now, actor, "alert.approve", f"alert:{slug}", {"version": row["version"]})
+    audit(conn, now, actor, "alert.approve", f"alert:{slug}", {"version": row["version"]},
+          before={"status": row["status"]}, after={"status": AlertStatus.APPROVED.value})  # fmt: skip
     log.info("alert.approved", alert=slug, version=row["version"], actor=actor)
     return version(conn, slug, row["version"])
 
@@ -523,7 +527,8 @@ def retire(conn: Connection, slug: str, actor: str, now: datetime) -> list[int]:
         .where(alerts.c.slug == slug, alerts.c.status != AlertStatus.RETIRED.value)
         .values(status=AlertStatus.RETIRED.value, retired_at=now)
     )
-    audit(conn, now, actor, "alert.retire", f"alert:{slug}", {"versions": list(live)})
+    audit(conn, now, actor, "alert.retire", f"alert:{slug}", {"versions": list(live)},
+          before={"live_versions": list(live)}, after={"live_versions": []})  # fmt: skip
     log.info("alert.retired", alert=slug, versions=list(live), actor=actor)
     return list(live)
 

@@ -371,7 +371,8 @@ def approve(conn: Connection, blast_id: int, actor: str, now: datetime) -> dict[
     start_at = max(utc(blast["start_at"]), now)
     _move(conn, blast, {BlastState.PENDING_APPROVAL}, BlastState.SCHEDULED, approved_by=actor, approved_at=now,
           start_at=start_at)  # fmt: skip
-    audit(conn, now, actor, "blast.approve", f"blast:{blast_id}", {})
+    audit(conn, now, actor, "blast.approve", f"blast:{blast_id}", {}, before={"state": blast["state"]},
+          after={"state": BlastState.SCHEDULED.value, "start_at": start_at.isoformat()})  # fmt: skip
     log.info("blast.approved", blast_id=blast_id, actor=actor)
     return get(conn, blast_id)
 
@@ -380,7 +381,8 @@ def pause(conn: Connection, blast_id: int, actor: str, now: datetime) -> dict[st
     """Hold a scheduled or running blast: workers claim nothing more of it."""
     blast = get(conn, blast_id)
     _move(conn, blast, {BlastState.SCHEDULED, BlastState.RUNNING}, BlastState.PAUSED)
-    audit(conn, now, actor, "blast.pause", f"blast:{blast_id}", {"from": blast["state"]})
+    audit(conn, now, actor, "blast.pause", f"blast:{blast_id}", {"from": blast["state"]},
+          before={"state": blast["state"]}, after={"state": BlastState.PAUSED.value})  # fmt: skip
     return get(conn, blast_id)
 
 
@@ -389,7 +391,8 @@ def resume(conn: Connection, blast_id: int, actor: str, now: datetime) -> dict[s
     blast = get(conn, blast_id)
     target = BlastState.RUNNING if blast["started_at"] is not None else BlastState.SCHEDULED
     _move(conn, blast, {BlastState.PAUSED}, target)
-    audit(conn, now, actor, "blast.resume", f"blast:{blast_id}", {})
+    audit(conn, now, actor, "blast.resume", f"blast:{blast_id}", {}, before={"state": blast["state"]},
+          after={"state": target.value})  # fmt: skip
     return get(conn, blast_id)
 
 
@@ -404,7 +407,8 @@ def cancel(conn: Connection, blast_id: int, actor: str, now: datetime) -> dict[s
         .values(status=DeliveryStatus.CANCELLED.value, finished_at=now)
     ).rowcount
     queue.forget_blast(conn, blast_id)
-    audit(conn, now, actor, "blast.cancel", f"blast:{blast_id}", {"cancelled_messages": cancelled})
+    audit(conn, now, actor, "blast.cancel", f"blast:{blast_id}", {"cancelled_messages": cancelled},
+          before={"state": blast["state"]}, after={"state": BlastState.CANCELLED.value})  # fmt: skip
     return get(conn, blast_id)
 
 
@@ -421,7 +425,9 @@ def resend_unknown(conn: Connection, blast_id: int, actor: str, now: datetime) -
     queue.enqueue(conn, deliveries.c.blast_id == blast_id)
     if count and blast["state"] == BlastState.COMPLETED.value:
         conn.execute(update(blasts).where(blasts.c.id == blast_id).values(state=BlastState.RUNNING.value))
-    audit(conn, now, actor, "blast.resend_unknown", f"blast:{blast_id}", {"messages": count})
+    state = BlastState.RUNNING.value if count and blast["state"] == BlastState.COMPLETED.value else blast["state"]
+    audit(conn, now, actor, "blast.resend_unknown", f"blast:{blast_id}", {"messages": count},
+          before={"state": blast["state"]}, after={"state": state})  # fmt: skip
     return count
 
 

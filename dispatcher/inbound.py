@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 import structlog
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Select, insert, select
 
+from dispatcher.errors import UsageError
 from dispatcher.models import inbox
-from dispatcher.phones import InvalidNumber, PhoneBook
+from dispatcher.phones import InvalidNumber, PhoneBook, mask_digits, mask_text
 from dispatcher.subscribers import set_opt_out
 
 log = structlog.get_logger(__name__)
@@ -63,10 +66,65 @@ def receive(conn: Connection, msisdn: str, text: str, gateway: str, now: datetim
     return Received.KEPT
 
 
+@dataclass(frozen=True)
+class InboxFilter:
+    """Which inbound texts to read, newest first; each field set narrows them (`msisdn` in E.164)."""
+
+    gateway: str | None = None
+    msisdn: str | None = None
+    contains: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    before_id: int | None = None  # a page: older than this one (paging by key, never OFFSET)
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise UsageError(f"Số tin tối đa phải từ 1 trở lên (nhận được {self.limit}).")
+        if self.since is not None and self.until is not None and self.until <= self.since:
+            raise UsageError("Thời điểm kết thúc phải sau thời điểm bắt đầu.")
+
+
+def _query(found: InboxFilter) -> Select[Any]:
+    c = inbox.c
+    conditions = [column == value for column, value in ((c.gateway, found.gateway), (c.msisdn, found.msisdn)) if value]
+    if found.contains:
+        conditions.append(c.text.icontains(found.contains, autoescape=True))
+    if found.since is not None:
+        conditions.append(c.received_at >= found.since)
+    if found.until is not None:
+        conditions.append(c.received_at < found.until)
+    if found.before_id is not None:
+        conditions.append(c.id < found.before_id)
+    return select(inbox).where(*conditions).order_by(c.id.desc()).limit(found.limit)
+
+
+def read(conn: Connection, found: InboxFilter) -> list[dict[str, Any]]:
+    """The texts `found` asks for, newest first, masked for showing (see `shown`)."""
+    return [shown(dict(row)) for row in conn.execute(_query(found)).mappings()]
+
+
+def page(conn: Connection, found: InboxFilter, size: int = 50) -> tuple[list[dict[str, Any]], int | None]:
+    """One page of the inbox, masked, newest first; and the key of the next (older) page, or None."""
+    rows = read(conn, replace(found, limit=size + 1))
+    return rows[:size], (rows[size - 1]["id"] if len(rows) > size else None)
+
+
 def messages(conn: Connection, limit: int = 100) -> list[dict]:
-    """The inbox, newest first, at most `limit` texts (numbers as stored: mask them to show)."""
-    query = select(inbox).order_by(inbox.c.received_at.desc(), inbox.c.id.desc()).limit(limit)
-    return [dict(row) for row in conn.execute(query).mappings()]
+    """The newest `limit` texts as stored (numbers unmasked: `read` and `page` mask them for showing)."""
+    return [dict(row) for row in conn.execute(_query(InboxFilter(limit=limit))).mappings()]
+
+
+def gateways(conn: Connection) -> list[str]:
+    """The gateways texts came in through, for a filter's choices."""
+    return list(conn.execute(select(inbox.c.gateway).distinct().order_by(inbox.c.gateway)).scalars())
+
+
+def shown(message: dict[str, Any]) -> dict[str, Any]:
+    """A text as people see it: the sender masked (a brandname as it is), numbers in the words masked, no raw."""
+    sender = message["msisdn"]
+    masked = sender if any(ch.isalpha() for ch in sender) else mask_digits(sender)
+    return {**{k: v for k, v in message.items() if k != "raw"}, "msisdn": masked, "text": mask_text(message["text"])}
 
 
 def _plain(text: str) -> str:

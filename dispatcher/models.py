@@ -128,7 +128,17 @@ audit_log = Table(
     Column("action", String(60), nullable=False),
     Column("subject", String(200), nullable=False),
     Column("detail", JSON, nullable=False),
+    Column("source", String(8), comment="cli, web or api; NULL: the system, or written before 0018"),
+    Column("via", String(80), comment="how the person proved who they are: session, token:<id>, os-user:<name>"),
+    Column("address", String(64), comment="the client's IP address (web and api)"),
+    Column("before", JSON, comment="the subject's fields before the change, where it changes"),
+    Column("after", JSON, comment="the same fields after it"),
+    Column("reason", String(300), comment="the reason the person gave, if any"),
     Index(None, "subject"),
+    Index(None, "actor"),
+    Index(None, "action"),
+    Index(None, "at"),
+    comment="append-only: triggers refuse UPDATE and DELETE",
 )
 
 blasts = Table(

@@ -44,5 +44,6 @@ def _reveal(
     msisdn = conn.execute(select(table.c.msisdn).where(table.c.id == row_id)).scalar()
     if msisdn is None:
         raise NotFound(missing)
-    audit(conn, now, actor, "number.reveal", f"{kind}:{row_id}", {"reason": why, "masked": mask_digits(msisdn)})
+    audit(conn, now, actor, "number.reveal", f"{kind}:{row_id}", {"reason": why, "masked": mask_digits(msisdn)},
+          reason=why)  # fmt: skip
     return msisdn

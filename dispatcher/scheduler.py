@@ -146,7 +146,8 @@ def approve(conn: Connection, name: str, actor: str, now: datetime) -> None:
         .where(schedules.c.name == name, schedules.c.content_hash == row.content_hash)
         .values(state=ScheduleState.ACTIVE.value, approved_by=actor, approved_at=now)
     )
-    audit(conn, now, actor, "schedule.approve", f"schedule:{name}", {"content_hash": row.content_hash})
+    audit(conn, now, actor, "schedule.approve", f"schedule:{name}", {"content_hash": row.content_hash},
+          before={"state": row.state}, after={"state": ScheduleState.ACTIVE.value})  # fmt: skip
     log.info("schedule.approved", schedule=name, actor=actor)
 
 

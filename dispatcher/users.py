@@ -110,7 +110,7 @@ def add(
         )
     ).inserted_primary_key[0]
     conn.execute(insert(user_roles), [{"user_id": user_id, "role": role} for role in sorted(roles)])
-    audit(conn, now, actor, "user.add", f"user:{name}", {"roles": sorted(roles)})
+    audit(conn, now, actor, "user.add", f"user:{name}", {"roles": sorted(roles)}, after={"roles": sorted(roles)})
     return User(user_id, name, (display_name or name).strip(), roles)
 
 
@@ -179,9 +179,8 @@ def set_roles(conn: Connection, now: datetime, actor: str, username: str, roles:
         _keep_an_admin(conn, user)
     conn.execute(delete(user_roles).where(user_roles.c.user_id == user.id))
     conn.execute(insert(user_roles), [{"user_id": user.id, "role": role} for role in sorted(roles)])
-    audit(
-        conn, now, actor, "user.roles", f"user:{user.username}", {"before": sorted(user.roles), "after": sorted(roles)}
-    )
+    audit(conn, now, actor, "user.roles", f"user:{user.username}", {},
+          before={"roles": sorted(user.roles)}, after={"roles": sorted(roles)})  # fmt: skip
     return get(conn, username)
 
 
@@ -194,7 +193,8 @@ def disable(conn: Connection, now: datetime, actor: str, username: str) -> None:
         _keep_an_admin(conn, user)
     conn.execute(update(users).where(users.c.id == user.id).values(disabled_at=now))
     _end_sessions(conn, user.id, now)
-    audit(conn, now, actor, "user.disable", f"user:{user.username}", {})
+    audit(conn, now, actor, "user.disable", f"user:{user.username}", {}, before={"disabled": False},
+          after={"disabled": True})  # fmt: skip
 
 
 def enable(conn: Connection, now: datetime, actor: str, username: str) -> None:
@@ -203,7 +203,8 @@ def enable(conn: Connection, now: datetime, actor: str, username: str) -> None:
     if not user.disabled:
         raise StateError(f"Người dùng '{user.username}' không bị khoá.")
     conn.execute(update(users).where(users.c.id == user.id).values(disabled_at=None))
-    audit(conn, now, actor, "user.enable", f"user:{user.username}", {})
+    audit(conn, now, actor, "user.enable", f"user:{user.username}", {}, before={"disabled": True},
+          after={"disabled": False})  # fmt: skip
 
 
 def _keep_an_admin(conn: Connection, leaving: User) -> None:
@@ -367,7 +368,8 @@ def revoke_token(conn: Connection, now: datetime, actor: str, token_id: int) -> 
     if row.revoked_at is not None:
         raise StateError(f"Khoá API số {token_id} đã bị thu hồi.")
     conn.execute(update(api_tokens).where(api_tokens.c.id == token_id).values(revoked_at=now))
-    audit(conn, now, actor, "token.revoke", f"user:{row.username}", {"token_id": token_id})
+    audit(conn, now, actor, "token.revoke", f"user:{row.username}", {"token_id": token_id},
+          before={"revoked": False}, after={"revoked": True})  # fmt: skip
 
 
 def token_user(conn: Connection, now: datetime, token: str) -> tuple[User, int] | None:

@@ -147,4 +147,64 @@ def test_a_liaison_imports_subscribers_and_opts_one_out(
         assert "+8490****401" in phone.inner_text("p.notice")
         assert not overflows(phone)
         browser.shoot(phone, "subscribers-phone")
+
+
+def _records(engine: Engine) -> None:
+    """Audit entries from every face and texts in the inbox, for the audit and inbox pages to show."""
+    from dispatcher import audit
+    from dispatcher.inbound import receive
+
+    now = datetime.now(UTC)
+    ensure_user(engine, "lan", "police")
+    with engine.begin() as conn:
+        with audit.acting_through("cli", "--as, os-user:root"):
+            audit.audit(conn, now, "lien-lac", "blast.pause", "blast:12", {"from": "running"},
+                        before={"state": "running"}, after={"state": "paused"})  # fmt: skip
+        with audit.acting_through("api", "token:3", "10.20.30.40"):
+            audit.audit(conn, now, "duyet", "alert.approve", "alert:gia-danh-cong-an", {"version": 2},
+                        before={"status": "submitted"}, after={"status": "approved"})  # fmt: skip
+        receive(conn, "+84905123456", "Có người giả danh công an gọi số 0912 345 678 đòi chuyển tiền", "viettel", now)
+        receive(conn, "+84977000111", "Cho hỏi tổng đài phản ánh lừa đảo là số nào ạ?", "twilio", now)
+
+
+def test_an_operator_reads_the_audit_log_and_the_inbox(browser: Browser, app: FastAPI, sqlite_engine: Engine) -> None:
+    """The audit page shows each face and before → after; the inbox masks numbers and reveals one with a reason."""
+    ensure_user(sqlite_engine, "van-hanh", "operator", "admin")
+    _records(sqlite_engine)
+    with live_server(app) as base:
+        page = browser.page()
+        sign_in(page, base, "van-hanh", then="/audit")
+        page.wait_for_url(f"{base}/audit")
+        table = page.inner_text("table")
+        assert "dòng lệnh" in table and "API" in table and "tạm dừng đợt gửi" in table
+        assert not overflows(page)
+        browser.shoot(page, "audit")
+        page.goto(f"{base}/inbox")
+        assert "+8490****456" in page.inner_text("table") and "0912 345 678" not in page.content()
+        assert not overflows(page)
+        browser.shoot(page, "inbox")
+        page.click("tr:has-text('giả danh') summary")
+        page.fill("tr:has-text('giả danh') input[name=reason]", "gọi lại cho người báo tin")
+        page.click("tr:has-text('giả danh') form button")
+        page.wait_for_url(f"{base}/inbox/*/reveal")
+        assert "+84905123456" in page.inner_text("main")
+        page.goto(f"{base}/audit?action=number.reveal")
+        assert "gọi lại cho người báo tin" in page.inner_text("table")
+        browser.shoot(page, "audit-reveal")
+    assert not browser.violations(), browser.violations()
+
+
+def test_the_audit_and_inbox_pages_fit_a_phone(browser: Browser, app: FastAPI, sqlite_engine: Engine) -> None:
+    """On a phone the two pages keep their tables in a scrolling frame: nothing else runs off the screen."""
+    ensure_user(sqlite_engine, "van-hanh", "operator", "admin")
+    _records(sqlite_engine)
+    with live_server(app) as base:
+        page = browser.page(PHONE)
+        sign_in(page, base, "van-hanh", then="/audit")
+        page.wait_for_url(f"{base}/audit")
+        assert not overflows(page)
+        browser.shoot(page, "audit-phone")
+        page.goto(f"{base}/inbox")
+        assert not overflows(page)
+        browser.shoot(page, "inbox-phone")
     assert not browser.violations(), browser.violations()

@@ -15,7 +15,9 @@ import typer
 from rich.markup import escape
 
 from dispatcher import logs
+from dispatcher.audit import acting_through
 from dispatcher.cli import alerts, blasts, db, failures, gateways, regions, schedules, subscribers, text, users, web
+from dispatcher.cli import audit as audit_cli
 from dispatcher.cli.common import Context, emit, err
 from dispatcher.cli.usage import OPTIONS_METAVAR, SUBCOMMAND_METAVAR, Group, adopt, vietnamese_help
 from dispatcher.config import load_settings
@@ -39,8 +41,11 @@ def _root(
     # Long-running processes log at the configured level; one-shot commands only say what went wrong.
     long_running = ctx.invoked_subcommand in LONG_RUNNING
     logs.configure(settings.logging.format, settings.logging.level if long_running else "warning")
-    ctx.obj = Context(settings=settings, actor=acting_user or getpass.getuser(), long_running=long_running)
+    os_user = getpass.getuser()
+    ctx.obj = Context(settings=settings, actor=acting_user or os_user, long_running=long_running)
     ctx.call_on_close(ctx.obj.close)
+    if not long_running:  # a server's requests, scheduler and worker say where their own actions come from
+        ctx.with_resource(acting_through("cli", f"--as, os-user:{os_user}" if acting_user else f"os-user:{os_user}"))
 
 
 def run(args: list[str] | None = None) -> int:
@@ -76,5 +81,6 @@ def main() -> None:
 
 for group in (db, regions, subscribers, alerts, text, blasts, schedules, gateways, web, users):
     group.register(app)
+audit_cli.register(app)
 adopt(app)  # every command, wherever it was registered: `--as` after it, Vietnamese usage errors and help
 vietnamese_help()

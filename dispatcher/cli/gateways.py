@@ -9,14 +9,14 @@ import typer
 from rich.markup import escape
 
 from dispatcher import health, inbound, labels
-from dispatcher.cli.common import Context, JsonOption, emit, out
+from dispatcher.cli.blasts import parse_time
+from dispatcher.cli.common import Context, JsonOption, emit, out, parse_msisdn
 from dispatcher.cli.tables import Column, print_fitted
 from dispatcher.config import GatewayLimits, Settings
 from dispatcher.errors import ConfigError, InputRejected, NotFound
 from dispatcher.formats import moment, number
 from dispatcher.gateways import build
 from dispatcher.gateways.base import GatewayError, check
-from dispatcher.phones import mask_digits, mask_text
 
 LIST_COLUMNS = (Column("Cổng", whole=True), Column("Loại", whole=True), Column("Tuyến", drop=2),
                 Column("Trạng thái", least=12), Column("Tốc độ", drop=3),
@@ -120,27 +120,29 @@ async def _check_one(settings: Settings, name: str) -> tuple[str, bool, str]:
 
 def inbox_list(
     ctx: typer.Context,
+    gateway: Annotated[str | None, typer.Option(help="Chỉ tin đến qua cổng này.")] = None,
+    msisdn: Annotated[str | None, typer.Option(help="Chỉ tin từ số này.")] = None,
+    contains: Annotated[str | None, typer.Option(help="Chỉ tin có chữ này.")] = None,
+    since: Annotated[str | None, typer.Option(help="Từ thời điểm, ví dụ '01/12/2026 09:00'.")] = None,
+    until: Annotated[str | None, typer.Option(help="Đến trước thời điểm này.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="Số tin tối đa, mới nhất trước.")] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """Tin người dân nhắn đến mà không phải lời từ chối (số điện thoại được che), mới nhất trước."""
     c: Context = ctx.obj
+    zone = c.settings.app.timezone
+    found = inbound.InboxFilter(
+        gateway=gateway, msisdn=None if msisdn is None else parse_msisdn(msisdn), contains=contains, limit=limit,
+        since=parse_time(since, zone, "--since"), until=parse_time(until, zone, "--until"),
+    )  # fmt: skip
     with c.engine.connect() as conn:
-        kept = inbound.messages(conn, limit)
-    for message in kept:  # the sender and any number written in the text are personal data
-        message["msisdn"] = _sender(message["msisdn"])
-        message["text"] = mask_text(message["text"])
+        kept = inbound.read(conn, found)  # the sender and any number written in the text are masked
     if as_json:
-        emit([{k: v for k, v in m.items() if k != "raw"} for m in kept])
+        emit(kept)
         return
     if not kept:
-        out.print("Chưa có tin nhắn đến nào.")
+        filtered = found != inbound.InboxFilter(limit=limit)
+        out.print("Không có tin nào khớp." if filtered else "Chưa có tin nhắn đến nào.")
         return
-    zone = c.settings.app.timezone
     rows = [[moment(m["received_at"], zone), m["msisdn"], m["gateway"], m["text"]] for m in kept]
     print_fitted(out, INBOX_COLUMNS, [[escape(cell) for cell in row] for row in rows], "xem đủ với --json")
-
-
-def _sender(sender: str) -> str:
-    """A number masked; a brandname or short code with letters (not personal) as it is."""
-    return sender if any(ch.isalpha() for ch in sender) else mask_digits(sender)

@@ -92,7 +92,7 @@ def subscribers_import(
     started = time.perf_counter()
     with _progress(as_json) as progress:
         task = progress.add_task(f"Nhập {file.name}", total=None)
-        summary = importer.import_audited(file, c.now, c.actor, lambda n: progress.update(task, completed=n))
+        summary = importer.import_file(file, c.now, lambda n: progress.update(task, completed=n), actor=c.actor)
     _report_import(summary, time.perf_counter() - started, as_json)
 
 

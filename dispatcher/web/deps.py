@@ -1,16 +1,22 @@
-"""What route functions share: the database work of a request, the region index (loaded once, on first use)."""
+"""What route functions share: the database work of a request, the region index (loaded once, on first use).
+
+The database work runs where the audit log knows its origin: a console session or an API token.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from dispatcher.audit import acting_through
+from dispatcher.errors import UsageError
+from dispatcher.formats import parse_moment
 from dispatcher.regions import RegionIndex
 
 _loading = threading.Lock()
@@ -29,9 +35,34 @@ def regions(request: Request) -> RegionIndex:
 async def in_transaction(request: Request, work: Callable[[Connection, datetime], Any], write: bool = True) -> Any:
     """`work(conn, now)` off the event loop: in one transaction when it writes, on a plain connection when it reads."""
     state = request.app.state
+    source, via = _origin(request)
+    address = request.client.host if request.client else None
 
     def inside() -> Any:
-        with state.engine.begin() if write else state.engine.connect() as conn:
+        with acting_through(source, via, address), state.engine.begin() if write else state.engine.connect() as conn:
             return work(conn, state.clock())
 
     return await run_in_threadpool(inside)
+
+
+def _origin(request: Request) -> tuple[str, str | None]:
+    """(source, via) the audit log records for this request: a console session or an API token, by its id."""
+    principal = getattr(request.state, "principal", None)
+    if principal is None:
+        return "system", None
+    return ("api", f"token:{principal.token_id}") if principal.via == "token" else ("web", "session")
+
+
+def day_range(since: str, until: str, zone: str) -> tuple[datetime | None, datetime | None]:
+    """A page's 'from day' and 'to day' (both included, local days as a date field sends them) as UTC bounds."""
+
+    def day(text: str, field: str) -> datetime | None:
+        if not text.strip():
+            return None
+        try:
+            return parse_moment(text, zone)
+        except ValueError:
+            raise UsageError(f"{field}: không hiểu ngày {text.strip()!r} (dạng 01/12/2026 hoặc 2026-12-01).") from None
+
+    start, end = day(since, "Từ ngày"), day(until, "Đến ngày")
+    return start, None if end is None else end + timedelta(days=1)

@@ -126,7 +126,7 @@ async def subscribers_import(request: Request, principal: Liaison, file: UploadF
             path = Path(folder) / _upload_name(file)
             with path.open("wb") as copy:
                 shutil.copyfileobj(file.file, copy, 1 << 20)
-            return importer.import_audited(path, state.clock(), principal.actor)
+            return importer.import_file(path, state.clock(), actor=principal.actor)
 
     try:
         summary = await run_in_threadpool(work)

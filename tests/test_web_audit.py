@@ -1,0 +1,103 @@
+"""The audit log page and its export: who did what from where, filtered, paged by key, as CSV."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import Engine, select
+
+from dispatcher import audit
+from dispatcher.config import load_settings
+from dispatcher.models import audit_log
+from tests.clock import Clock
+from tests.web_helpers import api_client, ensure_user, make_app, signed_in
+
+
+@pytest.fixture
+def app(sqlite_engine: Engine, now: datetime) -> FastAPI:
+    return make_app(load_settings(None, {}), sqlite_engine, Clock(now))
+
+
+def _last(engine: Engine, action: str) -> dict:
+    with engine.connect() as conn:
+        query = select(audit_log).where(audit_log.c.action == action).order_by(audit_log.c.id.desc())
+        return dict(conn.execute(query).mappings().first())
+
+
+def _many(engine: Engine, now: datetime, count: int) -> None:
+    with engine.begin() as conn:
+        for i in range(count):
+            audit.audit(conn, now + timedelta(seconds=i), "lan", "user.passwd", f"user:u{i}", {})
+
+
+def test_a_console_action_is_recorded_as_web_and_an_api_call_as_its_token(app: FastAPI, sqlite_engine: Engine) -> None:
+    """Roles changed in the browser say 'web, session' and the address; through a token, 'api' and the token's id."""
+    ensure_user(sqlite_engine, "minh", "police")
+    admin = signed_in(app, sqlite_engine, "quan-tri", "admin")
+    assert admin.post("/users/minh/roles", data={"role": ["police", "approver"]}).status_code == 303
+    entry = _last(sqlite_engine, "user.roles")
+    assert (entry["actor"], entry["source"], entry["via"], entry["address"]) == ("quan-tri", "web", "session",
+                                                                                   "testclient")  # fmt: skip
+    assert entry["before"] == {"roles": ["police"]} and entry["after"] == {"roles": ["approver", "police"]}
+    program = api_client(app, sqlite_engine, "quan-tri", "admin")
+    assert program.post("/users/minh/disable").status_code == 303
+    entry = _last(sqlite_engine, "user.disable")
+    assert (entry["source"], entry["via"]) == ("api", f"token:{program.token_id}")
+
+
+def test_the_page_shows_entries_with_their_origin_and_change(app: FastAPI, sqlite_engine: Engine) -> None:
+    """An entry shows its actor, the face it came through, the action's Vietnamese name and before → after."""
+    ensure_user(sqlite_engine, "minh", "police")
+    admin = signed_in(app, sqlite_engine, "quan-tri", "admin")
+    admin.post("/users/minh/roles", data={"role": ["approver"]})
+    page = signed_in(app, sqlite_engine, "van-hanh", "operator").get("/audit", params={"action": "user.roles"})
+    assert page.status_code == 200
+    assert "bảng điều khiển" in page.text and "session" in page.text and "đổi vai trò" in page.text
+    assert "{&#34;roles&#34;: [&#34;police&#34;]} → {&#34;roles&#34;: [&#34;approver&#34;]}" in page.text
+
+
+def test_pages_go_by_key_and_filters_are_kept(app: FastAPI, sqlite_engine: Engine, now: datetime) -> None:
+    """Fifty entries a page; the next page's link carries the filters and the last id, never an offset."""
+    _many(sqlite_engine, now, 60)
+    admin = signed_in(app, sqlite_engine, "quan-tri", "admin")
+    first = admin.get("/audit", params={"actor": "lan"})
+    assert first.text.count("user:u") == 50 and "user:u59" in first.text and "user:u9<" not in first.text
+    assert "/audit?actor=lan&amp;before=11" in first.text
+    second = admin.get("/audit", params={"actor": "lan", "before": 11})
+    assert second.text.count("user:u") == 10 and "Trang sau" not in second.text
+
+
+def test_the_filters_narrow_the_page(app: FastAPI, sqlite_engine: Engine, now: datetime) -> None:
+    """Actor, source and a day range each narrow what the page shows."""
+    _many(sqlite_engine, now, 3)
+    operator = signed_in(app, sqlite_engine, "van-hanh", "operator")
+    assert "Không có thao tác nào khớp." in operator.get("/audit", params={"actor": "someone-else"}).text
+    assert "user:u0" in operator.get("/audit", params={"source": "system"}).text
+    assert "user:u0" not in operator.get("/audit", params={"source": "web"}).text
+    day_before = (now - timedelta(days=1)).strftime("%Y-%m-%d")
+    assert "Không có thao tác nào khớp." in operator.get("/audit", params={"until": day_before}).text
+    assert "user:u2" in operator.get("/audit", params={"since": day_before}).text
+
+
+def test_bad_filters_are_said_in_vietnamese(app: FastAPI, sqlite_engine: Engine) -> None:
+    """A day that is no date, or an unknown source, is a 400 page saying what is wrong."""
+    operator = signed_in(app, sqlite_engine, "van-hanh", "operator")
+    answer = operator.get("/audit", params={"since": "hôm qua"})
+    assert answer.status_code == 400 and "Từ ngày: không hiểu ngày" in answer.text
+    assert operator.get("/audit", params={"source": "email"}).status_code == 400
+    assert operator.get("/audit.csv", params={"until": "32/13/2026"}).status_code == 400
+
+
+def test_the_export_is_a_streamed_csv_of_the_filtered_log(app: FastAPI, sqlite_engine: Engine, now: datetime) -> None:
+    """The CSV has a BOM and a header, then every matching entry (more than one streamed piece)."""
+    _many(sqlite_engine, now, 2_500)
+    admin = signed_in(app, sqlite_engine, "quan-tri", "admin")
+    answer = admin.get("/audit.csv", params={"actor": "lan"})
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+    lines = answer.content.decode("utf-8").splitlines()
+    assert lines[0].startswith("\ufeffmã,lúc,người thực hiện") and len(lines) == 2_501
+    assert lines[0].count("\ufeff") == 1 and sum("người thực hiện" in line for line in lines) == 1
+    empty = admin.get("/audit.csv", params={"actor": "nobody"}).content.decode("utf-8").splitlines()
+    assert len(empty) == 1
