@@ -9,6 +9,7 @@ client. Failed logins are counted per name and per address, and a lock-out follo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -33,7 +34,16 @@ ADDRESS_FACTOR = 4
 TOUCH_EVERY = timedelta(seconds=60)
 
 _hasher = PasswordHasher()  # argon2id, RFC 9106's second recommended parameters (t=3, 64 MiB, p=4)
-_DUMMY_HASH = _hasher.hash("not a password anyone has")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash no password matches, checked for an unknown name so that it costs what a wrong password costs.
+
+    Made at the first login, not at import: every command imports this module, and a hash costs
+    64 MiB and ~0.1 s of CPU (seconds on a loaded machine) that `canhbao --help` has no use for.
+    """
+    return _hasher.hash("not a password anyone has")
 
 
 class LoginRefused(NotAllowed):
@@ -247,7 +257,7 @@ def authenticate(
             f"Đăng nhập tạm khoá vì nhập sai nhiều lần; thử lại sau {moment(locked_until, zone)}.", locked_until
         )
     row = conn.execute(select(users).where(func.lower(users.c.username) == name.lower())).mappings().first()
-    stored = row["password_hash"] if row is not None and row["password_hash"] else _DUMMY_HASH
+    stored = row["password_hash"] if row is not None and row["password_hash"] else _dummy_hash()
     try:
         _hasher.verify(stored, password)
         matched = row is not None and row["password_hash"] is not None
