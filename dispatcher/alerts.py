@@ -47,6 +47,7 @@ ZALO_KEYS = ("template_id", "params")
 # What a [zalo] param may take besides the variables: fields of the alert itself.
 ZALO_FIELDS = {"title", "body", "source"}
 ZALO_PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,49}$")
+MISSING = {"source": "thiếu nguồn chính thức (văn bản, cơ quan ban hành)"}
 # A rejection's reason is for the author to act on: a word or two at least, a paragraph at most.
 REASON_LENGTH = (5, 1000)
 # A person edits only what is not under review nor in use: a draft, or what an approver sent back.
@@ -192,10 +193,13 @@ def _string(data: dict[str, Any], key: str, problems: list[Problem], required: b
         problems.append(Problem(key, f"cần một chuỗi trong ngoặc kép, nhận được {value!r}"))
         return ""
     if required and not (value or "").strip():
-        problems.append(
-            Problem(key, "thiếu nguồn chính thức (văn bản, cơ quan ban hành)" if key == "source" else "thiếu")
-        )
+        problems.append(Problem(key, MISSING.get(key, "thiếu")))
     return (value or "").strip()
+
+
+def missing(spec: AlertSpec) -> list[Problem]:
+    """The texts `spec` leaves empty (a form's fields; a file's keys are checked as it is read)."""
+    return [Problem(key, MISSING.get(key, "thiếu")) for key in ("title", "body", "source") if not getattr(spec, key)]
 
 
 def _variables(data: dict[str, Any], problems: list[Problem]) -> dict[str, str]:
@@ -688,6 +692,19 @@ def listing(conn: Connection) -> list[dict[str, Any]]:
         .order_by(alerts.c.slug)
     ).mappings()
     return [dict(r) for r in rows]
+
+
+def matching(rows: list[dict[str, Any]], status: str = "", method: str = "", audience: str = "",
+             text: str = "") -> list[dict[str, Any]]:  # fmt: skip
+    """The rows of `listing` with that status, method and audience whose id, title or body holds `text` (accents
+    and case ignored); an empty criterion keeps every row."""
+    wanted = fold(text)
+    return [
+        row for row in rows
+        if (not status or row["status"] == status) and (not method or row["method"] == method)
+        and (not audience or audience in row["audiences"])
+        and (not wanted or wanted in fold(f"{row['slug']} {row['title']} {row['body']}"))
+    ]  # fmt: skip
 
 
 def spec_of(row: dict[str, Any]) -> AlertSpec:

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
 from dispatcher.config import Settings
-from dispatcher.web import admin, auth, console, health, hooks, i18n
+from dispatcher.web import admin, alerts, auth, console, health, hooks, i18n, schedules
 from dispatcher.web.security import SecurityHeaders
 from dispatcher.web.templating import STATIC, render
 from dispatcher.web.writer import ReportWriter
@@ -39,6 +39,8 @@ def create_app(settings: Settings, engine: Engine, clock: Callable[[], datetime]
     app.include_router(auth.router)
     app.include_router(admin.router)
     app.include_router(console.router)
+    app.include_router(alerts.router)
+    app.include_router(schedules.router)
     _refusals(app)
     return app
 
