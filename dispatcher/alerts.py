@@ -319,7 +319,9 @@ def _check_fields(spec: AlertSpec, catalogue: Catalogue) -> list[Problem]:
     problems = []
     if not SLUG.match(spec.id):
         problems.append(Problem("id", f"'{spec.id}' phải gồm chữ thường không dấu, số và '-' (3–80 ký tự)"))
-    if spec.method not in catalogue.methods:
+    if not spec.method:
+        problems.append(Problem("method", "chưa chọn phương thức lừa đảo (xem 'canhbao alerts methods')"))
+    elif spec.method not in catalogue.methods:
         close, known = _close(spec.method, catalogue.methods), ", ".join(catalogue.methods)
         problems.append(Problem("method", f"phương thức lừa đảo không rõ '{spec.method}'{close} (nhận: {known})"))
     for audience in spec.audiences:
