@@ -47,6 +47,7 @@ ZALO_KEYS = ("template_id", "params")
 # What a [zalo] param may take besides the variables: fields of the alert itself.
 ZALO_FIELDS = {"title", "body", "source"}
 ZALO_PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,49}$")
+TITLE_LENGTH = 200  # the column's width
 MISSING = {"source": "thiếu nguồn chính thức (văn bản, cơ quan ban hành)"}
 # A rejection's reason is for the author to act on: a word or two at least, a paragraph at most.
 REASON_LENGTH = (5, 1000)
@@ -319,6 +320,10 @@ def _check_fields(spec: AlertSpec, catalogue: Catalogue) -> list[Problem]:
     problems = []
     if not SLUG.match(spec.id):
         problems.append(Problem("id", f"'{spec.id}' phải gồm chữ thường không dấu, số và '-' (3–80 ký tự)"))
+    if len(spec.title) > TITLE_LENGTH:
+        problems.append(Problem("title", f"dài {len(spec.title)} ký tự, tối đa {TITLE_LENGTH}"))
+    if not 1 <= spec.valid_days <= 3650:
+        problems.append(Problem("valid_days", f"cần số ngày (số nguyên) từ 1 đến 3650, nhận được {spec.valid_days!r}"))
     if not spec.method:
         problems.append(Problem("method", "chưa chọn phương thức lừa đảo (xem 'canhbao alerts methods')"))
     elif spec.method not in catalogue.methods:

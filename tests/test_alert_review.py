@@ -150,3 +150,33 @@ def test_cli_rejects_with_a_reason_and_show_prints_it(cli) -> None:
     assert code == 0 and (document["status"], document["reason"]) == ("rejected", "Thiếu nguồn")
     code, out, _err = cli("alerts", "show", "khong-cung-cap-ma-otp")
     assert code == 0 and "Bị lanh-dao trả lại: Thiếu nguồn" in out
+
+
+def test_a_form_s_title_and_validity_are_checked_like_a_file_s() -> None:
+    """A title wider than its column and a validity out of 1–3650 days are named, whatever face sent them."""
+    spec = replace(SPEC, title="T" * 201, valid_days=0)
+    found = {problem.key: problem.text for problem in alerts.problems_of(spec, CATALOGUE)}
+    assert found == {
+        "title": "dài 201 ký tự, tối đa 200",
+        "valid_days": "cần số ngày (số nguyên) từ 1 đến 3650, nhận được 0",
+    }
+
+
+def test_missing_texts_and_method_are_said_plainly() -> None:
+    """An empty title, body, source or method is 'thiếu', not an unknown value."""
+    spec = replace(SPEC, title="", source="", method="")
+    found = [str(p) for p in alerts.missing(spec) + alerts.problems_of(spec, CATALOGUE) if p.key != "body"]
+    assert found == ["'title': thiếu", "'source': thiếu nguồn chính thức (văn bản, cơ quan ban hành)",
+                     "'method': chưa chọn phương thức lừa đảo (xem 'canhbao alerts methods')"]  # fmt: skip
+
+
+def test_matching_filters_the_listing_with_accents_ignored() -> None:
+    """Status, method, audience and words (any case, any accents) each narrow the rows."""
+    rows = [{"slug": "a-b", "status": "draft", "method": "romance", "audiences": ["public"], "title": "Tình cảm",
+             "body": "Cảnh giác"},
+            {"slug": "c-d", "status": "approved", "method": "fake_investment", "audiences": ["student"],
+             "title": "Sàn ảo", "body": "Đầu tư"}]  # fmt: skip
+    slugs = lambda **kw: [row["slug"] for row in alerts.matching(rows, **kw)]  # noqa: E731
+    assert slugs() == ["a-b", "c-d"]
+    assert slugs(status="approved") == slugs(method="fake_investment") == slugs(audience="student") == ["c-d"]
+    assert slugs(text="DAU TU") == ["c-d"] and slugs(text="tình") == ["a-b"]
