@@ -674,6 +674,11 @@ def diff(older: dict[str, Any], newer: dict[str, Any]) -> list[DiffLine]:
     return lines
 
 
+def changes(versions: list[dict[str, Any]]) -> list[list[DiffLine] | None]:
+    """For each of `history`'s versions (newest first), its diff from the version before; None for the first."""
+    return [diff(older, newer) for newer, older in zip(versions, versions[1:], strict=False)] + [None]
+
+
 def _require(row: dict[str, Any], status: AlertStatus, action: str) -> None:
     if row["status"] != status.value:
         raise StateError(

@@ -180,3 +180,19 @@ def test_matching_filters_the_listing_with_accents_ignored() -> None:
     assert slugs() == ["a-b", "c-d"]
     assert slugs(status="approved") == slugs(method="fake_investment") == slugs(audience="student") == ["c-d"]
     assert slugs(text="DAU TU") == ["c-d"] and slugs(text="tình") == ["a-b"]
+
+
+def test_cli_history_lists_versions_with_what_changed(cli) -> None:
+    """`alerts history ID --json`: newest first, the rejection's reason, the lines changed since the version before."""
+    cli("alerts", "sync", user="police")
+    cli("alerts", "submit", "khong-cung-cap-ma-otp", user="police")
+    cli("alerts", "reject", "khong-cung-cap-ma-otp", "--reason", "Thiếu nguồn", user="lanh-dao")
+    path = cli.root / "messages" / "khong-cung-cap-ma-otp.toml"
+    path.write_text(path.read_text(encoding="utf-8").replace("title = ", 'title = "Mới" #', 1), encoding="utf-8")
+    assert cli("alerts", "sync", user="police")[0] == 0
+    code, versions = cli.json("alerts", "history", "khong-cung-cap-ma-otp")
+    assert code == 0 and [v["version"] for v in versions] == [2, 1]
+    assert versions[1]["rejection"] == "Thiếu nguồn" and versions[1]["changes"] is None
+    assert [change["kind"] for change in versions[0]["changes"]] == ["removed", "added"]
+    assert 'title = "Mới"' in versions[0]["changes"][1]["text"]
+    assert "Bản 2" in cli("alerts", "history", "khong-cung-cap-ma-otp")[1]

@@ -222,6 +222,39 @@ def alerts_retire(ctx: typer.Context, alert_ids: AlertIds, as_json: JsonOption =
     _lifecycle(ctx, alert_ids, as_json, "retire")
 
 
+@alerts_app.command("history")
+def alerts_history(ctx: typer.Context, alert_id: str, as_json: JsonOption = False) -> None:
+    """Các phiên bản của một mẫu (mới nhất trước), mỗi bản với những dòng đã đổi so với bản trước."""
+    c: Context = ctx.obj
+    with c.engine.connect() as conn:
+        versions = catalogue.history(conn, alert_id)
+        rejections = catalogue.rejections(conn, alert_id)
+    changes = catalogue.changes(versions)
+    if as_json:
+        emit([_version_document(row, rejections.get(row["version"]), lines)
+              for row, lines in zip(versions, changes, strict=True)])  # fmt: skip
+        return
+    zone = c.settings.app.timezone
+    for row, lines in zip(versions, changes, strict=True):
+        out.print(f"[bold]Bản {row['version']}[/bold] · {labels.alert_status(row['status'])} · {row['author']} · "
+                  f"{formats.moment(row['created_at'], zone)}")  # fmt: skip
+        if (rejection := rejections.get(row["version"])) is not None:
+            out.print(f"  Bị {rejection['rejected_by']} trả lại: {rejection['reason']}", markup=False)
+        marks = {"added": "+ ", "removed": "- "}
+        for line in [line for line in lines or [] if line.kind != "same"]:
+            out.print(f"  {marks[line.kind]}{line.text}", markup=False, soft_wrap=True)
+        if lines is None:
+            out.print("  (bản đầu tiên)")
+
+
+def _version_document(row: dict[str, Any], rejection: dict[str, Any] | None, lines: list | None) -> dict[str, Any]:
+    return {
+        "version": row["version"], "status": row["status"], "author": row["author"], "approver": row["approver"],
+        "created_at": row["created_at"].isoformat(), "rejection": rejection and rejection["reason"],
+        "changes": None if lines is None else [{"kind": x.kind, "text": x.text} for x in lines if x.kind != "same"],
+    }  # fmt: skip
+
+
 @alerts_app.command("methods")
 def alerts_methods(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Các phương thức lừa đảo được nhận."""

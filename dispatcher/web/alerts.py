@@ -345,7 +345,6 @@ async def alert_history(request: Request, principal: Readers, slug: str) -> Resp
     except CanhBaoError as exc:
         return render(request, "refused.html", {"message": str(exc)}, _fail(exc))
     versions = found["versions"]
-    changes = [catalogue.diff(older, newer) for newer, older in zip(versions, versions[1:], strict=False)]
-    shown = [(row, found["rejections"].get(row["version"]), changes[i] if i < len(changes) else None)
-             for i, row in enumerate(versions)]  # fmt: skip
+    shown = [(row, found["rejections"].get(row["version"]), lines)
+             for row, lines in zip(versions, catalogue.changes(versions), strict=True)]  # fmt: skip
     return render(request, "alert_history.html", {"slug": slug, "versions": shown})
