@@ -86,7 +86,8 @@ def test_an_officer_creates_an_alert_from_the_form(police: TestClient, sqlite_en
 
 def test_the_form_refuses_bad_input_in_vietnamese_and_stores_nothing(police: TestClient, sqlite_engine: Engine) -> None:
     """An unknown placeholder, a missing source and days that are not a number are each named with their field."""
-    bad = {**FORM, "body": "Báo ngay {ten_huyen}.", "source": "", "valid_days": "mười"}
+    assert "Cần sửa trước khi lưu" not in police.get("/alerts/new").text  # not before anything is typed
+    bad = {**FORM, "body": "Báo ngay {ten_huyen}.", "source": "", "valid_days": "²"}
     answer = police.post("/alerts", data=bad)
     assert answer.status_code == 400
     assert "biến không khai báo {ten_huyen}" in answer.text

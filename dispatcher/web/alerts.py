@@ -8,6 +8,7 @@ catalogue files stay the reviewed source and the next `alerts sync` finds nothin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -139,14 +140,15 @@ def _form_spec(request: Request, form: dict[str, Any], author: str) -> tuple[cat
                 problems.append(catalogue.Problem("variables", f"dòng {line.strip()!r} cần dạng ten = giá trị"))
             variables[name.strip()] = smstext.normalize(value.strip())
     days = form["valid_days"].strip()
-    if not days.isdigit():
+    whole = re.fullmatch(r"[0-9]{1,6}", days) is not None  # not str.isdigit: '²' is a digit int() refuses
+    if not whole:
         problems.append(catalogue.Problem("valid_days", f"cần số ngày (số nguyên), nhận được {days!r}"))
     spec = catalogue.AlertSpec(
         id=form["id"].strip(), method=form["method"], title=smstext.normalize(form["title"].strip()),
         body=smstext.normalize(form["body"].strip()), source=form["source"].strip(),
         body_ascii=form["body_ascii"].strip() or None, variables=variables,
         audiences=tuple(form["audiences"]) or ("public",), priority=form["priority"],
-        valid_days=int(days) if days.isdigit() else 180, zalo=form.get("zalo"), author=author,
+        valid_days=int(days) if whole else 180, zalo=form.get("zalo"), author=author,
     )  # fmt: skip
     problems += catalogue.missing(spec) + catalogue.problems_of(
         spec, catalogue.catalogue_for(request.app.state.settings)
@@ -176,9 +178,11 @@ async def _form(request: Request) -> dict[str, Any]:
 
 
 def _form_page(request: Request, form: dict[str, Any], editing: dict[str, Any] | None, status: int = 200,
-               **context: Any) -> Response:  # fmt: skip
+               checking: bool = True, **context: Any) -> Response:  # fmt: skip
+    """The form with `form`'s values and its preview (and what is wrong, unless it is the blank form just opened)."""
     spec, problems = _form_spec(request, form, "")
-    shown = {"form": form, "editing": editing, **_choices(request), **_preview(request, spec, problems), **context}
+    preview = _preview(request, spec, problems, checking)
+    shown = {"form": form, "editing": editing, **_choices(request), **preview, **context}
     return render(request, "alert_form.html", shown, status)
 
 
@@ -200,7 +204,7 @@ def _filled(row: dict[str, Any]) -> dict[str, Any]:
 @router.get("/alerts/new")
 async def alert_new(request: Request, principal: Police) -> Response:
     """The form for a new alert, with its preview."""
-    return _form_page(request, _blank(), None)
+    return _form_page(request, _blank(), None, checking=False)
 
 
 @router.post("/alerts/preview")
