@@ -12,9 +12,9 @@ import hashlib
 import json
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
-from difflib import get_close_matches
+from difflib import SequenceMatcher, get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,11 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from dispatcher import labels, smstext
 from dispatcher.audit import audit
+from dispatcher.config import Settings, SmsSettings
 from dispatcher.db import compare_and_set
-from dispatcher.domain import AlertStatus, Audience, Priority, fold
-from dispatcher.errors import InputRejected, NotAllowed, NotFound, StateError, toml_problem
-from dispatcher.models import alerts
+from dispatcher.domain import METHODS, AlertStatus, Audience, Priority, fold
+from dispatcher.errors import InputRejected, NotAllowed, NotFound, StateError, UsageError, toml_problem
+from dispatcher.models import alert_rejections, alerts
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +47,12 @@ ZALO_KEYS = ("template_id", "params")
 # What a [zalo] param may take besides the variables: fields of the alert itself.
 ZALO_FIELDS = {"title", "body", "source"}
 ZALO_PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,49}$")
+TITLE_LENGTH = 200  # the column's width
+MISSING = {"source": "thiếu nguồn chính thức (văn bản, cơ quan ban hành)"}
+# A rejection's reason is for the author to act on: a word or two at least, a paragraph at most.
+REASON_LENGTH = (5, 1000)
+# A person edits only what is not under review nor in use: a draft, or what an approver sent back.
+EDITABLE = ("draft", "rejected")
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,28 @@ class Catalogue:
 
     methods: dict[str, str]
     max_parts: int
+
+
+def catalogue_for(settings: Settings) -> Catalogue:
+    """The methods (built in and the deployment's own) and the part limit alerts are checked against."""
+    return Catalogue(methods={**METHODS, **settings.catalogue.extra_methods}, max_parts=settings.sms.max_parts)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one message of an alert costs on one carrier, in each rendering."""
+
+    carrier: str
+    per_part: float
+    unicode: float
+    ascii: float
+
+
+def costs(renderings: Renderings, sms: SmsSettings) -> list[Cost]:
+    """The cost per carrier of the price table, the 'default' row (other carriers) last."""
+    prices = sorted(sms.price_per_part.items(), key=lambda kv: kv[0] == "default")
+    return [Cost(carrier, price, price * renderings.unicode.info.parts, price * renderings.ascii.info.parts)
+            for carrier, price in prices]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -165,10 +194,13 @@ def _string(data: dict[str, Any], key: str, problems: list[Problem], required: b
         problems.append(Problem(key, f"cần một chuỗi trong ngoặc kép, nhận được {value!r}"))
         return ""
     if required and not (value or "").strip():
-        problems.append(
-            Problem(key, "thiếu nguồn chính thức (văn bản, cơ quan ban hành)" if key == "source" else "thiếu")
-        )
+        problems.append(Problem(key, MISSING.get(key, "thiếu")))
     return (value or "").strip()
+
+
+def missing(spec: AlertSpec) -> list[Problem]:
+    """The texts `spec` leaves empty (a form's fields; a file's keys are checked as it is read)."""
+    return [Problem(key, MISSING.get(key, "thiếu")) for key in ("title", "body", "source") if not getattr(spec, key)]
 
 
 def _variables(data: dict[str, Any], problems: list[Problem]) -> dict[str, str]:
@@ -288,7 +320,13 @@ def _check_fields(spec: AlertSpec, catalogue: Catalogue) -> list[Problem]:
     problems = []
     if not SLUG.match(spec.id):
         problems.append(Problem("id", f"'{spec.id}' phải gồm chữ thường không dấu, số và '-' (3–80 ký tự)"))
-    if spec.method not in catalogue.methods:
+    if len(spec.title) > TITLE_LENGTH:
+        problems.append(Problem("title", f"dài {len(spec.title)} ký tự, tối đa {TITLE_LENGTH}"))
+    if not 1 <= spec.valid_days <= 3650:
+        problems.append(Problem("valid_days", f"cần số ngày (số nguyên) từ 1 đến 3650, nhận được {spec.valid_days!r}"))
+    if not spec.method:
+        problems.append(Problem("method", "chưa chọn phương thức lừa đảo (xem 'canhbao alerts methods')"))
+    elif spec.method not in catalogue.methods:
         close, known = _close(spec.method, catalogue.methods), ", ".join(catalogue.methods)
         problems.append(Problem("method", f"phương thức lừa đảo không rõ '{spec.method}'{close} (nhận: {known})"))
     for audience in spec.audiences:
@@ -496,8 +534,7 @@ def approve(conn: Connection, slug: str, actor: str, now: datetime) -> dict[str,
     """Approve the submitted version of `slug`; earlier approved versions retire."""
     row = version(conn, slug)
     _require(row, AlertStatus.SUBMITTED, "duyệt")
-    if fold(row["author"]) == fold(actor):
-        raise NotAllowed(f"'{actor}' là tác giả của mẫu '{slug}': cần một người khác duyệt (nguyên tắc bốn mắt).")
+    _four_eyes(row, actor)
     conn.execute(
         update(alerts)
         .where(alerts.c.slug == slug, alerts.c.status == AlertStatus.APPROVED.value)
@@ -508,6 +545,43 @@ def approve(conn: Connection, slug: str, actor: str, now: datetime) -> dict[str,
           before={"status": row["status"]}, after={"status": AlertStatus.APPROVED.value})  # fmt: skip
     log.info("alert.approved", alert=slug, version=row["version"], actor=actor)
     return version(conn, slug, row["version"])
+
+
+def reject(conn: Connection, slug: str, actor: str, reason: str, now: datetime) -> dict[str, Any]:
+    """Send the submitted version of `slug` back to its author, saying why (four-eyes, as for approval)."""
+    reason = reason.strip()
+    least, most = REASON_LENGTH
+    if not least <= len(reason) <= most:
+        raise UsageError(f"Cần nêu lý do trả lại mẫu '{slug}' (từ {least} đến {most} ký tự), "
+                         f"nhận được {len(reason)} ký tự.")  # fmt: skip
+    row = version(conn, slug)
+    _require(row, AlertStatus.SUBMITTED, "trả lại")
+    _four_eyes(row, actor)
+    _transition(conn, row, AlertStatus.REJECTED)
+    conn.execute(insert(alert_rejections).values(alert_id=row["id"], rejected_by=actor, rejected_at=now, reason=reason))
+    audit(conn, now, actor, "alert.reject", f"alert:{slug}", {"version": row["version"], "reason": reason})
+    log.info("alert.rejected", alert=slug, version=row["version"], actor=actor)
+    return version(conn, slug, row["version"])
+
+
+def rejections(conn: Connection, slug: str) -> dict[int, dict[str, Any]]:
+    """Who sent back which version of `slug`, when and why, by version number."""
+    query = (
+        select(
+            alerts.c.version, alert_rejections.c.rejected_by, alert_rejections.c.rejected_at, alert_rejections.c.reason
+        )
+        .join(alerts, alerts.c.id == alert_rejections.c.alert_id)
+        .where(alerts.c.slug == slug)
+    )
+    return {row["version"]: dict(row) for row in conn.execute(query).mappings()}
+
+
+def _four_eyes(row: dict[str, Any], actor: str) -> None:
+    """Nobody approves or rejects what they wrote."""
+    if fold(row["author"]) == fold(actor):
+        raise NotAllowed(
+            f"'{actor}' là tác giả của mẫu '{row['slug']}': cần một người khác duyệt (nguyên tắc bốn mắt)."
+        )
 
 
 def retire(conn: Connection, slug: str, actor: str, now: datetime) -> list[int]:
@@ -531,6 +605,83 @@ def retire(conn: Connection, slug: str, actor: str, now: datetime) -> list[int]:
           before={"live_versions": list(live)}, after={"live_versions": []})  # fmt: skip
     log.info("alert.retired", alert=slug, versions=list(live), actor=actor)
     return list(live)
+
+
+def create(conn: Connection, spec: AlertSpec, catalogue: Catalogue, messages_dir: Path, actor: str, origin: str,
+           now: datetime) -> tuple[dict[str, Any], Renderings, Path]:  # fmt: skip
+    """A new alert written by `actor`: checked, stored as a draft, and written to `messages_dir` (reviewed like code).
+
+    Returns the stored row, its renderings and the file written.
+    """
+    spec = replace(spec, author=actor)
+    renderings = check(spec, catalogue, f"mẫu '{spec.id}'")
+    path = messages_dir / f"{spec.id}.toml"
+    if path.exists():
+        raise StateError(f"Đã có tệp {path}: sửa tệp đó rồi chạy 'canhbao alerts sync'.")
+    if latest(conn, spec.id) is not None:
+        raise StateError(f"Đã có mẫu '{spec.id}' trong cơ sở dữ liệu.")
+    store(conn, spec, origin, actor, now)
+    _write(path, spec)
+    return version(conn, spec.id), renderings, path
+
+
+def revise(conn: Connection, spec: AlertSpec, catalogue: Catalogue, messages_dir: Path, actor: str, origin: str,
+           now: datetime) -> dict[str, Any]:  # fmt: skip
+    """A new version of a draft or rejected alert, written by `actor`; its catalogue file is rewritten to match.
+
+    The file follows the database so that the next `alerts sync` finds nothing changed.
+    """
+    spec = replace(spec, author=actor)
+    current = version(conn, spec.id)
+    if current["status"] not in EDITABLE:
+        raise StateError(f"Chỉ sửa được bản nháp hoặc bản bị trả lại: mẫu '{spec.id}' bản {current['version']} "
+                         f"đang '{labels.alert_status(current['status'])}'.")  # fmt: skip
+    check(spec, catalogue, f"mẫu '{spec.id}'")
+    if store(conn, spec, origin, actor, now) == "unchanged":
+        raise StateError(f"Nội dung giống hệt bản {current['version']}: không có gì để lưu.")
+    _write(messages_dir / f"{spec.id}.toml", spec)
+    return version(conn, spec.id)
+
+
+def _write(path: Path, spec: AlertSpec) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_toml(spec), encoding="utf-8")
+
+
+def history(conn: Connection, slug: str) -> list[dict[str, Any]]:
+    """Every version of `slug`, newest first; NotFound when there is none."""
+    rows = conn.execute(select(alerts).where(alerts.c.slug == slug).order_by(alerts.c.version.desc())).mappings()
+    found = [dict(row) for row in rows]
+    if not found:
+        raise NotFound(f"Không có mẫu cảnh báo '{slug}'.")
+    return found
+
+
+@dataclass(frozen=True)
+class DiffLine:
+    """One line of the difference between two versions: kept ('same'), 'removed' or 'added'."""
+
+    kind: str
+    text: str
+
+
+def diff(older: dict[str, Any], newer: dict[str, Any]) -> list[DiffLine]:
+    """What changed from one stored version to another, line by line of their catalogue files."""
+    before = to_toml(spec_of(older)).splitlines()
+    after = to_toml(spec_of(newer)).splitlines()
+    lines: list[DiffLine] = []
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, before, after, autojunk=False).get_opcodes():
+        if tag == "equal":
+            lines += [DiffLine("same", text) for text in before[i1:i2]]
+            continue
+        lines += [DiffLine("removed", text) for text in before[i1:i2]]
+        lines += [DiffLine("added", text) for text in after[j1:j2]]
+    return lines
+
+
+def changes(versions: list[dict[str, Any]]) -> list[list[DiffLine] | None]:
+    """For each of `history`'s versions (newest first), its diff from the version before; None for the first."""
+    return [diff(older, newer) for newer, older in zip(versions, versions[1:], strict=False)] + [None]
 
 
 def _require(row: dict[str, Any], status: AlertStatus, action: str) -> None:
@@ -560,6 +711,19 @@ def listing(conn: Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+def matching(rows: list[dict[str, Any]], status: str = "", method: str = "", audience: str = "",
+             text: str = "") -> list[dict[str, Any]]:  # fmt: skip
+    """The rows of `listing` with that status, method and audience whose id, title or body holds `text` (accents
+    and case ignored); an empty criterion keeps every row."""
+    wanted = fold(text)
+    return [
+        row for row in rows
+        if (not status or row["status"] == status) and (not method or row["method"] == method)
+        and (not audience or audience in row["audiences"])
+        and (not wanted or wanted in fold(f"{row['slug']} {row['title']} {row['body']}"))
+    ]  # fmt: skip
+
+
 def spec_of(row: dict[str, Any]) -> AlertSpec:
     """The AlertSpec a stored version was made from."""
     return AlertSpec(
@@ -585,4 +749,7 @@ def to_toml(spec: AlertSpec) -> str:
         lines.append(f"body_ascii = {q(spec.body_ascii)}")
     if spec.variables:
         lines += ["", "[variables]"] + [f"{k} = {q(v)}" for k, v in spec.variables.items()]
+    if spec.zalo:
+        inline = lambda table: "{ " + ", ".join(f"{k} = {q(v)}" for k, v in table.items()) + " }"  # noqa: E731
+        lines += ["", "[zalo]"] + [f"{k} = {inline(v) if isinstance(v, dict) else q(v)}" for k, v in spec.zalo.items()]
     return "\n".join(lines) + "\n"

@@ -87,6 +87,8 @@ class AlertStatus(StrEnum):
     """Waiting for a second person's approval."""
     APPROVED = "approved"
     """Usable in blasts."""
+    REJECTED = "rejected"
+    """Sent back by an approver with a reason; the author writes a new version."""
     RETIRED = "retired"
     """Kept for history; no new blast may use it."""
 

@@ -38,7 +38,7 @@ DELIVERY_STATES = {
 }  # fmt: skip
 ALERT_STATUSES = {
     AlertStatus.DRAFT: "nháp", AlertStatus.SUBMITTED: "chờ duyệt", AlertStatus.APPROVED: "đã duyệt",
-    AlertStatus.RETIRED: "đã ngừng dùng",
+    AlertStatus.REJECTED: "bị trả lại", AlertStatus.RETIRED: "đã ngừng dùng",
 }  # fmt: skip
 BLAST_STATES = {
     BlastState.PENDING_APPROVAL: "chờ duyệt", BlastState.SCHEDULED: "đã lên lịch", BlastState.RUNNING: "đang gửi",

@@ -119,6 +119,19 @@ alerts = Table(
     UniqueConstraint("slug", "version"),
 )
 
+# An approver's refusal of one submitted version, with the reason (migration 0017). A table of
+# its own: the alerts table keeps the columns every version has.
+alert_rejections = Table(
+    "alert_rejections",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("alert_id", Integer, ForeignKey("alerts.id"), nullable=False, unique=True),
+    Column("rejected_by", String(80), nullable=False),
+    Column("rejected_at", UtcDateTime(), nullable=False),
+    Column("reason", Text, nullable=False, comment="why the approver sent it back, for the author to act on"),
+    comment="approvers' refusals of submitted alert versions",
+)
+
 audit_log = Table(
     "audit_log",
     metadata,

@@ -207,4 +207,93 @@ def test_the_audit_and_inbox_pages_fit_a_phone(browser: Browser, app: FastAPI, s
         page.goto(f"{base}/inbox")
         assert not overflows(page)
         browser.shoot(page, "inbox-phone")
+
+
+@pytest.fixture
+def alerts_app(sqlite_engine: Engine, tmp_path) -> FastAPI:
+    """The console with its catalogue files written under tmp_path, the shipped alerts approved, one campaign synced."""
+    from dispatcher import scheduler as scheduling
+    from dispatcher.schedules import parse_file
+    from tests.world import catalogue
+
+    now = datetime.now(UTC)
+    catalogue(sqlite_engine, now, ["viec-nhe-luong-cao", "khong-cung-cap-ma-otp"])
+    path = tmp_path / "cao-bang-hang-tuan.toml"
+    campaign = ('title = "Cảnh báo lừa đảo hằng tuần — toàn tỉnh Cao Bằng"\nwhen = "thứ hai hằng tuần 09:00"\n'
+                '[segment]\nprovinces = ["Cao Bằng"]\n[content]\nalert = "viec-nhe-luong-cao"\n')  # fmt: skip
+    path.write_text(campaign, "utf-8")
+    with sqlite_engine.begin() as conn:
+        scheduling.sync(conn, [parse_file(path, "Asia/Ho_Chi_Minh")], "lien-lac", now)
+    settings = load_settings(None, {"CANHBAO_CATALOGUE__MESSAGES_DIR": str(tmp_path / "messages")})
+    return make_app(settings, sqlite_engine, lambda: datetime.now(UTC))
+
+
+def test_an_officer_writes_an_alert_with_a_live_preview_and_an_approver_sends_it_back(
+    browser: Browser, alerts_app: FastAPI, sqlite_engine: Engine
+) -> None:
+    """The form's preview follows the typing; the rejection's reason shows on the alert and in its history."""
+    ensure_user(sqlite_engine, "pa05", "police")
+    ensure_user(sqlite_engine, "lanh-dao", "approver")
+    with live_server(alerts_app) as base:
+        page = browser.page()
+        sign_in(page, base, "pa05", then="/alerts/new")
+        page.wait_for_url(f"{base}/alerts/new")
+        page.fill("input[name=id]", "san-tien-ao-gia")
+        page.select_option("select[name=method]", "fake_investment")
+        page.fill("input[name=title]", "Sàn tiền ảo giả mạo")
+        page.fill("input[name=source]", "Công văn số 123/CAT-PA05 ngày 01/12/2026")
+        page.fill("textarea[name=body]", "Công an {ten_tinh} cảnh báo: không nạp tiền vào sàn tiền ảo hứa lãi cao.")
+        page.wait_for_selector("#preview >> text=Hợp lệ: có thể lưu.")
+        assert "Cong an Thanh pho Ho Chi Minh canh bao" in page.inner_text("#preview")
+        assert not overflows(page)
+        browser.shoot(page, "alert-new")
+        page.click("#alert-form button[type=submit]")
+        page.wait_for_url(f"{base}/alerts/san-tien-ao-gia")
+        page.click("button:has-text('Gửi duyệt')")
+        page.wait_for_load_state()
+        approver = browser.page()
+        sign_in(approver, base, "lanh-dao", then="/alerts/san-tien-ao-gia")
+        approver.wait_for_url(f"{base}/alerts/san-tien-ao-gia")
+        approver.click("summary:has-text('Trả lại')")
+        approver.fill("textarea[name=reason]", "Thiếu ngày ban hành của công văn")
+        approver.click("details.reject button[type=submit]")
+        approver.wait_for_load_state()
+        assert "Thiếu ngày ban hành của công văn" in approver.inner_text(".rejection")
+        assert not overflows(approver)
+        browser.shoot(approver, "alert-rejected")
+        page.goto(f"{base}/alerts/san-tien-ao-gia/edit")
+        page.fill("input[name=source]", "Công văn số 123/CAT-PA05 ngày 02/12/2026")
+        page.click("#alert-form button[type=submit]")
+        page.wait_for_url(f"{base}/alerts/san-tien-ao-gia")
+        page.goto(f"{base}/alerts/san-tien-ao-gia/history")
+        assert "ngày 02/12/2026" in page.inner_text("ins")
+        assert not overflows(page)
+        browser.shoot(page, "alert-history")
+        page.goto(f"{base}/alerts")
+        assert "Sàn tiền ảo giả mạo" in page.inner_text("table")
+        browser.shoot(page, "alerts")
+        approver.goto(f"{base}/schedules")
+        assert "Cao Bằng" in approver.inner_text("table")
+        assert not overflows(approver)
+        browser.shoot(approver, "schedules")
+    assert not browser.violations(), browser.violations()
+
+
+def test_the_alert_pages_fit_a_phone(browser: Browser, alerts_app: FastAPI, sqlite_engine: Engine) -> None:
+    """The form with its preview, an alert, the list and the schedules stay within 390 pixels."""
+    ensure_user(sqlite_engine, "pa05", "police", "approver", "liaison")
+    with live_server(alerts_app) as base:
+        page = browser.page(PHONE)
+        sign_in(page, base, "pa05", then="/alerts/new")
+        page.wait_for_url(f"{base}/alerts/new")
+        page.fill(
+            "textarea[name=body]", "Cảnh giác cuộc gọi giả danh công an yêu cầu chuyển tiền vào tài khoản tạm giữ."
+        )
+        page.wait_for_selector("#preview >> text=UCS-2")
+        for path, name in (("/alerts/new", None), ("/alerts/viec-nhe-luong-cao", "alert-phone"),
+                           ("/alerts", "alerts-phone"), ("/schedules", "schedules-phone")):  # fmt: skip
+            if name:
+                page.goto(f"{base}{path}")
+            assert not overflows(page), (path, overflows(page))
+            browser.shoot(page, name or "alert-new-phone")
     assert not browser.violations(), browser.violations()

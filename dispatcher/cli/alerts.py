@@ -11,7 +11,7 @@ from dispatcher import alerts as catalogue
 from dispatcher import formats, labels, smstext
 from dispatcher.cli.common import Context, JsonOption, emit, out
 from dispatcher.cli.tables import Column, print_fitted
-from dispatcher.errors import StateError, UsageError
+from dispatcher.errors import UsageError
 
 alerts_app = typer.Typer(help="Mẫu cảnh báo (thư mục messages/).", no_args_is_help=True)
 
@@ -62,17 +62,10 @@ def alerts_add(
         body_ascii=body_ascii, variables=variables, audiences=tuple(audience or ["public"]), priority=priority,
         valid_days=valid_days, author=c.actor,
     )  # fmt: skip
-    renderings = catalogue.check(spec, c.catalogue(), f"mẫu '{alert_id}'")
-    path = c.settings.catalogue.messages_dir / f"{alert_id}.toml"
-    if path.exists():
-        raise StateError(f"Đã có tệp {path}: sửa tệp đó rồi chạy 'canhbao alerts sync'.")
     with c.engine.begin() as conn:
-        if catalogue.latest(conn, alert_id) is not None:
-            raise StateError(f"Đã có mẫu '{alert_id}' trong cơ sở dữ liệu.")
-        catalogue.store(conn, spec, "cli", c.actor, c.now)
-        row = catalogue.version(conn, alert_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(catalogue.to_toml(spec), encoding="utf-8")
+        row, renderings, path = catalogue.create(
+            conn, spec, c.catalogue(), c.settings.catalogue.messages_dir, c.actor, "cli", c.now
+        )
     if as_json:
         emit(_alert_document(c, row, renderings))
     else:
@@ -90,7 +83,9 @@ def _pair(text: str) -> tuple[str, str]:
 @alerts_app.command("list")
 def alerts_list(
     ctx: typer.Context,
-    status: Annotated[str | None, typer.Option(help="Chỉ trạng thái này: draft, submitted, approved, retired.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Chỉ trạng thái: draft, submitted, approved, rejected, retired.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Danh sách mẫu cảnh báo (phiên bản mới nhất của mỗi mẫu)."""
@@ -113,13 +108,15 @@ ALERT_COLUMNS = (
 )  # fmt: skip
 
 
-def _alert_document(c: Context, row: dict[str, Any], renderings: catalogue.Renderings) -> dict[str, Any]:
+def _alert_document(c: Context, row: dict[str, Any], renderings: catalogue.Renderings,
+                    rejection: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     prices = c.settings.sms.price_per_part
     return {
         "id": row["slug"], "version": row["version"], "status": row["status"], "method": row["method"],
         "title": row["title"], "priority": row["priority"], "valid_days": row["valid_days"],
         "audiences": row["audiences"], "variables": row["variables"], "source": row["source"],
         "author": row["author"], "approver": row["approver"], "zalo": row["zalo"],
+        "rejection": rejection and {**rejection, "rejected_at": rejection["rejected_at"].isoformat()},
         "renderings": {"unicode": renderings.unicode.to_json(), "ascii": renderings.ascii.to_json()},
         "currency": c.settings.sms.currency, "cost_per_part": prices,
     }  # fmt: skip
@@ -136,8 +133,9 @@ def alerts_show(
     c: Context = ctx.obj
     with c.engine.connect() as conn:
         row = catalogue.version(conn, alert_id, version)
+        rejection = catalogue.rejections(conn, alert_id).get(row["version"])
     renderings = catalogue.render(catalogue.spec_of(row))
-    document = _alert_document(c, row, renderings)
+    document = _alert_document(c, row, renderings, rejection)
     if as_json:
         emit(document)
         return
@@ -148,6 +146,8 @@ def alerts_show(
               f"hiệu lực {row['valid_days']} ngày · đối tượng: {labels.audiences(row['audiences'])}")  # fmt: skip
     out.print(f"Nguồn: {row['source']}")
     out.print(f"Tác giả: {row['author']} · người duyệt: {row['approver'] or '—'}")
+    if rejection:
+        out.print(f"Bị {rejection['rejected_by']} trả lại: {rejection['reason']}", markup=False)
     sms = c.settings.sms
     for label, rendering in (("Có dấu", renderings.unicode), ("Không dấu", renderings.ascii)):
         info = rendering.info
@@ -156,9 +156,8 @@ def alerts_show(
         out.print(rendering.text, markup=False)
     columns = (Column("Nhà mạng"), *(Column(h, whole=True, justify="right")
                for h in (f"Giá/phần ({sms.currency})", "Có dấu/tin", "Không dấu/tin")))  # fmt: skip
-    prices = sorted(sms.price_per_part.items(), key=lambda kv: kv[0] == "default")  # 'các mạng khác' last
-    parts = (1, renderings.unicode.info.parts, renderings.ascii.info.parts)
-    rows = [[labels.carrier(carrier), *(formats.number(price * n) for n in parts)] for carrier, price in prices]
+    rows = [[labels.carrier(cost.carrier), *(formats.number(n) for n in (cost.per_part, cost.unicode, cost.ascii))]
+            for cost in catalogue.costs(renderings, sms)]  # fmt: skip
     out.print()
     print_fitted(out, columns, rows, "xem đủ: --json")
     out.print("Số phần tin tính với giá trị dài nhất của các biến ({ten_tinh}, {ten_xa}).", markup=False)
@@ -199,10 +198,61 @@ def alerts_approve(ctx: typer.Context, alert_ids: AlertIds, as_json: JsonOption 
     _lifecycle(ctx, alert_ids, as_json, "approve")
 
 
+@alerts_app.command("reject")
+def alerts_reject(
+    ctx: typer.Context,
+    alert_id: Annotated[str, typer.Argument(help="Mã mẫu.")],
+    reason: Annotated[str, typer.Option("--reason", help="Lý do trả lại, để tác giả sửa.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Trả lại mẫu đang chờ duyệt cho tác giả, kèm lý do (người trả lại phải khác tác giả)."""
+    c: Context = ctx.obj
+    with c.engine.begin() as conn:
+        row = catalogue.reject(conn, alert_id, c.actor, reason, c.now)
+    if as_json:
+        emit({"id": alert_id, "versions": [row["version"]], "status": row["status"], "actor": c.actor,
+              "reason": reason.strip()})  # fmt: skip
+        return
+    out.print(f"Mẫu '{alert_id}' bản {row['version']}: {labels.alert_status(row['status'])}.")
+
+
 @alerts_app.command("retire")
 def alerts_retire(ctx: typer.Context, alert_ids: AlertIds, as_json: JsonOption = False) -> None:
     """Ngừng dùng mẫu (giữ lại để tra cứu)."""
     _lifecycle(ctx, alert_ids, as_json, "retire")
+
+
+@alerts_app.command("history")
+def alerts_history(ctx: typer.Context, alert_id: str, as_json: JsonOption = False) -> None:
+    """Các phiên bản của một mẫu (mới nhất trước), mỗi bản với những dòng đã đổi so với bản trước."""
+    c: Context = ctx.obj
+    with c.engine.connect() as conn:
+        versions = catalogue.history(conn, alert_id)
+        rejections = catalogue.rejections(conn, alert_id)
+    changes = catalogue.changes(versions)
+    if as_json:
+        emit([_version_document(row, rejections.get(row["version"]), lines)
+              for row, lines in zip(versions, changes, strict=True)])  # fmt: skip
+        return
+    zone = c.settings.app.timezone
+    for row, lines in zip(versions, changes, strict=True):
+        out.print(f"[bold]Bản {row['version']}[/bold] · {labels.alert_status(row['status'])} · {row['author']} · "
+                  f"{formats.moment(row['created_at'], zone)}")  # fmt: skip
+        if (rejection := rejections.get(row["version"])) is not None:
+            out.print(f"  Bị {rejection['rejected_by']} trả lại: {rejection['reason']}", markup=False)
+        marks = {"added": "+ ", "removed": "- "}
+        for line in [line for line in lines or [] if line.kind != "same"]:
+            out.print(f"  {marks[line.kind]}{line.text}", markup=False, soft_wrap=True)
+        if lines is None:
+            out.print("  (bản đầu tiên)")
+
+
+def _version_document(row: dict[str, Any], rejection: dict[str, Any] | None, lines: list | None) -> dict[str, Any]:
+    return {
+        "version": row["version"], "status": row["status"], "author": row["author"], "approver": row["approver"],
+        "created_at": row["created_at"].isoformat(), "rejection": rejection and rejection["reason"],
+        "changes": None if lines is None else [{"kind": x.kind, "text": x.text} for x in lines if x.kind != "same"],
+    }  # fmt: skip
 
 
 @alerts_app.command("methods")

@@ -15,7 +15,6 @@ from sqlalchemy import Engine
 from dispatcher import alerts as catalogue
 from dispatcher import db
 from dispatcher.config import Settings
-from dispatcher.domain import METHODS
 from dispatcher.errors import UsageError
 from dispatcher.phones import InvalidNumber, PhoneBook
 from dispatcher.regions import RegionIndex
@@ -65,8 +64,7 @@ class Context:
 
     def catalogue(self) -> catalogue.Catalogue:
         """The methods and limits alerts are checked against."""
-        methods = {**METHODS, **self.settings.catalogue.extra_methods}
-        return catalogue.Catalogue(methods=methods, max_parts=self.settings.sms.max_parts)
+        return catalogue.catalogue_for(self.settings)
 
 
 def emit(document: Any) -> None:

@@ -18,7 +18,20 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
 from dispatcher.config import Settings
-from dispatcher.web import admin, audit, auth, blasts, console, health, hooks, i18n, inbox, subscribers
+from dispatcher.web import (
+    admin,
+    alerts,
+    audit,
+    auth,
+    blasts,
+    console,
+    health,
+    hooks,
+    i18n,
+    inbox,
+    schedules,
+    subscribers,
+)
 from dispatcher.web.fresh import Fresh
 from dispatcher.web.security import SecurityHeaders
 from dispatcher.web.templating import STATIC, render
@@ -45,6 +58,8 @@ def create_app(settings: Settings, engine: Engine, clock: Callable[[], datetime]
     app.include_router(subscribers.router)
     app.include_router(audit.router)
     app.include_router(inbox.router)
+    app.include_router(alerts.router)
+    app.include_router(schedules.router)
     _refusals(app)
     return app
 

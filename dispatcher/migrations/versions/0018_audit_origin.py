@@ -1,7 +1,7 @@
 """audit_log: from where (source, via, address), before/after and reason; append-only by triggers
 
 Revision ID: 0018
-Revises: 0015
+Revises: 0017
 
 Every entry says which face it came through (cli, web, api, or system when no person acted) and
 how the person proved who they are (a session, token 12, the server's OS user), never a secret.
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0018"
-down_revision = "0015"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
