@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from difflib import get_close_matches
 from pathlib import Path
@@ -23,8 +23,9 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from dispatcher import labels, smstext
 from dispatcher.audit import audit
+from dispatcher.config import Settings
 from dispatcher.db import compare_and_set
-from dispatcher.domain import AlertStatus, Audience, Priority, fold
+from dispatcher.domain import METHODS, AlertStatus, Audience, Priority, fold
 from dispatcher.errors import InputRejected, NotAllowed, NotFound, StateError, toml_problem
 from dispatcher.models import alerts
 
@@ -103,6 +104,11 @@ class Catalogue:
 
     methods: dict[str, str]
     max_parts: int
+
+
+def catalogue_for(settings: Settings) -> Catalogue:
+    """The methods (built in and the deployment's own) and the part limit alerts are checked against."""
+    return Catalogue(methods={**METHODS, **settings.catalogue.extra_methods}, max_parts=settings.sms.max_parts)
 
 
 @dataclass(frozen=True)
@@ -526,6 +532,29 @@ def retire(conn: Connection, slug: str, actor: str, now: datetime) -> list[int]:
     audit(conn, now, actor, "alert.retire", f"alert:{slug}", {"versions": list(live)})
     log.info("alert.retired", alert=slug, versions=list(live), actor=actor)
     return list(live)
+
+
+def create(conn: Connection, spec: AlertSpec, catalogue: Catalogue, messages_dir: Path, actor: str, origin: str,
+           now: datetime) -> tuple[dict[str, Any], Renderings, Path]:  # fmt: skip
+    """A new alert written by `actor`: checked, stored as a draft, and written to `messages_dir` (reviewed like code).
+
+    Returns the stored row, its renderings and the file written.
+    """
+    spec = replace(spec, author=actor)
+    renderings = check(spec, catalogue, f"mẫu '{spec.id}'")
+    path = messages_dir / f"{spec.id}.toml"
+    if path.exists():
+        raise StateError(f"Đã có tệp {path}: sửa tệp đó rồi chạy 'canhbao alerts sync'.")
+    if latest(conn, spec.id) is not None:
+        raise StateError(f"Đã có mẫu '{spec.id}' trong cơ sở dữ liệu.")
+    store(conn, spec, origin, actor, now)
+    _write(path, spec)
+    return version(conn, spec.id), renderings, path
+
+
+def _write(path: Path, spec: AlertSpec) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_toml(spec), encoding="utf-8")
 
 
 def _require(row: dict[str, Any], status: AlertStatus, action: str) -> None:

@@ -23,9 +23,10 @@ import structlog
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from dispatcher.audit import audit
+from dispatcher.config import SubscriberSettings
 from dispatcher.db import driver_time
 from dispatcher.domain import Audience, Channel, audience_mask, fold
-from dispatcher.errors import CanhBaoError, InputRejected, NotFound, UsageError
+from dispatcher.errors import CanhBaoError, ConfigError, InputRejected, NotFound, UsageError
 from dispatcher.formats import number
 from dispatcher.models import subscribers, suppressions
 from dispatcher.phones import Carrier, InvalidNumber, PhoneBook, mask, parse_carrier
@@ -711,6 +712,15 @@ class SubscriberImporter:
         )  # fmt: skip
         return replace(summary, encoding=source.encoding)
 
+    def import_audited(
+        self, path: Path, now: datetime, actor: str, on_progress: Callable[[int], None] | None = None
+    ) -> ImportSummary:
+        """`import_file`, then the audit log's record of who imported which file and what it did."""
+        summary = self.import_file(path, now, on_progress)
+        with self.engine.begin() as conn:
+            audit(conn, now, actor, "subscribers.import", f"file:{path.name}", summary.to_json())
+        return summary
+
     def load(
         self,
         rows: Iterable[list[str] | BrokenRow],
@@ -783,6 +793,16 @@ class SubscriberImporter:
         if on_progress:
             on_progress(total)
         return total
+
+
+def importer_for(engine: Engine, regions: RegionIndex, settings: SubscriberSettings) -> SubscriberImporter:
+    """The importer the deployment's `[subscribers]` settings describe (rejects folder, batch, defaults)."""
+    try:
+        audience_bits = audience_mask({Audience.parse(a) for a in settings.default_audiences})
+    except ValueError as exc:
+        raise ConfigError(f"Cấu hình subscribers.default_audiences: nhóm không rõ {exc}.") from exc
+    channel_bits = sum(ch.mask for ch in Channel if ch.slug in settings.default_channels)
+    return SubscriberImporter(engine, regions, settings.rejects_dir, settings.batch_size, audience_bits, channel_bits)
 
 
 class OptOut(Enum):
