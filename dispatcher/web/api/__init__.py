@@ -32,6 +32,7 @@ for area in (alerts, blasts, deliveries, subscribers, schedules, audit):
 
 # What any operation may answer besides its success: a problem document.
 PROBLEM_ANSWERS = {
+    "400": "Nội dung yêu cầu không đọc được (không phải JSON, hay biểu mẫu hỏng).",
     "401": "Không đăng nhập (thiếu khoá API hoặc khoá đã bị thu hồi).",
     "403": "Không có vai trò cần thiết, hoặc nguyên tắc bốn mắt: không ai duyệt việc của chính mình.",
     "404": "Không có đối tượng này.",
@@ -104,7 +105,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if not is_api(request):
         return await http_exception_handler(request, exc)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http")
+    code = {400: "malformed", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http")
     detail = "Không có địa chỉ này trong API." if exc.status_code == 404 else None
     _ = problems.i18n.translator(problems.i18n.api_language(request))
     return problems.problem(request, exc.status_code, code, _(detail) if detail else None, headers=exc.headers)

@@ -37,6 +37,7 @@ TITLES = {
     "rejected": "Dữ liệu bị từ chối.",
     "config": "Cấu hình của hệ thống không cho phép việc này.",
     "validation": "Dữ liệu gửi lên không hợp lệ.",
+    "malformed": "Nội dung yêu cầu không đọc được.",
     "method_not_allowed": "Phương thức không được hỗ trợ ở địa chỉ này.",
     "http": "Yêu cầu không thực hiện được.",
 }
@@ -49,6 +50,7 @@ i18n.register(
         "Dữ liệu bị từ chối.": "The data was refused.",
         "Cấu hình của hệ thống không cho phép việc này.": "The deployment's configuration does not allow this.",
         "Dữ liệu gửi lên không hợp lệ.": "The data sent is not valid.",
+        "Nội dung yêu cầu không đọc được.": "The request's body cannot be read.",
         "Phương thức không được hỗ trợ ở địa chỉ này.": "This method is not supported at this address.",
         "Yêu cầu không thực hiện được.": "The request cannot be carried out.",
         "Không có địa chỉ này trong API.": "There is no such address in the API.",
