@@ -6,8 +6,9 @@ the circuits) is counted when Prometheus asks, by a few cheap queries: messages 
 blasts live or started today, read through the deliveries' blast index (as the dashboard), so a
 scrape costs the same at a thousand rows or ten million. What happens inside one process (a
 send's latency, a wait for a rate limit, a webhook whose signature failed) is counted where it
-happens, with the instruments below; each process's `/metrics` shows its own (scrape each web
-process, and run workers under `canhbao serve` or scrape their web, to see theirs).
+happens, with the instruments below; each process's `/metrics` shows its own. Under `canhbao
+serve` that is everything; a separate `canhbao worker` has no listener yet, so its sends'
+latency and rate-limit waits are counted but not exported.
 
 The domain may record into these instruments; this module imports no face.
 """
