@@ -35,11 +35,11 @@ def clock(now: datetime) -> Clock:
 
 
 @pytest.fixture
-def app(sqlite_engine: Engine, settings: Settings, clock: Clock, regions, now: datetime, tmp_path: Path) -> FastAPI:
-    """The app on 40 people of Đà Nẵng and an approved alert."""
-    people(sqlite_engine, regions, now, tmp_path, 40, seed=3)
-    catalogue(sqlite_engine, now, [ALERT])
-    return make_app(settings, sqlite_engine, clock)
+def app(engine: Engine, settings: Settings, clock: Clock, regions, now: datetime, tmp_path: Path) -> FastAPI:
+    """The app on 40 people of Đà Nẵng and an approved alert (SQLite and PostgreSQL: the figures are SQL)."""
+    people(engine, regions, now, tmp_path, 40, seed=3)
+    catalogue(engine, now, [ALERT])
+    return make_app(settings, engine, clock)
 
 
 def _scrape(app: FastAPI) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
