@@ -33,9 +33,9 @@ class AlertSummary(BaseModel):
     """The newest version of one alert, as the list shows it."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"id": "gia-danh-cong-an", "version": 2, "versions": 2, "status": "approved", "method": "impersonation",
-         "priority": "urgent", "title": "Giả danh công an gọi điện", "author": "lan",
-         "approver": "minh"}]})  # fmt: skip
+        {"id": "gia-danh-cong-an", "version": 2, "versions": 2, "status": "approved",
+         "method": "impersonating_authorities", "priority": "urgent", "title": "Giả danh công an gọi điện",
+         "author": "lan", "approver": "minh"}]})  # fmt: skip
 
     id: str
     version: int
@@ -69,12 +69,12 @@ class Alert(BaseModel):
     """One version of an alert with both renderings and the price of a part per carrier."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"id": "gia-danh-cong-an", "version": 1, "status": "draft", "method": "impersonation",
+        {"id": "gia-danh-cong-an", "version": 1, "status": "draft", "method": "impersonating_authorities",
          "title": "Giả danh công an gọi điện", "priority": "urgent", "valid_days": 180, "audiences": ["public"],
          "variables": {}, "source": "Kế hoạch 89/KH-TBATANM", "author": "lan", "approver": None, "zalo": None,
          "renderings": {
-             "unicode": {"text": "CẢNH BÁO: …", "encoding": "ucs2", "characters": 120, "units": 120, "parts": 2},
-             "ascii": {"text": "CANH BAO: …", "encoding": "gsm7", "characters": 120, "units": 120, "parts": 1}},
+             "unicode": {"text": "CẢNH BÁO: …", "encoding": "UCS-2", "characters": 120, "units": 120, "parts": 2},
+             "ascii": {"text": "CANH BAO: …", "encoding": "GSM-7", "characters": 120, "units": 120, "parts": 1}},
          "currency": "VND", "cost_per_part": {"viettel": 300.0, "default": 350.0}}]})  # fmt: skip
 
     id: str
@@ -99,7 +99,7 @@ class AlertCreate(Request):
     """A new alert (police): stored as a draft and written to the catalogue folder, as `canhbao alerts add` does."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"id": "gia-danh-cong-an", "method": "impersonation", "title": "Giả danh công an gọi điện",
+        {"id": "gia-danh-cong-an", "method": "impersonating_authorities", "title": "Giả danh công an gọi điện",
          "body": "CẢNH BÁO: Công an không bao giờ gọi điện yêu cầu chuyển tiền. Gọi 113 khi nghi ngờ.",
          "source": "Kế hoạch 89/KH-TBATANM", "audiences": ["public"], "priority": "urgent",
          "valid_days": 180}]})  # fmt: skip
