@@ -259,7 +259,10 @@ class Delivery(BaseModel):
 
 
 class DeliveryPage(BaseModel):
-    """One page of the log, newest first; `next_before` asks for the next (older) page, None at the end."""
+    """One page of the log, newest first; `next_before` asks for the next (older) page, None at the end.
+
+    Follow `next_before` until it is None: a page may hold fewer rows than asked when few match.
+    """
 
     items: list[Delivery]
     next_before: int | None
