@@ -457,8 +457,9 @@ def start(conn: Connection, blast: dict[str, Any], settings: Settings, now: date
     if not compare_and_set(conn, blasts, blast["id"], "state", scheduled, state=BlastState.RUNNING.value,
                            started_at=now):  # fmt: skip
         return False
-    count, held = materialise(conn, blast, settings, now)
-    conn.execute(update(blasts).where(blasts.c.id == blast["id"]).values(recipients=count, held=held))
+    count, held, (first, last) = materialise(conn, blast, settings, now)
+    ids = {"first_delivery_id": first, "last_delivery_id": last} if count else {}
+    conn.execute(update(blasts).where(blasts.c.id == blast["id"]).values(recipients=count, held=held, **ids))
     log.info("blast.started", blast_id=blast["id"], recipients=count, **held)
     return True
 
@@ -473,8 +474,12 @@ def _serialise_materialising(conn: Connection) -> None:
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7410001)")
 
 
-def materialise(conn: Connection, blast: dict[str, Any], settings: Settings, now: datetime) -> tuple[int, dict]:
-    """One queued delivery per recipient, one INSERT … SELECT; returns the rows added and who was held back.
+def materialise(
+    conn: Connection, blast: dict[str, Any], settings: Settings, now: datetime
+) -> tuple[int, dict, tuple[int, int]]:
+    """One queued delivery per recipient, one INSERT … SELECT; returns the rows added, who was held back, their ids.
+
+    The ids are one range, (first, last): no other blast writes deliveries meanwhile.
 
     People at their cap go a day later (`policy.capped = "defer"`) or not at all ("skip"). A
     rotation gives each person the next alert of its series they have not received.
@@ -501,7 +506,8 @@ def materialise(conn: Connection, blast: dict[str, Any], settings: Settings, now
     before = conn.execute(select(func.max(deliveries.c.id))).scalar() or 0
     added = _insert(conn, blast, content, rules.from_(), where, due)
     queue.enqueue_started(conn, blast["id"], blast["priority"], before, None if defer and capping else now)
-    return added, held_back
+    last = conn.execute(select(func.max(deliveries.c.id))).scalar() or 0
+    return added, held_back, (before + 1, last)
 
 
 def _insert(conn: Connection, blast: dict[str, Any], content: Any, source: Any, where: Any, due: Any) -> int:

@@ -399,6 +399,9 @@ class WebSettings(Section):
     lockout_minutes: Finite = Field(
         15, gt=0, description="the window failures are counted in, and the lock-out's length"
     )
+    dashboard_seconds: Finite = Field(
+        5, ge=0, description="the dashboard is counted once per this many seconds for all who watch (0: per visit)"
+    )
 
 
 class Settings(BaseSettings):

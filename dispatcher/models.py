@@ -146,6 +146,9 @@ blasts = Table(
     Column("state", String(20), nullable=False),
     Column("preview", JSON, nullable=False, comment="the preview the liaison saw"),
     Column("recipients", Integer, comment="deliveries materialised when the blast started"),
+    # Its deliveries are one range of ids (one INSERT … SELECT, starts serialised): its log is read by it.
+    Column("first_delivery_id", Integer, comment="the lowest id of its deliveries"),
+    Column("last_delivery_id", Integer, comment="the highest id of its deliveries"),
     Column("created_by", String(80), nullable=False),
     Column("approved_by", String(80)),
     Column("created_at", UtcDateTime(), nullable=False),

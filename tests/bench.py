@@ -28,6 +28,9 @@ Zalo: a blast of 10,000 and of 100,000 Zalo messages through `canhbao worker --u
 against the loopback Zalo (tests/zalo_fake.py, a process of its own) answering after 50 ms, 64
 requests at once (target ≥ 800 msg/s; ideal 1,280), and the worker's peak memory at both sizes.
 
+Web: the console under 20 signed-in browsers while a million-recipient blast sends, over a log
+of 10,000,000 deliveries (tests/bench_web.py says what it does and its targets).
+
 The machine is shared and its speed varies by up to 2× within an hour: the first and last lines
 time a fixed piece of work beside what it takes when the machine is quiet, so a slow figure can be
 told from a slow machine.
@@ -179,7 +182,7 @@ def _scheduled_blast(
     engine = db.make_engine(settings.database, checkpoint_thread=True)
     started = time.perf_counter()
     with engine.begin() as conn:
-        recipients, _ = blasts.materialise(conn, blasts.get(conn, blast_id), settings, now)
+        recipients, *_ = blasts.materialise(conn, blasts.get(conn, blast_id), settings, now)
         conn.execute(update(blasts_table).where(blasts_table.c.id == blast_id).values(
             state="running", started_at=now, recipients=recipients))  # fmt: skip
     seconds = time.perf_counter() - started
@@ -636,6 +639,13 @@ def bench_text() -> None:
     print(f"SMS part counting: {50_000 / (time.perf_counter() - started):,.0f} texts/s (one core)")
 
 
+def bench_web(regions: RegionIndex) -> None:
+    """The console under 20 browsers while a blast sends: its own module, tests/bench_web.py."""
+    from tests import bench_web
+
+    bench_web.bench_web(regions)
+
+
 SECTIONS: dict[str, Callable[[RegionIndex], None]] = {
     "phones": lambda _: bench_phones(),
     "text": lambda _: bench_text(),
@@ -646,6 +656,7 @@ SECTIONS: dict[str, Callable[[RegionIndex], None]] = {
     "twilio": bench_twilio,
     "smpp": bench_smpp,
     "zalo": bench_zalo,
+    "web": bench_web,
     "pg-blasts": _on_postgres(bench_pg_blasts),
     "pg-throttle": _on_postgres(bench_pg_throttle),
 }

@@ -7,8 +7,10 @@ server is a failure.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +63,38 @@ def pg_server() -> Iterator[str]:
 
 # -- databases ----------------------------------------------------------------------------
 
+_SCHEMAS: dict[str, str] = {}
+
+
+def migrate(url: str) -> None:
+    """Bring the new, empty database at `url` to the newest schema, as `canhbao db upgrade` does.
+
+    Running the migrations costs about a second a database, and a thousand tests want one: they
+    run once per test process and kind (SQLite, each PostgreSQL server), and each test gets a copy
+    of that database (a file copy; PostgreSQL's CREATE DATABASE … TEMPLATE). test_db.py runs the
+    migrations themselves.
+    """
+    if url.startswith("sqlite:///"):
+        shutil.copyfile(_schema("sqlite"), url.removeprefix("sqlite:///"))
+    else:
+        pg.clone_database(url, _schema(url.rsplit("/", 1)[0]))
+
+
+def _schema(kind: str) -> str:
+    """The migrated database copied for `kind` ('sqlite', or a PostgreSQL server's URL): a path or a name."""
+    if kind not in _SCHEMAS:
+        if kind == "sqlite":
+            folder = tempfile.mkdtemp(prefix="canhbao-schema-")
+            atexit.register(shutil.rmtree, folder, True)
+            url = f"sqlite:///{folder}/canhbao.db"
+        else:
+            url = pg.create_database(kind)
+        engine = db.make_engine(DatabaseSettings(url=url))
+        db.upgrade(engine)
+        engine.dispose()
+        _SCHEMAS[kind] = url.removeprefix("sqlite:///") if kind == "sqlite" else url.rsplit("/", 1)[1]
+    return _SCHEMAS[kind]
+
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -73,8 +107,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     """A migrated database of each kind."""
+    migrate(database_url)
     engine = db.make_engine(DatabaseSettings(url=database_url))
-    db.upgrade(engine)
     yield engine
     engine.dispose()
 
@@ -82,8 +116,9 @@ def engine(database_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
     """A migrated SQLite database, for behaviour that has no PostgreSQL-specific path."""
-    engine = db.make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'canhbao.db'}"))
-    db.upgrade(engine)
+    url = f"sqlite:///{tmp_path / 'canhbao.db'}"
+    migrate(url)
+    engine = db.make_engine(DatabaseSettings(url=url))
     yield engine
     engine.dispose()
 
@@ -91,8 +126,9 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
 @pytest.fixture
 def pg_engine(pg_server: str) -> Iterator[Engine]:
     """A migrated PostgreSQL database, for behaviour only PostgreSQL has (a shared server, its planner, HOT updates)."""
-    engine = db.make_engine(DatabaseSettings(url=pg.create_database(pg_server)))
-    db.upgrade(engine)
+    url = pg.create_database(pg_server)
+    migrate(url)
+    engine = db.make_engine(DatabaseSettings(url=url))
     yield engine
     engine.dispose()
 
@@ -106,9 +142,7 @@ class Cli:
     def __init__(self, root: Path, capsys: pytest.CaptureFixture[str], database_url: str, create: bool = True) -> None:
         """With `create` the database is made first, as `canhbao db upgrade` makes it."""
         if create:
-            engine = db.make_engine(DatabaseSettings(url=database_url))
-            db.upgrade(engine)
-            engine.dispose()
+            migrate(database_url)
         self.root = root
         self.capsys = capsys
         self.messages = root / "messages"

@@ -74,3 +74,14 @@ def create_database(server: str) -> str:
     with psycopg.connect(f"{plain}/postgres", autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return f"{server}/{name}"
+
+
+def clone_database(url: str, template: str) -> None:
+    """Make the database at `url` (empty, unused) a copy of the database named `template` on the same server."""
+    import psycopg
+
+    server, name = url.rsplit("/", 1)
+    plain = server.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(f"{plain}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name}")
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")

@@ -709,12 +709,14 @@ def test_a_started_blast_queues_each_new_delivery_once_and_a_second_materialise_
 
 
 def test_materialise_returns_how_many_rows_it_added(people, regions, settings, now, request) -> None:
-    """The first call reports every recipient, a repeated call reports 0."""
+    """The first call reports every recipient and their range of ids, a repeated call 0 and an empty range."""
     blast_id = _scheduled(people, _request(_duy_xuyen(regions)), settings, regions, now)
     with people.begin() as conn:
         blast = blasts.get(conn, blast_id)
-        assert blasts.materialise(conn, blast, settings, now) == (6, {"capped": 0})
-        assert blasts.materialise(conn, blast, settings, now) == (0, {"capped": 0})
+        added, held, (first, last) = blasts.materialise(conn, blast, settings, now)
+        assert (added, held, last - first + 1) == (6, {"capped": 0}, 6)
+        added, held, (first, last) = blasts.materialise(conn, blast, settings, now)
+        assert (added, held, last - first + 1) == (0, {"capped": 0}, 0)
 
 
 def test_opt_outs_after_approval_are_respected_at_start(people, regions, settings, now) -> None:

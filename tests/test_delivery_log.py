@@ -17,13 +17,14 @@ from sqlalchemy import Engine, create_engine, select, update
 
 from dispatcher import blasts, labels
 from dispatcher.config import Settings, load_settings
-from dispatcher.delivery_log import BlastsProgress, LogFilter, Place, place, read
+from dispatcher.delivery_log import BlastsProgress, LogFilter, Place, page, place, read
 from dispatcher.dispatch import Worker
 from dispatcher.domain import DeliveryStatus
 from dispatcher.errors import UsageError
 from dispatcher.formats import number
 from dispatcher.gateways.base import TemporaryError
 from dispatcher.gateways.fake import FakeGateway
+from dispatcher.models import blasts as blasts_table
 from dispatcher.models import deliveries
 from dispatcher.phones import Carrier
 from dispatcher.segments import SegmentSpec, resolve
@@ -79,6 +80,57 @@ def test_the_log_reads_the_rows_asked_for_with_numbers_masked(sent) -> None:
     assert [row["id"] for row in first] == [1, 2, 3]
     assert on_viettel and {row["carrier"] for row in on_viettel} == {"viettel"}
     assert all("****" in row["msisdn"] and len(row["msisdn"]) == 12 for row in failed + on_viettel)
+
+
+def _pages(conn, log: LogFilter, size: int, **bounds: int) -> list[list[int]]:
+    """The ids of every page of `log`, following each page's key to the next."""
+    pages, before = [], None
+    while True:
+        rows, before = page(conn, LogFilter(**{**log.__dict__, "before_id": before}), size, **bounds)
+        pages.append([row["id"] for row in rows])
+        if before is None:
+            return pages
+
+
+def test_pages_go_newest_first_by_key_and_show_every_row_once(sent) -> None:
+    """Following the keys walks the whole log, the whole blast and the whole state, newest first, each row once."""
+    engine, blast_id = sent
+    with engine.connect() as conn:
+        for log in (LogFilter(), LogFilter(blast_id=blast_id), LogFilter(status=DeliveryStatus.FAILED)):
+            expected = [row["id"] for row in read(conn, log)][::-1]
+            pages = _pages(conn, log, 7)
+            assert [i for ids in pages for i in ids] == expected and all(len(ids) <= 7 for ids in pages)
+
+
+def test_a_rare_filter_gives_a_short_page_that_says_where_the_next_goes_on(sent) -> None:
+    """A page reads at most `scan` ids: the five failures among forty come after an empty page that points below it."""
+    engine, _ = sent
+    with engine.connect() as conn:
+        assert _pages(conn, LogFilter(status=DeliveryStatus.FAILED), 50, window=10, scan=20) == [[], [5, 4, 3, 2, 1]]
+        first, before = page(conn, LogFilter(status=DeliveryStatus.FAILED), 50, window=10, scan=20)
+    assert (first, before) == ([], 21)
+
+
+def test_a_blast_keeps_the_range_of_its_delivery_ids(sent) -> None:
+    """A started blast records its first and last delivery id, the bounds its log is read within."""
+    engine, blast_id = sent
+    with engine.connect() as conn:
+        b = blasts_table.c
+        kept = conn.execute(select(b.first_delivery_id, b.last_delivery_id).where(b.id == blast_id)).one()
+        ids = conn.execute(select(deliveries.c.id).where(deliveries.c.blast_id == blast_id)).scalars().all()
+    assert tuple(kept) == (min(ids), max(ids)) and len(ids) == max(ids) - min(ids) + 1 == 40
+
+
+def test_the_log_finds_one_number_and_one_gateway(sent) -> None:
+    """A number's page holds its messages alone (found through its subscriber); a gateway's, what it carried."""
+    engine, _ = sent
+    with engine.connect() as conn:
+        number, wanted = conn.execute(select(deliveries.c.msisdn, deliveries.c.id).where(deliveries.c.id == 7)).one()
+        found, before = page(conn, LogFilter(msisdn=number))
+        through_fake, _ = page(conn, LogFilter(gateway="fake"))
+        through_other, _ = page(conn, LogFilter(gateway="twilio"))
+    assert ([row["id"] for row in found], before) == ([wanted], None) and "****" in found[0]["msisdn"]
+    assert len(through_fake) == 40 and through_other == []
 
 
 @pytest.mark.parametrize(

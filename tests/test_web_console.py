@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 import pytest
@@ -46,3 +47,25 @@ def test_a_reveal_needs_the_operator_role_and_a_delivery(app: FastAPI, sqlite_en
     assert liaison.post("/deliveries/1/reveal", data={"reason": "kiểm tra lỗi"}).status_code == 403
     operator = signed_in(app, sqlite_engine, "van-hanh", "operator")
     assert operator.post("/deliveries/1/reveal", data={"reason": "kiểm tra lỗi"}).status_code == 404
+
+
+def test_the_dashboard_is_counted_once_for_everyone_and_served_while_counted_again() -> None:
+    """Within `every` seconds callers share one value; after it, they get the last one while one count runs again."""
+    from dispatcher.web.fresh import Fresh
+
+    made, now = [], [0.0]
+
+    async def make() -> int:
+        made.append(len(made) + 1)
+        await asyncio.sleep(0)
+        return made[-1]
+
+    async def visits() -> list[int]:
+        fresh = Fresh(5, clock=lambda: now[0])
+        first = await asyncio.gather(*(fresh.get(make) for _ in range(3)))
+        now[0] = 6
+        stale = await fresh.get(make)
+        await asyncio.sleep(0.01)  # the count started by that visit ends
+        return [*first, stale, await fresh.get(make), await Fresh(0).get(make)]
+
+    assert asyncio.run(visits()) == [1, 1, 1, 1, 2, 3]

@@ -428,6 +428,7 @@ def delivery_log(
     commune: Annotated[str | None, typer.Option(help="Chỉ xã/phường này (tên hoặc mã).")] = None,
     since: Annotated[str | None, typer.Option(help="Từ thời điểm, ví dụ '01/12/2026 09:00'.")] = None,
     msisdn: Annotated[str | None, typer.Option(help="Chỉ số điện thoại này.")] = None,
+    gateway: Annotated[str | None, typer.Option(help="Chỉ các tin đã đi qua cổng này (tên trong [gateways]).")] = None,
     limit: Annotated[int | None, typer.Option(help="Số dòng tối đa (mặc định: 50, khi xuất: tất cả).")] = None,
     export: Annotated[str | None, typer.Option(help="csv hoặc xlsx: xuất mọi dòng khớp bộ lọc.")] = None,
     output: Annotated[Path | None, typer.Option(help="Tệp ghi kết quả xuất (không có: CSV ra stdout).")] = None,
@@ -449,7 +450,7 @@ def delivery_log(
         carrier=None if carrier is None else log_ops.carrier_named(carrier),
         province_codes=where.province_codes, commune_codes=where.commune_codes,
         since=parse_time(since, c.settings.app.timezone, "--since"),
-        msisdn=None if msisdn is None else parse_msisdn(msisdn), limit=shown,
+        msisdn=None if msisdn is None else parse_msisdn(msisdn), gateway=gateway and gateway.strip(), limit=shown,
     )  # fmt: skip
     for note in where.notes:
         err.print(note, markup=False)

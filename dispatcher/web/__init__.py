@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from dispatcher.config import Settings
 from dispatcher.web import admin, api, auth, console, health, hooks, metrics
 from dispatcher.web.api import problems
+from dispatcher.web.fresh import Fresh
 from dispatcher.web.security import SecurityHeaders
 from dispatcher.web.templating import STATIC, render
 from dispatcher.web.writer import ReportWriter
@@ -33,6 +34,7 @@ def create_app(settings: Settings, engine: Engine, clock: Callable[[], datetime]
     app.state.clock = clock or (lambda: datetime.now(UTC))
     app.state.writer = ReportWriter(engine, app.state.clock)
     app.state.regions = None
+    app.state.dashboard = Fresh(settings.web.dashboard_seconds)
     app.add_middleware(SecurityHeaders)
     app.mount("/static", auth.public_endpoint(StaticFiles(directory=STATIC)), name="static")
     app.include_router(health.router)

@@ -67,6 +67,10 @@ i18n.register(
         "Số điện thoại": "Phone number",
         "Tìm": "Search",
         "Trang sau": "Next page",
+        "Trang này đã dò tới tin số": "This page searched down to message",
+        "mà chưa đủ 50 tin khớp; bấm “Trang sau” để dò tiếp các tin cũ hơn.": (
+            "without finding 50 matches; “Next page” searches the older messages."
+        ),
         "Xuất CSV": "Export CSV",
         "Lỗi": "Error",
         "Gửi lúc": "Sent at",
@@ -93,7 +97,9 @@ def read_only(request: Request, work: Callable[[Any, Any], Any]) -> Any:
 
 async def _dashboard(request: Request) -> dict[str, Any]:
     settings = request.app.state.settings
-    return await read_only(request, lambda conn, now: overview.dashboard(conn, settings, now))
+    return await request.app.state.dashboard.get(
+        lambda: read_only(request, lambda conn, now: overview.dashboard(conn, settings, now))
+    )
 
 
 @router.get("/")
@@ -194,13 +200,15 @@ async def blast_resend_unknown(request: Request, principal: Liaison, blast_id: i
 
 
 def _filter(request: Request, blast: int | None, status: str, carrier: str, province: str, commune: str,
-            msisdn: str = "", before: int | None = None) -> tuple[log_ops.LogFilter, list[str]]:  # fmt: skip
+            gateway: str = "", msisdn: str = "", before: int | None = None,
+            ) -> tuple[log_ops.LogFilter, list[str]]:  # fmt: skip
     place = log_ops.place(regions(request), province.strip() or None, commune.strip() or None)
     number = PhoneBook().normalize(msisdn).e164 if msisdn.strip() else None
     log = log_ops.LogFilter(
         blast_id=blast, status=labels.parse_delivery_state(status) if status.strip() else None,
         carrier=log_ops.carrier_named(carrier) if carrier.strip() else None,
         province_codes=place.province_codes, commune_codes=place.commune_codes, msisdn=number, before_id=before,
+        gateway=gateway.strip() or None,
     )  # fmt: skip
     return log, list(place.notes)
 
@@ -229,11 +237,12 @@ async def deliveries_page(
     carrier: str = "",
     province: str = "",
     commune: str = "",
+    gateway: Annotated[str, Query(max_length=64)] = "",
     before: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
     """The delivery log, newest first, filtered, fifty rows a page (paged by key)."""
     fields = {"blast": blast, "status": status, "carrier": carrier, "province": province, "commune": commune,
-              "before": before}  # fmt: skip
+              "gateway": gateway, "before": before}  # fmt: skip
     return await _log_page(request, fields)
 
 
@@ -247,11 +256,12 @@ async def deliveries_search(
     carrier: Annotated[str, Form()] = "",
     province: Annotated[str, Form()] = "",
     commune: Annotated[str, Form()] = "",
+    gateway: Annotated[str, Form(max_length=64)] = "",
     before: Annotated[int | None, Form(ge=1)] = None,
 ) -> Response:
     """The log of one number: posted, so that the number stays out of URLs, history and proxies' logs."""
     fields = {"blast": blast, "status": status, "carrier": carrier, "province": province, "commune": commune,
-              "msisdn": msisdn, "before": before}  # fmt: skip
+              "gateway": gateway, "msisdn": msisdn, "before": before}  # fmt: skip
     return await _log_page(request, fields, searched=True)
 
 
@@ -264,10 +274,11 @@ async def deliveries_csv(
     carrier: str = "",
     province: str = "",
     commune: str = "",
+    gateway: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
     """The filtered log as CSV for Excel (numbers masked), streamed as it is read."""
     try:
-        log, _notes = _filter(request, blast, status, carrier, province, commune)
+        log, _notes = _filter(request, blast, status, carrier, province, commune, gateway)
     except CanhBaoError as exc:
         return render(request, "refused.html", {"message": str(exc)}, 400)
     engine, zone = request.app.state.engine, request.app.state.settings.app.timezone

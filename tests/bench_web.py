@@ -1,0 +1,218 @@
+"""`python -m tests.bench web`: the console under load while a blast sends (issue #16's figures).
+
+SQLite with ten past blasts of a million people each in the log (10,000,000 deliveries in final
+states, spread as a real province's are), `canhbao web` in a process of its own, and 20 browsers
+signed in with a session each: they read the delivery log (no filter, a blast, a state, a
+carrier, a province, a commune, a gateway, one number; the first page or one up to five pages
+deep, by key) and the dashboard, while `canhbao worker --until-idle` sends a 1,000,000-recipient
+blast through the zero-latency simulator. The worker's rate is measured alone first, on a blast
+of the same size, so its drop under browsing is measured on the same database. Targets:
+log pages p95 < 200 ms, dashboard p95 < 300 ms, worker rate down by < 20 %; a blast preview of
+1,000,000 recipients < 2 s (the domain's preview, which the console's new-blast form calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import String, case, cast, select, text, update
+
+from dispatcher import alerts, blasts, db, users
+from dispatcher.config import Settings, load_settings
+from dispatcher.models import blasts as blasts_table
+from dispatcher.models import deliveries
+from dispatcher.regions import RegionIndex
+from dispatcher.segments import SegmentSpec, resolve
+from tests import bench
+
+CLIENTS = 20
+PAST_BLASTS = 10
+# Final states of a past blast, per thousand messages: most delivered, a few of every other kind.
+STATES = (("delivered", 930), ("failed", 20), ("undeliverable", 30), ("expired", 10), ("unknown", 8), ("cancelled", 2))
+THIRD_ALERT = "lay-lai-tien-bi-lua"
+UNCAPPED = {"CANHBAO_DISPATCH__CAP_PER_DAY": "100"}
+PASSWORD = "mật khẩu đo tải 2026"
+
+
+def bench_web(regions: RegionIndex, people: int = 1_000_000) -> None:
+    """Delivery-log and dashboard latency under 20 browsers, and the worker's rate beside them."""
+    print(f"web (SQLite, {PAST_BLASTS * people:,} deliveries in the log, {CLIENTS} signed-in browsers, "
+          f"a {people:,}-recipient blast sending)")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="canhbao-bench-") as tmp:
+        url, _ = bench._world(Path(tmp), regions, people)
+        # Ten blasts in two days: a person's cap (3 a day) would hold everyone back from the two measured.
+        settings = load_settings(None, {"CANHBAO_DATABASE__URL": url, **UNCAPPED})
+        started = time.perf_counter()
+        _history(url, settings, regions)
+        print(f"  log of {PAST_BLASTS * people:,} deliveries made in {time.perf_counter() - started:.0f} s")
+        _preview(url, settings, regions)
+        alone = _send(url, settings, regions, bench.SECOND_ALERT)
+        print(f"  worker alone: {alone:,.0f} msg/s")
+        with _web(url, Path(tmp)) as base:
+            stop, timings = threading.Event(), {}
+            browsing = threading.Thread(target=lambda: asyncio.run(_browse(base, url, stop, timings)))
+            browsing.start()
+            try:
+                loaded = _send(url, settings, regions, THIRD_ALERT)
+            finally:
+                stop.set()
+                browsing.join()
+        print(f"  worker while they browse: {loaded:,.0f} msg/s ({(1 - loaded / alone) * 100:+.0f} % slower)")
+        for kind, seconds in sorted(timings.items()):
+            print(f"  {kind:<22} {len(seconds):>6,} requests: {_quantiles(seconds)}")
+    print("  targets: log pages p95 < 200 ms; dashboard p95 < 300 ms; worker < 20 % slower; preview 1M < 2 s")
+
+
+def _history(url: str, settings: Settings, regions: RegionIndex) -> None:
+    """Ten blasts to the million, finished two days ago: the first through the domain, nine as copies of its rows."""
+    blast_id, _, recipients = bench._scheduled_blast(url, settings, regions)
+    engine = db.make_engine(settings.database)
+    shares = [(state, sum(n for _, n in STATES[: i + 1])) for i, (state, _) in enumerate(STATES)]
+    spread = case(*(((deliveries.c.id * 7919) % 1000 < upto, state) for state, upto in shares))
+    then = datetime.now(UTC) - timedelta(days=2)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM delivery_queue"))
+        conn.execute(update(deliveries).values(
+            status=spread, attempts=1, provider_id="p" + cast(deliveries.c.id, String),
+            gateway=case((deliveries.c.carrier == "viettel", "viettel"), else_="simulator"),
+            next_attempt_at=then, sent_at=then, finished_at=then,
+        ))  # fmt: skip
+        times = dict.fromkeys(("start_at", "created_at", "approved_at", "started_at", "finished_at"), then)
+        conn.execute(update(blasts_table).where(blasts_table.c.id == blast_id).values(state="completed", **times))
+        columns = ", ".join(c.name for c in deliveries.c if c.name not in ("id", "blast_id"))
+        for _ in range(2, PAST_BLASTS + 1):
+            conn.execute(text(
+                "INSERT INTO blasts (alert_id, segment, channel, encoding, start_at, not_after, rate, priority, state,"
+                " preview, recipients, created_by, approved_by, created_at, approved_at, started_at, finished_at)"
+                " SELECT alert_id, segment, channel, encoding, start_at, not_after, rate, priority, state, preview,"
+                " recipients, created_by, approved_by, created_at, approved_at, started_at, finished_at"
+                " FROM blasts WHERE id = :b"), {"b": blast_id})  # fmt: skip
+            new = conn.execute(text("SELECT max(id) FROM blasts")).scalar_one()
+            first = conn.execute(text("SELECT max(id) FROM deliveries")).scalar_one() + 1
+            conn.execute(text(
+                f"INSERT INTO deliveries (blast_id, {columns}) SELECT :new, {columns} FROM deliveries"
+                " WHERE blast_id = :b ORDER BY id"), {"new": new, "b": blast_id})  # fmt: skip
+            conn.execute(text("UPDATE blasts SET first_delivery_id = :f, last_delivery_id = :f + :n - 1 WHERE id = :b"),
+                         {"f": first, "n": recipients, "b": new})  # fmt: skip
+    engine.dispose()
+
+
+def _preview(url: str, settings: Settings, regions: RegionIndex) -> None:
+    """Seconds the domain's preview of a blast to the whole province (a million people) takes."""
+    engine = db.make_engine(settings.database)
+    request = blasts.BlastRequest(THIRD_ALERT, resolve(SegmentSpec(provinces=("48",)), regions))
+    with engine.begin() as conn:
+        alerts.submit(conn, THIRD_ALERT, "police", datetime.now(UTC))
+        alerts.approve(conn, THIRD_ALERT, "chief", datetime.now(UTC))
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        with engine.connect() as conn:
+            shown = blasts.preview(conn, request, settings, regions, datetime.now(UTC))
+        times.append(time.perf_counter() - started)
+    engine.dispose()
+    print(f"  preview of {shown['recipients']:,} recipients: {min(times):.2f} s (best of 3), {max(times):.2f} s worst")
+
+
+def _send(url: str, settings: Settings, regions: RegionIndex, alert: str) -> float:
+    """Messages a second `canhbao worker --until-idle` sends of a new blast of `alert` to the million."""
+    blast_id, _, recipients = bench._scheduled_blast(url, settings, regions, alert)
+    bench._measured(["-m", "dispatcher", "worker", "--until-idle"], bench._worker_env(url, False, **UNCAPPED))
+    return recipients / max(bench._send_span(url, blast_id), 0.001)  # a small trial sends in one batch
+
+
+class _web:
+    """`canhbao web` on a free loopback port, in a process of its own, with a user to sign in as."""
+
+    def __init__(self, url: str, tmp: Path) -> None:
+        self.url, self.tmp = url, tmp
+
+    def __enter__(self) -> str:
+        engine = db.make_engine(bench._settings(self.url).database)
+        with engine.begin() as conn:
+            users.add(conn, datetime.now(UTC), "bench", "van-hanh", PASSWORD, frozenset({"operator"}))
+        engine.dispose()
+        (self.tmp / "none.toml").write_text("", encoding="utf-8")
+        env = {**os.environ, **bench.NO_QUIET_HOURS, "CANHBAO_CONFIG": str(self.tmp / "none.toml"),
+               "CANHBAO_DATABASE__URL": self.url, "CANHBAO_WEB__SECURE_COOKIES": "false",
+               "CANHBAO_LOGGING__LEVEL": "warning", "CANHBAO_ROUTES": '{"default": ["simulator"]}'}  # fmt: skip
+        self.process = subprocess.Popen([sys.executable, "-m", "dispatcher", "web", "--port", "0"], env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        said = (re.search(r"http://127\.0\.0\.1:(\d+)", self.process.stderr.readline()) for _ in range(50))
+        return f"http://127.0.0.1:{next(found for found in said if found).group(1)}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.communicate(timeout=30)
+
+
+async def _browse(base: str, url: str, stop: threading.Event, timings: dict[str, list[float]]) -> None:
+    """CLIENTS browsers, each signed in, reading log pages and the dashboard until `stop`."""
+    import httpx
+
+    engine = db.make_engine(bench._settings(url).database)
+    with engine.connect() as conn:
+        numbers = conn.execute(select(deliveries.c.msisdn).where(deliveries.c.id % 100_003 == 1)).scalars().all()
+        blast_ids = conn.execute(text("SELECT id FROM blasts")).scalars().all()
+    engine.dispose()
+    limits = httpx.Limits(max_connections=1)
+    async with asyncio.TaskGroup() as group:
+        for seed in range(CLIENTS):
+            client = httpx.AsyncClient(base_url=base, limits=limits, timeout=60)
+            group.create_task(_browser(client, random.Random(seed), numbers, blast_ids, stop, timings))
+
+
+async def _browser(client, rng: random.Random, numbers: list[str], blast_ids: list[int], stop: threading.Event,
+                   timings: dict[str, list[float]]) -> None:  # fmt: skip
+    """One person: signs in, then reads a page, follows up to five pages of it, looks at the dashboard."""
+    async with client:
+        login = await client.get("/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', login.text).group(1)
+        await client.post("/login", data={"username": "van-hanh", "password": PASSWORD, "csrf_token": token})
+        filters = [{}, {"status": "failed"}, {"status": "unknown"}, {"carrier": "MobiFone"}, {"province": "Đà Nẵng"},
+                   {"commune": "Phường Hải Châu"}, {"gateway": "viettel"}]  # fmt: skip
+        while not stop.is_set():
+            if rng.random() < 0.2:
+                await _timed(client.get("/"), "dashboard", timings)
+                await _timed(client.get("/dashboard/live"), "dashboard (refresh)", timings)
+                continue
+            if rng.random() < 0.1:
+                page = await client.get("/deliveries")
+                csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+                form = {"msisdn": rng.choice(numbers), "csrf_token": csrf}
+                await _timed(client.post("/deliveries/search", data=form), "log: one number", timings)
+                continue
+            chosen = rng.choice(filters + [{"blast": rng.choice(blast_ids)}])
+            kind = "log: " + (next(iter(chosen)) if chosen else "everything")
+            params = dict(chosen)
+            for _ in range(rng.randint(1, 5)):
+                answer = await _timed(client.get("/deliveries", params=params), kind, timings)
+                found = re.search(r"before=(\d+)", answer.text)
+                if not found or stop.is_set():
+                    break
+                params = {**chosen, "before": found.group(1)}
+
+
+async def _timed(request, kind: str, timings: dict[str, list[float]]):
+    started = time.perf_counter()
+    answer = await request
+    timings.setdefault(kind if answer.status_code == 200 else f"{kind} ({answer.status_code})", []).append(
+        time.perf_counter() - started
+    )
+    return answer
+
+
+def _quantiles(seconds: list[float]) -> str:
+    cuts = statistics.quantiles(seconds, n=100) if len(seconds) > 1 else seconds * 99
+    return f"p50 {cuts[49] * 1000:6.0f} ms, p95 {cuts[94] * 1000:6.0f} ms, p99 {cuts[98] * 1000:6.0f} ms"
