@@ -260,11 +260,12 @@ def test_the_delivery_log_is_paged_by_key_with_numbers_masked(world: FastAPI, cl
 
 
 def test_the_delivery_log_filters_and_refuses_bad_filters(world: FastAPI, clock: Clock) -> None:
-    """A carrier narrows the log; an unknown carrier or state is a 422 problem in Vietnamese."""
+    """A carrier or gateway narrows the log; an unknown carrier or state is a 422 problem in Vietnamese."""
     _started(world, _client(world, "hoa", "liaison"), clock)
     operator = _client(world, "van", "operator")
     viettel = operator.get("/api/v1/deliveries", params={"carrier": "Viettel"}).json()["items"]
     assert viettel and {row["carrier"] for row in viettel} == {"viettel"}
+    assert operator.get("/api/v1/deliveries", params={"gateway": "fake"}).json()["items"] == []  # none sent yet
     assert "Vinafone9" in _problem(operator.get("/api/v1/deliveries", params={"carrier": "Vinafone9"}), 422,
                                    "usage")["detail"]  # fmt: skip
     assert _problem(operator.get("/api/v1/deliveries", params={"status": "gửi rồi"}), 422, "usage")

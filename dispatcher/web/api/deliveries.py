@@ -33,11 +33,12 @@ async def list_deliveries(
     carrier: Annotated[str, Query(max_length=30)] = "",
     province: Text = "",
     commune: Text = "",
+    gateway: Annotated[str, Query(max_length=64)] = "",
     before: Key = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> DeliveryPage:
     """The log, newest first, `limit` rows a page."""
-    log, notes = _filter(request, blast, status, carrier, province, commune, None, before)
+    log, notes = _filter(request, blast, status, carrier, province, commune, gateway, None, before)
     return await _page(request, log, notes, limit)
 
 
@@ -48,17 +49,18 @@ async def search_deliveries(request: Request, principal: Readers, asked: NumberS
         number = PhoneBook().normalize(asked.msisdn).e164
     except InvalidNumber as exc:
         raise UsageError(f"Số điện thoại không hợp lệ: {exc}.") from None
-    log, notes = _filter(request, asked.blast, asked.status, asked.carrier, "", "", number, asked.before)
+    log, notes = _filter(request, asked.blast, asked.status, asked.carrier, "", "", asked.gateway, number, asked.before)
     return await _page(request, log, notes, asked.limit)
 
 
-def _filter(request: Request, blast: int | None, status: str, carrier: str, province: str, commune: str,
+def _filter(request: Request, blast: int | None, status: str, carrier: str, province: str, commune: str, gateway: str,
             msisdn: str | None, before: int | None) -> tuple[log_ops.LogFilter, list[str]]:  # fmt: skip
     place = log_ops.place(regions(request), province.strip() or None, commune.strip() or None)
     log = log_ops.LogFilter(
         blast_id=blast, status=labels.parse_delivery_state(status) if status.strip() else None,
         carrier=log_ops.carrier_named(carrier) if carrier.strip() else None,
-        province_codes=place.province_codes, commune_codes=place.commune_codes, msisdn=msisdn, before_id=before,
+        province_codes=place.province_codes, commune_codes=place.commune_codes, msisdn=msisdn,
+        gateway=gateway.strip() or None, before_id=before,
     )  # fmt: skip
     return log, list(place.notes)
 

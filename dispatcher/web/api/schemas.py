@@ -278,7 +278,8 @@ class NumberSearch(Request):
     blast: int | None = Field(None, ge=1)
     status: str = Field("", max_length=30)
     carrier: str = Field("", max_length=30)
-    before: int | None = Field(None, ge=1)
+    gateway: str = Field("", max_length=64)
+    before: int | None = Field(None, ge=1, le=2**62)
     limit: int = Field(50, ge=1, le=500)
 
 
