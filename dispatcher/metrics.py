@@ -15,15 +15,16 @@ The domain may record into these instruments; this module imports no face.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, time
 from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Connection, Engine, func, or_, select
 
+from dispatcher.config import Settings
 from dispatcher.health import CircuitState, gateway_names
 from dispatcher.health import load as load_health
 from dispatcher.models import blasts, deliveries, delivery_queue
@@ -57,7 +58,9 @@ def waited(limit: str, seconds: float) -> None:
 class DatabaseFigures(Collector):
     """Messages by state, gateway and carrier, the queue's depth and every gateway's circuit, read at scrape time."""
 
-    def __init__(self, engine: Engine, gateways: list[str], timezone: str, clock: object = None) -> None:
+    def __init__(
+        self, engine: Engine, gateways: list[str], timezone: str, clock: Callable[[], datetime] | None = None
+    ) -> None:
         self.engine = engine
         self.gateways = gateways
         self.zone = ZoneInfo(timezone)
@@ -72,8 +75,8 @@ class DatabaseFigures(Collector):
             yield depth
             yield self._circuits(conn)
 
-    def _messages(self, conn: object) -> GaugeMetricFamily:
-        now = self.clock()  # type: ignore[operator]
+    def _messages(self, conn: Connection) -> GaugeMetricFamily:
+        now = self.clock()
         midnight = datetime.combine(now.astimezone(self.zone).date(), time(), self.zone)
         today = select(blasts.c.id).where(or_(blasts.c.started_at >= midnight, blasts.c.finished_at.is_(None)))
         d = deliveries.c
@@ -82,12 +85,11 @@ class DatabaseFigures(Collector):
             "canhbao_messages", "Messages of the blasts live or started today, by state, gateway and carrier.",
             labels=["state", "gateway", "carrier"],
         )  # fmt: skip
-        rows = conn.execute(query.group_by(d.status, d.gateway, d.carrier))  # type: ignore[attr-defined]
-        for status, gateway, carrier, count in rows:
+        for status, gateway, carrier, count in conn.execute(query.group_by(d.status, d.gateway, d.carrier)):
             family.add_metric([status, gateway, carrier], count)
         return family
 
-    def _circuits(self, conn: object) -> GaugeMetricFamily:
+    def _circuits(self, conn: Connection) -> GaugeMetricFamily:
         family = GaugeMetricFamily(
             "canhbao_circuit_state", "1 for the state each gateway's circuit is in, 0 for the others.",
             labels=["gateway", "state"],
@@ -100,9 +102,8 @@ class DatabaseFigures(Collector):
         return family
 
 
-def exposition(engine: Engine, settings: object, clock: object = None) -> bytes:
+def exposition(engine: Engine, settings: Settings, clock: Callable[[], datetime] | None = None) -> bytes:
     """This process's instruments and the database's figures, in Prometheus' text format."""
     figures = CollectorRegistry(auto_describe=False)
-    gateways = gateway_names(settings)  # type: ignore[arg-type]
-    figures.register(DatabaseFigures(engine, gateways, settings.app.timezone, clock))  # type: ignore[attr-defined]
+    figures.register(DatabaseFigures(engine, gateway_names(settings), settings.app.timezone, clock))
     return generate_latest(PROCESS) + generate_latest(figures)
