@@ -25,7 +25,7 @@ from sqlalchemy.exc import OperationalError
 
 from dispatcher import alerts as catalogue
 from dispatcher import blasts as blast_ops
-from dispatcher import health, queue
+from dispatcher import health, metrics, queue
 from dispatcher.config import GatewayLimits, Settings
 from dispatcher.db import driver_time, executemany
 from dispatcher.domain import BlastState
@@ -178,6 +178,7 @@ class RateLimiter:
         while True:
             wait = slot - self.wallclock()
             if wait > 0:
+                metrics.waited(self.name, wait)
                 await self.sleep(wait)
             if self.give_up():
                 return None
@@ -596,11 +597,13 @@ class Worker:
                 for limiter, ticket in held:
                     limiter.done(ticket, went=False)
                 return results, [row for row, _ in batch[start:]]
+            started = time.perf_counter()
             try:
                 outcomes = await gateway.send_batch([m for _, m in chunk])
             except GatewayError as error:  # the whole chunk failed (a bind that cannot be made): each message did
                 outcomes = [error] * len(chunk)
             finally:
+                metrics.SEND_LATENCY.labels(name).observe(time.perf_counter() - started)
                 for limiter, ticket in held:
                     limiter.done(ticket)
             results += [(row, m, name, outcome) for (row, m), outcome in zip(chunk, outcomes, strict=True)]

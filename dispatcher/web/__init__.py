@@ -1,10 +1,10 @@
 """The web face: an ASGI app (FastAPI) over the same domain functions as the CLI.
 
 It holds the console (pages for people, signed in with a password), the API under `/api/v1`
-(bearer tokens), what providers call (`/hooks/<gateway>/…`, each gateway module reading its own
-requests) and `/healthz`. `canhbao serve` runs it beside the scheduler and the worker,
-`canhbao web` alone (any number of them, behind a proxy). Every route declares who may use it
-(dispatcher/web/auth.py).
+(bearer tokens, its schema at `/openapi.json`), what providers call (`/hooks/<gateway>/…`, each
+gateway module reading its own requests), `/metrics` and `/healthz`. `canhbao serve` runs it
+beside the scheduler and the worker, `canhbao web` alone (any number of them, behind a proxy).
+Every route declares who may use it (dispatcher/web/auth.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
@@ -21,17 +21,19 @@ from dispatcher.config import Settings
 from dispatcher.web import (
     admin,
     alerts,
+    api,
     audit,
     auth,
     blasts,
     console,
     health,
     hooks,
-    i18n,
     inbox,
+    metrics,
     schedules,
     subscribers,
 )
+from dispatcher.web.api import problems
 from dispatcher.web.fresh import Fresh
 from dispatcher.web.security import SecurityHeaders
 from dispatcher.web.templating import STATIC, render
@@ -60,6 +62,8 @@ def create_app(settings: Settings, engine: Engine, clock: Callable[[], datetime]
     app.include_router(inbox.router)
     app.include_router(alerts.router)
     app.include_router(schedules.router)
+    app.include_router(metrics.router)
+    api.install(app)
     _refusals(app)
     return app
 
@@ -68,10 +72,8 @@ def _wants_json(request: Request) -> bool:
     return request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", "text/html")
 
 
-def _problem(request: Request, status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Response:
-    _ = i18n.translator(i18n.api_language(request))
-    body = {"type": "about:blank", "title": _(title), "status": status, "detail": _(detail)}
-    return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
+def _problem(request: Request, status: int, code: str, headers: dict[str, str] | None = None) -> Response:
+    return problems.problem(request, status, code, headers=headers)
 
 
 def _refusals(app: FastAPI) -> None:
@@ -80,19 +82,18 @@ def _refusals(app: FastAPI) -> None:
     @app.exception_handler(auth.NotSignedIn)
     async def not_signed_in(request: Request, exc: auth.NotSignedIn) -> Response:
         if _wants_json(request):
-            return _problem(request, 401, "Cần đăng nhập.", "Cần đăng nhập.", {"WWW-Authenticate": "Bearer"})
+            return _problem(request, 401, "unauthenticated", {"WWW-Authenticate": "Bearer"})
         return auth.login_redirect(request)
 
     @app.exception_handler(auth.Forbidden)
     async def forbidden(request: Request, exc: auth.Forbidden) -> Response:
-        message = "Bạn không có quyền làm việc này."
         if _wants_json(request):
-            return _problem(request, 403, message, message)
+            return _problem(request, 403, "forbidden")
         return render(request, "refused.html", {"message": "Bạn không có quyền xem trang này."}, 403)
 
     @app.exception_handler(auth.CsrfRefused)
     async def csrf_refused(request: Request, exc: auth.CsrfRefused) -> Response:
         message = "Phiên làm việc đã hết hạn hoặc biểu mẫu đã cũ; hãy tải lại trang và thử lại."
         if _wants_json(request):
-            return _problem(request, 403, message, message)
+            return _problem(request, 403, "csrf")
         return render(request, "refused.html", {"message": message}, 403)

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
-from dispatcher import inbound
+from dispatcher import inbound, metrics
 from dispatcher.config import TwilioSettings
 from dispatcher.gateways import twilio, zalo
 from dispatcher.gateways.base import InboundMessage
@@ -80,6 +80,7 @@ async def _twilio_request(request: Request, path: str) -> tuple[str, dict[str, s
         name, section = twilio.section_for(sections, form)
         twilio.verify(section, path, request.url.query, form, request.headers)
     except twilio.ForgedRequest as exc:
+        metrics.WEBHOOK_VERIFICATIONS_FAILED.labels("twilio").inc()
         return _refused(
             request, 403, "forbidden", "Chữ ký X-Twilio-Signature không hợp lệ: yêu cầu bị từ chối.", str(exc)
         )
@@ -123,6 +124,7 @@ async def zalo_event(request: Request) -> Response:
             await request.app.state.writer.apply(report, None, name)
         return Response(status_code=200)
     reason = "; ".join(reasons) or "no zalo gateway is configured"
+    metrics.WEBHOOK_VERIFICATIONS_FAILED.labels("zalo").inc()
     return _refused(request, 403, "forbidden", "Chữ ký X-ZEvent-Signature không hợp lệ: yêu cầu bị từ chối.", reason)
 
 
