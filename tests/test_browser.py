@@ -297,3 +297,93 @@ def test_the_alert_pages_fit_a_phone(browser: Browser, alerts_app: FastAPI, sqli
             assert not overflows(page), (path, overflows(page))
             browser.shoot(page, name or "alert-new-phone")
     assert not browser.violations(), browser.violations()
+
+
+def test_the_main_story_from_a_new_alert_to_the_delivery_log_in_csv(
+    browser: Browser, sqlite_engine: Engine, regions: RegionIndex, tmp_path: Path
+) -> None:
+    """Police write an alert, an approver approves it, the liaison sends it to a former district, a second person
+    approves the blast, the simulator carries it, and the operator filters the log and takes it as CSV."""
+    now = datetime.now(UTC)
+    world.people(sqlite_engine, regions, now, tmp_path, 3_000, seed=11)
+    settings = load_settings(None, {"CANHBAO_CATALOGUE__MESSAGES_DIR": str(tmp_path / "messages")})
+    app = make_app(settings, sqlite_engine, lambda: datetime.now(UTC))
+    app.state.regions = regions
+    for name, role in (("pa05", "police"), ("lanh-dao", "approver"), ("lien-lac", "liaison"), ("pho-phong", "approver"),
+                       ("van-hanh", "operator")):  # fmt: skip
+        ensure_user(sqlite_engine, name, role)
+    with live_server(app) as base:
+        police = browser.page()
+        sign_in(police, base, "pa05", then="/alerts/new")
+        police.wait_for_url(f"{base}/alerts/new")
+        police.fill("input[name=id]", "san-tien-ao-gia")
+        police.select_option("select[name=method]", "fake_investment")
+        police.fill("input[name=title]", "Sàn tiền ảo giả mạo")
+        police.fill("input[name=source]", "Công văn số 123/CAT-PA05 ngày 01/12/2026")
+        police.fill("textarea[name=body]", "Công an Đà Nẵng cảnh báo: không nạp tiền vào sàn tiền ảo hứa lãi cao.")
+        police.check("input[name=audiences][value=public]")
+        police.wait_for_selector("#preview >> text=Hợp lệ: có thể lưu.")
+        police.click("#alert-form button[type=submit]")
+        police.wait_for_url(f"{base}/alerts/san-tien-ao-gia")
+        police.click("button:has-text('Gửi duyệt')")
+        police.wait_for_load_state()
+
+        approver = browser.page()
+        sign_in(approver, base, "lanh-dao", then="/alerts/san-tien-ao-gia")
+        approver.wait_for_url(f"{base}/alerts/san-tien-ao-gia")
+        approver.click("form[action$='/approve'] button")
+        approver.wait_for_load_state()
+        assert "đã duyệt" in approver.inner_text("main").lower()
+        browser.shoot(approver, "story-1-alert-approved")
+
+        liaison = browser.page()
+        sign_in(liaison, base, "lien-lac", then="/blasts/new")
+        liaison.wait_for_url(f"{base}/blasts/new")
+        liaison.select_option("select[name=alert]", "san-tien-ao-gia")
+        liaison.fill("textarea[name=legacy_districts]", "Quảng Nam (cũ), huyện Duy Xuyên")
+        shows(liaison, "Người nhận:")
+        browser.shoot(liaison, "story-2-blast-preview")
+        liaison.click("button[type=submit]:has-text('Tạo đợt gửi')")
+        liaison.wait_for_url(f"{base}/blasts/1")
+
+        second = browser.page()
+        sign_in(second, base, "pho-phong", then="/blasts/1")
+        second.wait_for_url(f"{base}/blasts/1")
+        second.click("form[action='/blasts/1/approve'] button")
+        second.wait_for_load_state()
+        _worker_until_idle(sqlite_engine, tmp_path)
+        second.goto(f"{base}/blasts/1")
+        assert "hoàn tất" in second.inner_text("h1")
+        browser.shoot(second, "story-3-blast-done")
+
+        operator = browser.page()
+        sign_in(operator, base, "van-hanh", then="/deliveries?blast=1")
+        operator.wait_for_url(f"{base}/deliveries?blast=1")
+        operator.select_option("select[name=status]", "delivered")
+        operator.click("form.filters button[type=submit]:has-text('Tìm')")
+        operator.wait_for_url("**status=delivered**")
+        rows = operator.locator("table tbody tr")
+        assert rows.count() > 0 and all("đã nhận" in text and "****" in text for text in rows.all_inner_texts())
+        assert not overflows(operator)
+        browser.shoot(operator, "story-4-delivery-log")
+        with operator.expect_download() as download:
+            operator.click("button:has-text('Xuất CSV')")
+        exported = download.value.path().read_text("utf-8-sig").splitlines()
+    assert exported[0].startswith("mã tin,đợt gửi,số điện thoại") and len(exported) > 1
+    assert all("****" in line.split(",")[2] for line in exported[1:])
+    assert not browser.violations(), browser.violations()
+
+
+def _worker_until_idle(engine: Engine, tmp_path: Path) -> None:
+    """`canhbao worker --until-idle` on the console's database, through the carrier simulator, quiet hours off."""
+    import subprocess
+    import sys
+
+    (tmp_path / "none.toml").write_text("", encoding="utf-8")
+    env = {**__import__("os").environ, "CANHBAO_CONFIG": str(tmp_path / "none.toml"),
+           "CANHBAO_DATABASE__URL": engine.url.render_as_string(hide_password=False),
+           "CANHBAO_ROUTES": '{"default": ["simulator"]}', "CANHBAO_POLICY__QUIET_HOURS": '{"sms": "", "zalo": ""}',
+           "CANHBAO_GATEWAYS__SIMULATOR__REPORT_DELAY_MS": "[0, 20]", "CANHBAO_LOGGING__LEVEL": "warning"}  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "dispatcher", "worker", "--until-idle"], env=env, timeout=300,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
