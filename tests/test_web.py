@@ -23,10 +23,11 @@ import structlog
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
-from dispatcher import blasts
+from dispatcher import blasts, health
 from dispatcher.config import Settings, load_settings
 from dispatcher.dispatch import Worker
 from dispatcher.gateways import build
+from dispatcher.health import CircuitState
 from dispatcher.models import audit_log, deliveries, delivery_reports, inbox, subscribers
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.subscribers import find_subscriber, held_refusal
@@ -47,11 +48,12 @@ def _environ(fake: TwilioFake) -> dict[str, str]:
             "CANHBAO_GATEWAYS__TWILIO__PUBLIC_URL": PUBLIC}  # fmt: skip
 
 
-def send_blast(engine: Engine, regions: Any, settings: Settings, now: datetime) -> None:
-    """An approved blast to everyone imported, sent through the Twilio gateway by a worker until idle."""
+def send_blast(engine: Engine, regions: Any, settings: Settings, now: datetime,
+               alert: str = "gia-danh-cong-an-goi-video") -> int:  # fmt: skip
+    """An approved blast of `alert` to everyone imported, sent through the Twilio gateway by a worker until idle."""
     segment = resolve(SegmentSpec(provinces=("Đà Nẵng",)), regions)
     with engine.begin() as conn:
-        request = blasts.BlastRequest("gia-danh-cong-an-goi-video", segment, not_after=now + timedelta(hours=2))
+        request = blasts.BlastRequest(alert, segment, not_after=now + timedelta(hours=2))
         blast_id, _ = blasts.create(conn, request, "liaison", settings, regions, now)
         blasts.approve(conn, blast_id, "chief", now)
     worker = Worker(engine, {"twilio": build("twilio", settings.gateways)}, settings, regions, Clock(now), "w1")
@@ -63,6 +65,7 @@ def send_blast(engine: Engine, regions: Any, settings: Settings, now: datetime) 
             await worker.gateways["twilio"].close()
 
     asyncio.run(run())
+    return blast_id
 
 
 @pytest.fixture
@@ -191,14 +194,31 @@ def test_a_refusal_reported_by_twilio_opts_the_person_out(sent) -> None:
     assert _rows(engine)[message["sid"]] == ("undeliverable", "21610")
 
 
-def test_a_carrier_filtering_our_messages_is_told_to_the_operator(sent) -> None:
-    """ErrorCode 30007 (filtered by the carrier) logs an error naming the gateway."""
-    _, fake, _, client = sent
+@pytest.mark.parametrize("code", [30007, 21408, 20003])
+def test_a_callback_refusing_the_gateway_is_told_to_the_operator_and_opens_its_circuit(sent, code: int) -> None:
+    """ErrorCode 30007 (filtered), 21408 (region not allowed) or 20003: an error log and the circuit open, with why."""
+    engine, fake, _, client = sent
+    sid = fake.messages[0]["sid"]
     with structlog.testing.capture_logs() as logs:
-        _post(client, fake, fake.status_form(fake.messages[0]["sid"], "undelivered", 30007))
-    assert [(e["event"], e["gateway"]) for e in logs if e["log_level"] == "error"] == [
-        ("twilio.gateway_disabled", "twilio")
-    ]
+        assert _post(client, fake, fake.status_form(sid, "undelivered", code)).status_code == 204
+    [told] = [e for e in logs if e["log_level"] == "error"]
+    assert (told["event"], told["gateway"], told["code"]) == ("twilio.gateway_disabled", "twilio", str(code))
+    with engine.connect() as conn:
+        circuit = health.load(conn)["twilio"]
+    assert circuit.state is CircuitState.OPEN and circuit.last_error.startswith(f"{code}: ") and sid in told["error"]
+    assert _rows(engine)[sid] == ("failed", str(code))  # the gateway's fault, not the number's: not undeliverable
+
+
+def test_a_gateway_a_callback_refused_is_skipped_by_every_worker(sent, regions, now) -> None:
+    """After a 30007 callback, the next blast's worker sends nothing through Twilio: its messages wait, queued."""
+    engine, fake, settings, client = sent
+    catalogue(engine, now, ["phat-nguoi-gia-mao"])
+    _post(client, fake, fake.status_form(fake.messages[0]["sid"], "undelivered", 30007))
+    before = len(fake.messages)
+    blast_id = send_blast(engine, regions, settings, now + timedelta(minutes=1), "phat-nguoi-gia-mao")
+    with engine.connect() as conn:
+        assert {k for k, v in blasts.counts(conn, blast_id).items() if v} == {"queued"}
+    assert len(fake.messages) == before
 
 
 def test_malformed_callbacks_are_refused_with_400(sent) -> None:

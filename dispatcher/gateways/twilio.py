@@ -66,6 +66,12 @@ ERRORS: dict[int, type[GatewayError]] = {
     30003: TemporaryError,  # the handset is unreachable (off, out of coverage)
     30008: TemporaryError,  # unknown error
 }
+# What an operator reads of the codes that stop the gateway (in `gateways list` and the attempts passed over).
+DISABLED_REASONS = {
+    21408: "the account may not send to this region: enable Vietnam in Twilio's Geo Permissions",
+    30007: "the carrier filters our messages as spam: the sender or content must be registered",
+    20003: "Twilio refused the account SID or auth token",
+}
 # What Twilio says of a message in a callback, as the report it is (absent: not final yet, nothing to record).
 FINAL_STATUSES = {"delivered": ReportStatus.DELIVERED, "read": ReportStatus.DELIVERED,
                   "undelivered": ReportStatus.FAILED, "failed": ReportStatus.FAILED,
@@ -276,8 +282,9 @@ def status_report(form: Mapping[str, str], gateway: str, now: datetime, raw: str
         return None
     code = form.get("ErrorCode") or None
     outcome = FINAL_STATUSES[status]
-    if outcome is ReportStatus.FAILED and issubclass(_meaning(code), PermanentError):
-        outcome = ReportStatus.UNDELIVERABLE  # it can never arrive: no use waiting for another try
+    meaning = _meaning(code)
+    if outcome is ReportStatus.FAILED and issubclass(meaning, PermanentError) and meaning is not GatewayDisabledError:
+        outcome = ReportStatus.UNDELIVERABLE  # it can never arrive (a gateway refused is not the number's fault)
     return DeliveryReport(sid, outcome, now, code, gateway, raw or urlencode(sorted(form.items())))
 
 
@@ -286,9 +293,13 @@ def opted_out(form: Mapping[str, str]) -> str | None:
     return form.get("To") if form.get("ErrorCode") == "21610" else None
 
 
-def disabled(form: Mapping[str, str]) -> bool:
-    """Whether a status callback's ErrorCode says this gateway should stop (and an operator be told)."""
-    return _meaning(form.get("ErrorCode")) is GatewayDisabledError
+def disabled(form: Mapping[str, str]) -> str | None:
+    """Why this gateway must stop (and an operator be told), when a status callback's ErrorCode says so; else None."""
+    code = form.get("ErrorCode")
+    if _meaning(code) is not GatewayDisabledError:
+        return None
+    sid = form.get("MessageSid") or form.get("SmsSid")
+    return f"{code}: {DISABLED_REASONS.get(int(code or 0), 'the gateway was refused')} (status callback for {sid})"
 
 
 def _meaning(code: str | None) -> type[GatewayError]:

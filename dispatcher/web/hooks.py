@@ -37,13 +37,11 @@ async def twilio_status(request: Request) -> Response:
         report = twilio.status_report(form, name, request.app.state.clock(), raw)
     except twilio.MalformedRequest as exc:
         return _refused(request, 400, "malformed", "Yêu cầu không đúng dạng báo cáo trạng thái của Twilio.", str(exc))
-    if twilio.disabled(form):
-        log.error(
-            "twilio.gateway_disabled", gateway=name, code=form.get("ErrorCode"), provider_id=form.get("MessageSid")
-        )
+    if disabled := twilio.disabled(form):  # the circuit opens for every worker: the operator sees it and why
+        log.error("twilio.gateway_disabled", gateway=name, code=form.get("ErrorCode"), error=disabled)
     refusal = twilio.opted_out(form)
-    if report is not None or refusal:
-        await request.app.state.writer.apply(report, refusal, name)
+    if report is not None or refusal or disabled:
+        await request.app.state.writer.apply(report, refusal, name, disabled)
     return Response(status_code=204)
 
 
