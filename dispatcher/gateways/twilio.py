@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -50,6 +52,8 @@ log = structlog.get_logger(__name__)
 STATUS_PATH = "/hooks/twilio/status"
 INBOUND_PATH = "/hooks/twilio/inbound"
 VALIDITY_RANGE = (1, 36_000)  # seconds Twilio accepts as ValidityPeriod
+HOLD_WITHOUT_RETRY_AFTER = 1.0  # seconds sends hold after a 429 that names no Retry-After
+HOLD_IN_BATCH = 5.0  # a hold up to this long is waited out by the batch; a longer one sends its messages back
 
 # Twilio's error codes, from an API answer or a status callback's ErrorCode: what each means for us.
 ERRORS: dict[int, type[GatewayError]] = {
@@ -88,6 +92,15 @@ class MalformedRequest(ValueError):
     """A signed webhook request that does not say what Twilio's webhooks say."""
 
 
+class TooManyRequests(Exception):
+    """Twilio answered 429: with its Retry-After (seconds, None if it named none), which TwilioRestException drops."""
+
+    def __init__(self, retry_after: float | None, body: str) -> None:
+        super().__init__(f"HTTP 429, Retry-After {retry_after}")
+        self.retry_after = retry_after
+        self.body = body
+
+
 class TwilioGateway:
     """Sends SMS through one Twilio account, from a Messaging Service or a number of its own."""
 
@@ -99,6 +112,7 @@ class TwilioGateway:
         self._client: Client | None = None
         self._http: AsyncTwilioHttpClient | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._held_until = 0.0  # the event loop's time until which no request starts: Twilio said 429
 
     async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[Outcome]:
         """Send `messages`, `concurrency` at a time; one outcome each, in order."""
@@ -115,6 +129,9 @@ class TwilioGateway:
                 account = await self._client.api.v2010.accounts(sid).fetch_async()
         except TwilioRestException as exc:
             raise _check_failed(exc) from exc
+        except TooManyRequests as exc:
+            wait = f" {exc.retry_after:.0f} giây" if exc.retry_after is not None else ""
+            raise ThrottledError(f"Twilio yêu cầu chờ{wait} (HTTP 429): thử lại sau.", "429") from exc
         except Exception as exc:
             self._failed(exc)  # raises again what is neither Twilio's nor the network's
             raise NotSentError(f"Không kết nối được tới Twilio tại {self.settings.base_url}.", "connect") from exc
@@ -144,12 +161,11 @@ class TwilioGateway:
         """
         if self._client is not None:
             return
-        from twilio.http.async_http_client import AsyncTwilioHttpClient
         from twilio.rest import Client
 
         s = self.settings
         token = s.auth_token.get_secret_value() if s.auth_token else ""
-        self._http = AsyncTwilioHttpClient(timeout=s.timeout_seconds)
+        self._http = _http_client(s.timeout_seconds)
         # environment={}: TWILIO_* variables must not redirect a gateway configured here.
         self._client = Client(s.account_sid, token, s.account_sid, http_client=self._http, environment={})
         self._client.api.base_url = s.base_url.rstrip("/")
@@ -158,6 +174,8 @@ class TwilioGateway:
     async def _send(self, message: OutgoingMessage) -> Outcome:
         assert self._client is not None and self._slots is not None
         async with self._slots:
+            if held := await self._hold():
+                return held
             try:
                 # The SDK's async client passes no timeout to aiohttp (whose default is 5 minutes).
                 async with asyncio.timeout(self.settings.timeout_seconds):
@@ -166,10 +184,34 @@ class TwilioGateway:
                 return self._failed(exc)
         return SendResult(created.sid, message.parts)
 
+    async def _hold(self) -> ThrottledError | None:
+        """Wait out a short hold Twilio asked for (the rate backs off); a long one: the message goes back, unsent."""
+        loop = asyncio.get_running_loop()
+        wait = self._held_until - loop.time()
+        if wait > HOLD_IN_BATCH:
+            return ThrottledError("not sent: Twilio asked us to wait (HTTP 429)", "429-held", retry_after=wait)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return None
+
+    def _throttled(self, exc: TooManyRequests) -> ThrottledError:
+        """A 429 as our error, its Retry-After kept; no request starts here until it has passed."""
+        wait = exc.retry_after if exc.retry_after is not None else HOLD_WITHOUT_RETRY_AFTER
+        self._held_until = max(self._held_until, asyncio.get_running_loop().time() + wait)
+        log.warning("twilio.throttled", gateway=self.name, retry_after=exc.retry_after)
+        try:
+            body = json.loads(exc.body)
+            code, message = str(body.get("code") or 429), str(body.get("message") or "Too Many Requests")
+        except (ValueError, AttributeError):
+            code, message = "429", "Too Many Requests"
+        return ThrottledError(message, code, retry_after=exc.retry_after)
+
     def _failed(self, exc: Exception) -> GatewayError:
         """A send's exception as our error; one that is neither Twilio's nor the network's is a bug: raised again."""
         import aiohttp  # already loaded with the client (see _open)
 
+        if isinstance(exc, TooManyRequests):
+            return self._throttled(exc)
         if isinstance(exc, TwilioRestException):
             return self._refused(exc)
         if isinstance(exc, aiohttp.ClientConnectorError):  # no connection was made: Twilio has nothing
@@ -200,6 +242,42 @@ class TwilioGateway:
         if isinstance(error, GatewayDisabledError):
             log.error("twilio.gateway_disabled", gateway=self.name, code=error.code, error=error.message)
         return error
+
+
+def _http_client(timeout: float) -> AsyncTwilioHttpClient:
+    """The SDK's async HTTP client, but a 429 raises TooManyRequests with the answer's Retry-After.
+
+    The SDK turns every error answer into a TwilioRestException without its headers; the wait
+    Twilio asks for is only in the Retry-After header, so it is read here, where the answer is.
+    """
+    from twilio.http.async_http_client import AsyncTwilioHttpClient
+
+    class HttpClient(AsyncTwilioHttpClient):
+        """AsyncTwilioHttpClient whose 429 keeps its Retry-After."""
+
+        async def request(self, *args: Any, **kwargs: Any) -> Any:
+            """The SDK's request; a 429 raises TooManyRequests."""
+            response = await super().request(*args, **kwargs)
+            if response.status_code == 429:
+                raise TooManyRequests(retry_after((response.headers or {}).get("Retry-After")), response.text)
+            return response
+
+    return HttpClient(timeout=timeout)
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date), None if absent or unreadable."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _check_failed(exc: TwilioRestException) -> GatewayError:
