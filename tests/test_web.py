@@ -22,6 +22,7 @@ import pytest
 import structlog
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
+from twilio.request_validator import HMAC_SHA256
 
 from dispatcher import blasts, health
 from dispatcher.config import Settings, load_settings
@@ -139,6 +140,57 @@ def test_a_callback_twilio_did_not_sign_is_refused_and_changes_nothing(sent, how
     assert "X-Twilio-Signature" in response.json()["error"]["message"]
     assert _rows(engine) == before
     assert [e["event"] for e in logs] == ["webhook.refused"]
+
+
+SHARED_KEY, SHARED_KEY_ID = "shared-key-secret-0123456789abcdef", "webhooks_sharedkey_0123"
+
+
+def _shared_key_app(sent, now: datetime, **keys: str) -> TestClient:
+    """The web app of `sent`, its Twilio gateway given a SharedKey (secret, and the other keys as given)."""
+    engine, fake, _, _ = sent
+    environ = {**_environ(fake), "CANHBAO_GATEWAYS__TWILIO__WEBHOOK_SHARED_KEY": SHARED_KEY,
+               **{f"CANHBAO_GATEWAYS__TWILIO__{k.upper()}": v for k, v in keys.items()}}  # fmt: skip
+    return TestClient(create_app(load_settings(None, environ), engine, lambda: now + timedelta(minutes=1)))
+
+
+def _shared_key_post(client: TestClient, fake: TwilioFake, form: dict[str, str], signature: str,
+                     settings: str = f"key={SHARED_KEY_ID},algorithm=HMAC_SHA256") -> int:  # fmt: skip
+    """POST `form` with `signature` and X-Twilio-Webhooks-Signature-Settings, as Twilio does under a Webhook Rule."""
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signature,
+               "X-Twilio-Webhooks-Signature-Settings": settings}  # fmt: skip
+    return client.post("/hooks/twilio/status", content=urlencode(form), headers=headers).status_code
+
+
+def test_a_callback_signed_with_a_shared_key_in_hmac_sha256_is_believed(sent, now) -> None:
+    """A Webhook Setting's SharedKey and HMAC-SHA256: 204 and the delivery moves on; the auth token still works."""
+    engine, fake, _, _ = sent
+    first, second = fake.messages[0]["sid"], fake.messages[1]["sid"]
+    with _shared_key_app(sent, now, webhook_shared_key_id=SHARED_KEY_ID) as client:
+        form = fake.status_form(first, "delivered")
+        assert _shared_key_post(client, fake, form, fake.sign(STATUS, form, SHARED_KEY, HMAC_SHA256)) == 204
+        assert _post(client, fake, fake.status_form(second, "delivered")).status_code == 204
+    assert _rows(engine)[first] == _rows(engine)[second] == ("delivered", None)
+
+
+@pytest.mark.parametrize("how", ["forged", "tampered", "auth token", "sha1 said sha256", "other key id", "no key"])
+def test_a_shared_key_signature_that_does_not_hold_is_refused(sent, now, how: str) -> None:
+    """Another secret, an altered form, the auth token or SHA-1 where SHA-256 is announced, another key, none: 403."""
+    engine, fake, _, _ = sent
+    form = fake.status_form(fake.messages[0]["sid"], "delivered")
+    signature = {"forged": fake.sign(STATUS, form, "not-our-key", HMAC_SHA256),
+                 "tampered": fake.sign(STATUS, {**form, "MessageStatus": "sent"}, SHARED_KEY, HMAC_SHA256),
+                 "auth token": fake.sign(STATUS, form, None, HMAC_SHA256),
+                 "sha1 said sha256": fake.sign(STATUS, form, SHARED_KEY)}.get(how)  # fmt: skip
+    settings = {"other key id": "key=webhooks_sharedkey_9999,algorithm=HMAC_SHA256"}.get(how)
+    before = _rows(engine)
+    if how == "no key":  # the gateway has no SharedKey configured
+        client = TestClient(create_app(sent[2], engine, lambda: now))
+    else:
+        client = _shared_key_app(sent, now, webhook_shared_key_id=SHARED_KEY_ID)
+    with client:
+        status = _shared_key_post(client, fake, form, signature or fake.sign(STATUS, form, SHARED_KEY, HMAC_SHA256),
+                                  **({"settings": settings} if settings else {}))  # fmt: skip
+    assert status == 403 and _rows(engine) == before
 
 
 def test_replayed_duplicated_and_late_callbacks_change_nothing(sent) -> None:

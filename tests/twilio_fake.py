@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 import aiohttp
 from aiohttp import web
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import HMAC_SHA1, RequestValidator
 
 SPEC = json.loads((Path(__file__).parent / "data" / "twilio_messages_api.json").read_text(encoding="utf-8"))
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -214,9 +214,10 @@ class TwilioFake:
         return {"MessageSid": sid, "SmsSid": sid, "SmsMessageSid": sid, "AccountSid": self.account_sid, "From": from_,
                 "To": to, "Body": body, "NumMedia": "0", "NumSegments": "1", "ApiVersion": "2010-04-01"}  # fmt: skip
 
-    def sign(self, url: str, form: Mapping[str, str]) -> str:
-        """X-Twilio-Signature of `form` posted to `url`, as Twilio computes it."""
-        return RequestValidator(self.auth_token).compute_signature(url, dict(form))
+    def sign(self, url: str, form: Mapping[str, str], shared_key: str | None = None, algorithm: str = HMAC_SHA1) -> str:
+        """X-Twilio-Signature of `form` posted to `url`, as Twilio computes it: with the auth token (HMAC-SHA1),
+        or with a SharedKey's secret and its Setting's algorithm when a Webhook Rule matches the URL."""
+        return RequestValidator(shared_key or self.auth_token).compute_signature(url, dict(form), algorithm)
 
     def post(self, public_url: str, reach: str, form: Mapping[str, str], signature: str | None = "sign") -> int:
         """POST `form` to `reach` (where our app listens), signed over `public_url` (Twilio's URL); the HTTP status."""

@@ -334,21 +334,42 @@ def section_for(sections: Sequence[tuple[str, TwilioSettings]], form: Mapping[st
 def verify(
     settings: TwilioSettings, path: str, query: str, form: Mapping[str, str], headers: Mapping[str, str]
 ) -> None:
-    """Raise ForgedRequest unless X-Twilio-Signature signs this form at our public URL (what Twilio requested)."""
+    """Raise ForgedRequest unless X-Twilio-Signature signs this form at our public URL (what Twilio requested).
+
+    Twilio signs with the auth token (HMAC-SHA1) unless a Webhook Rule matching our URL names a
+    Setting with a SharedKey: then it signs with that key's secret and the Setting's algorithm
+    (HMAC-SHA256 or SHA1) and says so in X-Twilio-Webhooks-Signature-Settings.
+    """
     signature = headers.get("x-twilio-signature")
-    if not signature or settings.auth_token is None or not settings.public_url:
-        raise ForgedRequest("unsigned request" if not signature else "no public_url or auth token to check against")
+    if not signature or not settings.public_url:
+        raise ForgedRequest("unsigned request" if not signature else "no public_url to check against")
+    announced = headers.get("x-twilio-webhooks-signature-settings")
+    algorithm = get_signature_algorithm(announced).upper()
+    if algorithm not in (HMAC_SHA1, HMAC_SHA256):
+        raise ForgedRequest(f"signed with {algorithm}, which we do not know")
+    validator = RequestValidator(_signing_secret(settings, announced))
     url = settings.public_url.rstrip("/") + path + (f"?{query}" if query else "")
-    algorithm = get_signature_algorithm(headers.get("x-twilio-webhooks-signature-settings"))
-    validator = RequestValidator(settings.auth_token.get_secret_value())
     # Twilio signs the URL as we gave it: checked first, alone. `validate` tries it with and
     # without a port, two signatures each time, on the path every delivery report takes.
-    if algorithm.upper() in (HMAC_SHA1, HMAC_SHA256):
-        expected = validator.compute_signature(url, form, algorithm)
-        if hmac.compare_digest(expected.encode(), signature.encode()):
-            return
+    expected = validator.compute_signature(url, form, algorithm)
+    if hmac.compare_digest(expected.encode(), signature.encode()):
+        return
     if not validator.validate(url, dict(form), signature, algorithm):
         raise ForgedRequest("signature does not match")
+
+
+def _signing_secret(settings: TwilioSettings, announced: str | None) -> str:
+    """The secret a request was signed with: the auth token, or the SharedKey its signature settings name."""
+    if not announced:
+        if settings.auth_token is None:
+            raise ForgedRequest("no auth token to check against")
+        return settings.auth_token.get_secret_value()
+    if settings.webhook_shared_key is None:
+        raise ForgedRequest("signed with a SharedKey, and no webhook_shared_key is configured")
+    named = dict(part.strip().partition("=")[::2] for part in announced.split(",")).get("key", "")
+    if settings.webhook_shared_key_id and named != settings.webhook_shared_key_id:
+        raise ForgedRequest(f"signed with SharedKey {named!r}, not {settings.webhook_shared_key_id!r}")
+    return settings.webhook_shared_key.get_secret_value()
 
 
 def status_report(form: Mapping[str, str], gateway: str, now: datetime, raw: str = "") -> DeliveryReport | None:
