@@ -233,6 +233,10 @@ class TwilioSettings(GatewayLimits):
     public_url: str = Field("", description="the address Twilio reaches us at, for status callbacks")
     timeout_seconds: Finite = Field(15, gt=0, description="how long one request to Twilio may take")
     concurrency: int = Field(64, ge=1, le=10_000)
+    webhook_shared_key: SecretStr | None = Field(
+        None, description="the secret of the SharedKey a Twilio Webhook Setting signs our URLs with (HMAC-SHA256)"
+    )
+    webhook_shared_key_id: str = Field("", description="that SharedKey's id: a webhook signed with another is refused")
 
 
 class ZaloGatewaySettings(GatewayLimits):
@@ -278,7 +282,9 @@ GatewaySection = Annotated[
 # Gateways the package itself provides without a section: the tests' stand-in.
 BUILT_IN_GATEWAYS = frozenset({"fake"})
 # Keys that hold secrets: they may only come from the environment.
-SECRET_KEYS = frozenset({"password", "auth_token", "app_secret", "refresh_token", "webhook_secret"})
+SECRET_KEYS = frozenset(
+    {"password", "auth_token", "app_secret", "refresh_token", "webhook_secret", "webhook_shared_key"}
+)
 
 
 class GatewaysSettings(Section):

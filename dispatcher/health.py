@@ -99,6 +99,19 @@ def record(conn: Any, name: str, tally: Tally, now: datetime, limits: GatewayLim
     return health
 
 
+def disable(conn: Any, name: str, why: str, now: datetime, limits: GatewayLimits) -> Health:
+    """Open `name` at once: the provider refused the gateway itself in a report (its send had been accepted).
+
+    As a GatewayDisabledError at send time does, but from a delivery report: a circuit already open
+    keeps its cool-down (a refused blast reports the refusal once per message), a probing one opens again.
+    """
+    health = replace(_locked(conn, name, now), last_error=why[:300], last_error_at=now)
+    if health.state is not CircuitState.OPEN or health.until is None or health.until <= now:
+        health = _opened(health, now, limits)
+    conn.execute(gateway_health.update().where(gateway_health.c.name == name).values(**_values(health)))
+    return health
+
+
 def _locked(conn: Any, name: str, now: datetime) -> Health:
     """The row of `name`, created if missing, locked until the transaction ends (SQLite: it already is)."""
     query = select(gateway_health).where(gateway_health.c.name == name).with_for_update()

@@ -18,11 +18,13 @@ blast to 1,000,000 subscribers dispatched by two `canhbao worker --until-idle` p
 together (target ≥ 30,000 messages/s for the pair), and the throttle with the two workers sharing
 one gateway limited to 500/s (the limit must hold for their sum).
 
-Twilio (SQLite): a blast through `canhbao worker --until-idle` and the Twilio gateway into the
-loopback Twilio (tests/twilio_fake.py, its own process) answering each request after 50 ms, 64
-requests at once (target ≥ 800 msg/s; ideal 1,280); then one signed status callback per message
-posted by 32 clients at once to `canhbao web` (its own process) on the same database: verified,
-applied and answered (target ≥ 2,000 callbacks/s, p99 < 50 ms).
+Twilio (SQLite): a blast of 10,000 and of 100,000 messages through `canhbao worker --until-idle`
+and the Twilio gateway into the loopback Twilio (tests/twilio_fake.py, its own process) answering
+each request after 50 ms, 64 requests at once (target ≥ 800 msg/s; ideal 1,280), and the worker's
+peak memory at both sizes (flat); then one signed status callback per message of the first blast
+to `canhbao web` (its own process) on the same database, verified, applied and answered: half
+posted by 32 clients at once (the rate), half at 2,000 a second, each timed from when it was due
+(target ≥ 2,000 callbacks/s, p99 < 50 ms).
 
 Zalo: a blast of 10,000 and of 100,000 Zalo messages through `canhbao worker --until-idle`
 against the loopback Zalo (tests/zalo_fake.py, a process of its own) answering after 50 ms, 64
@@ -56,6 +58,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select, update
 
@@ -81,6 +84,7 @@ QUIET_LOOP, QUIET_INSERT = 0.70, 1.05
 ALERT, SECOND_ALERT = "gia-danh-cong-an-goi-video", "phat-nguoi-gia-mao"
 # The figures are about sending: a run after 22:00 in Vietnam must not wait for the morning.
 ZALO_BATCH = 1_000  # a Zalo batch takes 1000 / 64 × 50 ms ≈ 0.8 s at the best
+TWILIO_BATCH = 2_000  # a Twilio batch takes 2000 / 64 × 50 ms ≈ 1.6 s at the best
 NO_QUIET_HOURS = {"CANHBAO_POLICY__QUIET_HOURS": '{"sms": "", "zalo": ""}'}
 
 
@@ -506,7 +510,7 @@ def _twilio_env(url: str, base_url: str, **extra: str) -> dict[str, str]:
 
     return {**os.environ, **NO_QUIET_HOURS, "CANHBAO_DATABASE__URL": url, "CANHBAO_ROUTES": '{"default": ["twilio"]}',
             "CANHBAO_LOGGING__LEVEL": "warning", "CANHBAO_DISPATCH__REPORT_WAIT_SECONDS": "0",
-            "CANHBAO_DISPATCH__BATCH_SIZE": "2000", "CANHBAO_GATEWAYS__TWILIO__ACCOUNT_SID": ACCOUNT_SID,
+            "CANHBAO_DISPATCH__BATCH_SIZE": str(TWILIO_BATCH), "CANHBAO_GATEWAYS__TWILIO__ACCOUNT_SID": ACCOUNT_SID,
             "CANHBAO_GATEWAYS__TWILIO__AUTH_TOKEN": AUTH_TOKEN, "CANHBAO_GATEWAYS__TWILIO__BASE_URL": base_url,
             "CANHBAO_GATEWAYS__TWILIO__MESSAGING_SERVICE_SID": SERVICE_SID,
             "CANHBAO_GATEWAYS__TWILIO__CONCURRENCY": "64", "CANHBAO_GATEWAYS__TWILIO__PUBLIC_URL": TWILIO_PUBLIC,
@@ -533,27 +537,60 @@ def _serving(args: list[str], env: dict[str, str], pattern: str) -> Iterator[tup
         child.wait(20)
 
 
-def bench_twilio(regions: RegionIndex, count: int = 20_000) -> None:
-    """Messages per second through the Twilio gateway (50 ms a request, 64 at once), then callbacks per second."""
+def bench_twilio(regions: RegionIndex, counts: tuple[int, ...] = (10_000, 100_000)) -> None:
+    """Messages per second and the worker's peak memory through the Twilio gateway (50 ms a request, 64 at once)
+    at 10,000 and 100,000 messages; then the first blast's status callbacks into `canhbao web`."""
+    print("twilio (SQLite, loopback Twilio with 50 ms latency in a process of its own, 64 requests at once)")
     with tempfile.TemporaryDirectory(prefix="canhbao-bench-") as tmp:
-        url, settings = _world(Path(tmp), regions, count)
         fake_args = ["-m", "tests.twilio_fake", "--latency-ms", "50"]
+        worlds = []
         with _serving(fake_args, dict(os.environ), r"http://127\.0\.0\.1:\d+") as (base_url, _):
-            blast_id, _, recipients = _scheduled_blast(url, settings, regions)
-            seconds, peak = _run_twilio_worker(url, base_url)
-            span = _send_span(url, blast_id)
-        print(f"twilio: {recipients:,} messages, 50 ms a request, 64 at once: {recipients / span:,.0f} msg/s "
-              f"sending ({seconds:.1f} s with start-up), worker peak RSS {peak} MiB "
-              "(target ≥ 800 msg/s; ideal 1,280)")  # fmt: skip
-        web_args = ["-m", "dispatcher", "web", "--port", "0"]
-        with _serving(web_args, _twilio_env(url, "http://127.0.0.1:9"), r"http://127\.0\.0\.1:\d+") as (web, pid):
-            cpu = _cpu_seconds(pid)
-            rate, p50, p99, answers = asyncio.run(_callbacks(url, f"{web}/hooks/twilio/status"))
-            cpu = (_cpu_seconds(pid) - cpu) / sum(answers.values())
-        delivered = _delivered(url, blast_id)
-    print(f"status callbacks (SQLite, 32 at once, the poster on the same cores): {rate:,.0f}/s verified and applied, "
+            for count in counts:
+                url, settings = _world(Path(tmp), regions, count)
+                blast_id, _, recipients = _scheduled_blast(url, settings, regions)
+                seconds, peak = _run_twilio_worker(url, base_url)
+                sent, span = _sent(url, blast_id), _send_span(url, blast_id)
+                # A batch's rows all get the time it was recorded: the span starts after the first batch went.
+                print(f"  {recipients:>9,} messages: {(sent - TWILIO_BATCH) / span:6,.0f} msg/s sending "
+                      f"({seconds:5.1f} s with start-up), worker peak RSS {peak} MiB")  # fmt: skip
+                worlds.append((url, blast_id))
+        print("  target ≥ 800 msg/s (ideal 1,280); RSS flat between 10,000 and 100,000")
+        _bench_callbacks(*worlds[0])
+
+
+def _bench_callbacks(url: str, blast_id: int) -> None:
+    """Signed `delivered` callbacks for a blast's messages into `canhbao web` (its own process, same database).
+
+    Two measures on the same cores as the poster: as fast as 32 clients at once can post (the
+    rate, its latency being mostly the queue those 32 keep full), and at the target rate, one
+    callback every 0.5 ms whatever the answers (as Twilio sends them: latency from when each was
+    due, so a slow answer holding the poster back is counted, not hidden).
+    """
+    forms = _signed_forms(url)
+    half = len(forms) // 2
+    web_args = ["-m", "dispatcher", "web", "--port", "0"]
+    with _serving(web_args, _twilio_env(url, "http://127.0.0.1:9"), r"http://127\.0\.0\.1:\d+") as (web, pid):
+        target = f"{web}/hooks/twilio/status"
+        cpu = _cpu_seconds(pid)
+        rate, p50, p99, answers = asyncio.run(_callbacks(forms[:half], target))
+        cpu = (_cpu_seconds(pid) - cpu) / sum(answers.values())
+        _, paced50, paced99, paced = asyncio.run(_callbacks_paced(forms[half:], target, CALLBACK_TARGET))
+    delivered = _delivered(url, blast_id)
+    print(f"status callbacks (SQLite, the poster on the same cores): 32 at once: {rate:,.0f}/s verified and applied, "
           f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; web process CPU {cpu * 1000:.2f} ms a callback (one core: "
-          f"{1 / cpu:,.0f}/s); answers {answers}, {delivered:,} delivered (target ≥ 2,000/s, p99 < 50 ms)")  # fmt: skip
+          f"{1 / cpu:,.0f}/s); at {CALLBACK_TARGET:,}/s: p50 {paced50:.1f} ms, p99 {paced99:.1f} ms; answers "
+          f"{_merged_counts(answers, paced)}, {delivered:,} delivered (target ≥ 2,000/s, p99 < 50 ms)")  # fmt: skip
+
+
+CALLBACK_TARGET = 2_000  # callbacks a second the issue asks for
+
+
+def _merged_counts(*counts: dict[int, int]) -> dict[int, int]:
+    merged: dict[int, int] = {}
+    for found in counts:
+        for status, n in found.items():
+            merged[status] = merged.get(status, 0) + n
+    return merged
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -567,9 +604,8 @@ def _run_twilio_worker(url: str, base_url: str) -> tuple[float, int]:
     return seconds, peak
 
 
-async def _callbacks(url: str, target: str, clients: int = 32) -> tuple[float, float, float, dict[int, int]]:
-    """(callbacks/s, p50 ms, p99 ms, answers by HTTP status) of a signed `delivered` per message sent, to `target`."""
-    import aiohttp
+def _signed_forms(url: str) -> list[tuple[dict[str, str], str]]:
+    """A `delivered` status callback for every message sent, with its X-Twilio-Signature (signed before any clock)."""
     from twilio.request_validator import RequestValidator
 
     from tests.twilio_fake import ACCOUNT_SID, AUTH_TOKEN, SERVICE_SID
@@ -583,7 +619,15 @@ async def _callbacks(url: str, target: str, clients: int = 32) -> tuple[float, f
     forms = [{"MessageSid": sid, "SmsSid": sid, "MessageStatus": "delivered", "SmsStatus": "delivered",
               "AccountSid": ACCOUNT_SID, "MessagingServiceSid": SERVICE_SID, "To": msisdn, "From": "CanhBao",
               "ApiVersion": "2010-04-01"} for sid, msisdn in sent]  # fmt: skip
-    signed = [(form, validator.compute_signature(public, form)) for form in forms]  # before the clock starts
+    return [(form, validator.compute_signature(public, form)) for form in forms]
+
+
+async def _callbacks(
+    signed: list[tuple[dict[str, str], str]], target: str, clients: int = 32
+) -> tuple[float, float, float, dict[int, int]]:
+    """(callbacks/s, p50 ms, p99 ms, answers by HTTP status) of `signed` posted by `clients` at once to `target`."""
+    import aiohttp
+
     latencies: list[float] = []
     answers: dict[int, int] = {}
     work = iter(signed)
@@ -591,22 +635,60 @@ async def _callbacks(url: str, target: str, clients: int = 32) -> tuple[float, f
     async def client(session: aiohttp.ClientSession) -> None:
         for form, signature in work:
             started = time.perf_counter()
-            async with session.post(target, data=form, headers={"X-Twilio-Signature": signature}) as response:
-                await response.read()
+            await _post_callback(session, target, form, signature, answers)
             latencies.append(time.perf_counter() - started)
-            answers[response.status] = answers.get(response.status, 0) + 1
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
         started = time.perf_counter()
         await asyncio.gather(*(client(session) for _ in range(clients)))
         seconds = time.perf_counter() - started
-    latencies.sort()
-    return (
-        len(signed) / seconds,
-        latencies[len(latencies) // 2] * 1000,
-        latencies[int(len(latencies) * 0.99)] * 1000,
-        answers,
-    )
+    return (len(signed) / seconds, *_percentiles(latencies), answers)
+
+
+async def _callbacks_paced(
+    signed: list[tuple[dict[str, str], str]], target: str, rate: float
+) -> tuple[float, float, float, dict[int, int]]:
+    """(callbacks/s, p50 ms, p99 ms, answers) of `signed` posted at `rate` a second, each timed from when it was due."""
+    import aiohttp
+
+    latencies: list[float] = []
+    answers: dict[int, int] = {}
+
+    async def one(session: aiohttp.ClientSession, due: float, form: dict[str, str], signature: str) -> None:
+        await _post_callback(session, target, form, signature, answers)
+        latencies.append(time.perf_counter() - due)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
+        started, tasks = time.perf_counter(), []
+        for i, (form, signature) in enumerate(signed):
+            due = started + i / rate
+            if (wait := due - time.perf_counter()) > 0:
+                await asyncio.sleep(wait)
+            tasks.append(asyncio.create_task(one(session, due, form, signature)))
+        await asyncio.gather(*tasks)
+        seconds = time.perf_counter() - started
+    return (len(signed) / seconds, *_percentiles(latencies), answers)
+
+
+async def _post_callback(session: Any, target: str, form: dict[str, str], signature: str, answers: dict) -> None:
+    """POST one callback; again if the server closed the kept-alive connection as it was reused (Twilio would)."""
+    import aiohttp
+
+    for again in (False, True):
+        try:
+            async with session.post(target, data=form, headers={"X-Twilio-Signature": signature}) as response:
+                await response.read()
+            break
+        except aiohttp.ServerDisconnectedError:
+            if again:
+                raise
+    answers[response.status] = answers.get(response.status, 0) + 1
+
+
+def _percentiles(latencies: list[float]) -> tuple[float, float]:
+    """(p50, p99) of `latencies` (seconds) in milliseconds."""
+    latencies = sorted(latencies)
+    return latencies[len(latencies) // 2] * 1000, latencies[int(len(latencies) * 0.99)] * 1000
 
 
 def _delivered(url: str, blast_id: int) -> int:

@@ -356,7 +356,7 @@ def test_a_key_the_kind_does_not_know_names_the_close_one(config: Path) -> None:
 @pytest.mark.parametrize(
     ("section", "key"),
     [("viettel", "password"), ("twilio", "auth_token"), ("zalo", "app_secret"), ("zalo", "refresh_token"),
-     ("zalo", "webhook_secret")],
+     ("zalo", "webhook_secret"), ("twilio", "webhook_shared_key")],
 )  # fmt: skip
 def test_a_secret_of_any_gateway_in_the_file_is_refused(config: Path, section: str, key: str) -> None:
     """Passwords and tokens are refused in the file, whatever the gateway, naming the variable to use."""

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from dispatcher import blasts, health
-from dispatcher.config import Settings, load_settings
+from dispatcher.config import GatewayLimits, Settings, load_settings
 from dispatcher.dispatch import Worker
 from dispatcher.gateways.base import GatewayDisabledError, Outcome, OutgoingMessage, TemporaryError
 from dispatcher.gateways.fake import FakeGateway
@@ -258,3 +258,13 @@ def test_a_zalo_then_sms_message_goes_by_sms_when_every_zalo_gateway_is_out(engi
     counts = _counts(engine, blast_id)
     assert primary.sent == [] and set(counts) == {"sent"} and len(backup.sent) == counts["sent"]
     assert _outcomes(engine)[("primary", "fallback")] > 0
+
+
+def test_the_circuit_a_callback_opened_keeps_its_cool_down(engine: Engine, now: datetime) -> None:
+    """A second refusal reported while the gateway is out does not push its cool-down further away."""
+    limits = GatewayLimits(circuit_cooldown_seconds=30)
+    with engine.begin() as conn:
+        first = health.disable(conn, "twilio", "30007: filtered", now, limits)
+        again = health.disable(conn, "twilio", "30007: filtered again", now + timedelta(seconds=10), limits)
+    assert again.until == first.until == now + timedelta(seconds=30) and again.trips == 1
+    assert again.last_error == "30007: filtered again"

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 import structlog
@@ -29,8 +30,8 @@ from dispatcher.gateways.base import (
     ThrottledError,
     UnknownOutcomeError,
 )
-from dispatcher.gateways.twilio import TwilioGateway, validity
-from dispatcher.models import audit_log, deliveries, subscribers
+from dispatcher.gateways.twilio import TwilioGateway, retry_after, validity
+from dispatcher.models import audit_log, deliveries, delivery_attempts, subscribers
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.smstext import Encoding
 from tests.clock import Clock
@@ -175,6 +176,36 @@ def test_check_fetches_the_account_and_says_what_is_wrong(fake: TwilioFake) -> N
     assert fake.messages == []
 
 
+def test_a_429_keeps_twilios_retry_after(fake: TwilioFake) -> None:
+    """429 with Retry-After: 120 is throttled, Twilio's code kept and the 120 s carried to the retry decision."""
+    fake.throttle_next(1, "120")
+    [outcome] = _send(TwilioGateway(_settings(fake)), [_message(1)])
+    assert type(outcome) is ThrottledError and outcome.code == "20429" and outcome.retry_after == 120
+
+
+def test_retry_after_is_read_in_seconds_or_as_an_http_date(now: datetime) -> None:
+    """Both forms of RFC 9110's Retry-After; an absent or unreadable one is None."""
+    assert retry_after("30") == 30
+    assert retry_after(format_datetime(now + timedelta(seconds=90), usegmt=True), now) == 90
+    assert retry_after(None) is None and retry_after("soon") is None
+
+
+def test_after_a_429_the_next_sends_wait_out_a_short_retry_after(fake: TwilioFake) -> None:
+    """Retry-After: 1, one request at a time: the next message reaches Twilio only a second after the 429."""
+    fake.throttle_next(1, "1")
+    outcomes = _send(TwilioGateway(_settings(fake, concurrency=1)), [_message(1), _message(2)])
+    assert [type(o) for o in outcomes] == [ThrottledError, SendResult]
+    assert fake.arrivals[1] - fake.arrivals[0] >= 1.0
+
+
+def test_after_a_429_with_a_long_retry_after_the_rest_goes_back_unsent(fake: TwilioFake) -> None:
+    """Retry-After: 120: the messages after it are not sent to Twilio; they come back throttled, to wait as long."""
+    fake.throttle_next(1, "120")
+    outcomes = _send(TwilioGateway(_settings(fake, concurrency=1)), [_message(i) for i in (1, 2, 3)])
+    assert [type(o) for o in outcomes] == [ThrottledError] * 3 and fake.requests == 1
+    assert all(o.retry_after > 110 for o in outcomes)
+
+
 def test_messages_go_at_most_concurrency_at_once(now: datetime) -> None:
     """With concurrency 4 and 100 ms per request, 12 messages take three rounds, not one."""
     with TwilioFake(latency_ms=100) as fake:
@@ -193,6 +224,33 @@ def test_a_section_that_cannot_send_is_refused_when_built() -> None:
         build("twilio", settings.gateways)
 
 
+def _blast_through(engine, regions, now: datetime, fake: TwilioFake) -> int:
+    """An approved blast to everyone, sent by a worker (on the test's clock) through Twilio at `fake` until idle."""
+    environ = {"CANHBAO_ROUTES": '{"default": ["twilio"]}', "CANHBAO_DISPATCH__REPORT_WAIT_SECONDS": "0",
+               "CANHBAO_GATEWAYS__TWILIO__ACCOUNT_SID": ACCOUNT_SID, "CANHBAO_GATEWAYS__TWILIO__AUTH_TOKEN": AUTH_TOKEN,
+               "CANHBAO_GATEWAYS__TWILIO__MESSAGING_SERVICE_SID": SERVICE_SID,
+               "CANHBAO_GATEWAYS__TWILIO__BASE_URL": fake.base_url,
+               "CANHBAO_GATEWAYS__TWILIO__PUBLIC_URL": PUBLIC}  # fmt: skip
+    settings = load_settings(None, environ)
+    segment = resolve(SegmentSpec(provinces=("Đà Nẵng",)), regions)
+    with engine.begin() as conn:
+        request = blasts.BlastRequest("gia-danh-cong-an-goi-video", segment, not_after=now + timedelta(hours=2))
+        blast_id, _ = blasts.create(conn, request, "liaison", settings, regions, now)
+        blasts.approve(conn, blast_id, "chief", now)
+    clock = Clock(now)
+    worker = Worker(engine, {"twilio": build("twilio", settings.gateways)}, settings, regions, clock, "w1")
+    worker.gateways["twilio"].clock = clock
+
+    async def run() -> None:
+        try:
+            await worker.run(until_idle=True)
+        finally:
+            await worker.gateways["twilio"].close()
+
+    asyncio.run(run())
+    return blast_id
+
+
 def test_a_blast_goes_through_twilio_and_a_refusal_at_twilio_opts_the_person_out(
     engine, regions, now, tmp_path
 ) -> None:
@@ -200,32 +258,10 @@ def test_a_blast_goes_through_twilio_and_a_refusal_at_twilio_opts_the_person_out
     people(engine, regions, now, tmp_path, 20, seed=3)
     catalogue(engine, now, ["gia-danh-cong-an-goi-video"])
     with TwilioFake() as fake:
-        environ = {"CANHBAO_ROUTES": '{"default": ["twilio"]}', "CANHBAO_DISPATCH__REPORT_WAIT_SECONDS": "0",
-                   "CANHBAO_GATEWAYS__TWILIO__ACCOUNT_SID": ACCOUNT_SID,
-                   "CANHBAO_GATEWAYS__TWILIO__AUTH_TOKEN": AUTH_TOKEN,
-                   "CANHBAO_GATEWAYS__TWILIO__MESSAGING_SERVICE_SID": SERVICE_SID,
-                   "CANHBAO_GATEWAYS__TWILIO__BASE_URL": fake.base_url,
-                   "CANHBAO_GATEWAYS__TWILIO__PUBLIC_URL": PUBLIC}  # fmt: skip
-        settings = load_settings(None, environ)
         with engine.connect() as conn:
             refusing = conn.execute(select(subscribers.c.msisdn).limit(1)).scalar_one()
         fake.refuse(refusing, 21610)
-        segment = resolve(SegmentSpec(provinces=("Đà Nẵng",)), regions)
-        with engine.begin() as conn:
-            request = blasts.BlastRequest("gia-danh-cong-an-goi-video", segment, not_after=now + timedelta(hours=2))
-            blast_id, _ = blasts.create(conn, request, "liaison", settings, regions, now)
-            blasts.approve(conn, blast_id, "chief", now)
-        clock = Clock(now)
-        worker = Worker(engine, {"twilio": build("twilio", settings.gateways)}, settings, regions, clock, "w1")
-        worker.gateways["twilio"].clock = clock
-
-        async def run() -> None:
-            try:
-                await worker.run(until_idle=True)
-            finally:
-                await worker.gateways["twilio"].close()
-
-        asyncio.run(run())
+        _blast_through(engine, regions, now, fake)
     assert fake.violations == []
     with engine.connect() as conn:
         rows = conn.execute(select(deliveries.c.msisdn, deliveries.c.status, deliveries.c.provider_id)).all()
@@ -238,3 +274,18 @@ def test_a_blast_goes_through_twilio_and_a_refusal_at_twilio_opts_the_person_out
     assert [status for msisdn, status, _ in rows if msisdn == refusing] == ["failed"]
     assert opted is not None and audited == ["gateway:twilio"]
     assert {m["ValidityPeriod"] for m in fake.messages} == {"7200"}
+
+
+def test_a_throttled_message_waits_at_least_twilios_retry_after(engine, regions, now, tmp_path) -> None:
+    """A blast whose first request Twilio answers 429 with Retry-After: 600: that message is queued ≥ 600 s later."""
+    people(engine, regions, now, tmp_path, 20, seed=3)
+    catalogue(engine, now, ["gia-danh-cong-an-goi-video"])
+    with TwilioFake() as fake:
+        fake.throttle_next(1, "600")
+        _blast_through(engine, regions, now, fake)
+    with engine.connect() as conn:
+        rows = conn.execute(select(deliveries.c.status, deliveries.c.next_attempt_at, deliveries.c.error_code)).all()
+        outcomes = conn.execute(select(delivery_attempts.c.outcome)).scalars().all()
+    [(_, due, code)] = [row for row in rows if row.status == "queued"]
+    assert blasts.utc(due) >= now + timedelta(seconds=599) and code == "20429" and outcomes == ["throttled"]
+    assert sorted(status for status, _, _ in rows) == ["queued"] + ["sent"] * (len(rows) - 1)

@@ -22,11 +22,13 @@ import pytest
 import structlog
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
+from twilio.request_validator import HMAC_SHA256
 
-from dispatcher import blasts
+from dispatcher import blasts, health
 from dispatcher.config import Settings, load_settings
 from dispatcher.dispatch import Worker
 from dispatcher.gateways import build
+from dispatcher.health import CircuitState
 from dispatcher.models import audit_log, deliveries, delivery_reports, inbox, subscribers
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.subscribers import find_subscriber, held_refusal
@@ -47,11 +49,12 @@ def _environ(fake: TwilioFake) -> dict[str, str]:
             "CANHBAO_GATEWAYS__TWILIO__PUBLIC_URL": PUBLIC}  # fmt: skip
 
 
-def send_blast(engine: Engine, regions: Any, settings: Settings, now: datetime) -> None:
-    """An approved blast to everyone imported, sent through the Twilio gateway by a worker until idle."""
+def send_blast(engine: Engine, regions: Any, settings: Settings, now: datetime,
+               alert: str = "gia-danh-cong-an-goi-video") -> int:  # fmt: skip
+    """An approved blast of `alert` to everyone imported, sent through the Twilio gateway by a worker until idle."""
     segment = resolve(SegmentSpec(provinces=("Đà Nẵng",)), regions)
     with engine.begin() as conn:
-        request = blasts.BlastRequest("gia-danh-cong-an-goi-video", segment, not_after=now + timedelta(hours=2))
+        request = blasts.BlastRequest(alert, segment, not_after=now + timedelta(hours=2))
         blast_id, _ = blasts.create(conn, request, "liaison", settings, regions, now)
         blasts.approve(conn, blast_id, "chief", now)
     worker = Worker(engine, {"twilio": build("twilio", settings.gateways)}, settings, regions, Clock(now), "w1")
@@ -63,6 +66,7 @@ def send_blast(engine: Engine, regions: Any, settings: Settings, now: datetime) 
             await worker.gateways["twilio"].close()
 
     asyncio.run(run())
+    return blast_id
 
 
 @pytest.fixture
@@ -138,6 +142,57 @@ def test_a_callback_twilio_did_not_sign_is_refused_and_changes_nothing(sent, how
     assert [e["event"] for e in logs] == ["webhook.refused"]
 
 
+SHARED_KEY, SHARED_KEY_ID = "shared-key-secret-0123456789abcdef", "webhooks_sharedkey_0123"
+
+
+def _shared_key_app(sent, now: datetime, **keys: str) -> TestClient:
+    """The web app of `sent`, its Twilio gateway given a SharedKey (secret, and the other keys as given)."""
+    engine, fake, _, _ = sent
+    environ = {**_environ(fake), "CANHBAO_GATEWAYS__TWILIO__WEBHOOK_SHARED_KEY": SHARED_KEY,
+               **{f"CANHBAO_GATEWAYS__TWILIO__{k.upper()}": v for k, v in keys.items()}}  # fmt: skip
+    return TestClient(create_app(load_settings(None, environ), engine, lambda: now + timedelta(minutes=1)))
+
+
+def _shared_key_post(client: TestClient, fake: TwilioFake, form: dict[str, str], signature: str,
+                     settings: str = f"key={SHARED_KEY_ID},algorithm=HMAC_SHA256") -> int:  # fmt: skip
+    """POST `form` with `signature` and X-Twilio-Webhooks-Signature-Settings, as Twilio does under a Webhook Rule."""
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signature,
+               "X-Twilio-Webhooks-Signature-Settings": settings}  # fmt: skip
+    return client.post("/hooks/twilio/status", content=urlencode(form), headers=headers).status_code
+
+
+def test_a_callback_signed_with_a_shared_key_in_hmac_sha256_is_believed(sent, now) -> None:
+    """A Webhook Setting's SharedKey and HMAC-SHA256: 204 and the delivery moves on; the auth token still works."""
+    engine, fake, _, _ = sent
+    first, second = fake.messages[0]["sid"], fake.messages[1]["sid"]
+    with _shared_key_app(sent, now, webhook_shared_key_id=SHARED_KEY_ID) as client:
+        form = fake.status_form(first, "delivered")
+        assert _shared_key_post(client, fake, form, fake.sign(STATUS, form, SHARED_KEY, HMAC_SHA256)) == 204
+        assert _post(client, fake, fake.status_form(second, "delivered")).status_code == 204
+    assert _rows(engine)[first] == _rows(engine)[second] == ("delivered", None)
+
+
+@pytest.mark.parametrize("how", ["forged", "tampered", "auth token", "sha1 said sha256", "other key id", "no key"])
+def test_a_shared_key_signature_that_does_not_hold_is_refused(sent, now, how: str) -> None:
+    """Another secret, an altered form, the auth token or SHA-1 where SHA-256 is announced, another key, none: 403."""
+    engine, fake, _, _ = sent
+    form = fake.status_form(fake.messages[0]["sid"], "delivered")
+    signature = {"forged": fake.sign(STATUS, form, "not-our-key", HMAC_SHA256),
+                 "tampered": fake.sign(STATUS, {**form, "MessageStatus": "sent"}, SHARED_KEY, HMAC_SHA256),
+                 "auth token": fake.sign(STATUS, form, None, HMAC_SHA256),
+                 "sha1 said sha256": fake.sign(STATUS, form, SHARED_KEY)}.get(how)  # fmt: skip
+    settings = {"other key id": "key=webhooks_sharedkey_9999,algorithm=HMAC_SHA256"}.get(how)
+    before = _rows(engine)
+    if how == "no key":  # the gateway has no SharedKey configured
+        client = TestClient(create_app(sent[2], engine, lambda: now))
+    else:
+        client = _shared_key_app(sent, now, webhook_shared_key_id=SHARED_KEY_ID)
+    with client:
+        status = _shared_key_post(client, fake, form, signature or fake.sign(STATUS, form, SHARED_KEY, HMAC_SHA256),
+                                  **({"settings": settings} if settings else {}))  # fmt: skip
+    assert status == 403 and _rows(engine) == before
+
+
 def test_replayed_duplicated_and_late_callbacks_change_nothing(sent) -> None:
     """The same signed `delivered` again, then a late `sent` and `undelivered`: it stays as first recorded."""
     engine, fake, _, client = sent
@@ -191,14 +246,31 @@ def test_a_refusal_reported_by_twilio_opts_the_person_out(sent) -> None:
     assert _rows(engine)[message["sid"]] == ("undeliverable", "21610")
 
 
-def test_a_carrier_filtering_our_messages_is_told_to_the_operator(sent) -> None:
-    """ErrorCode 30007 (filtered by the carrier) logs an error naming the gateway."""
-    _, fake, _, client = sent
+@pytest.mark.parametrize("code", [30007, 21408, 20003])
+def test_a_callback_refusing_the_gateway_is_told_to_the_operator_and_opens_its_circuit(sent, code: int) -> None:
+    """ErrorCode 30007 (filtered), 21408 (region not allowed) or 20003: an error log and the circuit open, with why."""
+    engine, fake, _, client = sent
+    sid = fake.messages[0]["sid"]
     with structlog.testing.capture_logs() as logs:
-        _post(client, fake, fake.status_form(fake.messages[0]["sid"], "undelivered", 30007))
-    assert [(e["event"], e["gateway"]) for e in logs if e["log_level"] == "error"] == [
-        ("twilio.gateway_disabled", "twilio")
-    ]
+        assert _post(client, fake, fake.status_form(sid, "undelivered", code)).status_code == 204
+    [told] = [e for e in logs if e["log_level"] == "error"]
+    assert (told["event"], told["gateway"], told["code"]) == ("twilio.gateway_disabled", "twilio", str(code))
+    with engine.connect() as conn:
+        circuit = health.load(conn)["twilio"]
+    assert circuit.state is CircuitState.OPEN and circuit.last_error.startswith(f"{code}: ") and sid in told["error"]
+    assert _rows(engine)[sid] == ("failed", str(code))  # the gateway's fault, not the number's: not undeliverable
+
+
+def test_a_gateway_a_callback_refused_is_skipped_by_every_worker(sent, regions, now) -> None:
+    """After a 30007 callback, the next blast's worker sends nothing through Twilio: its messages wait, queued."""
+    engine, fake, settings, client = sent
+    catalogue(engine, now, ["phat-nguoi-gia-mao"])
+    _post(client, fake, fake.status_form(fake.messages[0]["sid"], "undelivered", 30007))
+    before = len(fake.messages)
+    blast_id = send_blast(engine, regions, settings, now + timedelta(minutes=1), "phat-nguoi-gia-mao")
+    with engine.connect() as conn:
+        assert {k for k, v in blasts.counts(conn, blast_id).items() if v} == {"queued"}
+    assert len(fake.messages) == before
 
 
 def test_malformed_callbacks_are_refused_with_400(sent) -> None:

@@ -18,6 +18,7 @@ import json
 import re
 import secrets
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from urllib.parse import urlparse
 
 import aiohttp
 from aiohttp import web
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import HMAC_SHA1, RequestValidator
 
 SPEC = json.loads((Path(__file__).parent / "data" / "twilio_messages_api.json").read_text(encoding="utf-8"))
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -101,6 +102,9 @@ class TwilioFake:
         self.violations: list[str] = []
         """Every way a request broke Twilio's published description."""
         self.requests = 0
+        self.arrivals: list[float] = []
+        """When (time.monotonic()) each create request arrived."""
+        self._throttle_next: list[str | None] = []
         self._refuse_to: dict[str, tuple[int, int]] = {}
         self._refuse_next: list[tuple[int, int]] = []
         self._loop = asyncio.new_event_loop()
@@ -119,6 +123,10 @@ class TwilioFake:
     def refuse_next(self, count: int, code: int, status: int = 400) -> None:
         """Answer the next `count` messages with Twilio's error `code` (HTTP `status`)."""
         self._refuse_next += [(code, status)] * count
+
+    def throttle_next(self, count: int, retry_after: str | None) -> None:
+        """Answer the next `count` messages 429 Too Many Requests, with this Retry-After header (None: without one)."""
+        self._throttle_next += [retry_after] * count
 
     def __enter__(self) -> TwilioFake:
         self._thread.start()
@@ -144,6 +152,7 @@ class TwilioFake:
 
     async def _create(self, request: web.Request) -> web.Response:
         self.requests += 1
+        self.arrivals.append(time.monotonic())
         if not self._authorised(request):
             return _error(20003, "Authenticate", 401)
         form = await request.post()
@@ -152,6 +161,9 @@ class TwilioFake:
             self.violations += problems
             return _error(21999, "; ".join(problems), 400)
         flat = {name: values[0] for name, values in fields.items()}
+        if self._throttle_next:  # Twilio's answer when an account sends faster than its queue takes (code 20429)
+            wait = self._throttle_next.pop(0)
+            return _error(20429, "Too Many Requests", 429, {} if wait is None else {"Retry-After": wait})
         if refusal := self._refuse_to.get(flat["To"]) or (self._refuse_next and self._refuse_next.pop(0)):
             await asyncio.sleep(self.latency)
             return _error(refusal[0], f"refused by the fake ({refusal[0]})", refusal[1])
@@ -202,9 +214,10 @@ class TwilioFake:
         return {"MessageSid": sid, "SmsSid": sid, "SmsMessageSid": sid, "AccountSid": self.account_sid, "From": from_,
                 "To": to, "Body": body, "NumMedia": "0", "NumSegments": "1", "ApiVersion": "2010-04-01"}  # fmt: skip
 
-    def sign(self, url: str, form: Mapping[str, str]) -> str:
-        """X-Twilio-Signature of `form` posted to `url`, as Twilio computes it."""
-        return RequestValidator(self.auth_token).compute_signature(url, dict(form))
+    def sign(self, url: str, form: Mapping[str, str], shared_key: str | None = None, algorithm: str = HMAC_SHA1) -> str:
+        """X-Twilio-Signature of `form` posted to `url`, as Twilio computes it: with the auth token (HMAC-SHA1),
+        or with a SharedKey's secret and its Setting's algorithm when a Webhook Rule matches the URL."""
+        return RequestValidator(shared_key or self.auth_token).compute_signature(url, dict(form), algorithm)
 
     def post(self, public_url: str, reach: str, form: Mapping[str, str], signature: str | None = "sign") -> int:
         """POST `form` to `reach` (where our app listens), signed over `public_url` (Twilio's URL); the HTTP status."""
@@ -224,10 +237,10 @@ def _path_problems(sid: str, operation: str) -> list[str]:
     return [] if re.search(parameter["pattern"], sid) else [f"AccountSid {sid!r} does not match {parameter['pattern']}"]
 
 
-def _error(code: int, message: str, status: int) -> web.Response:
+def _error(code: int, message: str, status: int, headers: dict[str, str] | None = None) -> web.Response:
     body = {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
             "status": status}  # fmt: skip
-    return web.json_response(body, status=status)
+    return web.json_response(body, status=status, headers=headers)
 
 
 def main() -> None:

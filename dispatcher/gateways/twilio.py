@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -50,6 +52,8 @@ log = structlog.get_logger(__name__)
 STATUS_PATH = "/hooks/twilio/status"
 INBOUND_PATH = "/hooks/twilio/inbound"
 VALIDITY_RANGE = (1, 36_000)  # seconds Twilio accepts as ValidityPeriod
+HOLD_WITHOUT_RETRY_AFTER = 1.0  # seconds sends hold after a 429 that names no Retry-After
+HOLD_IN_BATCH = 5.0  # a hold up to this long is waited out by the batch; a longer one sends its messages back
 
 # Twilio's error codes, from an API answer or a status callback's ErrorCode: what each means for us.
 ERRORS: dict[int, type[GatewayError]] = {
@@ -65,6 +69,12 @@ ERRORS: dict[int, type[GatewayError]] = {
     30001: TemporaryError,  # Twilio's queue overflowed
     30003: TemporaryError,  # the handset is unreachable (off, out of coverage)
     30008: TemporaryError,  # unknown error
+}
+# What an operator reads of the codes that stop the gateway (in `gateways list` and the attempts passed over).
+DISABLED_REASONS = {
+    21408: "the account may not send to this region: enable Vietnam in Twilio's Geo Permissions",
+    30007: "the carrier filters our messages as spam: the sender or content must be registered",
+    20003: "Twilio refused the account SID or auth token",
 }
 # What Twilio says of a message in a callback, as the report it is (absent: not final yet, nothing to record).
 FINAL_STATUSES = {"delivered": ReportStatus.DELIVERED, "read": ReportStatus.DELIVERED,
@@ -82,6 +92,15 @@ class MalformedRequest(ValueError):
     """A signed webhook request that does not say what Twilio's webhooks say."""
 
 
+class TooManyRequests(Exception):
+    """Twilio answered 429: with its Retry-After (seconds, None if it named none), which TwilioRestException drops."""
+
+    def __init__(self, retry_after: float | None, body: str) -> None:
+        super().__init__(f"HTTP 429, Retry-After {retry_after}")
+        self.retry_after = retry_after
+        self.body = body
+
+
 class TwilioGateway:
     """Sends SMS through one Twilio account, from a Messaging Service or a number of its own."""
 
@@ -93,6 +112,7 @@ class TwilioGateway:
         self._client: Client | None = None
         self._http: AsyncTwilioHttpClient | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._held_until = 0.0  # the event loop's time until which no request starts: Twilio said 429
 
     async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[Outcome]:
         """Send `messages`, `concurrency` at a time; one outcome each, in order."""
@@ -109,6 +129,9 @@ class TwilioGateway:
                 account = await self._client.api.v2010.accounts(sid).fetch_async()
         except TwilioRestException as exc:
             raise _check_failed(exc) from exc
+        except TooManyRequests as exc:
+            wait = f" {exc.retry_after:.0f} giây" if exc.retry_after is not None else ""
+            raise ThrottledError(f"Twilio yêu cầu chờ{wait} (HTTP 429): thử lại sau.", "429") from exc
         except Exception as exc:
             self._failed(exc)  # raises again what is neither Twilio's nor the network's
             raise NotSentError(f"Không kết nối được tới Twilio tại {self.settings.base_url}.", "connect") from exc
@@ -138,12 +161,11 @@ class TwilioGateway:
         """
         if self._client is not None:
             return
-        from twilio.http.async_http_client import AsyncTwilioHttpClient
         from twilio.rest import Client
 
         s = self.settings
         token = s.auth_token.get_secret_value() if s.auth_token else ""
-        self._http = AsyncTwilioHttpClient(timeout=s.timeout_seconds)
+        self._http = _http_client(s.timeout_seconds)
         # environment={}: TWILIO_* variables must not redirect a gateway configured here.
         self._client = Client(s.account_sid, token, s.account_sid, http_client=self._http, environment={})
         self._client.api.base_url = s.base_url.rstrip("/")
@@ -152,6 +174,8 @@ class TwilioGateway:
     async def _send(self, message: OutgoingMessage) -> Outcome:
         assert self._client is not None and self._slots is not None
         async with self._slots:
+            if held := await self._hold():
+                return held
             try:
                 # The SDK's async client passes no timeout to aiohttp (whose default is 5 minutes).
                 async with asyncio.timeout(self.settings.timeout_seconds):
@@ -160,10 +184,34 @@ class TwilioGateway:
                 return self._failed(exc)
         return SendResult(created.sid, message.parts)
 
+    async def _hold(self) -> ThrottledError | None:
+        """Wait out a short hold Twilio asked for (the rate backs off); a long one: the message goes back, unsent."""
+        loop = asyncio.get_running_loop()
+        wait = self._held_until - loop.time()
+        if wait > HOLD_IN_BATCH:
+            return ThrottledError("not sent: Twilio asked us to wait (HTTP 429)", "429-held", retry_after=wait)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return None
+
+    def _throttled(self, exc: TooManyRequests) -> ThrottledError:
+        """A 429 as our error, its Retry-After kept; no request starts here until it has passed."""
+        wait = exc.retry_after if exc.retry_after is not None else HOLD_WITHOUT_RETRY_AFTER
+        self._held_until = max(self._held_until, asyncio.get_running_loop().time() + wait)
+        log.warning("twilio.throttled", gateway=self.name, retry_after=exc.retry_after)
+        try:
+            body = json.loads(exc.body)
+            code, message = str(body.get("code") or 429), str(body.get("message") or "Too Many Requests")
+        except (ValueError, AttributeError):
+            code, message = "429", "Too Many Requests"
+        return ThrottledError(message, code, retry_after=exc.retry_after)
+
     def _failed(self, exc: Exception) -> GatewayError:
         """A send's exception as our error; one that is neither Twilio's nor the network's is a bug: raised again."""
         import aiohttp  # already loaded with the client (see _open)
 
+        if isinstance(exc, TooManyRequests):
+            return self._throttled(exc)
         if isinstance(exc, TwilioRestException):
             return self._refused(exc)
         if isinstance(exc, aiohttp.ClientConnectorError):  # no connection was made: Twilio has nothing
@@ -194,6 +242,42 @@ class TwilioGateway:
         if isinstance(error, GatewayDisabledError):
             log.error("twilio.gateway_disabled", gateway=self.name, code=error.code, error=error.message)
         return error
+
+
+def _http_client(timeout: float) -> AsyncTwilioHttpClient:
+    """The SDK's async HTTP client, but a 429 raises TooManyRequests with the answer's Retry-After.
+
+    The SDK turns every error answer into a TwilioRestException without its headers; the wait
+    Twilio asks for is only in the Retry-After header, so it is read here, where the answer is.
+    """
+    from twilio.http.async_http_client import AsyncTwilioHttpClient
+
+    class HttpClient(AsyncTwilioHttpClient):
+        """AsyncTwilioHttpClient whose 429 keeps its Retry-After."""
+
+        async def request(self, *args: Any, **kwargs: Any) -> Any:
+            """The SDK's request; a 429 raises TooManyRequests."""
+            response = await super().request(*args, **kwargs)
+            if response.status_code == 429:
+                raise TooManyRequests(retry_after((response.headers or {}).get("Retry-After")), response.text)
+            return response
+
+    return HttpClient(timeout=timeout)
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date), None if absent or unreadable."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _check_failed(exc: TwilioRestException) -> GatewayError:
@@ -250,21 +334,52 @@ def section_for(sections: Sequence[tuple[str, TwilioSettings]], form: Mapping[st
 def verify(
     settings: TwilioSettings, path: str, query: str, form: Mapping[str, str], headers: Mapping[str, str]
 ) -> None:
-    """Raise ForgedRequest unless X-Twilio-Signature signs this form at our public URL (what Twilio requested)."""
+    """Raise ForgedRequest unless X-Twilio-Signature signs this form at our public URL (what Twilio requested).
+
+    Twilio signs with the auth token (HMAC-SHA1) unless a Webhook Rule matching our URL names a
+    Setting with a SharedKey: then it signs with that key's secret and the Setting's algorithm
+    (HMAC-SHA256 or SHA1) and says so in X-Twilio-Webhooks-Signature-Settings.
+    """
     signature = headers.get("x-twilio-signature")
-    if not signature or settings.auth_token is None or not settings.public_url:
-        raise ForgedRequest("unsigned request" if not signature else "no public_url or auth token to check against")
+    if not signature or not settings.public_url:
+        raise ForgedRequest("unsigned request" if not signature else "no public_url to check against")
+    announced = headers.get("x-twilio-webhooks-signature-settings")
+    algorithm = get_signature_algorithm(announced).upper()
+    if algorithm not in (HMAC_SHA1, HMAC_SHA256):
+        raise ForgedRequest(f"signed with {algorithm}, which we do not know")
+    validator = RequestValidator(_signing_secret(settings, announced))
     url = settings.public_url.rstrip("/") + path + (f"?{query}" if query else "")
-    algorithm = get_signature_algorithm(headers.get("x-twilio-webhooks-signature-settings"))
-    validator = RequestValidator(settings.auth_token.get_secret_value())
     # Twilio signs the URL as we gave it: checked first, alone. `validate` tries it with and
     # without a port, two signatures each time, on the path every delivery report takes.
-    if algorithm.upper() in (HMAC_SHA1, HMAC_SHA256):
-        expected = validator.compute_signature(url, form, algorithm)
-        if hmac.compare_digest(expected.encode(), signature.encode()):
-            return
-    if not validator.validate(url, dict(form), signature, algorithm):
+    fields = _Form(form)
+    expected = validator.compute_signature(url, fields, algorithm)
+    if hmac.compare_digest(expected.encode(), signature.encode()):
+        return
+    if not validator.validate(url, fields, signature, algorithm):
         raise ForgedRequest("signature does not match")
+
+
+class _Form(dict[str, str]):
+    """A form of one value per field, read by RequestValidator through `getall`: it asks a plain dict for
+    `getall` and `getlist` first, and the two exceptions cost twice the signature itself."""
+
+    def getall(self, name: str) -> list[str]:
+        """The field's values: its one value."""
+        return [self[name]]
+
+
+def _signing_secret(settings: TwilioSettings, announced: str | None) -> str:
+    """The secret a request was signed with: the auth token, or the SharedKey its signature settings name."""
+    if not announced:
+        if settings.auth_token is None:
+            raise ForgedRequest("no auth token to check against")
+        return settings.auth_token.get_secret_value()
+    if settings.webhook_shared_key is None:
+        raise ForgedRequest("signed with a SharedKey, and no webhook_shared_key is configured")
+    named = dict(part.strip().partition("=")[::2] for part in announced.split(",")).get("key", "")
+    if settings.webhook_shared_key_id and named != settings.webhook_shared_key_id:
+        raise ForgedRequest(f"signed with SharedKey {named!r}, not {settings.webhook_shared_key_id!r}")
+    return settings.webhook_shared_key.get_secret_value()
 
 
 def status_report(form: Mapping[str, str], gateway: str, now: datetime, raw: str = "") -> DeliveryReport | None:
@@ -276,8 +391,9 @@ def status_report(form: Mapping[str, str], gateway: str, now: datetime, raw: str
         return None
     code = form.get("ErrorCode") or None
     outcome = FINAL_STATUSES[status]
-    if outcome is ReportStatus.FAILED and issubclass(_meaning(code), PermanentError):
-        outcome = ReportStatus.UNDELIVERABLE  # it can never arrive: no use waiting for another try
+    meaning = _meaning(code)
+    if outcome is ReportStatus.FAILED and issubclass(meaning, PermanentError) and meaning is not GatewayDisabledError:
+        outcome = ReportStatus.UNDELIVERABLE  # it can never arrive (a gateway refused is not the number's fault)
     return DeliveryReport(sid, outcome, now, code, gateway, raw or urlencode(sorted(form.items())))
 
 
@@ -286,9 +402,13 @@ def opted_out(form: Mapping[str, str]) -> str | None:
     return form.get("To") if form.get("ErrorCode") == "21610" else None
 
 
-def disabled(form: Mapping[str, str]) -> bool:
-    """Whether a status callback's ErrorCode says this gateway should stop (and an operator be told)."""
-    return _meaning(form.get("ErrorCode")) is GatewayDisabledError
+def disabled(form: Mapping[str, str]) -> str | None:
+    """Why this gateway must stop (and an operator be told), when a status callback's ErrorCode says so; else None."""
+    code = form.get("ErrorCode")
+    if _meaning(code) is not GatewayDisabledError:
+        return None
+    sid = form.get("MessageSid") or form.get("SmsSid")
+    return f"{code}: {DISABLED_REASONS.get(int(code or 0), 'the gateway was refused')} (status callback for {sid})"
 
 
 def _meaning(code: str | None) -> type[GatewayError]:

@@ -46,7 +46,7 @@ def create_app(settings: Settings, engine: Engine, clock: Callable[[], datetime]
     app.state.settings = settings
     app.state.engine = engine
     app.state.clock = clock or (lambda: datetime.now(UTC))
-    app.state.writer = ReportWriter(engine, app.state.clock)
+    app.state.writer = ReportWriter(engine, app.state.clock, settings.gateways.get)
     app.state.regions = None
     app.state.dashboard = Fresh(settings.web.dashboard_seconds)
     app.add_middleware(SecurityHeaders)

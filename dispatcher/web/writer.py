@@ -14,26 +14,38 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from dispatcher import queue
+from dispatcher import health, queue
+from dispatcher.config import GatewayLimits
 from dispatcher.gateways.base import DeliveryReport
 from dispatcher.subscribers import set_opt_out
 
-Item = tuple[DeliveryReport | None, str | None, str, asyncio.Future[None]]
+# (report, number opted out, gateway, why the gateway must stop, the request's future)
+Item = tuple[DeliveryReport | None, str | None, str, str | None, asyncio.Future[None]]
 
 
 class ReportWriter:
-    """Applies delivery reports and refusals (opt-outs a provider told us of), many per transaction."""
+    """Applies delivery reports, refusals (opt-outs a provider told us of) and gateways the provider refused,
+    many per transaction; `limits` gives a gateway's circuit settings by name."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], datetime],
+        limits: Callable[[str], GatewayLimits | None] = lambda _: None,
+    ) -> None:
         self.engine = engine
         self.clock = clock
+        self.limits = limits
         self._waiting: list[Item] = []
         self._flushing: asyncio.Task[None] | None = None
 
-    async def apply(self, report: DeliveryReport | None, refusal: str | None, gateway: str) -> None:
-        """Store `report` (and opt `refusal`, a number, out), returning once committed; raises if it could not be."""
+    async def apply(
+        self, report: DeliveryReport | None, refusal: str | None, gateway: str, disabled: str | None = None
+    ) -> None:
+        """Store `report`, opt `refusal` (a number) out and open the circuit of `gateway` if `disabled` says why,
+        returning once committed; raises if it could not be."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((report, refusal, gateway, future))
+        self._waiting.append((report, refusal, gateway, disabled, future))
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush())
         await future
@@ -54,10 +66,12 @@ class ReportWriter:
     def _write(self, batch: list[Item]) -> None:
         now = self.clock()
         with self.engine.begin() as conn:
-            queue.apply_reports(conn, [report for report, _, _, _ in batch if report is not None])
-            for _, refusal, gateway, _ in batch:
+            queue.apply_reports(conn, [report for report, *_ in batch if report is not None])
+            for _, refusal, gateway, disabled, _ in batch:
                 if refusal:
                     set_opt_out(conn, refusal, True, now, actor=f"gateway:{gateway}")
+                if disabled:
+                    health.disable(conn, gateway, disabled, now, self.limits(gateway) or GatewayLimits())
 
 
 def _settle(batch: list[Item], error: Exception | None) -> None:
