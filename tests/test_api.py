@@ -338,6 +338,9 @@ def test_the_audit_log_is_filtered_and_paged_by_key(world: FastAPI) -> None:
     rest = admin.get("/api/v1/audit", params={"action": "blast", "before": first["next_before"]}).json()
     assert len(rest["items"]) == 1 and rest["next_before"] is None
     assert rest["items"][0]["id"] < first["items"][-1]["id"]
+    through_api = admin.get("/api/v1/audit", params={"action": "blast", "source": "api"}).json()["items"]
+    assert len(through_api) == 3 and all(e["via"].startswith("token:") for e in through_api)
+    assert admin.get("/api/v1/audit", params={"action": "blast", "source": "cli"}).json()["items"] == []
     bad = admin.get("/api/v1/audit", params={"since": "2026-12-02T00:00:00Z", "until": "2026-12-01T00:00:00Z"})
     assert "kết thúc" in _problem(bad, 422, "usage")["detail"]
 

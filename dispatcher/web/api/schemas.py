@@ -348,7 +348,8 @@ class AuditEntry(BaseModel):
 
     model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
         {"id": 42, "at": "2026-12-01T02:05:00+00:00", "actor": "minh", "action": "blast.approve",
-         "subject": "blast:7", "detail": {}}]})  # fmt: skip
+         "subject": "blast:7", "detail": {}, "source": "web", "via": "session", "address": "10.0.0.5",
+         "before": {"state": "pending_approval"}, "after": {"state": "scheduled"}, "reason": None}]})  # fmt: skip
 
     id: int
     at: datetime
@@ -356,6 +357,12 @@ class AuditEntry(BaseModel):
     action: str
     subject: str
     detail: dict[str, Any] | list[Any] | None
+    source: str | None = Field(None, description="cli, web, api; null: the system (scheduler, worker, inbound texts)")
+    via: str | None = Field(None, description="how the person proved who they are: 'session', 'token:12', '--as'")
+    address: str | None = Field(None, description="the client's address (web and api)")
+    before: dict[str, Any] | list[Any] | None = None
+    after: dict[str, Any] | list[Any] | None = None
+    reason: str | None = None
 
 
 class AuditPage(BaseModel):
