@@ -193,6 +193,25 @@ def forget_blast(conn: Any, blast_id: int) -> None:
     conn.execute(delete(receipt_waits).where(receipt_waits.c.blast_id == blast_id))
 
 
+LIVE = (BlastState.SCHEDULED.value, BlastState.RUNNING.value, BlastState.PAUSED.value)
+OPTED_OUT = "OPTED-OUT"  # the error code of a message cancelled because its person refused our messages
+
+
+def cancel_for_subscriber(conn: Any, subscriber_id: int, now: datetime, reason: str) -> int:
+    """Cancel one person's messages of live blasts not yet claimed; their Zalo messages wait for no SMS fallback.
+
+    Two statements whatever the number of blasts, each on the (blast, subscriber) key; the queue
+    rows left behind are stale and dropped by the next claim that meets them.
+    """
+    d = deliveries.c
+    theirs = and_(d.subscriber_id == subscriber_id, d.blast_id.in_(select(blasts.c.id).where(blasts.c.state.in_(LIVE))))
+    waiting = select(d.id).where(theirs, d.status == DeliveryStatus.SENT.value)
+    conn.execute(delete(receipt_waits).where(receipt_waits.c.delivery_id.in_(waiting)))
+    cancel = update(deliveries).where(theirs, d.status == DeliveryStatus.QUEUED.value)
+    values = {"status": DeliveryStatus.CANCELLED.value, "finished_at": now, "error_code": OPTED_OUT, "error": reason}
+    return conn.execute(cancel.values(values)).rowcount
+
+
 def in_flight(conn: Any, ids: Sequence[int]) -> list[Any]:
     """(id, carrier, blast_id, channel) of the deliveries among `ids` still `sending`."""
     d = deliveries.c

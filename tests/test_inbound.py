@@ -58,8 +58,9 @@ def test_an_opt_out_text_opts_the_subscriber_out_and_the_audit_says_where_from(e
         assert find_subscriber(conn, someone)["opted_out_at"] == now
         entry = conn.execute(select(audit_log).where(audit_log.c.action == "subscriber.opt_out")).mappings().one()
         assert conn.execute(select(inbox)).first() is None
-    assert entry["actor"] == "inbound" and entry["detail"] == {"outcome": "subscriber", "via": "inbound",
-                                                               "gateway": "viettel"}  # fmt: skip
+    assert entry["actor"] == "inbound" and entry["detail"] == {
+        "outcome": "subscriber", "via": "inbound", "gateway": "viettel", "cancelled_messages": 0
+    }  # fmt: skip
     assert entry["subject"] != someone and "****" in entry["subject"]
 
 
