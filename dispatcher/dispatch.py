@@ -392,7 +392,7 @@ class Worker:
             queue.drop(conn, claim_ids)
             queue.apply_reports(conn, reports)
             for name, m in texts:  # what people sent us: opt-outs and texts for the inbox
-                receive(conn, m.msisdn, m.text, m.gateway or name, m.at, m.raw)
+                receive(conn, m.msisdn, m.text, m.gateway or name, m.at, m.raw, m.provider_id)
             if len(claimed) < self.settings.dispatch.batch_size:
                 self._complete(conn, self.clock())
         self._record_health()

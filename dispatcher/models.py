@@ -311,6 +311,18 @@ inbox = Table(
     comment="inbound texts that are not opt-outs, for operators to read",
 )
 
+inbound_ids = Table(
+    "inbound_ids",
+    metadata,
+    # An SMSC sends a deliver_sm again when our answer was lost, Twilio retries a webhook: the
+    # (gateway, id) pair is the text's once, so it is opted out or kept once (migration 0016).
+    Column("gateway", String(32), primary_key=True),
+    Column("provider_id", String(64), primary_key=True, comment="MessageSid; SMPP: a digest"),
+    Column("received_at", UtcDateTime(), nullable=False),
+    comment="the ids of the inbound texts handled, so a text delivered twice is handled once",
+    sqlite_with_rowid=False,
+)
+
 leases = Table(
     "leases",
     metadata,

@@ -293,6 +293,22 @@ def test_a_message_from_a_person_is_inbound_not_a_receipt(smsc) -> None:
     assert smsc.acks == [0, 0]
 
 
+def test_a_message_from_a_person_sent_again_by_the_smsc_has_the_same_id(smsc) -> None:
+    """A deliver_sm sent twice (our answer lost) names one text; another text has another id."""
+    gateway = _gateway(smsc)
+
+    async def run() -> list:
+        await gateway.send_batch([_message(1)])
+        for text in ("HỦY", "HỦY", "Ai đây?"):
+            smsc.send_mo("84901234567", text)
+        await _reports(gateway, 0.3)
+        await gateway.close()
+        return gateway.inbound(NOW)
+
+    first, again, other = [m.provider_id for m in asyncio.run(run())]
+    assert first == again and first.startswith("mo-") and other != first
+
+
 def test_a_malformed_deliver_sm_is_refused_and_the_link_stays(smsc) -> None:
     """A deliver_sm cut short is answered ESME_RX_P_APPN and logged; the bind goes on sending."""
     gateway = _gateway(smsc)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import re
 import socket
 import struct
@@ -260,6 +261,16 @@ GSM_TABLE = _gsm_table()
 def gsm7(text: str) -> bytes:
     """`text` (all GSM-7: smstext chose the encoding) as unpacked septets, data_coding 0."""
     return text.translate(GSM_TABLE).encode("latin-1")
+
+
+def mo_id(body: bytes, at: datetime) -> str:
+    """The id of a person's message (a deliver_sm carries none): a digest of its body and the day it came.
+
+    An SMSC whose deliver_sm_resp got lost sends the same body again, which this names alike. Two
+    texts a person sent alike the same day differ by their `user_message_reference` when the SMSC
+    passes it on; when it does not, the second is taken for a copy (an opt-out twice is one anyway).
+    """
+    return "mo-" + hashlib.sha256(at.date().isoformat().encode() + body).hexdigest()[:40]
 
 
 def id_forms(message_id: str) -> list[str]:
@@ -640,7 +651,8 @@ class SmppGateway:
         text = _decode(deliver.short_message or deliver.tlvs.get(TLV_PAYLOAD, b""), deliver.data_coding)
         source = deliver.source_addr.lstrip("+")
         msisdn = f"+{source}" if source.isdigit() else deliver.source_addr
-        self._inbound.append(InboundMessage(msisdn, text, datetime.now(UTC), self.name, raw=text))
+        now = datetime.now(UTC)
+        self._inbound.append(InboundMessage(msisdn, text, now, self.name, mo_id(body, now), raw=text))
         return 0
 
     def reports(self, now: datetime) -> list[DeliveryReport]:
