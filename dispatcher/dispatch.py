@@ -684,6 +684,7 @@ class Worker:
         now = self.clock()
         t = driver_time(conn.dialect.name, now)
         sent: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
+        parts: dict[str, list[tuple[int, tuple[str, ...]]]] = defaultdict(list)
         retry, failed, fallback, attempts, unsent, unanswered = [], [], [], [], [], []
         routing = self._routing
         for row, message, gateway, outcome in results:
@@ -691,6 +692,8 @@ class Worker:
                 routing.count(gateway, outcome)
             if isinstance(outcome, SendResult):
                 sent[gateway].append((row.id, outcome.provider_id, outcome.parts))
+                if outcome.part_ids:
+                    parts[gateway].append((row.id, outcome.part_ids))
                 continue
             falls_back = self._falls_back(row, message, outcome)
             kind = "fallback" if falls_back else _kind(outcome)
@@ -719,6 +722,7 @@ class Worker:
             for r in expired
         ]
         for gateway, accepted in sent.items():
+            queue.record_parts(conn, gateway, parts[gateway])  # first: a receipt already in is a part's
             queue.record_sent(conn, gateway, now, accepted)
         self._await_receipts(conn, results, now)
         for rows, sql in ((retry, RETRY_SQL), (failed, FAILED_SQL), (fallback, FALLBACK_SQL), (unsent, NOT_SENT_SQL),
