@@ -332,6 +332,9 @@ def apply_reports(conn: Any, reports: Sequence[DeliveryReport]) -> int:
     A part's receipt settles its message with the others (`apply_parts`).
     """
     whole, changed = apply_parts(conn, reports) if any(r.part for r in reports) else (reports, 0)
+    if any(r.delivery_id is not None for r in whole):
+        whole, tracked = apply_tracked(conn, whole)
+        changed += tracked
     return changed + _apply_whole(conn, whole)
 
 
@@ -359,6 +362,58 @@ def _report_rows(conn: Any, reports: Sequence[DeliveryReport]) -> list[dict[str,
     dialect = conn.dialect.name
     return [{"g": r.gateway, "p": r.provider_id, "s": r.status.value, "c": r.error_code,
              "t": driver_time(dialect, r.at), "raw": r.raw} for r in reports]  # fmt: skip
+
+
+# -- reports that name our delivery (Zalo's tracking_id) ----------------------------------------
+
+TRACKED_SQL = (
+    "UPDATE deliveries SET status = :s, error_code = COALESCE(:c, error_code), finished_at = :t "
+    "WHERE id = :i AND status IN ('sent', 'unknown')"
+)
+
+
+def apply_tracked(conn: Any, reports: Sequence[DeliveryReport]) -> tuple[list[DeliveryReport], int]:
+    """Reports naming our delivery whose provider id no ref holds: matched by the delivery id itself.
+
+    The provider's id was never recorded when the worker died after the provider took the message
+    (the delivery went `unknown`): the report says what became of it. A delivery still `sending`
+    is left to the provider id, which its worker is about to record (`apply_early`).
+    Returns the reports for the provider-id path and how many deliveries moved on.
+    """
+    d = deliveries.c
+    ids = _unplaced(conn, [report for report in reports if report.delivery_id is not None])
+    placed = set()
+    for chunk in _chunks(list(ids)):
+        query = select(d.id).where(
+            d.id.in_(chunk), d.status.in_([DeliveryStatus.SENT.value, DeliveryStatus.UNKNOWN.value])
+        )
+        placed |= set(conn.execute(query).scalars())
+    direct = [
+        report for report in reports if report.delivery_id in placed and id(report) in ids.get(report.delivery_id, ())
+    ]
+    if not direct:
+        return list(reports), 0
+    rows = [{"i": x.delivery_id, "s": x.status.value, "c": x.error_code, "t": driver_time(conn.dialect.name, x.at),
+             "at": x.at, "g": x.gateway, "p": x.provider_id, "raw": x.raw} for x in direct]  # fmt: skip
+    received = [x.delivery_id for x in direct if x.status is ReportStatus.DELIVERED]
+    conn.execute(delete(receipt_waits).where(receipt_waits.c.delivery_id.in_(received)))
+    conn.execute(delivery_reports.insert(), [{"gateway": x["g"], "provider_id": x["p"], "delivery_id": x["i"],
+                                              "status": x["s"], "error_code": x["c"], "at": x["at"], "raw": x["raw"]}
+                                             for x in rows])  # fmt: skip
+    taken = {id(x) for x in direct}
+    return [report for report in reports if id(report) not in taken], executemany(conn, TRACKED_SQL, rows)
+
+
+def _unplaced(conn: Any, reports: Sequence[DeliveryReport]) -> dict[int, set[int]]:
+    """delivery id → the reports (by `id()`) naming it whose (gateway, provider id) no ref holds."""
+    r, known = provider_refs.c, set()
+    for chunk in _chunks([report.provider_id for report in reports]):
+        known |= {(g, p) for g, p in conn.execute(select(r.gateway, r.provider_id).where(r.provider_id.in_(chunk)))}
+    unplaced: dict[int, set[int]] = defaultdict(set)
+    for report in reports:
+        if (report.gateway, report.provider_id) not in known:
+            unplaced[report.delivery_id].add(id(report))  # type: ignore[index]
+    return unplaced
 
 
 # -- the parts of multi-part messages -------------------------------------------------------

@@ -83,6 +83,8 @@ class DeliveryReport:
     """A receipt for one part of a message (or one the gateway cannot place): the message settles with its parts."""
     aliases: tuple[str, ...] = ()
     """Other spellings of `provider_id` the provider may have used for it (hex ⇄ decimal)."""
+    delivery_id: int | None = None
+    """Our delivery's id when the provider echoes it (Zalo's tracking_id): it places a report whose id we lack."""
 
 
 @dataclass(frozen=True)
