@@ -16,6 +16,9 @@ result and a report each rewrite the delivery in place (a HOT update, no index t
 - `delivery_reports`: every report, raw, with the delivery it was about. One whose id no ref
   holds yet (a fast SMSC beat the worker's commit; an id we never sent) waits there unmatched
   and is applied when `record_sent` records that id; the others stay for reconciliation.
+- `message_parts`: each part's id of a multi-part SMPP message and its receipt, so the message
+  settles (delivered when every part is, undeliverable when any is) even when the worker that
+  sent it restarted before the receipts came (`record_parts`, `apply_parts`).
 - `receipt_waits`: the Zalo messages of `zalo_then_sms` blasts whose delivery receipt has not
   come yet. Past its due time (or at once, if Zalo reports a failure instead), a message goes
   again, by SMS (`fall_back_unconfirmed`); a blast is not complete while it has any.

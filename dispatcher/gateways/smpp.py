@@ -673,7 +673,8 @@ class SmppGateway:
             sent = next((self._sent[form] for form in forms if form in self._sent), None)
             if sent is not None:
                 reports += self._settle(sent, forms, receipt, now)
-                open_[id(sent)] = sent
+                if sent.parts > 1:
+                    open_[id(sent)] = sent
             elif time.monotonic() - came < self.receipt_hold_seconds:
                 self._receipts.append((receipt, came))
             else:  # perhaps a part of a message sent before a restart: the database knows its parts
