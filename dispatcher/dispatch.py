@@ -393,7 +393,7 @@ class Worker:
             queue.drop(conn, claim_ids)
             queue.apply_reports(conn, reports)
             for name, m in texts:  # what people sent us: opt-outs and texts for the inbox
-                receive(conn, m.msisdn, m.text, m.gateway or name, m.at, m.raw)
+                receive(conn, m.msisdn, m.text, m.gateway or name, m.at, m.raw, m.provider_id)
             if len(claimed) < self.settings.dispatch.batch_size:
                 self._complete(conn, self.clock())
         self._record_health()
@@ -687,6 +687,7 @@ class Worker:
         now = self.clock()
         t = driver_time(conn.dialect.name, now)
         sent: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
+        parts: dict[str, list[tuple[int, tuple[str, ...]]]] = defaultdict(list)
         retry, failed, fallback, attempts, unsent, unanswered = [], [], [], [], [], []
         routing = self._routing
         for row, message, gateway, outcome in results:
@@ -694,6 +695,8 @@ class Worker:
                 routing.count(gateway, outcome)
             if isinstance(outcome, SendResult):
                 sent[gateway].append((row.id, outcome.provider_id, outcome.parts))
+                if outcome.part_ids:
+                    parts[gateway].append((row.id, outcome.part_ids))
                 continue
             falls_back = self._falls_back(row, message, outcome)
             kind = "fallback" if falls_back else _kind(outcome)
@@ -722,6 +725,7 @@ class Worker:
             for r in expired
         ]
         for gateway, accepted in sent.items():
+            queue.record_parts(conn, gateway, parts[gateway])  # first: a receipt already in is a part's
             queue.record_sent(conn, gateway, now, accepted)
         self._await_receipts(conn, results, now)
         for rows, sql in ((retry, RETRY_SQL), (failed, FAILED_SQL), (fallback, FALLBACK_SQL), (unsent, NOT_SENT_SQL),

@@ -17,9 +17,10 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Connection, Select, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from dispatcher.errors import UsageError
-from dispatcher.models import inbox
+from dispatcher.models import inbound_ids, inbox
 from dispatcher.phones import InvalidNumber, PhoneBook, mask_digits, mask_text
 from dispatcher.subscribers import set_opt_out
 
@@ -39,6 +40,8 @@ class Received(StrEnum):
     """It refused our messages: the number is opted out."""
     KEPT = "kept"
     """Anything else: kept in the inbox for operators."""
+    DUPLICATE = "duplicate"
+    """A text already handled, delivered again (an SMSC's resend, a webhook retried): ignored."""
 
 
 def is_opt_out(text: str) -> bool:
@@ -53,8 +56,22 @@ def _negated(before: str) -> bool:
     return bool(words) and words[-1] in NEGATIONS
 
 
-def receive(conn: Connection, msisdn: str, text: str, gateway: str, now: datetime, raw: str | None = None) -> Received:
-    """Handle one text from `msisdn` that arrived through `gateway` at `now`, in the caller's transaction."""
+def receive(
+    conn: Connection,
+    msisdn: str,
+    text: str,
+    gateway: str,
+    now: datetime,
+    raw: str | None = None,
+    provider_id: str | None = None,
+) -> Received:
+    """Handle one text from `msisdn` that arrived through `gateway` at `now`, in the caller's transaction.
+
+    A text whose `provider_id` this gateway gave before is a copy of one handled: it changes nothing.
+    """
+    if provider_id is not None and not _first_time(conn, gateway, provider_id, now):
+        log.info("inbound.duplicate", gateway=gateway, provider_id=provider_id)
+        return Received.DUPLICATE
     number = _e164(msisdn)
     if number is not None and is_opt_out(text):
         set_opt_out(conn, number, True, now, ACTOR, {"via": "inbound", "gateway": gateway})
@@ -108,6 +125,13 @@ def page(conn: Connection, found: InboxFilter, size: int = 50) -> tuple[list[dic
     """One page of the inbox, masked, newest first; and the key of the next (older) page, or None."""
     rows = read(conn, replace(found, limit=size + 1))
     return rows[:size], (rows[size - 1]["id"] if len(rows) > size else None)
+
+
+def _first_time(conn: Connection, gateway: str, provider_id: str, now: datetime) -> bool:
+    """Record that this text was handled; False when it already was."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    seen = dialect.insert(inbound_ids).values(gateway=gateway, provider_id=provider_id[:64], received_at=now)
+    return conn.execute(seen.on_conflict_do_nothing().execution_options(preserve_rowcount=True)).rowcount == 1
 
 
 def messages(conn: Connection, limit: int = 100) -> list[dict]:

@@ -278,6 +278,20 @@ delivery_reports = Table(
     comment="every delivery report received, raw; those whose id is not known yet are applied when it is",
 )
 
+message_parts = Table(
+    "message_parts",
+    metadata,
+    # A message of several parts is several messages to an SMSC, each with its id and receipt; the
+    # worker that sent it may be gone when they come, so each part's id and state live here (0016).
+    Column("gateway", String(32), primary_key=True),
+    Column("provider_id", String(64), primary_key=True, comment="the part's id (lower case, no leading zeros)"),
+    Column("delivery_id", Integer, nullable=False),
+    Column("status", String(16), comment="its receipt's state; NULL: none yet"),
+    Column("error_code", String(32)),
+    Index(None, "delivery_id"),
+    comment="each part of the multi-part messages an SMSC took, for their receipts to settle the message",
+)
+
 receipt_waits = Table(
     "receipt_waits",
     metadata,
@@ -335,6 +349,18 @@ inbox = Table(
     Column("raw", Text),
     Index(None, "received_at"),
     comment="inbound texts that are not opt-outs, for operators to read",
+)
+
+inbound_ids = Table(
+    "inbound_ids",
+    metadata,
+    # An SMSC sends a deliver_sm again when our answer was lost, Twilio retries a webhook: the
+    # (gateway, id) pair is the text's once, so it is opted out or kept once (migration 0016).
+    Column("gateway", String(32), primary_key=True),
+    Column("provider_id", String(64), primary_key=True, comment="MessageSid; SMPP: a digest"),
+    Column("received_at", UtcDateTime(), nullable=False),
+    comment="the ids of the inbound texts handled, so a text delivered twice is handled once",
+    sqlite_with_rowid=False,
 )
 
 leases = Table(

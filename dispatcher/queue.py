@@ -16,6 +16,9 @@ result and a report each rewrite the delivery in place (a HOT update, no index t
 - `delivery_reports`: every report, raw, with the delivery it was about. One whose id no ref
   holds yet (a fast SMSC beat the worker's commit; an id we never sent) waits there unmatched
   and is applied when `record_sent` records that id; the others stay for reconciliation.
+- `message_parts`: each part's id of a multi-part SMPP message and its receipt, so the message
+  settles (delivered when every part is, undeliverable when any is) even when the worker that
+  sent it restarted before the receipts came (`record_parts`, `apply_parts`).
 - `receipt_waits`: the Zalo messages of `zalo_then_sms` blasts whose delivery receipt has not
   come yet. Past its due time (or at once, if Zalo reports a failure instead), a message goes
   again, by SMS (`fall_back_unconfirmed`); a blast is not complete while it has any.
@@ -44,6 +47,7 @@ from dispatcher.models import (
     delivery_attempts,
     delivery_queue,
     delivery_reports,
+    message_parts,
     provider_refs,
     receipt_waits,
     utc,
@@ -193,6 +197,25 @@ def forget_blast(conn: Any, blast_id: int) -> None:
     conn.execute(delete(receipt_waits).where(receipt_waits.c.blast_id == blast_id))
 
 
+LIVE = (BlastState.SCHEDULED.value, BlastState.RUNNING.value, BlastState.PAUSED.value)
+OPTED_OUT = "OPTED-OUT"  # the error code of a message cancelled because its person refused our messages
+
+
+def cancel_for_subscriber(conn: Any, subscriber_id: int, now: datetime, reason: str) -> int:
+    """Cancel one person's messages of live blasts not yet claimed; their Zalo messages wait for no SMS fallback.
+
+    Two statements whatever the number of blasts, each on the (blast, subscriber) key; the queue
+    rows left behind are stale and dropped by the next claim that meets them.
+    """
+    d = deliveries.c
+    theirs = and_(d.subscriber_id == subscriber_id, d.blast_id.in_(select(blasts.c.id).where(blasts.c.state.in_(LIVE))))
+    waiting = select(d.id).where(theirs, d.status == DeliveryStatus.SENT.value)
+    conn.execute(delete(receipt_waits).where(receipt_waits.c.delivery_id.in_(waiting)))
+    cancel = update(deliveries).where(theirs, d.status == DeliveryStatus.QUEUED.value)
+    values = {"status": DeliveryStatus.CANCELLED.value, "finished_at": now, "error_code": OPTED_OUT, "error": reason}
+    return conn.execute(cancel.values(values)).rowcount
+
+
 def in_flight(conn: Any, ids: Sequence[int]) -> list[Any]:
     """(id, carrier, blast_id, channel) of the deliveries among `ids` still `sending`."""
     d = deliveries.c
@@ -279,8 +302,10 @@ def record_sent(conn: Any, gateway: str, at: datetime, sent: Sequence[tuple[int,
     return changed
 
 
-def apply_early(conn: Any, gateway: str, provider_ids: Sequence[str]) -> int:
+def apply_early(conn: Any, gateway: str, provider_ids: Sequence[str], parts: bool = False) -> int:
     """Reports that came before these ids of `gateway` were recorded: applied now, as if they came now.
+
+    With `parts` the ids are parts' (`record_parts`): each report settles its message with the others.
 
     Costs one lookup in an index of the unmatched reports alone when there are none.
     """
@@ -294,7 +319,7 @@ def apply_early(conn: Any, gateway: str, provider_ids: Sequence[str]) -> int:
             delete(delivery_reports).where(unmatched, r.provider_id.in_(chunk))
             .returning(r.provider_id, r.status, r.at, r.error_code, r.raw)
         ).all()  # fmt: skip
-    reports = [DeliveryReport(p, ReportStatus(s), utc(at), c, gateway, raw) for p, s, at, c, raw in early]
+    reports = [DeliveryReport(p, ReportStatus(s), utc(at), c, gateway, raw, parts) for p, s, at, c, raw in early]
     return apply_reports(conn, sorted(reports, key=lambda report: report.at))
 
 
@@ -307,7 +332,16 @@ def apply_reports(conn: Any, reports: Sequence[DeliveryReport]) -> int:
     """Move `sent` deliveries on by (gateway, provider id); a final state is never overwritten.
 
     Every report is kept with its raw text; one whose id is not recorded yet waits for `apply_early`.
+    A part's receipt settles its message with the others (`apply_parts`).
     """
+    whole, changed = apply_parts(conn, reports) if any(r.part for r in reports) else (reports, 0)
+    if any(r.delivery_id is not None for r in whole):
+        whole, tracked = apply_tracked(conn, whole)
+        changed += tracked
+    return changed + _apply_whole(conn, whole)
+
+
+def _apply_whole(conn: Any, reports: Sequence[DeliveryReport]) -> int:
     if not reports:
         return 0
     if _awaiting_receipts(conn):
@@ -331,6 +365,151 @@ def _report_rows(conn: Any, reports: Sequence[DeliveryReport]) -> list[dict[str,
     dialect = conn.dialect.name
     return [{"g": r.gateway, "p": r.provider_id, "s": r.status.value, "c": r.error_code,
              "t": driver_time(dialect, r.at), "raw": r.raw} for r in reports]  # fmt: skip
+
+
+# -- reports that name our delivery (Zalo's tracking_id) ----------------------------------------
+
+TRACKED_SQL = (
+    "UPDATE deliveries SET status = :s, error_code = COALESCE(:c, error_code), finished_at = :t "
+    "WHERE id = :i AND status IN ('sent', 'unknown')"
+)
+
+
+def apply_tracked(conn: Any, reports: Sequence[DeliveryReport]) -> tuple[list[DeliveryReport], int]:
+    """Reports naming our delivery whose provider id no ref holds: matched by the delivery id itself.
+
+    The provider's id was never recorded when the worker died after the provider took the message
+    (the delivery went `unknown`): the report says what became of it. A delivery still `sending`
+    is left to the provider id, which its worker is about to record (`apply_early`).
+    Returns the reports for the provider-id path and how many deliveries moved on.
+    """
+    d = deliveries.c
+    ids = _unplaced(conn, [report for report in reports if report.delivery_id is not None])
+    placed = set()
+    for chunk in _chunks(list(ids)):
+        query = select(d.id).where(
+            d.id.in_(chunk), d.status.in_([DeliveryStatus.SENT.value, DeliveryStatus.UNKNOWN.value])
+        )
+        placed |= set(conn.execute(query).scalars())
+    direct = [
+        report for report in reports if report.delivery_id in placed and id(report) in ids.get(report.delivery_id, ())
+    ]
+    if not direct:
+        return list(reports), 0
+    rows = [{"i": x.delivery_id, "s": x.status.value, "c": x.error_code, "t": driver_time(conn.dialect.name, x.at),
+             "at": x.at, "g": x.gateway, "p": x.provider_id, "raw": x.raw} for x in direct]  # fmt: skip
+    received = [x.delivery_id for x in direct if x.status is ReportStatus.DELIVERED]
+    conn.execute(delete(receipt_waits).where(receipt_waits.c.delivery_id.in_(received)))
+    conn.execute(delivery_reports.insert(), [{"gateway": x["g"], "provider_id": x["p"], "delivery_id": x["i"],
+                                              "status": x["s"], "error_code": x["c"], "at": x["at"], "raw": x["raw"]}
+                                             for x in rows])  # fmt: skip
+    taken = {id(x) for x in direct}
+    return [report for report in reports if id(report) not in taken], executemany(conn, TRACKED_SQL, rows)
+
+
+def _unplaced(conn: Any, reports: Sequence[DeliveryReport]) -> dict[int, set[int]]:
+    """delivery id → the reports (by `id()`) naming it whose (gateway, provider id) no ref holds."""
+    r, known = provider_refs.c, set()
+    for chunk in _chunks([report.provider_id for report in reports]):
+        known |= {(g, p) for g, p in conn.execute(select(r.gateway, r.provider_id).where(r.provider_id.in_(chunk)))}
+    unplaced: dict[int, set[int]] = defaultdict(set)
+    for report in reports:
+        if (report.gateway, report.provider_id) not in known:
+            unplaced[report.delivery_id].add(id(report))  # type: ignore[index]
+    return unplaced
+
+
+# -- the parts of multi-part messages -------------------------------------------------------
+
+PARTS_SQL = (
+    "INSERT INTO message_parts (gateway, provider_id, delivery_id) VALUES (:g, :p, :i) "
+    "ON CONFLICT (gateway, provider_id) DO UPDATE SET delivery_id = excluded.delivery_id, status = NULL, "
+    "error_code = NULL"
+)
+PART_SQL = (
+    "UPDATE message_parts SET status = :s, error_code = :c WHERE gateway = :g AND provider_id = :p AND status IS NULL"
+)
+SETTLE_SQL = (
+    "UPDATE deliveries SET status = :s, error_code = COALESCE(:c, error_code), finished_at = :t "
+    "WHERE id = :i AND status = 'sent'"
+)
+
+
+def record_parts(conn: Any, gateway: str, sent: Sequence[tuple[int, Sequence[str]]]) -> None:
+    """The parts' ids of multi-part messages `gateway` took, as (delivery id, part ids); a resend's replace the old."""
+    if not sent:
+        return
+    p = message_parts.c
+    for chunk in _chunks([i for i, _ in sent]):
+        conn.execute(delete(message_parts).where(p.delivery_id.in_(chunk)))
+    executemany(conn, PARTS_SQL, [{"g": gateway, "p": part, "i": i} for i, ids in sent for part in ids])
+    apply_early(conn, gateway, [part for _, ids in sent for part in ids], parts=True)
+
+
+def apply_parts(conn: Any, reports: Sequence[DeliveryReport]) -> tuple[list[DeliveryReport], int]:
+    """Part receipts of the messages in `message_parts`: each kept, and the message settled when its parts say.
+
+    Returns the reports that are no known part (for the whole-message path) and how many deliveries moved on.
+    """
+    found = _parts_of(conn, [r for r in reports if r.part])
+    rest, rows = [], []
+    for r in reports:
+        hit = next((found[(r.gateway, s)] for s in (r.provider_id, *r.aliases) if (r.gateway, s) in found), None)
+        if not r.part or hit is None:
+            rest.append(r)
+            continue
+        rows.append({"g": r.gateway, "p": hit[0], "i": hit[1], "s": r.status.value, "c": r.error_code, "at": r.at,
+                     "t": driver_time(conn.dialect.name, r.at), "raw": r.raw})  # fmt: skip
+    if not rows:
+        return rest, 0
+    executemany(conn, PART_SQL, rows)
+    conn.execute(delivery_reports.insert(), [{"gateway": r["g"], "provider_id": r["p"], "delivery_id": r["i"],
+                                              "status": r["s"], "error_code": r["c"], "at": r["at"], "raw": r["raw"]}
+                                             for r in rows])  # fmt: skip
+    return rest, _settle_parts(conn, {r["i"]: r["at"] for r in sorted(rows, key=lambda r: r["at"])})
+
+
+def _parts_of(conn: Any, reports: Sequence[DeliveryReport]) -> dict[tuple[str, str], tuple[str, int]]:
+    """(gateway, spelling) → (the part's stored id, its delivery) for every spelling of these reports' ids."""
+    p, found = message_parts.c, {}
+    for gateway in {r.gateway for r in reports}:
+        spellings = sorted({s for r in reports if r.gateway == gateway for s in (r.provider_id, *r.aliases)})
+        for chunk in _chunks(spellings):
+            query = select(p.provider_id, p.delivery_id).where(p.gateway == gateway, p.provider_id.in_(chunk))
+            found |= {(gateway, part): (part, delivery_id) for part, delivery_id in conn.execute(query)}
+    return found
+
+
+def _settle_parts(conn: Any, touched: dict[int, datetime]) -> int:
+    """Deliveries among `touched` (→ when their last part's receipt came) whose parts' receipts settle them."""
+    d, p = deliveries.c, message_parts.c
+    states: dict[int, list[tuple[str | None, str | None]]] = defaultdict(list)
+    for chunk in _chunks(list(touched)):
+        query = select(p.delivery_id, p.status, p.error_code).join(deliveries, d.id == p.delivery_id)
+        for delivery_id, status, code in conn.execute(query.where(d.id.in_(chunk), d.status == "sent")):
+            states[delivery_id].append((status, code))
+    settled = []
+    for delivery_id, parts in states.items():
+        final = message_state(parts)
+        if final is not None:
+            t = driver_time(conn.dialect.name, touched[delivery_id])
+            settled.append({"i": delivery_id, "s": final[0], "c": final[1], "t": t})
+    return executemany(conn, SETTLE_SQL, settled)
+
+
+def message_state(parts: Sequence[tuple[str | None, str | None]]) -> tuple[str, str | None] | None:
+    """A message's final state and error code from its parts' (receipt, code): None while it is open.
+
+    Undeliverable as soon as any part is; else, once every part has a receipt, delivered when all
+    are, or the first other state.
+    """
+    undeliverable = [code for status, code in parts if status == ReportStatus.UNDELIVERABLE.value]
+    if undeliverable:
+        return ReportStatus.UNDELIVERABLE.value, undeliverable[0]
+    if any(status is None for status, _ in parts):
+        return None
+    worse = [(status, code) for status, code in parts if status != ReportStatus.DELIVERED.value]
+    return worse[0] if worse else (ReportStatus.DELIVERED.value, None)
 
 
 # -- Zalo receipts (zalo_then_sms) ------------------------------------------------------------

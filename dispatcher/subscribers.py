@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
+from dispatcher import queue
 from dispatcher.audit import audit
 from dispatcher.config import SubscriberSettings
 from dispatcher.db import driver_time
@@ -828,15 +829,22 @@ def set_opt_out(
 ) -> OptOut:
     """Record that a person refuses (or, again, accepts) our messages, and audit it (`via`: where it came from).
 
+    A subscriber's refusal cancels, in the caller's transaction, their messages of live blasts
+    that no worker has claimed yet (state `cancelled`, error code OPTED-OUT, the reason in `error`).
+
     A refusal of a number we do not hold is kept (Decree 91/2020: a refusal is honoured), and
     the import that brings the number in applies it. The first refusal's time is the one kept.
     """
-    found = find_subscriber(conn, msisdn)
+    detail = dict(via or {})
     change: dict[str, Any] = {}
-    if found is not None:
+    subscriber = find_subscriber(conn, msisdn)
+    if subscriber is not None:
         _set_subscriber_opt_out(conn, msisdn, opted_out, now)
+        if opted_out:
+            reason = _opt_out_reason(actor, detail)
+            detail["cancelled_messages"] = queue.cancel_for_subscriber(conn, subscriber["id"], now, reason)
         outcome = OptOut.SUBSCRIBER
-        change = {"before": {"opted_out": found["opted_out_at"] is not None}, "after": {"opted_out": opted_out}}
+        change = {"before": {"opted_out": subscriber["opted_out_at"] is not None}, "after": {"opted_out": opted_out}}
     elif opted_out:
         _hold_refusal(conn, msisdn, now, actor)
         outcome = OptOut.HELD
@@ -845,8 +853,14 @@ def set_opt_out(
         outcome = OptOut.LIFTED if lifted else OptOut.UNKNOWN
     if outcome is not OptOut.UNKNOWN:
         action = "subscriber.opt_out" if opted_out else "subscriber.opt_in"
-        audit(conn, now, actor, action, mask(msisdn), {"outcome": outcome.value, **(via or {})}, **change)
+        audit(conn, now, actor, action, mask(msisdn), {"outcome": outcome.value, **detail}, **change)
     return outcome
+
+
+def _opt_out_reason(actor: str, via: dict) -> str:
+    """What a cancelled message's log says: who recorded the refusal, and through which gateway."""
+    gateway = via.get("gateway")
+    return f"person opted out: {actor}" + (f" via {gateway}" if gateway else "")
 
 
 def _set_subscriber_opt_out(conn: Connection, msisdn: str, opted_out: bool, now: datetime) -> None:

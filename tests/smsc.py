@@ -208,6 +208,16 @@ class Smsc:
         assert self.loop is not None
         self.loop.call_soon_threadsafe(self._send_mo, source, text)
 
+    def send_receipt(self, submit: Submit) -> None:
+        """The receipt of an accepted part, now, to every bound receiver (thread-safe): for receipts held back."""
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self._send_receipt, submit)
+
+    def _send_receipt(self, submit: Submit) -> None:
+        data = receipt_pdu(submit, self.behaviour, self._sequence())
+        for writer in self._receivers:
+            writer.write(data)
+
     def send_raw(self, data: bytes) -> None:
         """Bytes as they are to every bound receiver (a malformed PDU, say), thread-safe."""
         assert self.loop is not None

@@ -58,8 +58,9 @@ def test_an_opt_out_text_opts_the_subscriber_out_and_the_audit_says_where_from(e
         assert find_subscriber(conn, someone)["opted_out_at"] == now
         entry = conn.execute(select(audit_log).where(audit_log.c.action == "subscriber.opt_out")).mappings().one()
         assert conn.execute(select(inbox)).first() is None
-    assert entry["actor"] == "inbound" and entry["detail"] == {"outcome": "subscriber", "via": "inbound",
-                                                               "gateway": "viettel"}  # fmt: skip
+    assert entry["actor"] == "inbound" and entry["detail"] == {
+        "outcome": "subscriber", "via": "inbound", "gateway": "viettel", "cancelled_messages": 0
+    }  # fmt: skip
     assert entry["subject"] != someone and "****" in entry["subject"]
 
 
@@ -86,6 +87,32 @@ def test_a_keyword_from_a_sender_that_is_no_mobile_number_is_kept_not_applied(en
     with engine.begin() as conn:
         assert receive(conn, "VIETTEL", "HUY", "viettel", now) is Received.KEPT
         assert [m["msisdn"] for m in inbound.messages(conn)] == ["VIETTEL"]
+
+
+def test_a_text_delivered_twice_is_kept_once(engine, someone, now) -> None:
+    """The same (gateway, provider id) again is acknowledged and ignored: one inbox row."""
+    with engine.begin() as conn:
+        assert receive(conn, someone, "Ai đây?", "twilio", now, provider_id="SM1") is Received.KEPT
+        assert receive(conn, someone, "Ai đây?", "twilio", now, provider_id="SM1") is Received.DUPLICATE
+        assert len(inbound.messages(conn)) == 1
+
+
+def test_an_opt_out_delivered_twice_is_applied_and_audited_once(engine, someone, now) -> None:
+    """A copy of an opt-out text changes nothing: one audit entry, the first refusal's time kept."""
+    with engine.begin() as conn:
+        assert receive(conn, someone, "HUY", "viettel", now, provider_id="mo-1") is Received.OPTED_OUT
+        later = now.replace(hour=3)
+        assert receive(conn, someone, "HUY", "viettel", later, provider_id="mo-1") is Received.DUPLICATE
+        entries = conn.execute(select(audit_log).where(audit_log.c.action == "subscriber.opt_out")).all()
+        assert len(entries) == 1 and find_subscriber(conn, someone)["opted_out_at"] == now
+
+
+def test_the_same_id_from_two_gateways_is_two_texts(engine, someone, now) -> None:
+    """Ids are each gateway's own: two SMSCs may give the same one to different texts."""
+    with engine.begin() as conn:
+        for gateway in ("viettel", "vinaphone"):
+            assert receive(conn, someone, "Xin chào", gateway, now, provider_id="mo-7") is Received.KEPT
+        assert len(inbound.messages(conn)) == 2
 
 
 def test_the_worker_drains_every_gateways_texts_each_tick(engine, someone, regions, now) -> None:

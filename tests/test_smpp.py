@@ -235,8 +235,29 @@ def test_a_message_of_several_parts_is_delivered_when_every_part_is_and_undelive
         (outcomes[0].provider_id, ReportStatus.DELIVERED),
         (outcomes[1].provider_id, ReportStatus.UNDELIVERABLE),
     ]
-    assert [(r.provider_id, r.status) for r in reports] == expected
-    assert reports[0].raw.count("stat:DELIVRD") == 3 and gateway.pending_reports() == 0
+    whole = [r for r in reports if not r.part]  # the parts' own receipts go on too, for the database to keep
+    assert [(r.provider_id, r.status) for r in whole] == expected
+    assert whole[0].raw.count("stat:DELIVRD") == 3 and gateway.pending_reports() == 0
+
+
+def test_the_receipts_of_a_message_still_open_are_handed_on_as_its_parts(smsc) -> None:
+    """Two parts' receipts of three in: each goes on as a part report under its part's id, no message report yet."""
+    smsc.behaviour.receipts = False
+    gateway = _gateway(smsc)
+
+    async def run() -> tuple[SendResult, list]:
+        (outcome,) = await gateway.send_batch([_message(1, "a" * 400)])
+        for submit in smsc.submits[:2]:
+            smsc.send_receipt(submit)
+        reports = await _reports(gateway, 0.3)
+        await gateway.close()
+        return outcome, reports
+
+    outcome, reports = asyncio.run(run())
+    assert len(outcome.part_ids) == 3 and outcome.part_ids[0] == id_forms(outcome.provider_id)[0]
+    assert [(r.part, r.provider_id, r.status) for r in reports] == [
+        (True, part_id, ReportStatus.DELIVERED) for part_id in outcome.part_ids[:2]
+    ]
 
 
 def _undeliverable_3(submit: fake_smsc.Submit) -> str:
@@ -291,6 +312,22 @@ def test_a_message_from_a_person_is_inbound_not_a_receipt(smsc) -> None:
     assert len(reports) == 1
     assert [(m.msisdn, m.text, m.gateway) for m in inbound] == [("+84901234567", "HỦY", "viettel")]
     assert smsc.acks == [0, 0]
+
+
+def test_a_message_from_a_person_sent_again_by_the_smsc_has_the_same_id(smsc) -> None:
+    """A deliver_sm sent twice (our answer lost) names one text; another text has another id."""
+    gateway = _gateway(smsc)
+
+    async def run() -> list:
+        await gateway.send_batch([_message(1)])
+        for text in ("HỦY", "HỦY", "Ai đây?"):
+            smsc.send_mo("84901234567", text)
+        await _reports(gateway, 0.3)
+        await gateway.close()
+        return gateway.inbound(NOW)
+
+    first, again, other = [m.provider_id for m in asyncio.run(run())]
+    assert first == again and first.startswith("mo-") and other != first
 
 
 def test_a_malformed_deliver_sm_is_refused_and_the_link_stays(smsc) -> None:
@@ -477,6 +514,51 @@ def test_a_blast_goes_out_over_smpp_and_every_receipt_comes_back(engine, regions
     with engine.connect() as conn:
         raws = conn.execute(select(delivery_reports.c.raw, delivery_reports.c.delivery_id)).all()
     assert len(raws) == len(rows) and all("stat:DELIVRD" in raw for raw, _ in raws)
+
+
+def _part(submit: fake_smsc.Submit) -> int:
+    """Which part of its message a submit is (the UDH's sequence number)."""
+    return submit.short_message[5]
+
+
+async def _ticks_until(worker, done, seconds: float = 5.0) -> None:
+    """Let the worker tick (reports, receipts) until `done()` or `seconds` passed."""
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        await worker.tick()
+
+
+@pytest.mark.parametrize("smsc", [Behaviour(receipts=False, receipt_decimal=True)], indirect=True)
+def test_the_parts_receipts_settle_a_message_after_the_worker_restarted(engine, regions, now, tmp_path, smsc) -> None:
+    """3-part messages, the worker gone before (most of) their receipts, decimal ids there: a new worker sets
+    delivered when every part is, undeliverable when one is, and leaves a message missing a part's receipt sent."""
+    from dispatcher.gateways import build
+
+    blast_id, worker = _world(engine, regions, now, tmp_path, smsc, count=3)
+    _run(worker)  # sent, no receipt yet; the gateway closed
+    by_person: dict[str, list[fake_smsc.Submit]] = {}
+    for submit in smsc.accepted():
+        by_person.setdefault("+" + submit.destination, []).append(submit)
+    whole, broken, open_ = sorted(by_person)
+    assert {len(parts) for parts in by_person.values()} == {3} and {r.status for r in _rows(engine)} == {"sent"}
+    statuses = lambda: {row.msisdn: row.status for row in _rows(engine)}  # noqa: E731
+
+    async def restarted() -> None:
+        gateway = build("viettel", worker.settings.gateways)
+        gateway.receipt_hold_seconds = 0
+        worker.gateways = {"viettel": gateway}
+        gateway.start()
+        await _ticks_until(worker, lambda: len(smsc.binds) == 2 and bool(smsc._receivers))
+        smsc.behaviour.stat_for = lambda s: "UNDELIV" if "+" + s.destination == broken and _part(s) == 2 else "DELIVRD"
+        for person, parts in by_person.items():
+            for submit in parts[: 2 if person == open_ else 3]:
+                smsc.send_receipt(submit)
+        await _ticks_until(worker, lambda: statuses()[whole] == "delivered" and statuses()[broken] != "sent")
+        await gateway.close()
+
+    asyncio.run(restarted())
+    assert statuses() == {whole: "delivered", broken: "undeliverable", open_: "sent"}
 
 
 @pytest.mark.parametrize("smsc", [Behaviour(drop_after=40)], indirect=True)

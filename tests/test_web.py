@@ -313,6 +313,15 @@ def test_an_incoming_huy_opts_out_and_other_words_wait_in_the_inbox(sent) -> Non
     assert refused is not None and kept == ["Ai gửi tin này?"]
 
 
+def test_an_incoming_message_posted_twice_is_handled_once(sent) -> None:
+    """Twilio retrying its webhook (same MessageSid) gets 200 again, and the text is kept once."""
+    engine, fake, _, client = sent
+    form = fake.inbound_form("+84905123457", "Ai gửi tin này?")
+    assert [_post(client, fake, form, url=INBOUND).status_code for _ in range(2)] == [200, 200]
+    with engine.connect() as conn:
+        assert conn.execute(select(inbox.c.text)).scalars().all() == ["Ai gửi tin này?"]
+
+
 def _started(command: str, sent, tmp_path: Path) -> tuple[subprocess.Popen, str, int | None]:
     """`canhbao <command> --port 0` on the sent world's database: the process, where it listens, its /healthz status."""
     engine, fake, _, _ = sent

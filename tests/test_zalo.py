@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select, update
 
 from dispatcher import blasts, queue
 from dispatcher.config import GatewaysSettings, ZaloGatewaySettings, load_settings
@@ -34,7 +34,7 @@ from dispatcher.gateways.base import (
 )
 from dispatcher.gateways.simulator import SimulatorGateway
 from dispatcher.gateways.zalo import WebhookRejected, ZaloGateway, parse_webhook
-from dispatcher.models import deliveries, gateway_tokens, utc
+from dispatcher.models import deliveries, delivery_reports, gateway_tokens, provider_refs, utc
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.smstext import Encoding
 from tests.clock import Clock
@@ -484,6 +484,15 @@ def test_a_signed_delivery_receipt_is_a_delivered_report(fake: ZaloFake, now: da
     assert report.at == now and report.gateway == "zalo-oa" and report.raw == body.decode()
 
 
+def test_a_receipt_names_our_delivery_by_its_tracking_id(fake: ZaloFake, now: datetime) -> None:
+    """tracking_id is the delivery id we sent: the report carries it; one that is not ours carries none."""
+    settings, body, headers = _webhook(fake, now)
+    assert [r.delivery_id for r in parse_webhook(settings, headers, body, now)] == [41]
+    message = {"delivery_time": str(int(now.timestamp() * 1000)), "msg_id": "m1", "tracking_id": "camp42-x"}
+    settings, body, headers = _webhook(fake, now, message=message)
+    assert [r.delivery_id for r in parse_webhook(settings, headers, body, now)] == [None]
+
+
 @pytest.mark.parametrize("fault", ["unsigned", "forged", "tampered", "not json"])
 def test_a_webhook_that_is_not_zalos_is_rejected(fake: ZaloFake, now: datetime, fault: str) -> None:
     """No signature, a wrong one, a body changed after signing, or no JSON: WebhookRejected saying which."""
@@ -612,6 +621,47 @@ def test_a_used_up_quota_in_zalo_then_sms_sends_sms_at_once(engine: Engine, regi
     assert fake.calls["/message/template"] == 1 and not fake.sent
     assert {(channel, status) for _, channel, status in rows} == {("sms", "sent")}
     assert sorted(m.delivery_id for m in simulator.accepted) == sorted(i for i, _, _ in rows)
+
+
+def _receipt(fake: ZaloFake, now: datetime, msg_id: str, delivery_id: int) -> list:
+    """The reports of a signed delivery receipt for `msg_id`, tracking `delivery_id`."""
+    event = _event(now, message={"delivery_time": str(int(now.timestamp() * 1000)), "msg_id": msg_id,
+                                 "tracking_id": str(delivery_id)})  # fmt: skip
+    body = json.dumps(event).encode()
+    return parse_webhook(_settings(fake), _signed(body, event), body, now + timedelta(seconds=1))
+
+
+def _lost_send(engine: Engine, blast_id: int, status: str) -> int:
+    """One delivery of the blast as if its worker never recorded Zalo's answer: `status`, no provider id, no ref."""
+    with engine.begin() as conn:
+        delivery_id, provider_id = conn.execute(select(deliveries.c.id, deliveries.c.provider_id)
+                                                .where(deliveries.c.blast_id == blast_id).limit(1)).one()  # fmt: skip
+        conn.execute(delete(provider_refs).where(provider_refs.c.provider_id == provider_id))
+        conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(status=status, provider_id=None))
+    return delivery_id
+
+
+def test_a_receipt_for_a_send_not_recorded_is_matched_by_its_tracking_id(engine, regions, fake, tmp_path, now) -> None:
+    """The worker died after Zalo took the message (left unknown): the receipt, by tracking_id, makes it delivered."""
+    worker, _, blast_id = _zalo_blast(engine, regions, fake, tmp_path, "zalo", now)
+    _run(worker)
+    delivery_id = _lost_send(engine, blast_id, "unknown")
+    with engine.begin() as conn:
+        assert queue.apply_reports(conn, _receipt(fake, now, "never-recorded", delivery_id)) == 1
+        assert conn.execute(select(deliveries.c.status).where(deliveries.c.id == delivery_id)).scalar() == "delivered"
+        kept = conn.execute(select(delivery_reports.c.delivery_id, delivery_reports.c.provider_id)).all()
+    assert (delivery_id, "never-recorded") in kept
+
+
+def test_a_receipt_before_the_send_is_recorded_is_applied_when_it_is(engine, regions, fake, tmp_path, now) -> None:
+    """A receipt for a message its worker has not recorded yet (still sending) waits, and applies once it is."""
+    worker, _, blast_id = _zalo_blast(engine, regions, fake, tmp_path, "zalo", now)
+    _run(worker)
+    delivery_id = _lost_send(engine, blast_id, "sending")
+    with engine.begin() as conn:
+        assert queue.apply_reports(conn, _receipt(fake, now, "m-early", delivery_id)) == 0
+        queue.record_sent(conn, "zalo", now, [(delivery_id, "m-early", 1)])
+        assert conn.execute(select(deliveries.c.status).where(deliveries.c.id == delivery_id)).scalar() == "delivered"
 
 
 def test_a_duplicated_receipt_changes_nothing(engine: Engine, regions, fake, tmp_path, now) -> None:

@@ -49,6 +49,8 @@ class SendResult(NamedTuple):
 
     provider_id: str
     parts: int
+    part_ids: tuple[str, ...] = ()
+    """Each part's own id, when the parts went as messages of their own with a receipt each (SMPP UDH, SAR)."""
 
 
 class ReportStatus(StrEnum):
@@ -77,6 +79,12 @@ class DeliveryReport:
     error_code: str | None = None
     gateway: str = ""
     raw: str | None = None
+    part: bool = False
+    """A receipt for one part of a message (or one the gateway cannot place): the message settles with its parts."""
+    aliases: tuple[str, ...] = ()
+    """Other spellings of `provider_id` the provider may have used for it (hex ⇄ decimal)."""
+    delivery_id: int | None = None
+    """Our delivery's id when the provider echoes it (Zalo's tracking_id): it places a report whose id we lack."""
 
 
 @dataclass(frozen=True)

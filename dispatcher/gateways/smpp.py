@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import re
 import socket
 import struct
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -262,6 +263,16 @@ def gsm7(text: str) -> bytes:
     return text.translate(GSM_TABLE).encode("latin-1")
 
 
+def mo_id(body: bytes, at: datetime) -> str:
+    """The id of a person's message (a deliver_sm carries none): a digest of its body and the day it came.
+
+    An SMSC whose deliver_sm_resp got lost sends the same body again, which this names alike. Two
+    texts a person sent alike the same day differ by their `user_message_reference` when the SMSC
+    passes it on; when it does not, the second is taken for a copy (an opt-out twice is one anyway).
+    """
+    return "mo-" + hashlib.sha256(at.date().isoformat().encode() + body).hexdigest()[:40]
+
+
 def id_forms(message_id: str) -> list[str]:
     """The spellings an SMSC may use for one id: as given, and in the other base (hex ⇄ decimal).
 
@@ -491,9 +502,12 @@ class _Sent:
 
     provider_id: str
     parts_left: int
+    parts: int = 1
     raw: list[str] = field(default_factory=list)
     worst: ReportStatus = ReportStatus.DELIVERED
     reported: bool = False
+    unsaved: list[DeliveryReport] = field(default_factory=list)
+    """Its parts' receipts taken since the last `reports()`, handed on for the database to keep."""
 
 
 FINISHED_KEPT = 50_000  # spellings of ids whose receipts all came, remembered to drop a receipt sent twice
@@ -608,14 +622,14 @@ class SmppGateway:
         errors = [answer for answer in answers if isinstance(answer, GatewayError)]
         if not errors:
             self._remember(ids)
-            return SendResult(ids[0], message.parts)
+            return SendResult(ids[0], message.parts, tuple(id_forms(i)[0] for i in ids) if len(ids) > 1 else ())
         if not ids:
             return errors[0]
         return UnknownOutcomeError(f"{len(ids)} of {len(answers)} parts taken, then: {errors[0]}", code=errors[0].code)
 
     def _remember(self, ids: list[str]) -> None:
         """Wait for a receipt per part id; the message is known by its first part's id."""
-        sent = _Sent(ids[0], len(ids))
+        sent = _Sent(ids[0], len(ids), parts=len(ids))
         for message_id in ids:
             for form in id_forms(message_id):
                 self._sent[form] = sent
@@ -640,7 +654,8 @@ class SmppGateway:
         text = _decode(deliver.short_message or deliver.tlvs.get(TLV_PAYLOAD, b""), deliver.data_coding)
         source = deliver.source_addr.lstrip("+")
         msisdn = f"+{source}" if source.isdigit() else deliver.source_addr
-        self._inbound.append(InboundMessage(msisdn, text, datetime.now(UTC), self.name, raw=text))
+        now = datetime.now(UTC)
+        self._inbound.append(InboundMessage(msisdn, text, now, self.name, mo_id(body, now), raw=text))
         return 0
 
     def reports(self, now: datetime) -> list[DeliveryReport]:
@@ -650,7 +665,7 @@ class SmppGateway:
         then it goes as it is, for the queue to keep until the id is known or for reconciliation.
         """
         waiting, self._receipts = self._receipts, []
-        reports = []
+        reports, open_ = [], {}
         for receipt, came in waiting:
             forms = id_forms(receipt.message_id)
             if receipt.status is None or any(form in self._finished for form in forms):
@@ -658,12 +673,24 @@ class SmppGateway:
             sent = next((self._sent[form] for form in forms if form in self._sent), None)
             if sent is not None:
                 reports += self._settle(sent, forms, receipt, now)
+                if sent.parts > 1:
+                    open_[id(sent)] = sent
             elif time.monotonic() - came < self.receipt_hold_seconds:
                 self._receipts.append((receipt, came))
-            else:
+            else:  # perhaps a part of a message sent before a restart: the database knows its parts
                 reports.append(DeliveryReport(receipt.message_id, receipt.status, now, receipt.error_code, self.name,
-                                              receipt.raw))  # fmt: skip
-        return reports
+                                              receipt.raw, part=True, aliases=tuple(forms)))  # fmt: skip
+        return reports + self._unsaved(open_.values())
+
+    @staticmethod
+    def _unsaved(messages: Iterable[_Sent]) -> list[DeliveryReport]:
+        """The part receipts of messages still open, for the database to keep: a restart forgets them here."""
+        unsaved = []
+        for sent in messages:
+            if not sent.reported:
+                unsaved += sent.unsaved
+            sent.unsaved = []
+        return unsaved
 
     def _settle(self, sent: _Sent, forms: list[str], receipt: Receipt, now: datetime) -> list[DeliveryReport]:
         """One part's receipt: the message's report when it settles it (every part in, or one undeliverable)."""
@@ -674,6 +701,9 @@ class SmppGateway:
             self._finished.popitem(last=False)
         assert receipt.status is not None
         sent.raw.append(receipt.raw)
+        if sent.parts > 1:
+            sent.unsaved.append(DeliveryReport(forms[0], receipt.status, now, receipt.error_code, self.name,
+                                               receipt.raw, part=True, aliases=tuple(forms[1:])))  # fmt: skip
         sent.parts_left -= 1
         if receipt.status is not ReportStatus.DELIVERED and sent.worst is not ReportStatus.UNDELIVERABLE:
             sent.worst = receipt.status

@@ -587,7 +587,9 @@ def parse_webhook(
         return []  # other events, and OA chat deliveries (which carry no delivery_time)
     at = _millis(message["delivery_time"], "message.delivery_time")
     raw = body.decode("utf-8", errors="replace")
-    return [DeliveryReport(str(message["msg_id"]), ReportStatus.DELIVERED, at, gateway=gateway, raw=raw)]
+    tracking = str(message.get("tracking_id", ""))  # our delivery id, as we sent it
+    return [DeliveryReport(str(message["msg_id"]), ReportStatus.DELIVERED, at, gateway=gateway, raw=raw,
+                           delivery_id=int(tracking) if tracking.isdigit() else None)]  # fmt: skip
 
 
 def _event(body: bytes) -> dict[str, Any]:

@@ -63,7 +63,8 @@ async def twilio_inbound(request: Request) -> Response:
 
 def _receive(engine: Engine, message: InboundMessage) -> None:
     with engine.begin() as conn:
-        inbound.receive(conn, message.msisdn, message.text, message.gateway, message.at, message.raw)
+        inbound.receive(conn, message.msisdn, message.text, message.gateway, message.at, message.raw,
+                        message.provider_id)  # fmt: skip
 
 
 async def _twilio_request(request: Request, path: str) -> tuple[str, dict[str, str], str] | Response:

@@ -1,7 +1,7 @@
 """alert_rejections: an approver may send a submitted alert version back, with the reason
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 
 An approver who will not approve an alert says why; the author reads the reason in the console
 or with `alerts show`, writes a new version and submits it again. The rejected version is kept
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0017"
-down_revision = "0015"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
