@@ -401,6 +401,27 @@ class WebSettings(Section):
     )
 
 
+class ReportSettings(Section):
+    """Reach reports: coverage targets per audience (percent), retention of delivery rows, the issuing body."""
+
+    targets: dict[str, Finite] = Field(
+        default_factory=lambda: {
+            "public": 50.0,
+            "official": 85.0,
+            "telecom_staff": 80.0,
+            "journalist": 95.0,
+            "leader": 95.0,
+        },  # fmt: skip
+        description="share of each audience to reach; the national scheme's figures (plan 3833/KH-UBND)",
+    )
+    retention_months: int = Field(24, ge=1, description="delivery rows (with numbers) older than this are purged")
+    issuer: str = Field("CÔNG AN TỈNH", description="the issuing body printed at the top of the report")
+    recipients: list[str] = Field(
+        default_factory=lambda: ["Tiểu ban An toàn, an ninh mạng tỉnh", "Lưu: VT"],
+        description="the 'Nơi nhận' block",
+    )
+
+
 class Settings(BaseSettings):
     """Everything a deployment can set."""
 
@@ -423,6 +444,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = PolicySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     web: WebSettings = WebSettings()
+    reports: ReportSettings = ReportSettings()
 
     @field_validator("routes")
     @classmethod

@@ -1,0 +1,199 @@
+"""The rollup job: final deliveries added once to the daily facts and the reach tables a report reads.
+
+Each run looks at the blasts not closed yet. A blast's final deliveries not in `rollup_seen` are
+added to `delivery_facts` and their ids to `rollup_seen` in the same transaction, so a re-run (or
+a second job racing this one: the primary key of `rollup_seen` refuses the same id twice) changes
+nothing. What is not final yet is kept apart, replaced at each run (`rollup_pending`). A blast that
+ended with every delivery final is closed: never read again, its `rollup_seen` rows dropped.
+
+People reached (`reach_rows`, `reach_counts`): each row carries the day the person was reached
+before it, so a period counts each person once without reading anyone's history. A late report
+that reaches someone on a day before days already counted re-links that person's later rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, Engine, select, text
+
+from dispatcher.domain import FINAL_DELIVERY_STATES, BlastState, DeliveryStatus
+from dispatcher.models import blasts, rollup_blasts
+
+FINAL = ", ".join(f"'{s.value}'" for s in sorted(FINAL_DELIVERY_STATES))
+ENDED = (BlastState.COMPLETED, BlastState.CANCELLED, BlastState.EXPIRED, BlastState.MISSED)
+FACT_KEYS = "day, blast_id, alert_id, province_code, commune_code, carrier, channel, status, audience_mask"
+REACH_KEYS = "scope, key, day, prev_day, province_code, commune_code, audience_mask"
+# Zalo that fell back to SMS is its own channel in reports: the delivery's channel says the fallback.
+CHANNEL = "CASE WHEN b.channel = 'sms' THEN 'sms' WHEN d.channel = 'sms' THEN 'zalo_sms' ELSE 'zalo' END"
+
+
+@dataclass(frozen=True)
+class RollupRun:
+    """What one run did: blasts looked at and closed, deliveries and people-days added."""
+
+    blasts: int
+    closed: int
+    deliveries: int
+    reached: int
+
+
+def local_day(dialect: str, column: str, zone: str) -> str:
+    """SQL for the local date (yyyymmdd integer) of a UTC timestamp column in `zone`.
+
+    SQLite has no time zones: the zone's offset now is used, exact for zones without daylight
+    saving (Asia/Ho_Chi_Minh has kept +07:00 since 1975).
+    """
+    if dialect == "postgresql":
+        return f"CAST(to_char({column} AT TIME ZONE '{ZoneInfo(zone).key}', 'YYYYMMDD') AS INTEGER)"
+    offset = datetime.now(ZoneInfo(zone)).utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset else 0
+    return f"CAST(strftime('%Y%m%d', {column}, '{minutes:+d} minutes') AS INTEGER)"
+
+
+def run(engine: Engine, zone: str, now: datetime) -> RollupRun:
+    """Roll up every open blast, one transaction each; re-running changes nothing."""
+    with engine.connect() as conn:
+        open_ids = conn.execute(
+            select(blasts.c.id)
+            .outerjoin(rollup_blasts, rollup_blasts.c.blast_id == blasts.c.id)
+            .where(blasts.c.started_at.is_not(None), rollup_blasts.c.closed_at.is_(None))
+            .order_by(blasts.c.id)
+        ).scalars().all()  # fmt: skip
+    closed = added = reached = 0
+    for blast_id in open_ids:
+        with engine.begin() as conn:
+            done, n, people = roll_blast(conn, blast_id, zone, now)
+        closed, added, reached = closed + done, added + n, reached + people
+    return RollupRun(len(open_ids), closed, added, reached)
+
+
+def roll_blast(conn: Connection, blast_id: int, zone: str, now: datetime) -> tuple[bool, int, int]:
+    """(closed, deliveries added, people-days added) of rolling one blast up inside `conn`'s transaction."""
+    day = local_day(conn.dialect.name, "COALESCE(d.sent_at, d.finished_at, b.started_at)", zone)
+    _temp(conn, "rollup_batch", _batch_sql(day, blast_id))
+    added = conn.exec_driver_sql("SELECT count(*) FROM rollup_batch").scalar_one()
+    if added:
+        _add_facts(conn, "delivery_facts", "rollup_batch", upsert=True)
+        conn.exec_driver_sql("INSERT INTO rollup_seen (delivery_id, blast_id) SELECT id, blast_id FROM rollup_batch")
+    people = _add_reach(conn) if added else 0
+    pending = _replace_pending(conn, blast_id, day)
+    closed = pending == 0 and _ended(conn, blast_id)
+    _mark(conn, blast_id, now, closed)
+    return closed, added, people
+
+
+def _batch_sql(day: str, blast_id: int) -> str:
+    """The blast's final deliveries not counted yet, with the dimensions of the facts (an id inlined:
+    PostgreSQL takes no parameters in CREATE TABLE AS)."""
+    return (
+        f"SELECT d.id, d.blast_id, d.subscriber_id, d.alert_id, d.province_code, COALESCE(d.commune_code, 0) "
+        f"AS commune_code, d.carrier, {CHANNEL} AS channel, d.status, {day} AS day, "
+        "COALESCE(s.audience_mask, 0) AS audience_mask, CASE WHEN d.sent_at IS NULL THEN 0 ELSE 1 END AS sent, "
+        "CASE WHEN d.sent_at IS NULL THEN 0 ELSE COALESCE(d.parts, 1) END AS parts "
+        "FROM deliveries d JOIN blasts b ON b.id = d.blast_id LEFT JOIN subscribers s ON s.id = d.subscriber_id "
+        f"WHERE d.blast_id = {int(blast_id)} AND d.status IN ({FINAL}) "
+        "AND NOT EXISTS (SELECT 1 FROM rollup_seen r WHERE r.delivery_id = d.id)"
+    )
+
+
+def _temp(conn: Connection, name: str, query: str) -> None:
+    """A temporary table `name` holding `query`'s rows (replacing one left by an earlier blast)."""
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {name} AS {query}")
+
+
+def _add_facts(conn: Connection, table: str, source: str, upsert: bool) -> None:
+    # `WHERE 1 = 1`: SQLite reads an ON CONFLICT after a bare SELECT … GROUP BY as part of the SELECT.
+    on_conflict = (
+        f" ON CONFLICT ({FACT_KEYS}) DO UPDATE SET messages = {table}.messages + excluded.messages, "
+        f"sent = {table}.sent + excluded.sent, parts = {table}.parts + excluded.parts"
+    )
+    conn.exec_driver_sql(
+        f"INSERT INTO {table} ({FACT_KEYS}, messages, sent, parts) "
+        f"SELECT {FACT_KEYS}, count(*), sum(sent), sum(parts) FROM {source} WHERE 1 = 1 GROUP BY {FACT_KEYS}"
+        + (on_conflict if upsert else "")
+    )
+
+
+def _add_reach(conn: Connection) -> int:
+    """Link the batch's delivered messages into the people reached; the people-days it added."""
+    _temp(conn, "rollup_reached", (
+        "SELECT DISTINCT r.subscriber_id, r.day, r.alert_id, a.method, r.province_code, r.commune_code, "
+        "r.audience_mask FROM rollup_batch r JOIN alerts a ON a.id = r.alert_id "
+        f"WHERE r.status = '{DeliveryStatus.DELIVERED.value}'"
+    ))  # fmt: skip
+    first_new = "SELECT subscriber_id, min(day) AS from_day FROM rollup_reached GROUP BY subscriber_id"
+    _temp(conn, "rollup_touched", first_new)
+    conn.exec_driver_sql("CREATE INDEX ix_rollup_touched ON rollup_touched (subscriber_id)")
+    _count_touched(conn, -1)  # their rows from the first new day on are counted again below, re-linked
+    before = conn.exec_driver_sql("SELECT count(*) FROM rollup_reached").scalar_one()
+    conn.exec_driver_sql(
+        "INSERT INTO reach_rows (subscriber_id, day, alert_id, method, province_code, commune_code, audience_mask, "
+        "prev_any, prev_method, prev_alert) SELECT subscriber_id, day, alert_id, method, province_code, commune_code, "
+        "audience_mask, 0, 0, 0 FROM rollup_reached WHERE 1 = 1 ON CONFLICT DO NOTHING"
+    )
+    conn.exec_driver_sql(RELINK_SQL)
+    _count_touched(conn, 1)
+    conn.exec_driver_sql("DELETE FROM reach_counts WHERE people = 0")
+    return before
+
+
+TOUCHED = (
+    "r.subscriber_id IN (SELECT subscriber_id FROM rollup_touched) "
+    "AND r.day >= (SELECT t.from_day FROM rollup_touched t WHERE t.subscriber_id = r.subscriber_id)"
+)
+_BEFORE = "p.subscriber_id = r.subscriber_id AND (p.day < r.day OR (p.day = r.day AND p.alert_id < r.alert_id))"
+RELINK_SQL = (
+    "UPDATE reach_rows AS r SET "
+    f"prev_any = COALESCE((SELECT max(p.day) FROM reach_rows p WHERE {_BEFORE}), 0), "
+    f"prev_method = COALESCE((SELECT max(p.day) FROM reach_rows p WHERE p.method = r.method AND {_BEFORE}), 0), "
+    "prev_alert = COALESCE((SELECT max(p.day) FROM reach_rows p WHERE p.subscriber_id = r.subscriber_id "
+    "AND p.alert_id = r.alert_id AND p.day < r.day), 0) "
+    f"WHERE {TOUCHED}"
+)
+
+
+def _count_touched(conn: Connection, sign: int) -> None:
+    """Add (sign 1) or take away (-1) the touched people's rows in `reach_counts`, in all three scopes."""
+    cols = "r.day, {prev}, r.province_code, r.commune_code, r.audience_mask"
+    scopes = [
+        f"SELECT 'all' AS scope, '' AS key, {cols.format(prev='r.prev_any AS prev_day')}",
+        f"SELECT 'method', r.method, {cols.format(prev='r.prev_method')}",
+        f"SELECT 'alert', CAST(r.alert_id AS VARCHAR(60)), {cols.format(prev='r.prev_alert')}",
+    ]
+    rows = " UNION ALL ".join(f"{scope} FROM reach_rows r WHERE {TOUCHED}" for scope in scopes)
+    conn.exec_driver_sql(
+        f"INSERT INTO reach_counts ({REACH_KEYS}, people) SELECT {REACH_KEYS}, {sign} * count(*) FROM ({rows}) x "
+        f"WHERE 1 = 1 GROUP BY {REACH_KEYS} "
+        f"ON CONFLICT ({REACH_KEYS}) DO UPDATE SET people = reach_counts.people + excluded.people"
+    )
+
+
+def _replace_pending(conn: Connection, blast_id: int, day: str) -> int:
+    """The blast's deliveries not final yet, as of now, in place of the last run's; how many."""
+    conn.execute(text("DELETE FROM rollup_pending WHERE blast_id = :b"), {"b": blast_id})
+    _temp(conn, "rollup_open", _batch_sql(day, blast_id).replace(f"d.status IN ({FINAL})", f"d.status NOT IN ({FINAL})")
+          .replace("AND NOT EXISTS (SELECT 1 FROM rollup_seen r WHERE r.delivery_id = d.id)", ""))  # fmt: skip
+    _add_facts(conn, "rollup_pending", "rollup_open", upsert=False)
+    return conn.exec_driver_sql("SELECT count(*) FROM rollup_open").scalar_one()
+
+
+def _ended(conn: Connection, blast_id: int) -> bool:
+    state = conn.execute(select(blasts.c.state).where(blasts.c.id == blast_id)).scalar_one()
+    return state in {s.value for s in ENDED}
+
+
+def _mark(conn: Connection, blast_id: int, now: datetime, closed: bool) -> None:
+    """Record the run; a closed blast's seen ids are no longer needed (it is never read again)."""
+    closed_at = now.astimezone(UTC) if closed else None
+    r = rollup_blasts.c
+    found = conn.execute(select(r.blast_id).where(r.blast_id == blast_id)).first()
+    if found:
+        conn.execute(rollup_blasts.update().where(r.blast_id == blast_id).values(rolled_at=now, closed_at=closed_at))
+    else:
+        conn.execute(rollup_blasts.insert().values(blast_id=blast_id, rolled_at=now, closed_at=closed_at))
+    if closed:
+        conn.execute(text("DELETE FROM rollup_seen WHERE blast_id = :b"), {"b": blast_id})
