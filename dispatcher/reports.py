@@ -25,6 +25,7 @@ from dispatcher.formats import moment
 from dispatcher.models import alerts, blasts
 from dispatcher.regions import SCHEME_2025, Level, RegionIndex
 
+BREAKDOWNS = ("province", "commune", "carrier", "channel", "method", "alert", "audience")
 COUNTED = ("delivered", "failed", "undeliverable", "expired", "cancelled")
 CHANNEL_LABELS = {"sms": "SMS", "zalo": "Zalo", "zalo_sms": "Zalo chuyển sang SMS"}
 _PERIOD = re.compile(r"^(?P<y>\d{4})(?:-(?:(?P<h>H[12])|(?P<q>Q[1-4])|(?P<m>\d{1,2})))?$", re.IGNORECASE)
@@ -300,7 +301,9 @@ def _tally(rows: list[tuple], pending: list[tuple], regions: RegionIndex, info: 
                 if mask & audience.mask:
                     out["audience"][audience.label].add(status, messages, sent, parts, final)
     out["totals"][""]  # noqa: B018  (an empty period still has its totals row)
-    return {name: dict(sorted(table.items(), key=lambda kv: -kv[1].messages)) for name, table in out.items()}
+    return {name: {} for name in BREAKDOWNS} | {
+        name: dict(sorted(table.items(), key=lambda kv: -kv[1].messages)) for name, table in out.items()
+    }
 
 
 def _province(regions: RegionIndex, code: int) -> str:
