@@ -170,7 +170,8 @@ def test_late_reports_arriving_after_a_rollup_are_counted_once(dataset: Engine, 
     with dataset.begin() as conn:
         waiting = conn.execute(select(deliveries.c.id, deliveries.c.provider_id)
                                .where(deliveries.c.status == "sent")).all()  # fmt: skip
-        conn.execute(insert(provider_refs), [{"gateway": "fake", "provider_id": p, "delivery_id": i} for i, p in waiting])
+        refs = [{"gateway": "fake", "provider_id": p, "delivery_id": i} for i, p in waiting]
+        conn.execute(insert(provider_refs), refs)
         at = datetime(2026, 11, 22, tzinfo=UTC)
         queue.apply_reports(conn, [DeliveryReport(p, ReportStatus.DELIVERED, at, None, "fake") for _, p in waiting])
     _roll(dataset)
@@ -186,8 +187,11 @@ def test_a_message_after_local_midnight_belongs_to_the_next_day(dataset: Engine,
     direct = _direct(dataset, reports.parse_period("2026-H1"))
     assert 0 < h1.totals.messages == sum(direct["status"].values())
     assert july.totals.messages > 0
-    assert h1.totals.messages + july.totals.messages + _report(dataset, regions, "2026-08").totals.messages == sum(
-        _report(dataset, regions, "2026").totals.by_status.values()) + _report(dataset, regions, "2026").totals.pending
+    assert (
+        h1.totals.messages + july.totals.messages + _report(dataset, regions, "2026-08").totals.messages
+        == sum(_report(dataset, regions, "2026").totals.by_status.values())
+        + _report(dataset, regions, "2026").totals.pending
+    )
 
 
 def test_an_empty_period_reports_zeros(dataset: Engine, regions: RegionIndex) -> None:
@@ -219,7 +223,8 @@ def test_a_report_over_purged_deliveries_comes_out_the_same(dataset: Engine, reg
         dry = retention.purge(conn, datetime(2029, 1, 1, tzinfo=UTC), 24, "admin", dry_run=True)
         done = retention.purge(conn, datetime(2029, 1, 1, tzinfo=UTC), 24, "admin")
         left = conn.execute(select(deliveries.c.blast_id).distinct()).scalars().all()
-        audited = conn.execute(select(audit_log.c.detail).where(audit_log.c.action == "deliveries.purge")).scalars().all()
+        audited = conn.execute(select(audit_log.c.detail).where(audit_log.c.action == "deliveries.purge")).scalars()
+        audited = list(audited)
     assert dry.deliveries == done.deliveries > 0 and left == [4]  # the running blast stays
     assert audited == [{"cutoff": done.cutoff.isoformat(), "deliveries": done.deliveries, "blasts": 4}]
     assert _report(dataset, regions, "2026") == before
