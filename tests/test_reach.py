@@ -11,14 +11,15 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Engine, insert, select, text
 
-from dispatcher import queue, reports, retention, rollups
-from dispatcher.config import Settings
+from dispatcher import db, queue, reports, retention, rollups
+from dispatcher.config import DatabaseSettings, Settings
 from dispatcher.domain import Audience
 from dispatcher.errors import UsageError
 from dispatcher.gateways.base import DeliveryReport, ReportStatus
 from dispatcher.models import alerts, audit_log, blasts, deliveries, provider_refs, subscribers
 from dispatcher.regions import RegionIndex
 from tests import world
+from tests.conftest import Cli
 
 ZONE = "Asia/Ho_Chi_Minh"
 SLUGS = ("dau-tu-tien-ao-ngoai-hoi", "gia-danh-cong-an-goi-video", "khong-cung-cap-ma-otp", "lay-lai-tien-bi-lua")
@@ -36,6 +37,11 @@ FINAL = ("delivered", "failed", "undeliverable", "expired", "cancelled")
 @pytest.fixture
 def dataset(engine: Engine, regions: RegionIndex, now: datetime, tmp_path: Path) -> Engine:
     """300 people of Đà Nẵng, five blasts: retries, Zalo fallbacks, a cancelled one, one still awaiting reports."""
+    return fill(engine, regions, now, tmp_path)
+
+
+def fill(engine: Engine, regions: RegionIndex, now: datetime, tmp_path: Path) -> Engine:
+    """The generated dataset of `dataset` in `engine`."""
     world.people(engine, regions, now, tmp_path, 300, seed=7)
     world.catalogue(engine, now, SLUGS)
     rng = random.Random(17)
@@ -258,3 +264,66 @@ def test_retention_cutoff_counts_calendar_months() -> None:
     """24 months before 31 March 2028 is 31 March 2026; 1 month before 31 March is the end of February."""
     assert retention.cutoff(datetime(2028, 3, 31, tzinfo=UTC), 24) == datetime(2026, 3, 31, tzinfo=UTC)
     assert retention.cutoff(datetime(2026, 3, 31, tzinfo=UTC), 1) == datetime(2026, 2, 28, tzinfo=UTC)
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_data(cli: Cli, regions: RegionIndex, now: datetime, tmp_path: Path) -> Cli:
+    """The command line over the generated dataset."""
+    engine = db.make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'canhbao.db'}"))
+    fill(engine, regions, now, tmp_path)
+    engine.dispose()
+    return cli
+
+
+def test_report_json_has_the_figures_of_the_domain(cli_data: Cli, regions: RegionIndex, tmp_path: Path) -> None:
+    """`canhbao report --period 2026 --json` prints the report the domain builds, rollups run first."""
+    code, document = cli_data.json("report", "--period", "2026")
+    assert code == 0
+    assert document["period"] == {"name": "2026", "title": "năm 2026", "first": "2026-01-01", "last": "2026-12-31"}
+    engine = db.make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'canhbao.db'}"))
+    assert document["people"] == len(_direct(engine, reports.parse_period("2026"))["people"]) > 0
+    assert {c["audience"]: c["target"] for c in document["coverage"]}["official"] == 85.0
+
+
+def test_report_csv_carries_every_table_for_excel(cli_data: Cli) -> None:
+    """The CSV starts with a BOM and holds each table behind its Vietnamese title."""
+    code, out, _ = cli_data("report", "--period", "2026-Q3", "--format", "csv")
+    assert code == 0 and out.startswith("\ufeffTổng hợp")
+    for title in ("Theo nhà mạng", "Độ bao phủ theo nhóm đối tượng", "Các đợt gửi", "Xu hướng theo tuần"):
+        assert f"{title}\r\n" in out
+
+
+def test_report_xlsx_has_a_sheet_per_table_and_native_charts(cli_data: Cli, tmp_path: Path) -> None:
+    """The workbook has one sheet per table and bar charts beside the province and coverage tables."""
+    from openpyxl import load_workbook
+
+    path = tmp_path / "r.xlsx"
+    assert cli_data("report", "--period", "2026-H2", "--format", "xlsx", "--output", str(path))[0] == 0
+    book = load_workbook(path)
+    assert "Theo nhà mạng" in book.sheetnames
+    assert book["Độ bao phủ theo nhóm đối tượng"]._charts
+
+
+def test_report_on_screen_and_a_bad_period_or_format(cli_data: Cli) -> None:
+    """Without --format the summary is printed; a period or format not understood exits 2 saying so."""
+    code, out, _ = cli_data("report", "--period", "2026-07")
+    assert code == 0 and "Số người đã nhận" in out
+    assert cli_data("report", "--period", "2026-H3")[0] == 2
+    code, _, err = cli_data("report", "--period", "2026", "--format", "docx")
+    assert code == 2 and "Định dạng 'docx'" in err
+
+
+def test_rollup_twice_adds_nothing_the_second_time(cli_data: Cli) -> None:
+    """`canhbao rollup` adds the final deliveries once; run again it adds none."""
+    assert cli_data.json("rollup")[1]["deliveries"] > 0
+    assert cli_data.json("rollup")[1]["deliveries"] == 0
+
+
+def test_purge_dry_run_says_what_would_go_and_keeps_it(cli_data: Cli) -> None:
+    """`purge --dry-run --months 1` counts the old deliveries of closed blasts and deletes nothing."""
+    code, found = cli_data.json("purge", "--dry-run", "--months", "1")
+    assert code == 0 and found["dry_run"] and found["deliveries"] > 0
+    assert cli_data.json("purge", "--dry-run", "--months", "1")[1]["deliveries"] == found["deliveries"]

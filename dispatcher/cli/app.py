@@ -15,7 +15,20 @@ import typer
 from rich.markup import escape
 
 from dispatcher import logs
-from dispatcher.cli import alerts, blasts, db, failures, gateways, regions, schedules, subscribers, text, users, web
+from dispatcher.cli import (
+    alerts,
+    blasts,
+    db,
+    failures,
+    gateways,
+    regions,
+    reports,
+    schedules,
+    subscribers,
+    text,
+    users,
+    web,
+)
 from dispatcher.cli.common import Context, emit, err
 from dispatcher.cli.usage import OPTIONS_METAVAR, SUBCOMMAND_METAVAR, Group, adopt, vietnamese_help
 from dispatcher.config import load_settings
@@ -74,7 +87,7 @@ def main() -> None:
     sys.exit(run())
 
 
-for group in (db, regions, subscribers, alerts, text, blasts, schedules, gateways, web, users):
+for group in (db, regions, subscribers, alerts, text, blasts, schedules, gateways, web, users, reports):
     group.register(app)
 adopt(app)  # every command, wherever it was registered: `--as` after it, Vietnamese usage errors and help
 vietnamese_help()
