@@ -255,12 +255,10 @@ def scope(regions: RegionIndex, province: str | None) -> Scope:
 def build(conn: Connection, settings: Settings, regions: RegionIndex, period: Period, where: Scope,
           now: datetime) -> Report:  # fmt: skip
     """The report of `period` over `where`, from the rollups alone."""
-    first, last = period.days
-    rows = _fact_rows(conn, "delivery_facts", first, last, where)
-    pending = _fact_rows(conn, "rollup_pending", first, last, where)
+    facts = _Facts(conn, *period.days, where)
     alert_info = _alerts(conn)
-    tally = _tally(rows, pending, regions, alert_info)
-    reach = _reach(conn, first, last, where)
+    tally = _tally(facts, regions, alert_info)
+    reach = _reach(conn, *period.days, where)
     return Report(
         period=period, place=where.label, generated_at=now, totals=tally["totals"][""], people=reach["all"],
         by_province=tally["province"], by_commune=tally["commune"], by_carrier=tally["carrier"],
@@ -268,15 +266,44 @@ def build(conn: Connection, settings: Settings, regions: RegionIndex, period: Pe
         by_audience=tally["audience"], people_by_province=_province_people(reach, regions),
         people_by_method={_method(m): n for m, n in sorted(reach["method"].items(), key=lambda kv: -kv[1])},
         coverage=_coverage(conn, settings, reach, where), top_alerts=_top_alerts(reach, alert_info),
-        blasts=_blasts(conn, rows + pending, settings.app.timezone), cost=_cost(rows + pending, settings),
-        weekly=_weekly(conn, rows, period, where), uncounted=_uncounted(pending), notes=list(where.notes),
+        blasts=_blasts(conn, facts.both("blast_id"), settings.app.timezone),
+        cost=_cost(facts.both("carrier", "channel"), settings), weekly=_weekly(conn, facts.rows("day"), period, where),
+        uncounted=_uncounted(facts.pending()), notes=list(where.notes),
     )  # fmt: skip
 
 
-def _fact_rows(conn: Connection, table: str, first: int, last: int, where: Scope) -> list[tuple]:
-    sql = (f"SELECT day, blast_id, alert_id, province_code, commune_code, carrier, channel, status, audience_mask, "
-           f"messages, sent, parts FROM {table} WHERE day BETWEEN :a AND :b AND {where.sql()}")  # fmt: skip
-    return [tuple(row) for row in conn.execute(text(sql), {"a": first, "b": last})]
+FACT_COLUMNS = ("day", "blast_id", "alert_id", "province_code", "commune_code", "carrier", "channel", "status",
+                "audience_mask")  # fmt: skip
+
+
+@dataclass
+class _Facts:
+    """The period's facts (final) and pending rows, summed in SQL by the columns a breakdown keeps.
+
+    Rows keep the shape of the tables (the other columns read 0 or ''), so every reader unpacks them alike.
+    """
+
+    conn: Connection
+    first: int
+    last: int
+    where: Scope
+
+    def rows(self, *keep: str, table: str = "delivery_facts") -> list[tuple]:
+        """Rows of `table` summed by `keep` and the status."""
+        kept = (*keep, "status")
+        shown = [c if c in kept else ("''" if c in ("carrier", "channel") else "0") for c in FACT_COLUMNS]
+        group = ", ".join(dict.fromkeys(kept))
+        sql = (f"SELECT {', '.join(shown)}, sum(messages), sum(sent), sum(parts) FROM {table} "
+               f"WHERE day BETWEEN :a AND :b AND {self.where.sql()} GROUP BY {group}")  # fmt: skip
+        return [tuple(row) for row in self.conn.execute(text(sql), {"a": self.first, "b": self.last})]
+
+    def pending(self, *keep: str) -> list[tuple]:
+        """Rows not final yet, summed by `keep` and the status."""
+        return self.rows(*keep, table="rollup_pending")
+
+    def both(self, *keep: str) -> list[tuple]:
+        """Final and pending rows together."""
+        return self.rows(*keep) + self.pending(*keep)
 
 
 def _alerts(conn: Connection) -> dict[int, dict[str, Any]]:
@@ -286,24 +313,40 @@ def _alerts(conn: Connection) -> dict[int, dict[str, Any]]:
             in found}  # fmt: skip
 
 
-def _tally(rows: list[tuple], pending: list[tuple], regions: RegionIndex, info: dict[int, dict]) -> dict[str, Any]:
-    """Every breakdown of the messages at once: one pass over the fact rows."""
+# The breakdowns: the column each sums by.
+_BY = {"province": "province_code", "commune": "commune_code", "carrier": "carrier", "channel": "channel",
+       "alert": "alert_id", "audience": "audience_mask", "totals": "status"}  # fmt: skip
+
+
+def _tally(facts: _Facts, regions: RegionIndex, info: dict[int, dict]) -> dict[str, Any]:
+    """Every breakdown of the messages, each summed by its own column in SQL (methods from the alerts')."""
     out: dict[str, dict[str, Counts]] = defaultdict(lambda: defaultdict(Counts))
-    for final, source in ((True, rows), (False, pending)):
-        for _, _, alert, province, commune, carrier, channel, status, mask, messages, sent, parts in source:
-            keys = {"totals": "", "province": _province(regions, province), "commune": _commune(regions, commune),
-                    "carrier": labels.carrier(carrier), "channel": CHANNEL_LABELS.get(channel, channel),
-                    "method": _method(info.get(alert, {}).get("method", "")),
-                    "alert": info.get(alert, {}).get("name", str(alert))}  # fmt: skip
-            for name, key in keys.items():
-                out[name][key].add(status, messages, sent, parts, final)
-            for audience in Audience:
-                if mask & audience.mask:
-                    out["audience"][audience.label].add(status, messages, sent, parts, final)
+    for name, column in _BY.items():
+        index = FACT_COLUMNS.index(column)
+        for final, rows in ((True, facts.rows(column)), (False, facts.pending(column))):
+            for row in rows:
+                status, (messages, sent, parts) = row[7], row[9:]
+                for key in _keys(name, row[index], regions, info):
+                    out[name][key].add(status, messages, sent, parts, final)
+                if name == "alert":
+                    method = _method(info.get(row[index], {}).get("method", ""))
+                    out["method"][method].add(status, messages, sent, parts, final)
     out["totals"][""]  # noqa: B018  (an empty period still has its totals row)
     return {name: {} for name in BREAKDOWNS} | {
         name: dict(sorted(table.items(), key=lambda kv: -kv[1].messages)) for name, table in out.items()
     }
+
+
+def _keys(name: str, value: Any, regions: RegionIndex, info: dict[int, dict]) -> list[str]:
+    """The rows of breakdown `name` a value counts in (an audience mask counts in each of its audiences)."""
+    if name == "totals":
+        return [""]
+    if name == "audience":
+        return [a.label for a in Audience if value & a.mask]
+    named = {"province": lambda: _province(regions, value), "commune": lambda: _commune(regions, value),
+             "carrier": lambda: labels.carrier(value), "channel": lambda: CHANNEL_LABELS.get(value, value),
+             "alert": lambda: info.get(value, {}).get("name", str(value))}  # fmt: skip
+    return [named[name]()]
 
 
 def _province(regions: RegionIndex, code: int) -> str:

@@ -119,26 +119,51 @@ def _add_facts(conn: Connection, table: str, source: str, upsert: bool) -> None:
 
 
 def _add_reach(conn: Connection) -> int:
-    """Link the batch's delivered messages into the people reached; the people-days it added."""
+    """Link the batch's delivered messages into the people reached; the people-days it added.
+
+    A person's new row usually comes after all of theirs (the common case, linked as it is
+    inserted); one that comes before some (a late report) re-links that person's later rows.
+    """
     _temp(conn, "rollup_reached", (
-        "SELECT DISTINCT r.subscriber_id, r.day, r.alert_id, a.method, r.province_code, r.commune_code, "
-        "r.audience_mask FROM rollup_batch r JOIN alerts a ON a.id = r.alert_id "
-        f"WHERE r.status = '{DeliveryStatus.DELIVERED.value}'"
+        "SELECT r.subscriber_id, r.day, r.alert_id, a.method, r.province_code, r.commune_code, r.audience_mask "
+        "FROM rollup_batch r JOIN alerts a ON a.id = r.alert_id "
+        f"WHERE r.status = '{DeliveryStatus.DELIVERED.value}' AND NOT EXISTS (SELECT 1 FROM reach_rows x "
+        "WHERE x.subscriber_id = r.subscriber_id AND x.day = r.day AND x.alert_id = r.alert_id)"
     ))  # fmt: skip
-    first_new = "SELECT subscriber_id, min(day) AS from_day FROM rollup_reached GROUP BY subscriber_id"
-    _temp(conn, "rollup_touched", first_new)
+    _temp(conn, "rollup_linked", LINKED_SQL)
+    conn.exec_driver_sql(f"INSERT INTO reach_rows ({REACH_ROW}) SELECT {REACH_ROW} FROM rollup_linked WHERE late = 0")
+    _count(conn, "FROM rollup_linked r WHERE r.late = 0", 1)
+    if conn.exec_driver_sql("SELECT 1 FROM rollup_linked WHERE late = 1 LIMIT 1").first():
+        _relink_late(conn)
+    return conn.exec_driver_sql("SELECT count(*) FROM rollup_linked").scalar_one()
+
+
+REACH_ROW = (
+    "subscriber_id, day, alert_id, method, province_code, commune_code, audience_mask, "  # fmt: skip
+    "prev_any, prev_method, prev_alert"
+)
+_THEIRS = "FROM reach_rows p WHERE p.subscriber_id = n.subscriber_id"
+# Each new row with the last day its person was reached before it, valid when it comes after all of
+# theirs (`late` = 0): every row they have then precedes it.
+LINKED_SQL = (
+    f"SELECT n.*, COALESCE((SELECT max(p.day) {_THEIRS}), 0) AS prev_any, "
+    f"COALESCE((SELECT max(p.day) {_THEIRS} AND p.method = n.method), 0) AS prev_method, "
+    f"COALESCE((SELECT max(p.day) {_THEIRS} AND p.alert_id = n.alert_id), 0) AS prev_alert, "
+    f"CASE WHEN EXISTS (SELECT 1 {_THEIRS} AND (p.day > n.day OR (p.day = n.day AND p.alert_id > n.alert_id))) "
+    "THEN 1 ELSE 0 END AS late FROM rollup_reached n"
+)
+
+
+def _relink_late(conn: Connection) -> None:
+    """Rows that come before some of their person's: that person's rows from there on are counted again, re-linked."""
+    _temp(conn, "rollup_touched", "SELECT subscriber_id, min(day) AS from_day FROM rollup_linked WHERE late = 1 "
+          "GROUP BY subscriber_id")  # fmt: skip
     conn.exec_driver_sql("CREATE INDEX ix_rollup_touched ON rollup_touched (subscriber_id)")
-    _count_touched(conn, -1)  # their rows from the first new day on are counted again below, re-linked
-    before = conn.exec_driver_sql("SELECT count(*) FROM rollup_reached").scalar_one()
-    conn.exec_driver_sql(
-        "INSERT INTO reach_rows (subscriber_id, day, alert_id, method, province_code, commune_code, audience_mask, "
-        "prev_any, prev_method, prev_alert) SELECT subscriber_id, day, alert_id, method, province_code, commune_code, "
-        "audience_mask, 0, 0, 0 FROM rollup_reached WHERE 1 = 1 ON CONFLICT DO NOTHING"
-    )
+    _count(conn, f"FROM reach_rows r WHERE {TOUCHED}", -1)
+    conn.exec_driver_sql(f"INSERT INTO reach_rows ({REACH_ROW}) SELECT {REACH_ROW} FROM rollup_linked WHERE late = 1")
     conn.exec_driver_sql(RELINK_SQL)
-    _count_touched(conn, 1)
+    _count(conn, f"FROM reach_rows r WHERE {TOUCHED}", 1)
     conn.exec_driver_sql("DELETE FROM reach_counts WHERE people = 0")
-    return before
 
 
 TOUCHED = (
@@ -156,20 +181,20 @@ RELINK_SQL = (
 )
 
 
-def _count_touched(conn: Connection, sign: int) -> None:
-    """Add (sign 1) or take away (-1) the touched people's rows in `reach_counts`, in all three scopes."""
+def _count(conn: Connection, source: str, sign: int) -> None:
+    """Add (sign 1) or take away (-1) the reach rows of `source` ('FROM … r WHERE …') in all three scopes."""
     cols = "r.day, {prev}, r.province_code, r.commune_code, r.audience_mask"
     scopes = [
         f"SELECT 'all' AS scope, '' AS key, {cols.format(prev='r.prev_any AS prev_day')}",
         f"SELECT 'method', r.method, {cols.format(prev='r.prev_method')}",
         f"SELECT 'alert', CAST(r.alert_id AS VARCHAR(60)), {cols.format(prev='r.prev_alert')}",
     ]
-    rows = " UNION ALL ".join(f"{scope} FROM reach_rows r WHERE {TOUCHED}" for scope in scopes)
-    conn.exec_driver_sql(
-        f"INSERT INTO reach_counts ({REACH_KEYS}, people) SELECT {REACH_KEYS}, {sign} * count(*) FROM ({rows}) x "
-        f"WHERE 1 = 1 GROUP BY {REACH_KEYS} "
-        f"ON CONFLICT ({REACH_KEYS}) DO UPDATE SET people = reach_counts.people + excluded.people"
-    )
+    group = "1, 2, 3, 4, 5, 6, 7"
+    for scope in scopes:
+        conn.exec_driver_sql(
+            f"INSERT INTO reach_counts ({REACH_KEYS}, people) {scope}, {sign} * count(*) {source} GROUP BY {group} "
+            f"ON CONFLICT ({REACH_KEYS}) DO UPDATE SET people = reach_counts.people + excluded.people"
+        )
 
 
 def _replace_pending(conn: Connection, blast_id: int, day: str) -> int:
