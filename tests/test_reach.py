@@ -31,6 +31,7 @@ BLASTS = (
     (3, "sms", "running", datetime(2026, 7, 3, 1, 0, tzinfo=UTC)),
     (0, "sms", "completed", datetime(2026, 8, 4, 1, 0, tzinfo=UTC)),
 )
+PRICES = {"viettel": 700, "vinaphone": 680, "mobifone": 680}  # config.toml's, as Settings() defaults differ
 FINAL = ("delivered", "failed", "undeliverable", "expired", "cancelled")
 
 
@@ -99,7 +100,8 @@ def _direct(engine: Engine, period: reports.Period, communes: set[int] | None = 
                             .join(subscribers, s.id == d.subscriber_id)).all()  # fmt: skip
     local = ZoneInfo(ZONE)
     found = {"status": Counter(), "carrier": Counter(), "channel": Counter(), "people": set(), "method": {},
-             "alert": {}, "audience": {}, "sent": 0, "parts": 0}  # fmt: skip
+             "alert": {}, "audience": {}, "sent": 0, "parts": 0, "commune": Counter(), "weeks": {},
+             "cost": 0.0}  # fmt: skip
     for pid, status, carrier, via, sent, finished, parts, commune, policy, started, method, alert, mask in rows:
         moment = sent or finished or started
         if not period.first <= moment.replace(tzinfo=UTC).astimezone(local).date() <= period.last:
@@ -111,8 +113,14 @@ def _direct(engine: Engine, period: reports.Period, communes: set[int] | None = 
         found["channel"]["sms" if policy == "sms" else ("zalo_sms" if via == "sms" else "zalo")] += 1
         found["sent"] += 1 if sent else 0
         found["parts"] += parts if sent else 0
+        found["commune"][commune] += 1
+        kind = "sms" if policy == "sms" or via == "sms" else "zalo"
+        found["cost"] += (300 if kind == "zalo" else parts * PRICES.get(carrier, 650)) if sent else 0
         if status == "delivered":
             found["people"].add(pid)
+            day = moment.replace(tzinfo=UTC).astimezone(local).date()
+            week = max(day - timedelta(days=day.weekday()), period.first)
+            found["weeks"].setdefault(f"{week:%d/%m/%Y}", set()).add(pid)
             found["method"].setdefault(method, set()).add(pid)
             found["alert"].setdefault(alert, set()).add(pid)
             for audience in Audience:
@@ -327,3 +335,19 @@ def test_purge_dry_run_says_what_would_go_and_keeps_it(cli_data: Cli) -> None:
     code, found = cli_data.json("purge", "--dry-run", "--months", "1")
     assert code == 0 and found["dry_run"] and found["deliveries"] > 0
     assert cli_data.json("purge", "--dry-run", "--months", "1")[1]["deliveries"] == found["deliveries"]
+
+
+def test_communes_weeks_cost_and_blasts_match_direct_counts(dataset: Engine, regions: RegionIndex) -> None:
+    """Messages per commune, people per week, the cost at the carriers' prices, and every blast with its people."""
+    _roll(dataset)
+    period = reports.parse_period("2026-Q3")
+    settings = Settings(sms={"price_per_part": {"default": 650, **PRICES}})
+    with dataset.connect() as conn:
+        report = reports.build(conn, settings, regions, period, reports.scope(regions, None), datetime.now(UTC))
+    direct = _direct(dataset, period)
+    assert sorted(c.messages for c in report.by_commune.values()) == sorted(direct["commune"].values())
+    assert {w["week"]: w["people"] for w in report.weekly if w["people"]} == {
+        k: len(v) for k, v in direct["weeks"].items()}  # fmt: skip
+    assert report.cost["tổng"] == pytest.approx(direct["cost"])
+    assert [(b["id"], b["created_by"], b["approved_by"]) for b in report.blasts] == [
+        (i, "liaison", "chief") for i in (1, 2, 3, 4, 5)]  # fmt: skip
