@@ -1,4 +1,4 @@
-"""A reach report (`reports.Report`) written out: JSON, CSV, XLSX (native charts) and HTML.
+"""A reach report (`reports.Report`) written out: JSON, CSV, XLSX (native charts), HTML and PDF.
 
 Every format renders the same structure; the tables come from `Report.tables()`, so a figure is
 never computed twice. Files are written beside their place, then moved there: whole or not at all.
@@ -17,7 +17,7 @@ from dispatcher.errors import UsageError
 from dispatcher.formats import number
 from dispatcher.reports import Report
 
-FORMATS = ("json", "csv", "html", "xlsx")
+FORMATS = ("json", "csv", "html", "xlsx", "pdf")
 
 
 def to_json(report: Report) -> dict[str, Any]:
@@ -79,18 +79,157 @@ def _sheet_name(title: str, taken: list[str]) -> str:
 
 
 def write_html(report: Report, out: TextIO) -> None:
-    """A plain HTML page of every table (the statutory form's layout is a later step)."""
-    out.write('<!doctype html><html lang="vi"><head><meta charset="utf-8">'
-              f"<title>Báo cáo {html.escape(report.period.title)}</title></head><body>"
-              "<h1>Báo cáo kết quả tuyên truyền phòng, chống lừa đảo qua tin nhắn — "
-              f"{html.escape(report.period.title)}</h1>")  # fmt: skip
-    for title, header, rows in report.tables():
-        out.write(f"<h2>{html.escape(title)}</h2><table><thead><tr>")
-        out.write("".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>")
-        for row in rows:
-            out.write("<tr>" + "".join(f"<td>{html.escape(_shown(c))}</td>" for c in row) + "</tr>")
-        out.write("</tbody></table>")
-    out.write("</body></html>")
+    """The statutory form (Decree 30/2020/NĐ-CP): issuer and national motto, number and date lines left for
+    the clerk, the title, the sections with inline SVG charts, "Nơi nhận" and the signature block; A4."""
+    title = f"Báo cáo kết quả tuyên truyền phòng, chống lừa đảo qua tin nhắn — {report.period.title}"
+    tables = {name: (header, rows) for name, header, rows in report.tables()}
+    out.write(f'<!doctype html><html lang="vi"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+              f"<style>{STATUTORY_CSS}</style></head><body>{_heading(report)}"
+              f'<h1>BÁO CÁO</h1><p class="subtitle">{_e(title[len("Báo cáo "):].capitalize())}</p>'
+              f'<p class="period">Kỳ báo cáo: từ ngày {report.period.first:%d/%m/%Y} đến ngày '
+              f"{report.period.last:%d/%m/%Y}{_e(_deadline(report))}. Địa bàn: {_e(report.place)}.</p>")  # fmt: skip
+    for number_, (heading, names, chart) in enumerate(SECTIONS, 1):
+        out.write(f"<h2>{ROMAN[number_ - 1]}. {_e(heading)}</h2>")
+        if chart:
+            out.write(f"<figure>{chart(report)}</figure>")
+        for name in names:
+            header, rows = tables[name]
+            out.write(_table(name, header, rows))
+    out.write(_closing(report) + "</body></html>")
+
+
+def write_pdf(report: Report, path: Path) -> None:
+    """The statutory form as a PDF (A4, page numbers), laid out by WeasyPrint from the same HTML."""
+    import io
+
+    from weasyprint import HTML  # only this format needs it (and Pango on the machine)
+
+    page = io.StringIO()
+    write_html(report, page)
+    HTML(string=page.getvalue()).write_pdf(path)
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _deadline(report: Report) -> str:
+    """The statutory deadline a period serves: the 6-month report before 10 June, the annual before 10 November."""
+    first, last = report.period.first, report.period.last
+    if (first.month, first.day, last.month, last.day) == (1, 1, 6, 30):
+        return f" (báo cáo 6 tháng, gửi trước ngày 10/6/{first.year})"
+    if (first.month, first.day, last.month, last.day) == (1, 1, 12, 31):
+        return f" (báo cáo năm, gửi trước ngày 10/11/{first.year})"
+    return ""
+
+
+def _heading(report: Report) -> str:
+    return ('<table class="heading"><tr><td><p class="issuer">' + _e(report.issuer) + "</p><hr class=short>"
+            '<p>Số: ……/BC-……</p></td><td><p class="motto">CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM</p>'
+            '<p class="motto2">Độc lập - Tự do - Hạnh phúc</p><hr class=short>'
+            '<p class="date">……, ngày …… tháng …… năm ……</p></td></tr></table>')  # fmt: skip
+
+
+def _closing(report: Report) -> str:
+    recipients = "".join(f"<li>{_e(r)};</li>" for r in report.recipients)
+    return ('<table class="closing"><tr><td><p class="to">Nơi nhận:</p><ul>' + recipients + "</ul></td>"
+            '<td><p class="sign">THỦ TRƯỞNG ĐƠN VỊ</p><p class="hint">(Ký, ghi rõ họ tên, đóng dấu)</p></td>'
+            "</tr></table>")  # fmt: skip
+
+
+def _table(name: str, header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(_shown(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table class=data><caption>{_e(name)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _svg(chart: Any) -> str:
+    """A pygal chart as inline SVG without the script pygal always adds: the report runs no JavaScript."""
+    from xml.etree import ElementTree
+
+    tree = chart.render_tree()
+    for parent in tree.iter():
+        for child in list(parent):
+            if isinstance(child.tag, str) and child.tag.endswith("script"):
+                parent.remove(child)
+    return ElementTree.tostring(tree, encoding="unicode")
+
+
+def _bar(title: str, labels: list[str], series: dict[str, list[float]]) -> str:
+    import pygal
+
+    chart = pygal.HorizontalBar(js=[], width=700, height=max(220, 24 * len(labels) + 80), title=title,
+                                show_legend=len(series) > 1, legend_at_bottom=True, print_values=False,
+                                truncate_label=40, style=_chart_style())  # fmt: skip
+    chart.x_labels = labels
+    for name, values in series.items():
+        chart.add(name, values)
+    return _svg(chart)
+
+
+def _place_chart(report: Report) -> str:
+    rows = report.by_commune if len(report.by_province) <= 1 else report.by_province
+    top = list(rows.items())[:15]
+    return _bar("Số tin đã gửi theo địa bàn", [k for k, _ in top][::-1], {"Tin đã gửi": [c.sent for _, c in top][::-1]})
+
+
+def _coverage_chart(report: Report) -> str:
+    shown = [c for c in report.coverage if c.base or c.target]
+    return _bar("Độ bao phủ so với chỉ tiêu (%)", [c.label for c in shown],
+                {"Đã nhận (%)": [c.share for c in shown], "Chỉ tiêu (%)": [c.target or 0 for c in shown]})  # fmt: skip
+
+
+def _weekly_chart(report: Report) -> str:
+    import pygal
+
+    chart = pygal.Line(js=[], width=700, height=280, title="Xu hướng theo tuần", legend_at_bottom=True,
+                       x_label_rotation=45, style=_chart_style())  # fmt: skip
+    chart.x_labels = [w["week"] for w in report.weekly]
+    chart.add("Tin đã gửi", [w["sent"] for w in report.weekly])
+    chart.add("Số người đã nhận", [w["people"] for w in report.weekly])
+    return _svg(chart)
+
+
+def _chart_style() -> Any:
+    """Black on white, the report's serif font: it prints."""
+    from pygal.style import Style
+
+    return Style(background="white", plot_background="white", font_family="'Times New Roman', serif",
+                 colors=("#1f4e79", "#c00000", "#548235"))  # fmt: skip
+
+
+SECTIONS = (
+    ("Kết quả chung", ("Tổng hợp",), None),
+    ("Độ bao phủ theo nhóm đối tượng", ("Độ bao phủ theo nhóm đối tượng",), _coverage_chart),
+    ("Kết quả theo địa bàn", ("Theo tỉnh/thành phố", "Số người đã nhận theo tỉnh/thành phố", "Theo xã/phường"),
+     _place_chart),
+    ("Kết quả theo nhà mạng và kênh gửi", ("Theo nhà mạng", "Theo kênh", "Theo nhóm đối tượng"), None),
+    ("Kết quả theo phương thức lừa đảo và mẫu cảnh báo", ("Theo phương thức lừa đảo", "Số người đã nhận theo "
+     "phương thức", "Theo mẫu cảnh báo", "Mẫu cảnh báo tới nhiều người nhất"), None),
+    ("Các đợt gửi", ("Các đợt gửi",), None),
+    ("Xu hướng theo tuần", ("Xu hướng theo tuần",), _weekly_chart),
+)  # fmt: skip
+ROMAN = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII")
+# Decree 30/2020/NĐ-CP: A4, margins top/bottom 20–25 mm, left 30–35 mm, right 15–20 mm, Times New Roman 13–14 pt.
+STATUTORY_CSS = (
+    "@page{size:A4;margin:20mm 15mm 20mm 30mm;@bottom-center{content:counter(page)}}"
+    "body{font-family:'Times New Roman',serif;font-size:13pt;line-height:1.3;color:#000}"
+    "table.heading,table.closing{width:100%;border:0;margin-bottom:12pt}"
+    "table.heading td,table.closing td{width:50%;vertical-align:top;text-align:center;border:0}"
+    "table.heading td:first-child{width:38%}table.heading td+td{width:62%}.motto{font-size:12pt;white-space:nowrap}"
+    ".issuer,.motto,.sign{font-weight:bold;margin:0}.motto2{font-weight:bold;margin:0}"
+    "hr.short{width:35%;border:0;border-top:1px solid #000;margin:2pt auto 6pt}"
+    ".date{font-style:italic}h1{text-align:center;font-size:14pt;margin:12pt 0 0}"
+    ".subtitle{text-align:center;font-weight:bold;margin:0 0 8pt}.period{font-style:italic}"
+    "h2{font-size:13pt;margin:12pt 0 4pt;break-after:avoid}"
+    "table.data{border-collapse:collapse;width:100%;font-size:11pt;margin:4pt 0 10pt;break-inside:auto}"
+    "table.data caption{text-align:left;font-weight:bold;padding:2pt 0}"
+    "table.data th,table.data td{border:1px solid #000;padding:2pt 4pt}table.data td+td{text-align:right}"
+    "table.data tr{break-inside:avoid}thead{display:table-header-group}"
+    "figure{margin:4pt 0;break-inside:avoid}figure svg{width:100%;height:auto}"
+    ".closing td:first-child{text-align:left;font-size:11pt}.to{font-weight:bold;font-style:italic;margin:0}"
+    ".closing ul{list-style:none;padding:0;margin:0}.hint{font-style:italic;margin:0 0 60pt}"
+)
 
 
 def _shown(cell: Any) -> str:
@@ -109,6 +248,8 @@ def write(report: Report, fmt: str, path: Path) -> None:
     try:
         if fmt == "xlsx":
             write_xlsx(report, partial)
+        elif fmt == "pdf":
+            write_pdf(report, partial)
         else:
             with partial.open("w", encoding="utf-8", newline="") as fh:
                 {"csv": write_csv, "html": write_html}[fmt](report, fh)

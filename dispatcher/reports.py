@@ -164,6 +164,8 @@ class Report:
     weekly: list[dict[str, Any]]
     uncounted: dict[str, int]
     notes: list[str]
+    issuer: str = ""
+    recipients: list[str] = field(default_factory=list)
 
     def tables(self) -> list[tuple[str, list[str], list[list[Any]]]]:
         """The report as (title, header, rows) tables, in the order the formats show them."""
@@ -268,7 +270,8 @@ def build(conn: Connection, settings: Settings, regions: RegionIndex, period: Pe
         coverage=_coverage(conn, settings, reach, where), top_alerts=_top_alerts(reach, alert_info),
         blasts=_blasts(conn, facts.both("blast_id"), settings.app.timezone),
         cost=_cost(facts.both("carrier", "channel"), settings), weekly=_weekly(conn, facts.rows("day"), period, where),
-        uncounted=_uncounted(facts.pending()), notes=list(where.notes),
+        uncounted=_uncounted(facts.pending()), notes=list(where.notes), issuer=settings.reports.issuer,
+        recipients=list(settings.reports.recipients),
     )  # fmt: skip
 
 

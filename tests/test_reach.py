@@ -351,3 +351,28 @@ def test_communes_weeks_cost_and_blasts_match_direct_counts(dataset: Engine, reg
     assert report.cost["tổng"] == pytest.approx(direct["cost"])
     assert [(b["id"], b["created_by"], b["approved_by"]) for b in report.blasts] == [
         (i, "liaison", "chief") for i in (1, 2, 3, 4, 5)]  # fmt: skip
+
+
+def test_the_statutory_html_has_the_decree_30_layout_and_no_script(cli_data: Cli, tmp_path: Path) -> None:
+    """Issuer, national motto, number and date lines, the title, charts as inline SVG, recipients and signature."""
+    path = tmp_path / "r.html"
+    assert cli_data("report", "--period", "2026-H1", "--format", "html", "--output", str(path))[0] == 0
+    page = path.read_text(encoding="utf-8")
+    for part in ("CÔNG AN TỈNH", "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", "Độc lập - Tự do - Hạnh phúc", "Số: ……/BC-……",
+                 "ngày …… tháng …… năm ……", "gửi trước ngày 10/6/2026", "Nơi nhận:", "THỦ TRƯỞNG ĐƠN VỊ", "size:A4",
+                 "Kết quả tuyên truyền phòng, chống lừa đảo qua tin nhắn — 6 tháng đầu năm 2026"):  # fmt: skip
+        assert part in page
+    assert page.count("<svg") == 3 and "<script" not in page
+
+
+def test_the_pdf_is_a4_with_the_form(cli_data: Cli, tmp_path: Path) -> None:
+    """`--format pdf` writes an A4 PDF of the statutory form (WeasyPrint), text searchable in Vietnamese."""
+    import subprocess
+
+    path = tmp_path / "r.pdf"
+    assert cli_data("report", "--period", "2025-Q1", "--format", "pdf", "--output", str(path))[0] == 0
+    assert path.read_bytes().startswith(b"%PDF")
+    info = subprocess.run(["pdfinfo", str(path)], capture_output=True, text=True, check=True).stdout
+    assert "595.276 x 841.89 pts (A4)" in info
+    words = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
+    assert "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM" in words and "Nơi nhận:" in words

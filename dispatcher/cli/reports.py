@@ -27,7 +27,7 @@ def report(
     ctx: typer.Context,
     period: Annotated[str, typer.Option("--period", help="Kỳ báo cáo: 2026-H1, 2026, 2026-Q3, 2026-11, TỪ..ĐẾN.")],
     province: Annotated[str | None, typer.Option("--province", help="Tỉnh/thành phố (cả tên cũ: 'Quảng Nam').")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="json, csv, html, xlsx (không có: bảng trên màn hình).")] = "",
+    fmt: Annotated[str, typer.Option("--format", help="json, csv, html, xlsx, pdf (không có: bảng).")] = "",
     output: Annotated[Path | None, typer.Option("--output", help="Tệp ghi (json, csv: mặc định stdout).")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -53,7 +53,7 @@ def _format(fmt: str, output: Path | None) -> str:
     if fmt and fmt not in report_formats.FORMATS:
         raise UsageError(f"Định dạng '{fmt}' không có: dùng {', '.join(report_formats.FORMATS)}.")
     if output is not None and not fmt:
-        raise UsageError("--output cần --format (json, csv, html hoặc xlsx).")
+        raise UsageError("--output cần --format (json, csv, html, xlsx hoặc pdf).")
     return fmt
 
 
