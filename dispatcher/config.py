@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from dispatcher.domain import Audience
 from dispatcher.errors import ConfigError, toml_problem
 
 ENV_PREFIX = "CANHBAO_"
@@ -420,6 +421,16 @@ class ReportSettings(Section):
         default_factory=lambda: ["Tiểu ban An toàn, an ninh mạng tỉnh", "Lưu: VT"],
         description="the 'Nơi nhận' block",
     )
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_are_audiences(cls, value: dict[str, float]) -> dict[str, float]:
+        known = [a.slug for a in Audience]
+        if unknown := sorted(set(value) - set(known)):
+            raise ValueError(f"nhóm đối tượng không có: {', '.join(unknown)} (có: {', '.join(known)})")
+        if any(not 0 <= share <= 100 for share in value.values()):
+            raise ValueError("chỉ tiêu là phần trăm, từ 0 đến 100")
+        return value
 
 
 class Settings(BaseSettings):

@@ -376,3 +376,12 @@ def test_the_pdf_is_a4_with_the_form(cli_data: Cli, tmp_path: Path) -> None:
     assert "595.276 x 841.89 pts (A4)" in info
     words = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
     assert "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM" in words and "Nơi nhận:" in words
+
+
+@pytest.mark.parametrize(("targets", "problem"), [({"farmer": 50}, "farmer"), ({"public": 150}, "từ 0 đến 100")])
+def test_coverage_targets_name_audiences_and_percents(targets: dict, problem: str) -> None:
+    """A target for an audience that does not exist, or over 100 %, is refused naming it."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=problem):
+        Settings(reports={"targets": targets})
