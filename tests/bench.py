@@ -459,6 +459,7 @@ def _report_world(engine, regions: RegionIndex, people: int, count: int) -> floa
     """People of Đà Nẵng and `count` blasts to every one of them over the first half of 2026, set-based; seconds."""
     dialect, now, started = engine.dialect.name, datetime(2026, 1, 1, tzinfo=UTC), time.perf_counter()
     communes = [u.code for u in regions.communes_by_province[48]]
+    digits = "lpad(CAST(n.i AS TEXT), 7, '0')" if dialect == "postgresql" else "substr('0000000' || n.i, -7)"
     masks = "CASE n.i % 10 WHEN 0 THEN 3 WHEN 1 THEN 17 WHEN 2 THEN 33 WHEN 3 THEN 65 WHEN 4 THEN 129 ELSE 1 END"
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE bench_communes (k INTEGER PRIMARY KEY, code INTEGER)")
@@ -468,7 +469,7 @@ def _report_world(engine, regions: RegionIndex, people: int, count: int) -> floa
         conn.execute(text(
             "INSERT INTO subscribers (id, msisdn, carrier, carrier_declared, province_code, commune_code, "
             "region_scheme, audience_mask, channel_mask, source, purpose, created_at, updated_at) "
-            "SELECT n.i, '+8490' || substr('0000000' || CAST(n.i AS VARCHAR(8)), -7), "
+            f"SELECT n.i, '+8490' || {digits}, "
             "CASE n.i % 4 WHEN 0 THEN 'viettel' WHEN 1 THEN 'vinaphone' WHEN 2 THEN 'mobifone' "
             "ELSE 'vietnamobile' END, "
             f"false, 48, c.code, '2025', {masks}, 3, 'bench', 'scam_awareness', :t, :t "
@@ -500,14 +501,14 @@ def _report_blast(engine, k: int, people: int) -> None:  # type: ignore[no-untyp
             id=k, alert_id=k, segment={}, channel=channel, encoding="auto", start_at=start, priority=0,
             state="completed", preview={}, created_by="liaison", approved_by="chief", created_at=start,
             started_at=start, recipients=people))  # fmt: skip
-        conn.exec_driver_sql(
+        conn.execute(text(  # text(): PostgreSQL's driver reads a bare % as a placeholder
             "INSERT INTO deliveries (blast_id, subscriber_id, alert_id, msisdn, carrier, province_code, commune_code, "
             "priority, status, channel, attempts, next_attempt_at, gateway, parts, sent_at, finished_at) "
             f"SELECT {k}, s.id, {k}, s.msisdn, s.carrier, s.province_code, s.commune_code, 0, {status}, "
             f"CASE WHEN {k} % 3 = 0 AND s.id % 3 = 0 THEN 'sms' END, 1 + s.id % 2, "
             f"{_plus_seconds(dialect, start, '0')}, "
             f"'simulator', 1 + s.id % 2, {sent}, {sent} FROM subscribers s"
-        )  # fmt: skip
+        ))  # fmt: skip
 
 
 def _timed_report(engine, regions: RegionIndex, period: str, province: str | None = None) -> float:  # type: ignore[no-untyped-def]
