@@ -103,6 +103,8 @@ def _temp(conn: Connection, name: str, query: str) -> None:
     """A temporary table `name` holding `query`'s rows (replacing one left by an earlier blast)."""
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
     conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {name} AS {query}")
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"ANALYZE {name}")  # autovacuum never looks at temporary tables
 
 
 def _add_facts(conn: Connection, table: str, source: str, upsert: bool) -> None:
