@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy.exc import IntegrityError
 
 from dispatcher.domain import FINAL_DELIVERY_STATES, BlastState, DeliveryStatus
 from dispatcher.models import blasts, rollup_blasts
@@ -64,8 +65,11 @@ def run(engine: Engine, zone: str, now: datetime) -> RollupRun:
         ).scalars().all()  # fmt: skip
     closed = added = reached = 0
     for blast_id in open_ids:
-        with engine.begin() as conn:
-            done, n, people = roll_blast(conn, blast_id, zone, now)
+        try:
+            with engine.begin() as conn:
+                done, n, people = roll_blast(conn, blast_id, zone, now)
+        except (Raced, IntegrityError):  # another run took this blast at the same moment: its work stands
+            continue
         closed, added, reached = closed + done, added + n, reached + people
     return RollupRun(len(open_ids), closed, added, reached)
 
@@ -75,14 +79,20 @@ def roll_blast(conn: Connection, blast_id: int, zone: str, now: datetime) -> tup
     day = local_day(conn.dialect.name, "COALESCE(d.sent_at, d.finished_at, b.started_at)", zone)
     _temp(conn, "rollup_batch", _batch_sql(day, blast_id))
     added = conn.exec_driver_sql("SELECT count(*) FROM rollup_batch").scalar_one()
-    if added:
-        _add_facts(conn, "delivery_facts", "rollup_batch", upsert=True)
-        conn.exec_driver_sql("INSERT INTO rollup_seen (delivery_id, blast_id) SELECT id, blast_id FROM rollup_batch")
-    people = _add_reach(conn) if added else 0
     pending = _replace_pending(conn, blast_id, day)
     closed = pending == 0 and _ended(conn, blast_id)
-    _mark(conn, blast_id, now, closed)
+    _mark(conn, blast_id, now, closed)  # first: the blast's row, locked, keeps a second run out
+    if added:
+        _add_facts(conn, "delivery_facts", "rollup_batch", upsert=True)
+        if not closed:  # a closed blast is never read again: its ids need not be kept
+            conn.exec_driver_sql(
+                "INSERT INTO rollup_seen (delivery_id, blast_id) SELECT id, blast_id FROM rollup_batch"
+            )
+    people = _add_reach(conn) if added else 0
     return closed, added, people
+
+
+SEEN_SQL = "INSERT INTO rollup_seen (delivery_id, blast_id) SELECT id, blast_id FROM rollup_batch"
 
 
 def _batch_sql(day: str, blast_id: int) -> str:
@@ -213,14 +223,21 @@ def _ended(conn: Connection, blast_id: int) -> bool:
     return state in {s.value for s in ENDED}
 
 
+class Raced(Exception):
+    """Another run closed the blast while this one was rolling it up."""
+
+
 def _mark(conn: Connection, blast_id: int, now: datetime, closed: bool) -> None:
-    """Record the run; a closed blast's seen ids are no longer needed (it is never read again)."""
+    """Record the run (a second run on the same blast fails here); a closed blast's seen ids go."""
     closed_at = now.astimezone(UTC) if closed else None
     r = rollup_blasts.c
     found = conn.execute(select(r.blast_id).where(r.blast_id == blast_id)).first()
-    if found:
-        conn.execute(rollup_blasts.update().where(r.blast_id == blast_id).values(rolled_at=now, closed_at=closed_at))
-    else:
+    if not found:  # two runs inserting the same blast: the primary key refuses the second
         conn.execute(rollup_blasts.insert().values(blast_id=blast_id, rolled_at=now, closed_at=closed_at))
+    elif not conn.execute(
+        rollup_blasts.update().where(r.blast_id == blast_id, r.closed_at.is_(None))
+        .values(rolled_at=now, closed_at=closed_at)
+    ).rowcount:  # fmt: skip
+        raise Raced(blast_id)
     if closed:
         conn.execute(text("DELETE FROM rollup_seen WHERE blast_id = :b"), {"b": blast_id})

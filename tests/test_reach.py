@@ -385,3 +385,12 @@ def test_coverage_targets_name_audiences_and_percents(targets: dict, problem: st
 
     with pytest.raises(ValidationError, match=problem):
         Settings(reports={"targets": targets})
+
+
+def test_a_blast_another_run_closed_is_not_added_again(dataset: Engine) -> None:
+    """A run that reaches a blast a concurrent run has just closed stops there, adding nothing."""
+    _roll(dataset)
+    before = _tables(dataset)
+    with pytest.raises(rollups.Raced), dataset.begin() as conn:
+        rollups.roll_blast(conn, 1, ZONE, datetime(2026, 11, 24, tzinfo=UTC))
+    assert _tables(dataset) == before
