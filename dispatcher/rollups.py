@@ -1,10 +1,11 @@
 """The rollup job: final deliveries added once to the daily facts and the reach tables a report reads.
 
 Each run looks at the blasts not closed yet. A blast's final deliveries not in `rollup_seen` are
-added to `delivery_facts` and their ids to `rollup_seen` in the same transaction, so a re-run (or
-a second job racing this one: the primary key of `rollup_seen` refuses the same id twice) changes
-nothing. What is not final yet is kept apart, replaced at each run (`rollup_pending`). A blast that
-ended with every delivery final is closed: never read again, its `rollup_seen` rows dropped.
+added to `delivery_facts` and their ids to `rollup_seen` in the same transaction, so a re-run
+changes nothing; a concurrent run on the same blast stops at the blast's `rollup_blasts` row (or
+at `rollup_seen`'s primary key) and adds nothing. What is not final yet is kept apart, replaced at
+each run (`rollup_pending`). A blast that ended with every delivery final is closed: never read
+again, its `rollup_seen` rows dropped (or never written, when it closes in the run that adds them).
 
 People reached (`reach_rows`, `reach_counts`): each row carries the day the person was reached
 before it, so a period counts each person once without reading anyone's history. A late report
