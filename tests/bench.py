@@ -28,6 +28,11 @@ Zalo: a blast of 10,000 and of 100,000 Zalo messages through `canhbao worker --u
 against the loopback Zalo (tests/zalo_fake.py, a process of its own) answering after 50 ms, 64
 requests at once (target ≥ 800 msg/s; ideal 1,280), and the worker's peak memory at both sizes.
 
+Reports (`reports`, SQLite; `pg-reports`, PostgreSQL): 1,000,000 people of Đà Nẵng and ten blasts
+to all of them over the first half of 2026 (10,000,000 deliveries, generated set-based, INSERT …
+SELECT), the rollup job over all of it (and again: nothing added), then the report of 2026-H1,
+2026, 2026-Q2, a range and a former province (target < 2 s each).
+
 The machine is shared and its speed varies by up to 2× within an hour: the first and last lines
 time a fixed piece of work beside what it takes when the machine is quiet, so a slow figure can be
 told from a slow machine.
