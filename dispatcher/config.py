@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from dispatcher.domain import Audience
 from dispatcher.errors import ConfigError, toml_problem
 
 ENV_PREFIX = "CANHBAO_"
@@ -410,6 +411,37 @@ class WebSettings(Section):
     )
 
 
+class ReportSettings(Section):
+    """Reach reports: coverage targets per audience (percent), retention of delivery rows, the issuing body."""
+
+    targets: dict[str, Finite] = Field(
+        default_factory=lambda: {
+            "public": 50.0,
+            "official": 85.0,
+            "telecom_staff": 80.0,
+            "journalist": 95.0,
+            "leader": 95.0,
+        },  # fmt: skip
+        description="share of each audience to reach; the national scheme's figures (plan 3833/KH-UBND)",
+    )
+    retention_months: int = Field(24, ge=1, description="delivery rows (with numbers) older than this are purged")
+    issuer: str = Field("CÔNG AN TỈNH", description="the issuing body printed at the top of the report")
+    recipients: list[str] = Field(
+        default_factory=lambda: ["Tiểu ban An toàn, an ninh mạng tỉnh", "Lưu: VT"],
+        description="the 'Nơi nhận' block",
+    )
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_are_audiences(cls, value: dict[str, float]) -> dict[str, float]:
+        known = [a.slug for a in Audience]
+        if unknown := sorted(set(value) - set(known)):
+            raise ValueError(f"nhóm đối tượng không có: {', '.join(unknown)} (có: {', '.join(known)})")
+        if any(not 0 <= share <= 100 for share in value.values()):
+            raise ValueError("chỉ tiêu là phần trăm, từ 0 đến 100")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything a deployment can set."""
 
@@ -432,6 +464,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = PolicySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     web: WebSettings = WebSettings()
+    reports: ReportSettings = ReportSettings()
 
     @field_validator("routes")
     @classmethod

@@ -501,3 +501,93 @@ login_failures = Table(
     Index(None, "username", "at"),
     Index(None, "address", "at"),
 )
+
+
+# Reach reports (migration 0019). The rollup job (dispatcher/rollups.py) adds each delivery once,
+# when it is final, to daily facts; what a report reads never rescans `deliveries`, so a purge of
+# old deliveries leaves every figure as it was. Days are local dates (yyyymmdd integers) in the
+# deployment's time zone; a commune of 0 is "not known".
+def _fact_dimensions() -> tuple[Column[Any], ...]:
+    return (
+    Column("day", Integer, primary_key=True, comment="local date yyyymmdd the message went (or ended)"),
+    Column("blast_id", Integer, primary_key=True),
+    Column("alert_id", Integer, primary_key=True),
+    Column("province_code", Integer, primary_key=True),
+    Column("commune_code", Integer, primary_key=True, comment="0: not known"),
+    Column("carrier", String(16), primary_key=True),
+    Column("channel", String(8), primary_key=True, comment="sms, zalo, zalo_sms (fell back to SMS)"),
+    Column("status", String(16), primary_key=True),
+    Column("audience_mask", Integer, primary_key=True, comment="the subscriber's, when rolled up"),
+    )  # fmt: skip
+
+
+def _fact_table(name: str, comment: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        *_fact_dimensions(),
+        Column("messages", Integer, nullable=False),
+        Column("sent", Integer, nullable=False, comment="of them, handed to a gateway"),
+        Column("parts", Integer, nullable=False, comment="parts of those sent"),
+        comment=comment,
+    )
+
+
+delivery_facts = _fact_table("delivery_facts", "final deliveries added up by day and every dimension a report shows")
+rollup_pending = _fact_table(
+    "rollup_pending", "deliveries of open blasts not final yet, as of the last rollup (replaced at each run)"
+)
+
+rollup_blasts = Table(
+    "rollup_blasts",
+    metadata,
+    Column("blast_id", Integer, primary_key=True),
+    Column("rolled_at", UtcDateTime(), nullable=False, comment="the last run that looked at it"),
+    Column("closed_at", UtcDateTime(), comment="ended and every delivery final and counted: never read again"),
+    comment="which blasts the rollup job has looked at, and those it is done with",
+)
+
+rollup_seen = Table(
+    "rollup_seen",
+    metadata,
+    Column("delivery_id", Integer, primary_key=True),
+    Column("blast_id", Integer, nullable=False, index=True),
+    comment="final deliveries of open blasts already added to the facts; dropped when the blast closes",
+    sqlite_with_rowid=False,
+)
+
+# One row per person, day and alert version reached (a delivered message). `prev_*` is the day
+# (yyyymmdd, 0: none) this person was last reached before this row — by anything, about the same
+# method, by the same alert — so a period FROM..TO counts each person once: the rows inside it
+# whose previous reach lies before FROM.
+reach_rows = Table(
+    "reach_rows",
+    metadata,
+    Column("subscriber_id", Integer, primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("alert_id", Integer, primary_key=True),
+    Column("method", String(60), nullable=False),
+    Column("province_code", Integer, nullable=False),
+    Column("commune_code", Integer, nullable=False),
+    Column("audience_mask", Integer, nullable=False),
+    Column("prev_any", Integer, nullable=False),
+    Column("prev_method", Integer, nullable=False),
+    Column("prev_alert", Integer, nullable=False),
+    Index(None, "subscriber_id", "method", "day", "alert_id"),
+    Index(None, "subscriber_id", "alert_id", "day"),
+    comment="people reached, by day and alert version, with the day each was reached before",
+)
+
+reach_counts = Table(
+    "reach_counts",
+    metadata,
+    Column("scope", String(8), primary_key=True, comment="all, method, alert"),
+    Column("key", String(60), primary_key=True, comment="'' for all, the method, the alert id"),
+    Column("day", Integer, primary_key=True),
+    Column("prev_day", Integer, primary_key=True),
+    Column("province_code", Integer, primary_key=True),
+    Column("commune_code", Integer, primary_key=True),
+    Column("audience_mask", Integer, primary_key=True),
+    Column("people", Integer, nullable=False),
+    comment="reach_rows counted by scope, day and previous day: unique people of any period in one small sum",
+)

@@ -33,6 +33,11 @@ requests at once (target ≥ 800 msg/s; ideal 1,280), and the worker's peak memo
 Web: the console under 20 signed-in browsers while a million-recipient blast sends, over a log
 of 10,000,000 deliveries (tests/bench_web.py says what it does and its targets).
 
+Reports (`reports`, SQLite; `pg-reports`, PostgreSQL): 1,000,000 people of Đà Nẵng and ten blasts
+to all of them over the first half of 2026 (10,000,000 deliveries, generated set-based, INSERT …
+SELECT), the rollup job over all of it (and again: nothing added), then the report of 2026-H1,
+2026, 2026-Q2, a range and a former province (target < 2 s each).
+
 The machine is shared and its speed varies by up to 2× within an hour: the first and last lines
 time a fixed piece of work beside what it takes when the machine is quiet, so a slow figure can be
 told from a slow machine.
@@ -56,16 +61,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, text, update
 
-from dispatcher import alerts, blasts, db, logs, population, smstext
+from dispatcher import alerts, blasts, db, logs, population, report_formats, reports, rollups, smstext
 from dispatcher.config import DatabaseSettings, Settings, load_settings
 from dispatcher.dispatch import Worker
 from dispatcher.domain import METHODS
+from dispatcher.models import alerts as alerts_table
 from dispatcher.models import blasts as blasts_table
 from dispatcher.models import deliveries
 from dispatcher.models import subscribers as subscribers_table
@@ -459,6 +465,133 @@ def _copy_database(server: str, template: str) -> str:
     return f"{server}/{name}"
 
 
+# -- reach reports ----------------------------------------------------------------------------
+
+REPORT_PEOPLE, REPORT_BLASTS = 1_000_000, 10
+
+
+def _numbers(dialect: str, count: int) -> str:
+    """A FROM item of the integers 1..count, as column n.i."""
+    if dialect == "postgresql":
+        return f"generate_series(1, {count}) AS n(i)"
+    return f"(WITH RECURSIVE m(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM m WHERE i < {count}) SELECT i FROM m) AS n"
+
+
+def _plus_seconds(dialect: str, start: datetime, seconds: str) -> str:
+    """SQL for `start` plus `seconds` (an SQL expression), as each database stores a time."""
+    if dialect == "postgresql":
+        return f"(TIMESTAMPTZ '{start.isoformat()}' + make_interval(secs => {seconds}))"
+    return f"datetime('{start:%Y-%m-%d %H:%M:%S}', '+' || ({seconds}) || ' seconds')"
+
+
+def _report_world(engine, regions: RegionIndex, people: int, count: int) -> float:  # type: ignore[no-untyped-def]
+    """People of Đà Nẵng and `count` blasts to every one of them over the first half of 2026, set-based; seconds."""
+    dialect, now, started = engine.dialect.name, datetime(2026, 1, 1, tzinfo=UTC), time.perf_counter()
+    communes = [u.code for u in regions.communes_by_province[48]]
+    digits = "lpad(CAST(n.i AS TEXT), 7, '0')" if dialect == "postgresql" else "substr('0000000' || n.i, -7)"
+    masks = "CASE n.i % 10 WHEN 0 THEN 3 WHEN 1 THEN 17 WHEN 2 THEN 33 WHEN 3 THEN 65 WHEN 4 THEN 129 ELSE 1 END"
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE bench_communes (k INTEGER PRIMARY KEY, code INTEGER)")
+        conn.exec_driver_sql(
+            "INSERT INTO bench_communes VALUES " + ", ".join(f"({k}, {c})" for k, c in enumerate(communes))
+        )
+        conn.execute(text(
+            "INSERT INTO subscribers (id, msisdn, carrier, carrier_declared, province_code, commune_code, "
+            "region_scheme, audience_mask, channel_mask, source, purpose, created_at, updated_at) "
+            f"SELECT n.i, '+8490' || {digits}, "
+            "CASE n.i % 4 WHEN 0 THEN 'viettel' WHEN 1 THEN 'vinaphone' WHEN 2 THEN 'mobifone' "
+            "ELSE 'vietnamobile' END, "
+            f"false, 48, c.code, '2025', {masks}, 3, 'bench', 'scam_awareness', :t, :t "
+            f"FROM {_numbers(dialect, people)} JOIN bench_communes c ON c.k = n.i % {len(communes)}"
+        ), {"t": now})  # fmt: skip
+        methods = list(METHODS)
+        conn.execute(insert(alerts_table), [{
+            "id": k, "slug": f"bench-{k}", "version": 1, "method": methods[k % len(methods)], "title": f"Cảnh báo {k}",
+            "body": "Cảnh báo", "body_ascii": "Canh bao", "body_ascii_reviewed": False, "variables": [],
+            "audiences": ["public"], "priority": "normal", "valid_days": 7, "source": "bench", "content_hash": "x",
+            "origin": "bench", "status": "approved", "author": "police", "approver": "chief", "created_at": now,
+        } for k in range(1, count + 1)])  # fmt: skip
+    for k in range(1, count + 1):
+        _report_blast(engine, k, people)
+    return time.perf_counter() - started
+
+
+def _report_blast(engine, k: int, people: int) -> None:  # type: ignore[no-untyped-def]
+    """Blast `k` to everyone, 17 days after the one before: 1 in 20 failed, undeliverable or expired."""
+    dialect, start = engine.dialect.name, datetime(2026, 1, 5, 2, 0, tzinfo=UTC) + timedelta(days=17 * (k - 1))
+    channel = "zalo_then_sms" if k % 3 == 0 else "sms"
+    status = (
+        f"CASE (s.id * 7 + {k}) % 20 WHEN 0 THEN 'failed' WHEN 1 THEN 'undeliverable' WHEN 2 THEN 'expired' "
+        "ELSE 'delivered' END"
+    )
+    sent = f"CASE WHEN (s.id * 7 + {k}) % 20 = 2 THEN NULL ELSE {_plus_seconds(dialect, start, 's.id % 36000')} END"
+    with engine.begin() as conn:
+        conn.execute(insert(blasts_table).values(
+            id=k, alert_id=k, segment={}, channel=channel, encoding="auto", start_at=start, priority=0,
+            state="completed", preview={}, created_by="liaison", approved_by="chief", created_at=start,
+            started_at=start, recipients=people))  # fmt: skip
+        conn.execute(text(  # text(): PostgreSQL's driver reads a bare % as a placeholder
+            "INSERT INTO deliveries (blast_id, subscriber_id, alert_id, msisdn, carrier, province_code, commune_code, "
+            "priority, status, channel, attempts, next_attempt_at, gateway, parts, sent_at, finished_at) "
+            f"SELECT {k}, s.id, {k}, s.msisdn, s.carrier, s.province_code, s.commune_code, 0, {status}, "
+            f"CASE WHEN {k} % 3 = 0 AND s.id % 3 = 0 THEN 'sms' END, 1 + s.id % 2, "
+            f"{_plus_seconds(dialect, start, '0')}, "
+            f"'simulator', 1 + s.id % 2, {sent}, {sent} FROM subscribers s"
+        ))  # fmt: skip
+
+
+def _timed_report(engine, regions: RegionIndex, period: str, province: str | None = None) -> float:  # type: ignore[no-untyped-def]
+    """Seconds to build the report of `period` (and write it as JSON), the best of two runs."""
+    settings, best = Settings(), float("inf")
+    for _ in range(2):
+        started = time.perf_counter()
+        with engine.connect() as conn:
+            found = reports.build(conn, settings, regions, reports.parse_period(period),
+                                  reports.scope(regions, province), datetime.now(UTC))  # fmt: skip
+        json.dumps(report_formats.to_json(found), default=str)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def _bench_reports_on(engine, regions: RegionIndex, label: str) -> None:  # type: ignore[no-untyped-def]
+    """Generate, roll up and report on one database."""
+    db.upgrade(engine)
+    made = _report_world(engine, regions, REPORT_PEOPLE, REPORT_BLASTS)
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(deliveries)).scalar_one()
+    print(f"reports ({label}): {total:,} deliveries to {REPORT_PEOPLE:,} people generated in {made:.1f} s")
+    started = time.perf_counter()
+    run = rollups.run(engine, "Asia/Ho_Chi_Minh", datetime.now(UTC))
+    rolled = time.perf_counter() - started
+    print(f"  rollup job: {run.deliveries:,} deliveries, {run.reached:,} people-days in {rolled:.1f} s "
+          f"({run.deliveries / rolled:,.0f} deliveries/s); again: ", end="")  # fmt: skip
+    started = time.perf_counter()
+    again = rollups.run(engine, "Asia/Ho_Chi_Minh", datetime.now(UTC))
+    print(f"{again.deliveries} added in {time.perf_counter() - started:.2f} s")
+    with engine.connect() as conn:
+        sizes = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
+                 for t in ("delivery_facts", "reach_rows", "reach_counts")}  # fmt: skip
+    print(f"  rollup rows: {sizes}")
+    for period, province in (("2026-H1", None), ("2026", None), ("2026-Q2", None), ("2026-03-15..2026-05-20", None),
+                             ("2026", "Quảng Nam")):  # fmt: skip
+        seconds = _timed_report(engine, regions, period, province)
+        print(f"  report {period}{' ' + province if province else ''}: {seconds:.2f} s (target < 2 s)")
+
+
+def bench_reports(regions: RegionIndex) -> None:
+    """10M deliveries (1M people × 10 blasts) on SQLite: generation, the rollup job, reports (target < 2 s)."""
+    with tempfile.TemporaryDirectory(dir="var") as workdir:
+        engine = db.make_engine(DatabaseSettings(url=f"sqlite:///{Path(workdir) / 'reports.db'}"))
+        _bench_reports_on(engine, regions, "SQLite")
+        engine.dispose()
+
+
+def _bench_pg_reports(regions: RegionIndex, server: str) -> None:
+    engine = db.make_engine(DatabaseSettings(url=pg.create_database(server)))
+    _bench_reports_on(engine, regions, "PostgreSQL")
+    engine.dispose()
+
+
 def _on_postgres(section: Callable[[RegionIndex, str], None]) -> Callable[[RegionIndex], None]:
     """Run `section` on a fresh cluster, or say why it cannot run."""
 
@@ -758,6 +891,8 @@ SECTIONS: dict[str, Callable[[RegionIndex], None]] = {
     "web": bench_web,
     "pg-blasts": _on_postgres(bench_pg_blasts),
     "pg-throttle": _on_postgres(bench_pg_throttle),
+    "reports": bench_reports,
+    "pg-reports": _on_postgres(_bench_pg_reports),
 }
 
 

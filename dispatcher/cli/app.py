@@ -16,7 +16,20 @@ from rich.markup import escape
 
 from dispatcher import logs
 from dispatcher.audit import acting_through
-from dispatcher.cli import alerts, blasts, db, failures, gateways, regions, schedules, subscribers, text, users, web
+from dispatcher.cli import (
+    alerts,
+    blasts,
+    db,
+    failures,
+    gateways,
+    regions,
+    reports,
+    schedules,
+    subscribers,
+    text,
+    users,
+    web,
+)
 from dispatcher.cli import audit as audit_cli
 from dispatcher.cli.common import Context, emit, err
 from dispatcher.cli.usage import OPTIONS_METAVAR, SUBCOMMAND_METAVAR, Group, adopt, vietnamese_help
@@ -79,7 +92,7 @@ def main() -> None:
     sys.exit(run())
 
 
-for group in (db, regions, subscribers, alerts, text, blasts, schedules, gateways, web, users):
+for group in (db, regions, subscribers, alerts, text, blasts, schedules, gateways, web, users, reports):
     group.register(app)
 audit_cli.register(app)
 adopt(app)  # every command, wherever it was registered: `--as` after it, Vietnamese usage errors and help

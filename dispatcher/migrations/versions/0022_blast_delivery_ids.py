@@ -1,7 +1,7 @@
 """blasts: the ids of their first and last delivery, so that a blast's log is read as one range of ids
 
 Revision ID: 0022
-Revises: 0018
+Revises: 0019
 
 A blast's deliveries are written by one INSERT … SELECT while no other blast materialises (the
 start is serialised), so their ids are one unbroken range. The console reads a blast's log
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0022"
-down_revision = "0018"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
