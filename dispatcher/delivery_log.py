@@ -193,11 +193,15 @@ def _masked(conn: Connection, log: LogFilter, ids: tuple[int, int] | None, befor
 
 def _ids(conn: Connection, log: LogFilter) -> tuple[int, int]:
     """(lowest, highest) id a page of `log` may hold: the blast's range, below `before_id`."""
+    b = blasts.c
+    found = None
     if log.blast_id is not None:
-        b = blasts.c
         found = conn.execute(select(b.first_delivery_id, b.last_delivery_id).where(b.id == log.blast_id)).first()
-        low, high = (found[0] or 1, found[1] or 0) if found else (1, 0)
-    else:
+        if found is None:  # no such blast: nothing to read
+            return 1, 0
+    if found is not None and found[0] is not None:
+        low, high = found
+    else:  # the whole log (a blast not started yet has no rows, and its filter finds none)
         low, high = 1, conn.execute(select(func.max(deliveries.c.id))).scalar() or 0
     return low, high if log.before_id is None else min(high, log.before_id - 1)
 

@@ -192,9 +192,10 @@ def _scheduled_blast(
     engine = db.make_engine(settings.database, checkpoint_thread=True)
     started = time.perf_counter()
     with engine.begin() as conn:
-        recipients, *_ = blasts.materialise(conn, blasts.get(conn, blast_id), settings, now)
+        recipients, _, (first, last) = blasts.materialise(conn, blasts.get(conn, blast_id), settings, now)
         conn.execute(update(blasts_table).where(blasts_table.c.id == blast_id).values(
-            state="running", started_at=now, recipients=recipients))  # fmt: skip
+            state="running", started_at=now, recipients=recipients, first_delivery_id=first,
+            last_delivery_id=last))  # fmt: skip
     seconds = time.perf_counter() - started
     engine.dispose()
     return blast_id, seconds, recipients

@@ -121,6 +121,17 @@ def test_a_blast_keeps_the_range_of_its_delivery_ids(sent) -> None:
     assert tuple(kept) == (min(ids), max(ids)) and len(ids) == max(ids) - min(ids) + 1 == 40
 
 
+def test_a_blast_without_a_known_range_is_read_from_the_whole_log(sent) -> None:
+    """A blast whose range of ids was not recorded (started by another path) still shows all its messages."""
+    engine, blast_id = sent
+    with engine.begin() as conn:
+        b = blasts_table.c
+        conn.execute(update(blasts_table).where(b.id == blast_id).values(first_delivery_id=None, last_delivery_id=None))
+        rows, before = page(conn, LogFilter(blast_id=blast_id))
+        missing, _ = page(conn, LogFilter(blast_id=blast_id + 1))
+    assert (len(rows), before, missing) == (40, None, [])
+
+
 def test_the_log_finds_one_number_and_one_gateway(sent) -> None:
     """A number's page holds its messages alone (found through its subscriber); a gateway's, what it carried."""
     engine, _ = sent
