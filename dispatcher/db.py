@@ -66,6 +66,18 @@ def make_engine(settings: DatabaseSettings, checkpoint_thread: bool = False) -> 
     return engine
 
 
+READING = "canhbao_reading"
+
+
+def reading(engine: Engine) -> Connection:
+    """A connection whose transactions only read: on SQLite they take no write lock, so they never hold up a writer.
+
+    A write through it may fail at once with "database is locked" (another writer committed
+    since it read); whatever may write uses `engine.begin()`.
+    """
+    return engine.connect().execution_options(**{READING: True})
+
+
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int, autocheckpoint_bytes: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -85,7 +97,9 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int, autocheckpoint_bytes
     def _on_begin(conn):  # type: ignore[no-untyped-def]
         # A deferred transaction that reads then writes fails at once with "database is
         # locked" when another writer committed meanwhile; taking the lock up front waits.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A connection that only reads (`reading`) must not take it: a page of the log held it
+        # for its whole query, and twenty people browsing starved the worker of it.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READING) else "BEGIN IMMEDIATE")
 
 
 class WalCheckpointer:

@@ -251,3 +251,19 @@ def test_a_database_at_an_older_schema_is_still_migrated(database_url: str) -> N
     engine, created = db.open_database(DatabaseSettings(url=database_url), create=False)
     assert not created and db.current_revision(engine) == db.head_revision()
     engine.dispose()
+
+
+def test_a_reading_connection_leaves_the_write_lock_to_writers(sqlite_engine) -> None:
+    """While a long read is open on `db.reading`, a writer commits at once; a plain transaction would hold it back."""
+    from sqlalchemy.exc import OperationalError
+
+    quick = db.make_engine(DatabaseSettings(url=str(sqlite_engine.url), busy_timeout_ms=50))
+    with db.reading(sqlite_engine) as reader:
+        reader.execute(text("SELECT count(*) FROM blasts")).scalar_one()
+        with quick.begin() as writer:
+            writer.execute(text("DELETE FROM blasts"))
+    with sqlite_engine.connect() as holder:
+        holder.execute(text("SELECT count(*) FROM blasts")).scalar_one()
+        with pytest.raises(OperationalError, match="locked"), quick.begin() as writer:
+            writer.execute(text("DELETE FROM blasts"))
+    quick.dispose()

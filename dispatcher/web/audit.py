@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from dispatcher import audit as audit_ops
+from dispatcher import db
 from dispatcher.errors import CanhBaoError
 from dispatcher.web import i18n
 from dispatcher.web.auth import Principal, allow
@@ -131,7 +132,7 @@ def _chunks(engine: Any, found: audit_ops.AuditFilter, zone: str) -> Iterator[by
     """The CSV in pieces of a few thousand entries: memory stays flat however long the log."""
     pipe = io.StringIO()
     header = True
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         for rows in batched(audit_ops.read(conn, found), 2_000):
             yield _piece(rows, pipe, zone, header)
             header = False

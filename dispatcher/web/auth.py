@@ -18,9 +18,11 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import Connection
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
-from dispatcher import users
+from dispatcher import db, users
 from dispatcher.config import WebSettings
 from dispatcher.web import i18n
 from dispatcher.web.templating import render
@@ -88,18 +90,34 @@ def _bearer(request: Request) -> str | None:
 
 
 def _identify(request: Request) -> tuple[Principal | None, str | None]:
-    """(the principal, the session's CSRF token) for this request, from its bearer token or its session cookie."""
-    engine, now, web = request.app.state.engine, request.app.state.clock(), request.app.state.settings.web
+    """(the principal, the session's CSRF token) for this request, from its bearer token or its session cookie.
+
+    Read without the write lock: every request asks, and a session or token is written at most
+    once a minute (last seen, last used). Should that write meet another writer's commit, the
+    lookup runs again holding the lock from the start.
+    """
+    engine = request.app.state.engine
+    try:
+        with db.reading(engine) as conn:
+            found = _who(conn, request)
+            conn.commit()
+        return found
+    except OperationalError:
+        with engine.begin() as conn:
+            return _who(conn, request)
+
+
+def _who(conn: Connection, request: Request) -> tuple[Principal | None, str | None]:
+    now, web = request.app.state.clock(), request.app.state.settings.web
     token = _bearer(request)
-    with engine.begin() as conn:
-        if token is not None:
-            found = users.token_user(conn, now, token)
-            if found is None:
-                return None, None
-            user, token_id = found
-            return Principal(user.id, user.username, user.display_name, user.roles, "token", token_id), None
-        secret = request.cookies.get(session_cookie(request))
-        live = users.session(conn, now, secret, web) if secret else None
+    if token is not None:
+        found = users.token_user(conn, now, token)
+        if found is None:
+            return None, None
+        user, token_id = found
+        return Principal(user.id, user.username, user.display_name, user.roles, "token", token_id), None
+    secret = request.cookies.get(session_cookie(request))
+    live = users.session(conn, now, secret, web) if secret else None
     if live is None:
         return None, None
     user = live.user

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from dispatcher import db, labels, overview, privacy
 from dispatcher import delivery_log as log_ops
-from dispatcher import labels, overview, privacy
 from dispatcher.domain import DeliveryStatus
 from dispatcher.errors import CanhBaoError
 from dispatcher.phones import InvalidNumber, PhoneBook
@@ -205,7 +205,7 @@ async def deliveries_csv(
 def _chunks(engine: Any, log: log_ops.LogFilter, zone: str, province_name: Any) -> Iterator[bytes]:
     """The CSV in pieces of a few thousand rows: memory stays flat however long the log."""
 
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         pipe = io.StringIO()
         batch: list[dict[str, Any]] = []
         first = True

@@ -14,6 +14,7 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from dispatcher import db
 from dispatcher.audit import acting_through
 from dispatcher.errors import UsageError
 from dispatcher.formats import parse_moment
@@ -39,7 +40,7 @@ async def in_transaction(request: Request, work: Callable[[Connection, datetime]
     address = request.client.host if request.client else None
 
     def inside() -> Any:
-        with acting_through(source, via, address), state.engine.begin() if write else state.engine.connect() as conn:
+        with acting_through(source, via, address), state.engine.begin() if write else db.reading(state.engine) as conn:
             return work(conn, state.clock())
 
     return await run_in_threadpool(inside)

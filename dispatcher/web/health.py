@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from dispatcher import db
 from dispatcher.web.auth import public
 
 router = APIRouter(dependencies=[public()])
@@ -16,7 +17,7 @@ router = APIRouter(dependencies=[public()])
 def healthz(request: Request) -> JSONResponse:
     """200 `{"status": "ok"}` when the database answers, 503 otherwise."""
     try:
-        with request.app.state.engine.connect() as conn:
+        with db.reading(request.app.state.engine) as conn:
             conn.execute(text("SELECT 1"))
     except SQLAlchemyError:
         return JSONResponse({"status": "unavailable", "message": "Không kết nối được cơ sở dữ liệu."}, 503)
