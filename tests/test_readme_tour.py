@@ -15,6 +15,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -72,12 +74,22 @@ def _run(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                               encoding="utf-8", timeout=180)  # fmt: skip
     process = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=cwd, env=environ, text=True, encoding="utf-8",
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    try:
-        process.communicate(timeout=4)
-    except subprocess.TimeoutExpired:
+    said: tuple[list[str], list[str]] = ([], [])
+    readers = [threading.Thread(target=lambda stream=stream, into=into: into.extend(stream), daemon=True)
+               for stream, into in zip((process.stdout, process.stderr), said, strict=True)]  # fmt: skip
+    for reader in readers:
+        reader.start()
+    # As a person does: Ctrl-C once it says it runs (a loaded machine may take seconds to start it).
+    deadline = time.monotonic() + 30
+    while process.poll() is None and not any(said) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if process.poll() is None:
+        time.sleep(2)
         process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
-    return subprocess.CompletedProcess(command, process.returncode, out, err)
+    process.wait(timeout=60)
+    for reader in readers:
+        reader.join(timeout=10)
+    return subprocess.CompletedProcess(command, process.returncode, "".join(said[0]), "".join(said[1]))
 
 
 def test_the_tour_lists_the_commands_of_every_step() -> None:

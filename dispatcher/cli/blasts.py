@@ -351,6 +351,8 @@ def worker(
     runner = build_worker(c)
     tally = log_ops.BlastsProgress(since=c.now)
     started = time.monotonic()
+    if not until_idle:  # a service says it runs, as `serve` and `web` do
+        err.print(f"Tiến trình gửi {runner.worker_id} đang chạy (Ctrl-C để dừng an toàn).", markup=False)
     if err.is_terminal:
         _with_progress(c, runner, until_idle, tally)
     else:  # nobody watches a bar: the tally is read once, for the summary
