@@ -21,7 +21,7 @@ from dispatcher.errors import CanhBaoError
 from dispatcher.phones import InvalidNumber, PhoneBook
 from dispatcher.web import i18n
 from dispatcher.web.auth import Principal, allow
-from dispatcher.web.deps import in_transaction, regions
+from dispatcher.web.deps import in_transaction, regions, revealed
 from dispatcher.web.templating import render
 
 router = APIRouter()
@@ -230,10 +230,8 @@ async def delivery_reveal(
     request: Request, principal: Operator, delivery_id: int, reason: Annotated[str, Form(max_length=300)] = ""
 ) -> Response:
     """The full number of one delivery, for an operator who says why (kept in the audit log)."""
-    try:
-        number = await in_transaction(
-            request, lambda conn, now: privacy.reveal_delivery(conn, now, principal.actor, delivery_id, reason)
-        )
-    except CanhBaoError as exc:
-        return render(request, "refused.html", {"message": str(exc)}, 404 if exc.code == "not_found" else 400)
-    return render(request, "revealed.html", {"delivery_id": delivery_id, "number": number, "reason": reason})
+    return await revealed(
+        request,
+        lambda conn, now: privacy.reveal_delivery(conn, now, principal.actor, delivery_id, reason),
+        {"delivery_id": delivery_id, "reason": reason},
+    )

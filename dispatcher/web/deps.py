@@ -13,12 +13,14 @@ from typing import Any
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import Response
 
 from dispatcher import db
 from dispatcher.audit import acting_through
-from dispatcher.errors import UsageError
+from dispatcher.errors import CanhBaoError, UsageError
 from dispatcher.formats import parse_moment
 from dispatcher.regions import RegionIndex
+from dispatcher.web.templating import render
 
 _loading = threading.Lock()
 
@@ -44,6 +46,15 @@ async def in_transaction(request: Request, work: Callable[[Connection, datetime]
             return work(conn, state.clock())
 
     return await run_in_threadpool(inside)
+
+
+async def revealed(request: Request, reveal: Callable[[Connection, datetime], str], shown: dict[str, Any]) -> Response:
+    """The page showing a full number that `reveal` gave (it audits the reason), or why it was refused."""
+    try:
+        number = await in_transaction(request, reveal)
+    except CanhBaoError as exc:
+        return render(request, "refused.html", {"message": str(exc)}, 404 if exc.code == "not_found" else 400)
+    return render(request, "revealed.html", {**shown, "number": number})
 
 
 def _origin(request: Request) -> tuple[str, str | None]:

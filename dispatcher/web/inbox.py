@@ -18,7 +18,7 @@ from dispatcher.errors import CanhBaoError
 from dispatcher.phones import InvalidNumber, PhoneBook
 from dispatcher.web import i18n
 from dispatcher.web.auth import Principal, allow
-from dispatcher.web.deps import day_range, in_transaction
+from dispatcher.web.deps import day_range, in_transaction, revealed
 from dispatcher.web.templating import render
 
 router = APIRouter()
@@ -97,11 +97,8 @@ async def inbox_reveal(
     request: Request, principal: Operator, message_id: int, reason: Annotated[str, Form(max_length=300)] = ""
 ) -> Response:
     """The full number a text came from, for an operator who says why (kept in the audit log)."""
-    try:
-        number = await in_transaction(
-            request, lambda conn, now: privacy.reveal_inbox(conn, now, principal.actor, message_id, reason)
-        )
-    except CanhBaoError as exc:
-        return render(request, "refused.html", {"message": str(exc)}, 404 if exc.code == "not_found" else 400)
-    shown = {"delivery_id": message_id, "number": number, "reason": reason, "back": "/inbox", "back_label": "Tin đến"}
-    return render(request, "revealed.html", shown)
+    return await revealed(
+        request,
+        lambda conn, now: privacy.reveal_inbox(conn, now, principal.actor, message_id, reason),
+        {"delivery_id": message_id, "reason": reason, "back": "/inbox", "back_label": "Tin đến"},
+    )
