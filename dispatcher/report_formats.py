@@ -235,6 +235,7 @@ STATUTORY_CSS = (
     ".closing td:first-child{text-align:left;font-size:11pt}.to{font-weight:bold;font-style:italic;margin:0}"
     ".closing ul{list-style:none;padding:0;margin:0}.hint{font-style:italic;margin:0 0 60pt}"
     "table.closing tr{break-inside:avoid}"  # the signature block stays whole on one page
+    "@media screen{body{max-width:170mm;margin:10mm auto;padding:0 8mm}}"  # opened in a browser: a page's width
 )
 
 

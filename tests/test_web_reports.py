@@ -176,6 +176,7 @@ def test_only_the_charts_own_styles_are_let_through(app: FastAPI, sqlite_engine:
     """The page's policy allows each chart's <style> by its hash, still no inline script and no 'unsafe-inline'."""
     import base64
     import hashlib
+    import html
 
     page = signed_in(app, sqlite_engine, "van-hanh", "operator").get("/reports", params={"kind": "year",
                                                                                           "year": "2026"})  # fmt: skip
@@ -183,7 +184,7 @@ def test_only_the_charts_own_styles_are_let_through(app: FastAPI, sqlite_engine:
     styles = re.findall(r"<style[^>]*>(.*?)</style>", page.text, re.DOTALL)
     assert len(styles) == 3 and "unsafe-inline" not in policy and "script-src 'self';" in policy
     for style in styles:
-        assert f"'sha256-{base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()}'" in policy
+        assert f"'sha256-{base64.b64encode(hashlib.sha256(html.unescape(style).encode()).digest()).decode()}'" in policy
 
 
 # -- the PDF as a person sees it: pdftoppm (poppler-utils) -------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import re
 import shutil
@@ -241,7 +242,8 @@ def _sections(report: reports.Report) -> list[tuple[str, str | None, list[tuple[
 
 def _with_chart_styles(charts: list[str]) -> str:
     """The site's policy, letting through exactly the <style> each chart carries (by its hash), nothing else."""
-    hashes = [base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+    # Inside inline SVG a <style> is parsed as text, so the browser hashes it with `&gt;` read as `>`.
+    hashes = [base64.b64encode(hashlib.sha256(html.unescape(style).encode()).digest()).decode()
               for svg in charts for style in re.findall(r"<style[^>]*>(.*?)</style>", svg, re.DOTALL)]  # fmt: skip
     allowed = " ".join(f"'sha256-{h}'" for h in hashes)
     return security.CSP.replace("style-src 'self'", f"style-src 'self' {allowed}".rstrip())
