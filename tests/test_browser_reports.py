@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import Engine
 
-from dispatcher.config import load_settings
+from dispatcher import db
+from dispatcher.config import DatabaseSettings, load_settings
 from dispatcher.regions import RegionIndex
 from tests.browser import PHONE, Browser, live_server, overflows
 from tests.test_browser import sign_in
-from tests.test_reach import fill
+from tests.test_web_reports import dataset_file
 from tests.web_helpers import ensure_user, make_app
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="needs Chromium")
@@ -37,13 +37,14 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def app(sqlite_engine: Engine, regions: RegionIndex, tmp_path: Path) -> FastAPI:
+def app(tmp_path: Path, regions: RegionIndex) -> Iterator[FastAPI]:
     """The console over the reports tests' dataset (five blasts in June–August 2026), on the wall clock."""
-    fill(sqlite_engine, regions, datetime(2026, 11, 23, tzinfo=UTC), tmp_path)
-    ensure_user(sqlite_engine, "van-hanh", "operator")
-    console = make_app(load_settings(None, {}), sqlite_engine, lambda: datetime.now(UTC))
+    engine = db.make_engine(DatabaseSettings(url=f"sqlite:///{dataset_file(tmp_path, regions)}"))
+    ensure_user(engine, "van-hanh", "operator")
+    console = make_app(load_settings(None, {}), engine, lambda: datetime.now(UTC))
     console.state.regions = regions
-    return console
+    yield console
+    engine.dispose()
 
 
 def _drawn(page) -> None:  # type: ignore[no-untyped-def]
