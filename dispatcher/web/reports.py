@@ -46,6 +46,8 @@ MEDIA = {"html": "text/html; charset=utf-8", "pdf": "application/pdf", "csv": "t
          "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}  # fmt: skip
 YEARS_BACK = 5
 
+# Words other pages already translate ("Người duyệt", "Lỗi", "Địa bàn", "Nhóm đối tượng") keep their
+# English: the registry is one for the whole console.
 i18n.register(
     {
         "Báo cáo": "Reports",
@@ -69,7 +71,6 @@ i18n.register(
         "Bảng tính (XLSX)": "Workbook (XLSX)",
         "Dữ liệu (CSV)": "Data (CSV)",
         "Dữ liệu (JSON)": "Data (JSON)",
-        "Địa bàn": "Area",
         "Số liệu đến": "Figures as of",
         "Kỳ này chưa có tin nào được gửi.": "Nothing was sent in this period.",
         "Kết quả chung": "Overall results",
@@ -96,14 +97,12 @@ i18n.register(
         "Đã gửi": "Sent",
         "Số phần": "Parts",
         "Đã nhận": "Delivered",
-        "Lỗi": "Failed",
         "Không tới được": "Undeliverable",
         "Quá hạn": "Expired",
         "Đã huỷ": "Cancelled",
         "Chưa xong": "Not final",
         "Xã/phường": "Commune",
         "Phương thức": "Method",
-        "Nhóm đối tượng": "Audience",
         "Nhóm": "Audience",
         "Số người đã nhận": "People reached",
         "Số thuê bao": "Subscribers",
@@ -113,7 +112,6 @@ i18n.register(
         "Số người": "People",
         "Số": "No.",
         "Người tạo": "Created by",
-        "Người duyệt": "Approved by",
         "Tuần (từ ngày)": "Week (from)",
         "Tin đã gửi": "Messages sent",
     }
@@ -159,7 +157,7 @@ def _picker(
     until: str = "",
     province: str = "",
     format: str = "",
-) -> PeriodForm:  # noqa: A002  (the query's name)
+) -> PeriodForm:
     """The picker's fields; an empty one starts at the 6-month report of this year (local time)."""
     this_year = _this_year(request)
     return PeriodForm(kind or "h1", year or str(this_year), quarter, month, since, until, province, format)
@@ -227,7 +225,7 @@ def _attachment(report: reports.Report, fmt: str) -> str:
     """Content-Disposition with the Vietnamese name (RFC 6266 filename*) and a không-dấu one for old clients."""
     name = f"Báo cáo {report.period.title}"
     if report.place != "Toàn bộ địa bàn":
-        name += f" - {report.place}"
+        name += f" - {report.place.split(' [')[0]}"  # the unit's name, not its codes and what it became
     name = re.sub(r'[/\\:*?"<>|]+', "-", name)[:150] + f".{fmt}"
     plain = re.sub(r"[^A-Za-z0-9.() -]+", "-", to_ascii(name).replace("đ", "d").replace("Đ", "D"))
     return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name)}"
