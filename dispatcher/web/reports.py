@@ -71,6 +71,9 @@ i18n.register(
         "Bảng tính (XLSX)": "Workbook (XLSX)",
         "Dữ liệu (CSV)": "Data (CSV)",
         "Dữ liệu (JSON)": "Data (JSON)",
+        "Bản PDF được dàn trang khi tải về: báo cáo dài có thể mất tới một phút.": (
+            "The PDF is laid out when downloaded: a long report may take up to a minute."
+        ),
         "Số liệu đến": "Figures as of",
         "Kỳ này chưa có tin nào được gửi.": "Nothing was sent in this period.",
         "Kết quả chung": "Overall results",
