@@ -144,13 +144,18 @@ def _table(name: str, header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _svg(chart: Any) -> str:
-    """A pygal chart as inline SVG without the script pygal always adds: the report runs no JavaScript."""
+    """A pygal chart as inline SVG without the script pygal always adds: the report runs no JavaScript.
+
+    The tooltip layer goes too: only that script shows it, and its inline `style` attribute is one
+    the console's Content-Security-Policy would refuse.
+    """
     from xml.etree import ElementTree
 
     tree = chart.render_tree()
     for parent in tree.iter():
         for child in list(parent):
-            if isinstance(child.tag, str) and child.tag.endswith("script"):
+            classes = child.get("class", "").split() if isinstance(child.tag, str) else []
+            if isinstance(child.tag, str) and (child.tag.endswith("script") or "tooltip-overlay" in classes):
                 parent.remove(child)
     return ElementTree.tostring(tree, encoding="unicode")
 
@@ -229,6 +234,8 @@ STATUTORY_CSS = (
     "figure{margin:4pt 0;break-inside:avoid}figure svg{width:100%;height:auto}"
     ".closing td:first-child{text-align:left;font-size:11pt}.to{font-weight:bold;font-style:italic;margin:0}"
     ".closing ul{list-style:none;padding:0;margin:0}.hint{font-style:italic;margin:0 0 60pt}"
+    "table.closing tr{break-inside:avoid}"  # the signature block stays whole on one page
+    "@media screen{body{max-width:170mm;margin:10mm auto;padding:0 8mm}}"  # opened in a browser: a page's width
 )
 
 

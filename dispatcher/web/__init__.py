@@ -30,6 +30,7 @@ from dispatcher.web import (
     hooks,
     inbox,
     metrics,
+    reports,
     schedules,
     subscribers,
 )
@@ -62,6 +63,7 @@ def create_app(settings: Settings, engine: Engine, clock: Callable[[], datetime]
     app.include_router(inbox.router)
     app.include_router(alerts.router)
     app.include_router(schedules.router)
+    app.include_router(reports.router)
     app.include_router(metrics.router)
     api.install(app)
     _refusals(app)
