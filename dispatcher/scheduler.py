@@ -12,7 +12,8 @@ ran each job three times when measured), so only the holder of the `scheduler` l
 `leases` table runs an APScheduler at all; a second `canhbao scheduler` waits on standby and takes
 over when the leader stops renewing. Its jobs (one per campaign, one per timed blast) live in the
 `scheduler_jobs` table through APScheduler's SQLAlchemy job store and only wake the leader at the
-right moment: every job calls `run_due`, as does the leader's own loop every few seconds.
+right moment: every job calls `run_due`, as does the leader's own loop every few seconds. That loop
+also runs the periodic jobs of dispatcher/jobs.py (rollup, retention purge, statutory reports).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dispatcher.audit import audit
 from dispatcher.config import Settings
 from dispatcher.domain import AlertStatus, BlastState, Priority, RunOutcome, ScheduleState
 from dispatcher.errors import CanhBaoError, NotAllowed, NotFound, StateError
+from dispatcher.jobs import Jobs
 from dispatcher.models import alerts, blasts, leases, schedule_runs, schedules
 from dispatcher.regions import RegionIndex
 from dispatcher.schedules import ScheduleSpec, next_runs
@@ -312,15 +314,18 @@ class SchedulerService:
 
     def __post_init__(self) -> None:
         self.lease = LeaderLease(self.engine, self.holder, self.settings.scheduler.lease_seconds)
+        self.jobs = Jobs(self.engine, self.settings, self.regions)
 
     def step(self) -> bool:
-        """Renew or take the lease; while leading, align the jobs with the database and run what is due."""
+        """Renew or take the lease; while leading, align the jobs with the database, run what is due and the
+        periodic jobs (rollup, purge, statutory reports)."""
         leading = self.lease.hold(self.clock())
         if leading != self._leading:
             self._change(leading)
         if leading:
             self._reconcile()
             self.run_due()
+            self.jobs.run(self.clock())
         return leading
 
     def _change(self, leading: bool) -> None:
