@@ -311,6 +311,7 @@ class SchedulerService:
     _aps: BackgroundScheduler | None = None
     _leading: bool | None = None  # as the last step found it: None before the first
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _jobs_thread: threading.Thread | None = None
 
     def __post_init__(self) -> None:
         self.lease = LeaderLease(self.engine, self.holder, self.settings.scheduler.lease_seconds)
@@ -325,8 +326,25 @@ class SchedulerService:
         if leading:
             self._reconcile()
             self.run_due()
-            self.jobs.run(self.clock())
+            self._start_jobs()
         return leading
+
+    def _start_jobs(self) -> None:
+        """The periodic jobs on a thread of their own: preparing a report takes seconds, a campaign must not wait."""
+        if self._jobs_thread is None or not self._jobs_thread.is_alive():
+            self._jobs_thread = threading.Thread(target=self._jobs_round, name="scheduler-jobs", daemon=True)
+            self._jobs_thread.start()
+
+    def _jobs_round(self) -> None:
+        try:
+            self.jobs.run(self.clock())
+        except OperationalError as exc:  # database locked or down: the next round tries again
+            log.warning("scheduler.database_unavailable", error=str(exc.orig))
+
+    def wait_for_jobs(self) -> None:
+        """Until the round of periodic jobs under way (if any) has finished."""
+        if self._jobs_thread is not None:
+            self._jobs_thread.join()
 
     def _change(self, leading: bool) -> None:
         """Start or stop the alarm clock as the lease came or went, and say so before any run it fires."""
@@ -368,6 +386,7 @@ class SchedulerService:
                 stop.wait(min(self.settings.scheduler.reconcile_seconds, self.settings.scheduler.lease_seconds / 3))
         finally:
             self._stop_aps()
+            self.wait_for_jobs()
             self.lease.release()
             _SERVICE.pop("running", None)
             log.info("scheduler.stopped", holder=self.holder)

@@ -180,13 +180,14 @@ def test_the_purge_job_runs_daily_from_its_hour_and_is_audited(
 def test_the_leading_scheduler_runs_the_jobs_in_its_loop(
     engine: Engine, settings: Settings, regions: RegionIndex
 ) -> None:
-    """A scheduler step on 1 June prepares the 6-month report; a standby's step prepares nothing."""
+    """A scheduler step on 1 June prepares the 6-month report (on the jobs' thread); a standby's prepares nothing."""
     scheduling.LeaderLease(engine, "b:2", seconds=30).hold(JUNE_1)
     standby = scheduling.SchedulerService(engine, _quiet(settings), regions, "a:1", clock=lambda: JUNE_1)
     assert not standby.step() and _kept(engine) == []
     leader = scheduling.SchedulerService(engine, _quiet(settings), regions, "b:2", clock=lambda: JUNE_1)
     try:
         assert leader.step()
+        leader.wait_for_jobs()
     finally:
         leader._stop_aps()
     assert len(_kept(engine)) == 1
