@@ -236,3 +236,8 @@ def test_a_bad_preparation_date_in_config_exits_2(cli: Cli) -> None:
     cli.config.write_text(cli.config.read_text(encoding="utf-8") + '[reports]\nh1_prepare_on = "13-01"\n', "utf-8")
     code, _, err = cli("report", "list")
     assert code == 2 and "reports.h1_prepare_on" in err
+
+
+def test_report_still_takes_as_after_its_options(cli: Cli) -> None:
+    """`canhbao report --period 2026 --as tester` works as before `report` held subcommands."""
+    assert cli("report", "--period", "2026", "--as", "tester")[0] == 0

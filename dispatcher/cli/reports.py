@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -13,8 +13,20 @@ from dispatcher import report_formats, reports, retention, rollups
 from dispatcher.cli import prepared as prepared_cli
 from dispatcher.cli.common import Context, JsonOption, emit, err, out
 from dispatcher.cli.tables import Column, print_fitted
+from dispatcher.cli.usage import Command, Group
 from dispatcher.errors import UsageError
 from dispatcher.formats import number
+
+
+class ReportGroup(Group):
+    """`canhbao report` makes a period's report itself and holds list/prepare/get: it takes `--as` as a command does."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        """The group's own options, then `--as`, then `--help`."""
+        params = super().get_params(ctx)
+        actor = Command._actor_option(self, ctx)  # type: ignore[arg-type]  (it only reads the root's option)
+        return params if actor is None else [*params[:-1], actor, params[-1]]
+
 
 report_app = typer.Typer(help="Báo cáo kết quả của một kỳ; các báo cáo định kỳ đã chuẩn bị (list, prepare, get).")
 
@@ -23,7 +35,7 @@ def register(app: typer.Typer) -> None:
     """Attach the commands to the application."""
     report_app.callback(invoke_without_command=True)(report)
     prepared_cli.register(report_app)
-    app.add_typer(report_app, name="report")
+    app.add_typer(report_app, name="report", cls=ReportGroup)
     app.command("rollup")(rollup)
     app.command("purge")(purge)
 
