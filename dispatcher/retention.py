@@ -6,6 +6,7 @@ so a report over a purged period comes out the same. Each purge is audited.
 
 from __future__ import annotations
 
+import calendar
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,12 +36,7 @@ def cutoff(now: datetime, months: int) -> datetime:
     """`months` calendar months before `now` (the last day of a shorter month when the day does not exist)."""
     total = now.year * 12 + now.month - 1 - months
     year, month = divmod(total, 12)
-    for day in range(now.day, 27, -1):
-        try:
-            return now.replace(year=year, month=month + 1, day=day)
-        except ValueError:
-            continue
-    return now.replace(year=year, month=month + 1, day=28)
+    return now.replace(year=year, month=month + 1, day=min(now.day, calendar.monthrange(year, month + 1)[1]))
 
 
 def purge(conn: Connection, now: datetime, months: int, actor: str, dry_run: bool = False) -> Purge:

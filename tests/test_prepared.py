@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from dispatcher import jobs, prepared
+from dispatcher import jobs, prepared, retention
 from dispatcher import scheduler as scheduling
 from dispatcher.config import Settings, load_settings
 from dispatcher.errors import ConfigError, NotFound, UsageError
@@ -241,3 +241,9 @@ def test_a_bad_preparation_date_in_config_exits_2(cli: Cli) -> None:
 def test_report_still_takes_as_after_its_options(cli: Cli) -> None:
     """`canhbao report --period 2026 --as tester` works as before `report` held subcommands."""
     assert cli("report", "--period", "2026", "--as", "tester")[0] == 0
+
+
+def test_retention_keeps_whole_months_on_an_early_day_of_the_month() -> None:
+    """On 7 December 2026, 24 months back is 7 December 2024, not the 28th (which purged three weeks too many)."""
+    assert retention.cutoff(datetime(2026, 12, 7, 21, 39, tzinfo=UTC), 24) == datetime(2024, 12, 7, 21, 39, tzinfo=UTC)
+    assert retention.cutoff(datetime(2026, 3, 1, tzinfo=UTC), 1) == datetime(2026, 2, 1, tzinfo=UTC)
