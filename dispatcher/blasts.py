@@ -559,10 +559,21 @@ def listing(conn: Connection, limit: int = 50, states: Iterable[str] | None = No
     return [dict(row) for row in conn.execute(query).mappings()]
 
 
+def id_range(conn: Connection, blast_id: int) -> tuple[int | None, int | None] | None:
+    """The lowest and highest id of a blast's deliveries ((None, None) before it starts); None for no such blast.
+
+    A blast's deliveries are materialised together, so their ids are one range: reading it in order
+    needs no index on deliveries.blast_id (which would cost the materialisation and PostgreSQL's HOT updates).
+    """
+    b = blasts.c
+    found = conn.execute(select(b.first_delivery_id, b.last_delivery_id).where(b.id == blast_id)).first()
+    return None if found is None else (found[0], found[1])
+
+
 def _its_deliveries(conn: Connection, blast_id: int) -> list[Any]:
     """The conditions that select a blast's deliveries: its range of ids when known (read in order, no index)."""
-    b, d = blasts.c, deliveries.c
-    ids = conn.execute(select(b.first_delivery_id, b.last_delivery_id).where(b.id == blast_id)).first()
+    d = deliveries.c
+    ids = id_range(conn, blast_id)
     if ids is None or ids[0] is None:
         return [d.blast_id == blast_id]
     return [d.id.between(*ids), d.blast_id + 0 == blast_id]

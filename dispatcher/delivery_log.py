@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Select, case, func, or_, select
 
 from dispatcher import labels
+from dispatcher.blasts import id_range
 from dispatcher.domain import BlastState, DeliveryStatus
 from dispatcher.errors import UsageError
 from dispatcher.models import (
@@ -193,10 +194,9 @@ def _masked(conn: Connection, log: LogFilter, ids: tuple[int, int] | None, befor
 
 def _ids(conn: Connection, log: LogFilter) -> tuple[int, int]:
     """(lowest, highest) id a page of `log` may hold: the blast's range, below `before_id`."""
-    b = blasts.c
     found = None
     if log.blast_id is not None:
-        found = conn.execute(select(b.first_delivery_id, b.last_delivery_id).where(b.id == log.blast_id)).first()
+        found = id_range(conn, log.blast_id)
         if found is None:  # no such blast: nothing to read
             return 1, 0
     if found is not None and found[0] is not None:

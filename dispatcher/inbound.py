@@ -134,11 +134,6 @@ def _first_time(conn: Connection, gateway: str, provider_id: str, now: datetime)
     return conn.execute(seen.on_conflict_do_nothing().execution_options(preserve_rowcount=True)).rowcount == 1
 
 
-def messages(conn: Connection, limit: int = 100) -> list[dict]:
-    """The newest `limit` texts as stored (numbers unmasked: `read` and `page` mask them for showing)."""
-    return [dict(row) for row in conn.execute(_query(InboxFilter(limit=limit))).mappings()]
-
-
 def gateways(conn: Connection) -> list[str]:
     """The gateways texts came in through, for a filter's choices."""
     return list(conn.execute(select(inbox.c.gateway).distinct().order_by(inbox.c.gateway)).scalars())

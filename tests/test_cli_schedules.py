@@ -11,6 +11,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, select
 
 from dispatcher import blasts
@@ -81,9 +82,12 @@ def test_serve_sends_a_timed_blast_and_stops_cleanly_on_sigterm(engine: Engine, 
            "CANHBAO_POLICY__QUIET_HOURS": '{"sms": ""}', "CANHBAO_SCHEDULER__RECONCILE_SECONDS": "0.3"}  # fmt: skip
     serve = subprocess.Popen([sys.executable, "-m", "dispatcher", "serve", "--port", "0"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _statuses(engine, blast_id).count("sent") < 100:
+    deadline = time.monotonic() + 180  # a loaded machine takes long to start; a quiet one is done in seconds
+    while time.monotonic() < deadline and _statuses(engine, blast_id).count("sent") < 100 and serve.poll() is None:
         time.sleep(0.1)
+    if _statuses(engine, blast_id).count("sent") < 100:
+        serve.kill()
+        pytest.fail(f"serve sent fewer than 100 messages in 180 s: {serve.communicate()[1]}")
     serve.send_signal(signal.SIGTERM)  # mid-blast: 300 messages at 100/s
     _, stderr = serve.communicate(timeout=30)
     assert serve.returncode == 0, stderr

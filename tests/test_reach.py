@@ -16,7 +16,7 @@ from dispatcher.config import DatabaseSettings, Settings
 from dispatcher.domain import Audience
 from dispatcher.errors import UsageError
 from dispatcher.gateways.base import DeliveryReport, ReportStatus
-from dispatcher.models import alerts, audit_log, blasts, deliveries, provider_refs, subscribers
+from dispatcher.models import alerts, audit_log, blasts, deliveries, inbound_ids, inbox, provider_refs, subscribers
 from dispatcher.regions import RegionIndex
 from tests import world
 from tests.conftest import Cli
@@ -240,7 +240,7 @@ def test_a_report_over_purged_deliveries_comes_out_the_same(dataset: Engine, reg
         audited = conn.execute(select(audit_log.c.detail).where(audit_log.c.action == "deliveries.purge")).scalars()
         audited = list(audited)
     assert dry.deliveries == done.deliveries > 0 and left == [4]  # the running blast stays
-    assert audited == [{"cutoff": done.cutoff.isoformat(), "deliveries": done.deliveries, "blasts": 4}]
+    assert audited == [{"cutoff": done.cutoff.isoformat(), "deliveries": done.deliveries, "blasts": 4, "inbox": 0}]
     assert _report(dataset, regions, "2026") == before
 
 
@@ -249,6 +249,23 @@ def test_purge_keeps_what_is_younger_than_the_retention(dataset: Engine) -> None
     _roll(dataset)
     with dataset.begin() as conn:
         assert retention.purge(conn, datetime(2028, 6, 1, tzinfo=UTC), 24, "admin").deliveries == 0
+
+
+def test_purge_takes_the_texts_received_before_the_cutoff(engine: Engine) -> None:
+    """Texts received (with the sender's number) and their once-only ids go after the retention, younger ones stay."""
+    old, young = datetime(2026, 1, 5, tzinfo=UTC), datetime(2028, 3, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        for n, at in enumerate((old, young)):
+            conn.execute(insert(inbox).values(msisdn=f"+8490512345{n}", text="HOI", gateway="viettel", received_at=at))
+            conn.execute(insert(inbound_ids).values(gateway="viettel", provider_id=f"id-{n}", received_at=at))
+        dry = retention.purge(conn, datetime(2028, 6, 1, tzinfo=UTC), 24, "admin", dry_run=True)
+        assert dry.inbox == 1 and len(conn.execute(select(inbox)).all()) == 2
+        done = retention.purge(conn, datetime(2028, 6, 1, tzinfo=UTC), 24, "admin")
+        kept = conn.execute(select(inbox.c.received_at)).scalars().all()
+        ids = conn.execute(select(inbound_ids.c.provider_id)).scalars().all()
+        audited = conn.execute(select(audit_log.c.detail).where(audit_log.c.action == "deliveries.purge")).scalar_one()
+    assert done.inbox == 1 and kept == [young] and ids == ["id-1"]
+    assert audited["inbox"] == 1 and audited["deliveries"] == 0
 
 
 def test_periods_are_local_calendar_spans() -> None:

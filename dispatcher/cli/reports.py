@@ -133,8 +133,8 @@ def purge(
         done = retention.purge(conn, c.now, keep, c.actor, dry_run)
     if as_json:
         emit({"cutoff": done.cutoff.isoformat(), "deliveries": done.deliveries, "blasts": done.blasts,
-              "dry_run": done.dry_run})  # fmt: skip
+              "inbox": done.inbox, "dry_run": done.dry_run})  # fmt: skip
         return
     verb = "Sẽ xoá" if dry_run else "Đã xoá"
-    out.print(f"{verb} {number(done.deliveries)} tin của {number(done.blasts)} đợt gửi, gửi trước "
-              f"{done.cutoff:%d/%m/%Y} (giữ {keep} tháng).")  # fmt: skip
+    out.print(f"{verb} {number(done.deliveries)} tin của {number(done.blasts)} đợt gửi và {number(done.inbox)} "
+              f"tin nhắn đến, trước {done.cutoff:%d/%m/%Y} (giữ {keep} tháng).")  # fmt: skip
