@@ -106,8 +106,10 @@ class Jobs:
             if not claim(conn, "purge", local.date().isoformat(), now):
                 return None
             done = retention.purge(conn, now, months, prepared.SCHEDULER)
-        log.info("job.purge", deliveries=done.deliveries, blasts=done.blasts, cutoff=done.cutoff.isoformat())
-        return {"deliveries": done.deliveries, "blasts": done.blasts, "cutoff": done.cutoff.isoformat()}
+        log.info("job.purge", deliveries=done.deliveries, blasts=done.blasts, inbox=done.inbox,
+                 cutoff=done.cutoff.isoformat())  # fmt: skip
+        return {"deliveries": done.deliveries, "blasts": done.blasts, "inbox": done.inbox,
+                "cutoff": done.cutoff.isoformat()}  # fmt: skip
 
     def prepare(self, kind: prepared.Kind, now: datetime, last: str) -> dict[str, Any] | None:
         """From its preparation day to its deadline, once a year: prepare statutory report `kind` and keep it."""
