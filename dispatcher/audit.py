@@ -39,6 +39,7 @@ ACTION_LABELS = {
     "subscriber.opt_in": "nhận tin trở lại", "number.reveal": "xem số đầy đủ", "user.add": "thêm người dùng",
     "user.passwd": "đổi mật khẩu", "user.roles": "đổi vai trò", "user.disable": "khoá người dùng",
     "user.enable": "mở khoá người dùng", "token.issue": "cấp khoá API", "token.revoke": "thu hồi khoá API",
+    "report.prepare": "chuẩn bị báo cáo định kỳ", "deliveries.purge": "xoá tin quá hạn lưu giữ",
 }  # fmt: skip
 # (key, header): the columns of an export, as a Vietnamese operator reads them in Excel.
 EXPORT_COLUMNS = (

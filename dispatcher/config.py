@@ -10,6 +10,7 @@ import json
 import math
 import os
 import tomllib
+from datetime import date
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -411,8 +412,19 @@ class WebSettings(Section):
     )
 
 
+def month_day(value: str) -> tuple[int, int]:
+    """(month, day) of 'MM-DD', a day every year has; ValueError in Vietnamese otherwise."""
+    month, _, day = value.strip().partition("-")
+    try:
+        date(2025, int(month), int(day))  # 2025: not a leap year, so 02-29 is refused
+    except ValueError:
+        raise ValueError("cần ngày dạng MM-DD (tháng-ngày) có trong mọi năm, ví dụ '06-01' là ngày 1 tháng 6") from None
+    return int(month), int(day)
+
+
 class ReportSettings(Section):
-    """Reach reports: coverage targets per audience (percent), retention of delivery rows, the issuing body."""
+    """Reach reports: coverage targets, retention of delivery rows, the issuing body, when the scheduler prepares,
+    rolls up and purges."""
 
     targets: dict[str, Finite] = Field(
         default_factory=lambda: {
@@ -430,6 +442,30 @@ class ReportSettings(Section):
         default_factory=lambda: ["Tiểu ban An toàn, an ninh mạng tỉnh", "Lưu: VT"],
         description="the 'Nơi nhận' block",
     )
+
+    h1_prepare_on: str = Field("06-01", description="MM-DD: the scheduler prepares the 6-month report on this day")
+    h1_deadline: str = Field("06-10", description="MM-DD: the 6-month report is due before this day")
+    year_prepare_on: str = Field("11-01", description="MM-DD: the scheduler prepares the annual report on this day")
+    year_deadline: str = Field("11-10", description="MM-DD: the annual report is due before this day")
+    rollup_minutes: Finite = Field(5, ge=0, description="the scheduler rolls deliveries up this often (0: never)")
+    purge_at: str = Field("03:00", description="local time of the daily retention purge ('': no scheduled purge)")
+
+    @field_validator("h1_prepare_on", "h1_deadline", "year_prepare_on", "year_deadline")
+    @classmethod
+    def _month_day(cls, value: str, info: ValidationInfo) -> str:
+        day = month_day(value)
+        if info.field_name.endswith("_deadline"):
+            prepare_on = info.data.get(info.field_name.replace("_deadline", "_prepare_on"))
+            if prepare_on is not None and month_day(prepare_on) > day:
+                raise ValueError(f"hạn nộp phải từ ngày chuẩn bị ({prepare_on}) trở đi")
+        return value
+
+    @field_validator("purge_at")
+    @classmethod
+    def _purge_time(cls, value: str) -> str:
+        if value and not _is_clock_time(value):
+            raise ValueError("cần giờ dạng HH:MM (ví dụ 03:00), hoặc '' để không xoá theo lịch")
+        return value
 
     @field_validator("targets")
     @classmethod

@@ -13,6 +13,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -590,4 +591,43 @@ reach_counts = Table(
     Column("audience_mask", Integer, primary_key=True),
     Column("people", Integer, nullable=False),
     comment="reach_rows counted by scope, day and previous day: unique people of any period in one small sum",
+)
+
+# Statutory reports prepared ahead of their deadlines (migration 0023): each preparation a new
+# version, its rendered files kept byte for byte in the database so every host serves the same.
+prepared_reports = Table(
+    "prepared_reports",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(8), nullable=False, comment="h1 (6-month) or year (annual)"),
+    Column("year", Integer, nullable=False),
+    Column("province", String(80), nullable=False, comment="as asked; '' for the whole area"),
+    Column("version", Integer, nullable=False, comment="1, 2, … per kind, year and province"),
+    Column("place", String(200), nullable=False, comment="the area as the report names it"),
+    Column("period_first", Date, nullable=False),
+    Column("period_last", Date, nullable=False, comment="figures up to the end of this local day"),
+    Column("deadline", Date, nullable=False, comment="the statutory deadline it serves"),
+    Column("prepared_at", UtcDateTime(), nullable=False),
+    Column("prepared_by", String(120), nullable=False, comment="'scheduler' or the user"),
+    UniqueConstraint("kind", "year", "province", "version"),
+    comment="statutory reports as prepared: a new version each time, never changed",
+)
+
+prepared_report_files = Table(
+    "prepared_report_files",
+    metadata,
+    Column("report_id", Integer, ForeignKey("prepared_reports.id"), primary_key=True),
+    Column("format", String(8), primary_key=True, comment="json, csv, html, xlsx, pdf"),
+    Column("size", Integer, nullable=False, comment="bytes, so a listing reads no content"),
+    Column("content", LargeBinary, nullable=False),
+    comment="the rendered files of a prepared report, byte for byte as prepared",
+)
+
+job_marks = Table(
+    "job_marks",
+    metadata,
+    Column("job", String(64), primary_key=True, comment="rollup, purge, prepare:h1, prepare:year"),
+    Column("mark", String(32), nullable=False, comment="the last slot run; sortable text"),
+    Column("ran_at", UtcDateTime(), nullable=False),
+    comment="the last run of each periodic job of the scheduler: a slot is claimed once",
 )

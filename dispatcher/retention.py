@@ -7,6 +7,7 @@ number) and the ids kept to handle each text once go after the same period. Each
 
 from __future__ import annotations
 
+import calendar
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -37,12 +38,7 @@ def cutoff(now: datetime, months: int) -> datetime:
     """`months` calendar months before `now` (the last day of a shorter month when the day does not exist)."""
     total = now.year * 12 + now.month - 1 - months
     year, month = divmod(total, 12)
-    for day in range(now.day, 27, -1):
-        try:
-            return now.replace(year=year, month=month + 1, day=day)
-        except ValueError:
-            continue
-    return now.replace(year=year, month=month + 1, day=28)
+    return now.replace(year=year, month=month + 1, day=min(now.day, calendar.monthrange(year, month + 1)[1]))
 
 
 def purge(conn: Connection, now: datetime, months: int, actor: str, dry_run: bool = False) -> Purge:

@@ -12,7 +12,8 @@ ran each job three times when measured), so only the holder of the `scheduler` l
 `leases` table runs an APScheduler at all; a second `canhbao scheduler` waits on standby and takes
 over when the leader stops renewing. Its jobs (one per campaign, one per timed blast) live in the
 `scheduler_jobs` table through APScheduler's SQLAlchemy job store and only wake the leader at the
-right moment: every job calls `run_due`, as does the leader's own loop every few seconds.
+right moment: every job calls `run_due`, as does the leader's own loop every few seconds. That loop
+also runs the periodic jobs of dispatcher/jobs.py (rollup, retention purge, statutory reports).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dispatcher.audit import audit
 from dispatcher.config import Settings
 from dispatcher.domain import AlertStatus, BlastState, Priority, RunOutcome, ScheduleState
 from dispatcher.errors import CanhBaoError, NotAllowed, NotFound, StateError
+from dispatcher.jobs import Jobs
 from dispatcher.models import alerts, blasts, leases, schedule_runs, schedules
 from dispatcher.regions import RegionIndex
 from dispatcher.schedules import ScheduleSpec, next_runs
@@ -309,19 +311,40 @@ class SchedulerService:
     _aps: BackgroundScheduler | None = None
     _leading: bool | None = None  # as the last step found it: None before the first
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _jobs_thread: threading.Thread | None = None
 
     def __post_init__(self) -> None:
         self.lease = LeaderLease(self.engine, self.holder, self.settings.scheduler.lease_seconds)
+        self.jobs = Jobs(self.engine, self.settings, self.regions)
 
     def step(self) -> bool:
-        """Renew or take the lease; while leading, align the jobs with the database and run what is due."""
+        """Renew or take the lease; while leading, align the jobs with the database, run what is due and the
+        periodic jobs (rollup, purge, statutory reports)."""
         leading = self.lease.hold(self.clock())
         if leading != self._leading:
             self._change(leading)
         if leading:
             self._reconcile()
             self.run_due()
+            self._start_jobs()
         return leading
+
+    def _start_jobs(self) -> None:
+        """The periodic jobs on a thread of their own: preparing a report takes seconds, a campaign must not wait."""
+        if self._jobs_thread is None or not self._jobs_thread.is_alive():
+            self._jobs_thread = threading.Thread(target=self._jobs_round, name="scheduler-jobs", daemon=True)
+            self._jobs_thread.start()
+
+    def _jobs_round(self) -> None:
+        try:
+            self.jobs.run(self.clock())
+        except OperationalError as exc:  # database locked or down: the next round tries again
+            log.warning("scheduler.database_unavailable", error=str(exc.orig))
+
+    def wait_for_jobs(self) -> None:
+        """Until the round of periodic jobs under way (if any) has finished."""
+        if self._jobs_thread is not None:
+            self._jobs_thread.join()
 
     def _change(self, leading: bool) -> None:
         """Start or stop the alarm clock as the lease came or went, and say so before any run it fires."""
@@ -363,6 +386,7 @@ class SchedulerService:
                 stop.wait(min(self.settings.scheduler.reconcile_seconds, self.settings.scheduler.lease_seconds / 3))
         finally:
             self._stop_aps()
+            self.wait_for_jobs()
             self.lease.release()
             _SERVICE.pop("running", None)
             log.info("scheduler.stopped", holder=self.holder)

@@ -4,34 +4,57 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from dispatcher import report_formats, reports, retention, rollups
+from dispatcher.cli import prepared as prepared_cli
 from dispatcher.cli.common import Context, JsonOption, emit, err, out
 from dispatcher.cli.tables import Column, print_fitted
+from dispatcher.cli.usage import Command, Group
 from dispatcher.errors import UsageError
 from dispatcher.formats import number
 
 
+class ReportGroup(Group):
+    """`canhbao report` makes a period's report itself and holds list/prepare/get: it takes `--as` as a command does."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        """The group's own options, then `--as`, then `--help`."""
+        params = super().get_params(ctx)
+        actor = Command._actor_option(self, ctx)  # type: ignore[arg-type]  (it only reads the root's option)
+        return params if actor is None else [*params[:-1], actor, params[-1]]
+
+
+report_app = typer.Typer(help="Báo cáo kết quả của một kỳ; các báo cáo định kỳ đã chuẩn bị (list, prepare, get).")
+
+
 def register(app: typer.Typer) -> None:
     """Attach the commands to the application."""
-    app.command("report")(report)
+    report_app.callback(invoke_without_command=True)(report)
+    prepared_cli.register(report_app)
+    app.add_typer(report_app, name="report", cls=ReportGroup)
     app.command("rollup")(rollup)
     app.command("purge")(purge)
 
 
 def report(
     ctx: typer.Context,
-    period: Annotated[str, typer.Option("--period", help="Kỳ báo cáo: 2026-H1, 2026, 2026-Q3, 2026-11, TỪ..ĐẾN.")],
+    period: Annotated[
+        str | None, typer.Option("--period", help="Kỳ báo cáo: 2026-H1, 2026, 2026-Q3, 2026-11, TỪ..ĐẾN.")
+    ] = None,
     province: Annotated[str | None, typer.Option("--province", help="Tỉnh/thành phố (cả tên cũ: 'Quảng Nam').")] = None,
     fmt: Annotated[str, typer.Option("--format", help="json, csv, html, xlsx, pdf (không có: bảng).")] = "",
     output: Annotated[Path | None, typer.Option("--output", help="Tệp ghi (json, csv: mặc định stdout).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Báo cáo kết quả gửi cảnh báo của một kỳ: tin, người đã nhận, độ bao phủ, chi phí (theo giờ địa phương)."""
+    if ctx.invoked_subcommand is not None:
+        return  # `canhbao report list|prepare|get`: the subcommand does the work
+    if period is None:
+        raise UsageError("'canhbao report' cần '--period' (hoặc một lệnh: list, prepare, get).")
     c: Context = ctx.obj
     asked = _format(fmt or ("json" if as_json else ""), output)
     chosen = reports.parse_period(period)
