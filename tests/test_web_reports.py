@@ -16,7 +16,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine, func, select
 
-from dispatcher import db, reports
+from dispatcher import db, prepared, reports
 from dispatcher.config import DatabaseSettings, load_settings
 from dispatcher.formats import number
 from dispatcher.models import rollup_blasts
@@ -254,3 +254,33 @@ def test_the_pdf_renders_as_a4_pages_with_the_form(app: FastAPI, dataset: Engine
     for count in range(1, len(pages) + 1):  # the bottom margin of each page holds its number, alone
         footer = ["pdftotext", "-f", str(count), "-l", str(count), "-x", "0", "-y", "785", "-W", "595", "-H", "57"]
         assert subprocess.run([*footer, str(pdf), "-"], capture_output=True, text=True).stdout.split() == [str(count)]
+
+
+def _kept(engine: Engine, files: dict[str, bytes]) -> int:
+    """Store a prepared 6-month report of 2026 with `files` (as the scheduler's job does, without rendering)."""
+    made = prepared.Draft(prepared.Kind.H1, 2026, "", "Toàn bộ địa bàn", reports.parse_period("2026-01-01..2026-05-31"),
+                          datetime(2026, 6, 10).date(), AT, prepared.SCHEDULER, files)  # fmt: skip
+    with engine.begin() as conn:
+        return prepared.store(conn, made).id
+
+
+def test_the_prepared_reports_are_listed_and_download_byte_for_byte(app: FastAPI, dataset: Engine) -> None:
+    """A prepared report shows with its period, deadline and who prepared it; each file downloads as it was kept."""
+    report_id = _kept(dataset, {"pdf": b"%PDF-1.7 kept", "json": b'{"kept": true}'})
+    operator = signed_in(app, dataset, "van-hanh", "operator")
+    page = operator.get("/reports").text
+    assert "Báo cáo 6 tháng 2026" in page and "01/01/2026–31/05/2026" in page and "10/06/2026" in page
+    assert "theo lịch" in page and f'href="/reports/prepared/{report_id}/pdf"' in page
+    got = operator.get(f"/reports/prepared/{report_id}/pdf")
+    assert got.status_code == 200 and got.content == b"%PDF-1.7 kept"
+    assert "filename*=UTF-8''B%C3%A1o%20c%C3%A1o%206%20th%C3%A1ng%202026" in got.headers["content-disposition"]
+
+
+def test_a_prepared_report_that_is_not_there_is_refused(app: FastAPI, dataset: Engine) -> None:
+    """An unknown report gives 404 and a format it was not kept in 400, each with a Vietnamese message; police 403."""
+    report_id = _kept(dataset, {"json": b"{}"})
+    operator = signed_in(app, dataset, "van-hanh", "operator")
+    missing = operator.get(f"/reports/prepared/{report_id + 1}/json")
+    assert missing.status_code == 404 and "Không có báo cáo đã chuẩn bị" in missing.text
+    assert operator.get(f"/reports/prepared/{report_id}/docx").status_code == 400
+    assert signed_in(app, dataset, "cong-an", "police").get(f"/reports/prepared/{report_id}/json").status_code == 403

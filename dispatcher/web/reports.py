@@ -27,8 +27,8 @@ from fastapi.responses import FileResponse, Response
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from dispatcher import db, report_formats, reports, rollups
-from dispatcher.errors import CanhBaoError, UsageError
+from dispatcher import db, prepared, report_formats, reports, rollups
+from dispatcher.errors import CanhBaoError, NotFound, UsageError
 from dispatcher.formats import number
 from dispatcher.regions import SCHEME_2025, Level, RegionIndex
 from dispatcher.smstext import to_ascii
@@ -66,6 +66,17 @@ i18n.register(
         "cả tên cũ, ví dụ Quảng Nam (cũ)": "former names too, e.g. Quảng Nam (cũ)",
         "Xem báo cáo": "Show the report",
         "Tải về": "Download",
+        "Báo cáo định kỳ đã chuẩn bị": "Statutory reports prepared",
+        "Báo cáo 6 tháng": "6-month report",
+        "Báo cáo năm": "Annual report",
+        "Bản": "Version",
+        "Số liệu": "Figures",
+        "Chuẩn bị lúc": "Prepared at",
+        "Hạn nộp": "Deadline",
+        "theo lịch": "by the schedule",
+        "Chưa có báo cáo nào: lịch tự chuẩn bị trước hạn nộp, hoặc dùng 'canhbao report prepare'.": (
+            "None yet: the schedule prepares them before their deadlines, or use 'canhbao report prepare'."
+        ),
         "Báo cáo theo mẫu (HTML)": "Statutory form (HTML)",
         "Báo cáo theo mẫu (PDF)": "Statutory form (PDF)",
         "Bảng tính (XLSX)": "Workbook (XLSX)",
@@ -171,9 +182,11 @@ Picker = Annotated[PeriodForm, Depends(_picker)]
 
 @router.get("/reports")
 async def reports_page(request: Request, principal: Readers, form: Picker) -> Response:
-    """The report of the picked period: the figures, the charts, and a link to each download."""
+    """The report of the picked period: the figures, the charts, and a link to each download; the prepared reports."""
+    with db.reading(request.app.state.engine) as conn:
+        kept = prepared.listing(conn)
     context = {"form": form, "kinds": KINDS, "years": _years(request), "provinces": _province_names(request),
-               "cell": _cell}  # fmt: skip
+               "cell": _cell, "prepared": kept}  # fmt: skip
     try:
         report = await _report(request, form)
     except CanhBaoError as exc:
@@ -202,6 +215,19 @@ async def download(request: Request, principal: Readers, form: Picker) -> Respon
                         background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))  # fmt: skip
 
 
+@router.get("/reports/prepared/{report_id}/{fmt}")
+async def prepared_file(request: Request, principal: Readers, report_id: int, fmt: str) -> Response:
+    """A statutory report as the scheduler (or a person) prepared it, byte for byte."""
+    try:
+        with db.reading(request.app.state.engine) as conn:
+            content = prepared.get(conn, report_id, fmt)
+            kept = next(p for p in prepared.listing(conn) if p.id == report_id)
+    except (NotFound, UsageError) as exc:
+        return render(request, "refused.html", {"message": str(exc)}, 404 if isinstance(exc, NotFound) else 400)
+    name = f"{kept.kind.label} {kept.year} - bản {kept.version}.{fmt}"
+    return Response(content, media_type=MEDIA[fmt], headers={"Content-Disposition": _disposition(name)})
+
+
 async def _report(request: Request, form: PeriodForm) -> reports.Report:
     """The domain's report of the form's period and place, the rollups brought up to now first (as the CLI does)."""
     state, index = request.app.state, regions(request)
@@ -225,11 +251,15 @@ def _write(report: reports.Report, fmt: str, path: Path) -> None:
 
 
 def _attachment(report: reports.Report, fmt: str) -> str:
-    """Content-Disposition with the Vietnamese name (RFC 6266 filename*) and a không-dấu one for old clients."""
+    """Content-Disposition for the report of a period, named after its period and place."""
     name = f"Báo cáo {report.period.title}"
     if report.place != "Toàn bộ địa bàn":
         name += f" - {report.place.split(' [')[0]}"  # the unit's name, not its codes and what it became
-    name = re.sub(r'[/\\:*?"<>|]+', "-", name)[:150] + f".{fmt}"
+    return _disposition(re.sub(r'[/\\:*?"<>|]+', "-", name)[:150] + f".{fmt}")
+
+
+def _disposition(name: str) -> str:
+    """Content-Disposition with the Vietnamese `name` (RFC 6266 filename*) and a không-dấu one for old clients."""
     plain = re.sub(r"[^A-Za-z0-9.() -]+", "-", to_ascii(name).replace("đ", "d").replace("Đ", "D"))
     return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name)}"
 
