@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -335,10 +336,40 @@ def apply_reports(conn: Any, reports: Sequence[DeliveryReport]) -> int:
     A part's receipt settles its message with the others (`apply_parts`).
     """
     whole, changed = apply_parts(conn, reports) if any(r.part for r in reports) else (reports, 0)
+    if any(r.aliases for r in whole):
+        whole = _as_recorded(conn, whole)
     if any(r.delivery_id is not None for r in whole):
         whole, tracked = apply_tracked(conn, whole)
         changed += tracked
     return changed + _apply_whole(conn, whole)
+
+
+def _as_recorded(conn: Any, reports: Sequence[DeliveryReport]) -> list[DeliveryReport]:
+    """Reports whose id the refs hold in another of its spellings, renamed to the one recorded.
+
+    A receipt whose gateway forgot the message (it restarted) carries its id as the SMSC wrote it
+    there (decimal, say) and its other spellings; the ref holds the id as the submit's answer gave
+    it (hex, perhaps upper case).
+    """
+    r, known = provider_refs.c, set()
+    for gateway in {report.gateway for report in reports if report.aliases}:
+        names = sorted({name for report in reports if report.gateway == gateway for name in _spellings(report)})
+        for chunk in _chunks(names):
+            found = conn.execute(select(r.provider_id).where(r.gateway == gateway, r.provider_id.in_(chunk)))
+            known |= {(gateway, name) for name in found.scalars()}
+    return [_renamed(report, known) for report in reports]
+
+
+def _renamed(report: DeliveryReport, known: set[tuple[str, str]]) -> DeliveryReport:
+    """`report` under the spelling of its id that a ref holds (`known`: gateway, id), when not the one given."""
+    names = _spellings(report) if report.aliases else []
+    name = next((n for n in names if (report.gateway, n) in known), report.provider_id)
+    return replace(report, provider_id=name) if name != report.provider_id else report
+
+
+def _spellings(report: DeliveryReport) -> list[str]:
+    """The id as given first, then its other spellings in lower and upper case."""
+    return [report.provider_id, *(name for alias in report.aliases for name in (alias, alias.upper()))]
 
 
 def _apply_whole(conn: Any, reports: Sequence[DeliveryReport]) -> int:

@@ -31,6 +31,7 @@ from dispatcher.gateways.base import (
 )
 from dispatcher.gateways.fake import FakeGateway
 from dispatcher.gateways.simulator import SimulatorGateway
+from dispatcher.gateways.smpp import id_forms
 from dispatcher.models import (
     deliveries,
     delivery_attempts,
@@ -632,6 +633,22 @@ def test_a_provider_id_given_again_goes_to_the_newest_message(world, regions) ->
         delivered = conn.execute(select(deliveries.c.id).where(deliveries.c.status == "delivered")).scalars().all()
     assert delivered == [new]
     assert _counts(engine, blast_id) == {"sent": len(claimed) - 1, "delivered": 1}
+
+
+def test_a_receipt_after_a_restart_finds_its_message_by_another_spelling_of_its_id(world, regions) -> None:
+    """A one-part message the SMSC answered as hex 1A2B, its receipt (decimal 6699) come after the gateway forgot it."""
+    engine, settings, clock, fake, worker = world
+    blast_id, claimed, claim_ids = _claimed(world, regions)
+    first, *rest = (row.id for row in claimed)
+    with engine.begin() as conn:
+        queue.record_sent(conn, "fake", clock(), [(first, "1A2B", 1)] + [(i, f"r{i}", 1) for i in rest])
+        queue.drop(conn, claim_ids)
+    receipt = DeliveryReport("6699", ReportStatus.DELIVERED, clock(), None, "fake", "id:6699 stat:DELIVRD",
+                             part=True, aliases=tuple(id_forms("6699")))  # as the SMPP gateway hands it on  # fmt: skip
+    with engine.begin() as conn:
+        assert queue.apply_reports(conn, [receipt]) == 1
+        delivered = conn.execute(select(deliveries.c.id).where(deliveries.c.status == "delivered")).scalars().all()
+    assert delivered == [first]
 
 
 def test_a_paused_blast_sends_nothing_until_resumed(world, regions) -> None:
