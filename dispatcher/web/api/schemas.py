@@ -333,6 +333,9 @@ class Schedule(BaseModel):
     channel: str
     last_run: datetime | None
     next_runs: list[datetime]
+    synced_by: str = Field(description="who synced the campaign's current file")
+    synced_at: datetime
+    approved_by: str | None
 
 
 class ScheduleChange(BaseModel):
