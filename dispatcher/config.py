@@ -411,6 +411,15 @@ class WebSettings(Section):
     )
 
 
+class MetricsSettings(Section):
+    """Where a separate `canhbao worker` offers its own figures to Prometheus."""
+
+    worker_host: str = Field("127.0.0.1", description="the address a worker's metrics listener binds")
+    worker_port: int = Field(
+        0, ge=0, le=65535, description="a worker serves /metrics on this port (0: none; --metrics-port overrides)"
+    )
+
+
 class ReportSettings(Section):
     """Reach reports: coverage targets per audience (percent), retention of delivery rows, the issuing body."""
 
@@ -464,6 +473,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = PolicySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     web: WebSettings = WebSettings()
+    metrics: MetricsSettings = MetricsSettings()
     reports: ReportSettings = ReportSettings()
 
     @field_validator("routes")
