@@ -6,6 +6,7 @@ the `Settings` object (or the part it needs) from the CLI, the composition root.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
@@ -409,6 +410,22 @@ class WebSettings(Section):
     dashboard_seconds: Finite = Field(
         5, ge=0, description="the dashboard is counted once per this many seconds for all who watch (0: per visit)"
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks (CIDR) of our reverse proxies: only their X-Forwarded-For is believed",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                ipaddress.ip_network(text.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{text!r} không phải địa chỉ IP hay mạng CIDR (ví dụ 10.0.0.5, 10.0.0.0/24)"
+                ) from None
+        return [text.strip() for text in value]
 
 
 class MetricsSettings(Section):

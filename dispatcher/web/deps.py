@@ -20,6 +20,7 @@ from dispatcher.audit import acting_through
 from dispatcher.errors import CanhBaoError, UsageError
 from dispatcher.formats import parse_moment
 from dispatcher.regions import RegionIndex
+from dispatcher.web.proxies import client_address
 from dispatcher.web.templating import render
 
 _loading = threading.Lock()
@@ -39,7 +40,7 @@ async def in_transaction(request: Request, work: Callable[[Connection, datetime]
     """`work(conn, now)` off the event loop: in one transaction when it writes, on a plain connection when it reads."""
     state = request.app.state
     source, via = _origin(request)
-    address = request.client.host if request.client else None
+    address = client_address(request)
 
     def inside() -> Any:
         with acting_through(source, via, address), state.engine.begin() if write else db.reading(state.engine) as conn:
@@ -62,7 +63,9 @@ def _origin(request: Request) -> tuple[str, str | None]:
     principal = getattr(request.state, "principal", None)
     if principal is None:
         return "system", None
-    return ("api", f"token:{principal.token_id}") if principal.via == "token" else ("web", "session")
+    if principal.via == "token":
+        return "api", f"token:{principal.token_id}"
+    return "web", f"session:{principal.session_ref}"
 
 
 def day_range(since: str, until: str, zone: str) -> tuple[datetime | None, datetime | None]:
