@@ -410,6 +410,10 @@ class WebSettings(Section):
     dashboard_seconds: Finite = Field(
         5, ge=0, description="the dashboard is counted once per this many seconds for all who watch (0: per visit)"
     )
+    import_max_mb: Finite = Field(50, gt=0, description="an uploaded subscriber file larger than this is refused (413)")
+    import_wait_seconds: Finite = Field(
+        3, ge=0, description="an upload's import answers at once within this; longer, it is followed on its own page"
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="addresses or networks (CIDR) of our reverse proxies: only their X-Forwarded-For is believed",

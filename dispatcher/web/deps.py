@@ -39,7 +39,7 @@ def regions(request: Request) -> RegionIndex:
 async def in_transaction(request: Request, work: Callable[[Connection, datetime], Any], write: bool = True) -> Any:
     """`work(conn, now)` off the event loop: in one transaction when it writes, on a plain connection when it reads."""
     state = request.app.state
-    source, via = _origin(request)
+    source, via = origin(request)
     address = client_address(request)
 
     def inside() -> Any:
@@ -58,7 +58,7 @@ async def revealed(request: Request, reveal: Callable[[Connection, datetime], st
     return render(request, "revealed.html", {**shown, "number": number})
 
 
-def _origin(request: Request) -> tuple[str, str | None]:
+def origin(request: Request) -> tuple[str, str | None]:
     """(source, via) the audit log records for this request: a console session or an API token, by its id."""
     principal = getattr(request.state, "principal", None)
     if principal is None:
