@@ -15,6 +15,7 @@ from dispatcher import scheduler as scheduling
 from dispatcher import schedules as campaigns
 from dispatcher.config import Settings, load_settings
 from dispatcher.models import subscribers as subscribers_table
+from dispatcher.web.imports import jobs_of
 from tests.clock import Clock
 from tests.web_helpers import anonymous, api_client, make_app, signed_in
 from tests.world import catalogue, people
@@ -317,6 +318,22 @@ def test_a_file_over_the_size_limit_is_a_413_problem(sqlite_engine: Engine, cloc
     assert _problem(english, 413, "too_large")["detail"].startswith("The file is too large: at most 10 KB")
     with sqlite_engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(subscribers_table)).scalar_one() == 0
+
+
+def test_a_long_import_answers_202_and_is_followed_at_its_href(sqlite_engine: Engine, clock: Clock, tmp_path) -> None:
+    """Not done within import_wait_seconds: 202 with a Location; asking it gives the rows read, then the result."""
+    app = make_app(_settings(tmp_path, CANHBAO_WEB__IMPORT_WAIT_SECONDS="0"), sqlite_engine, clock)
+    liaison = _client(app, "hoa", "liaison")
+    content = (DATA / "thue-bao-da-nang.csv").read_bytes()
+    answer = liaison.post("/api/v1/subscribers/import", files={"file": ("thue-bao.csv", content, "text/csv")})
+    assert answer.status_code == 202 and answer.json()["state"] in ("running", "done")
+    href = answer.headers["location"]
+    assert href == answer.json()["href"] and href.startswith("/api/v1/subscribers/imports/")
+    jobs_of(app.state).find(href.rsplit("/", 1)[1], "hoa").future.result(timeout=60)
+    ended = liaison.get(href).json()
+    assert (ended["state"], ended["file"], ended["rows_read"]) == ("done", "thue-bao.csv", 19)
+    assert ended["result"]["added"] == 7 and "+84905123401" not in str(ended)
+    _problem(_client(app, "lan", "liaison").get(href), 404, "not_found")
 
 
 def test_a_file_that_is_not_a_table_is_refused_without_the_server_path(app: FastAPI) -> None:

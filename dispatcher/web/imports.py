@@ -15,6 +15,7 @@ completes, and its audit entry and reject report are the record.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import shutil
 import tempfile
@@ -29,11 +30,14 @@ from typing import Any, BinaryIO
 import structlog
 from starlette.requests import Request
 
+from dispatcher.audit import acting_through
 from dispatcher.config import WebSettings
 from dispatcher.errors import CanhBaoError
 from dispatcher.formats import number
-from dispatcher.subscribers import ImportSummary
+from dispatcher.subscribers import ImportSummary, importer_for
 from dispatcher.web import i18n
+from dispatcher.web.deps import origin, regions
+from dispatcher.web.proxies import client_address
 
 log = structlog.get_logger(__name__)
 
@@ -41,8 +45,10 @@ KEEP = 3600.0  # seconds an ended job stays readable
 CHUNK = 1 << 20
 FORM_ROOM = 64 * 1024  # what a multipart form adds around the file: boundaries, headers, the CSRF field
 
+UNKNOWN_JOB = "Không có lần nhập này ở đây (đã quá một giờ, hoặc do người khác bắt đầu)."
 i18n.register(
     {
+        UNKNOWN_JOB: "No such import here (over an hour ago, or started by someone else).",
         "Tệp quá lớn: tối đa {limit} ([web] import_max_mb); không có gì được lưu.": (
             "The file is too large: at most {limit} ([web] import_max_mb); nothing was stored."
         ),
@@ -65,6 +71,8 @@ class ImportJob:
     rows: int = 0
     """Rows read so far (updated by the import as it stages them)."""
     summary: ImportSummary | None = None
+    failure: CanhBaoError | None = None
+    """Why the import was refused (its message names the file as sent)."""
     error: str | None = None
     ended_at: float | None = None
     future: Future[None] | None = field(default=None, repr=False)
@@ -133,7 +141,8 @@ class ImportJobs:
                 job.summary = run(path, lambda rows: setattr(job, "rows", rows))
                 job.rows = job.summary.rows
             except CanhBaoError as exc:  # its message names the file by our temporary path: name it as sent
-                job.error = str(exc).replace(f"{path.parent}/", "")
+                exc.args = (str(exc).replace(f"{path.parent}/", ""),)
+                job.failure, job.error = exc, str(exc)
             except Exception:
                 log.exception("subscribers.import.crashed", job=job.id)
                 job.error = "Lỗi không mong đợi khi nhập tệp: đã ghi nhật ký, không có gì được lưu."
@@ -173,3 +182,24 @@ def jobs_of(state: Any) -> ImportJobs:
 def upload_folder() -> Path:
     """A new temporary folder for one upload (the job removes it when the import ends)."""
     return Path(tempfile.mkdtemp(prefix="canhbao-upload-"))
+
+
+def start_import(request: Request, actor: str, path: Path, size: int) -> ImportJob:
+    """The import of `path` for `actor`, started on the import thread, audited with the request's origin."""
+    state = request.app.state
+    importer = importer_for(state.engine, regions(request), state.settings.subscribers)
+    source, via = origin(request)
+    address = client_address(request)
+
+    def run(path: Path, on_progress: Callable[[int], None]) -> ImportSummary:
+        with acting_through(source, via, address):  # the thread records the person's origin, as a request does
+            return importer.import_file(path, state.clock(), on_progress, actor=actor)
+
+    return jobs_of(state).start(actor, path, size, run)
+
+
+async def waited(request: Request, job: ImportJob) -> bool:
+    """Wait up to `[web] import_wait_seconds` for `job`; whether it has ended."""
+    assert job.future is not None
+    await asyncio.wait([asyncio.wrap_future(job.future)], timeout=request.app.state.settings.web.import_wait_seconds)
+    return job.done

@@ -9,10 +9,8 @@ by its file name. A number to opt out or in is posted, never put in a URL, and s
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,12 +20,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUpload
 
 from dispatcher import subscribers as subscriber_ops
-from dispatcher.audit import acting_through
 from dispatcher.phones import InvalidNumber, PhoneBook, mask
 from dispatcher.web import i18n, imports
 from dispatcher.web.auth import Principal, allow
-from dispatcher.web.deps import in_transaction, origin, regions
-from dispatcher.web.proxies import client_address
+from dispatcher.web.deps import in_transaction, regions
 from dispatcher.web.templating import render
 
 router = APIRouter()
@@ -73,9 +69,6 @@ i18n.register(
         "dòng": "rows",
         "Trang tự cập nhật; có thể rời trang, việc nhập vẫn tiếp tục.": (
             "This page updates itself; you may leave it, the import goes on."
-        ),
-        "Không có lần nhập này ở đây (đã quá một giờ, hoặc do người khác bắt đầu).": (
-            "No such import here (over an hour ago, or started by someone else)."
         ),
         "Thuê bao {number} đã từ chối nhận cảnh báo.": "Subscriber {number} has opted out of alerts.",
         "Thuê bao {number} nhận lại cảnh báo.": "Subscriber {number} receives alerts again.",
@@ -140,25 +133,10 @@ async def subscribers_import(request: Request, principal: Liaison) -> Response:
     except imports.TooLarge:
         shutil.rmtree(folder, ignore_errors=True)
         return await _page(request, 413, error=imports.too_large(_, web))
-    job = _start(request, principal, path, size)
-    await asyncio.wait([asyncio.wrap_future(job.future)], timeout=web.import_wait_seconds)
-    if job.done:
+    job = imports.start_import(request, principal.actor, path, size)
+    if await imports.waited(request, job):
         return await _ended(request, job)
     return RedirectResponse(f"/subscribers/imports/{job.id}", 303)
-
-
-def _start(request: Request, principal: Principal, path: Path, size: int) -> imports.ImportJob:
-    """The import of `path` by `principal`, started on the import thread."""
-    state = request.app.state
-    importer = subscriber_ops.importer_for(state.engine, regions(request), state.settings.subscribers)
-    source, via = origin(request)
-    address = client_address(request)
-
-    def run(path: Path, on_progress: Callable[[int], None]) -> subscriber_ops.ImportSummary:
-        with acting_through(source, via, address):  # the thread records the person's origin, as a request does
-            return importer.import_file(path, state.clock(), on_progress, actor=principal.actor)
-
-    return imports.jobs_of(state).start(principal.actor, path, size, run)
 
 
 async def _ended(request: Request, job: imports.ImportJob) -> Response:
@@ -176,8 +154,7 @@ def _job(request: Request, principal: Principal, job_id: str) -> imports.ImportJ
 
 def _unknown_job(request: Request) -> Response:
     _ = i18n.translator(i18n.page_language(request))
-    message = _("Không có lần nhập này ở đây (đã quá một giờ, hoặc do người khác bắt đầu).")
-    return render(request, "refused.html", {"message": message}, 404)
+    return render(request, "refused.html", {"message": _(imports.UNKNOWN_JOB)}, 404)
 
 
 @router.get("/subscribers/imports/{job_id}")
