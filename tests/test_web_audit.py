@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
 from datetime import datetime, timedelta
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine, select
@@ -11,7 +17,7 @@ from sqlalchemy import Engine, select
 from dispatcher import audit
 from dispatcher.config import Settings, load_settings
 from dispatcher.errors import ConfigError
-from dispatcher.models import audit_log
+from dispatcher.models import audit_log, login_failures
 from dispatcher.web.auth import cookie_name
 from tests.clock import Clock
 from tests.web_helpers import api_client, ensure_user, make_app, signed_in
@@ -148,3 +154,34 @@ def test_the_export_is_a_streamed_csv_of_the_filtered_log(app: FastAPI, sqlite_e
     assert lines[0].count("\ufeff") == 1 and sum("người thực hiện" in line for line in lines) == 1
     empty = admin.get("/audit.csv", params={"actor": "nobody"}).content.decode("utf-8").splitlines()
     assert len(empty) == 1
+
+
+def test_canhbao_web_believes_no_forwarded_header_from_an_untrusted_peer(sqlite_engine: Engine, tmp_path) -> None:
+    """Over real loopback, a failed login forging X-Forwarded-For is counted against 127.0.0.1, not the forged one."""
+    (tmp_path / "none.toml").write_text("", encoding="utf-8")
+    env = {**os.environ, "CANHBAO_CONFIG": str(tmp_path / "none.toml"), "CANHBAO_WEB__SECURE_COOKIES": "false",
+           "CANHBAO_DATABASE__URL": sqlite_engine.url.render_as_string(hide_password=False)}  # fmt: skip
+    web = subprocess.Popen([sys.executable, "-m", "dispatcher", "web", "--port", "0"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        base = _listening_at(web)
+        with httpx.Client(base_url=base, timeout=10) as browser:
+            form = browser.get("/login").text
+            token = form.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+            forged = {"X-Forwarded-For": "203.0.113.9"}
+            browser.post("/login", data={"username": "ai-do", "password": "sai mat khau", "csrf_token": token},
+                         headers=forged)  # fmt: skip
+    finally:
+        web.send_signal(signal.SIGTERM)
+        web.communicate(timeout=30)
+    with sqlite_engine.connect() as conn:
+        assert conn.execute(select(login_failures.c.address)).scalars().all() == ["127.0.0.1"]
+
+
+def _listening_at(web: subprocess.Popen) -> str:
+    """The address `canhbao web --port 0` says it listens at, from its first line on stderr."""
+    assert web.stderr is not None
+    for line in web.stderr:
+        if found := re.search(r"http://127\.0\.0\.1:\d+", line):
+            return found.group(0)
+    raise AssertionError("canhbao web never said where it listens")
