@@ -257,7 +257,7 @@ def test_the_schedules_page_says_who_synced_and_the_weekday_of_each_run(
     page = approver.get("/schedules").text
     [runs] = re.findall(r'<td class="runs">(.*?)</td>', page)[:1]
     assert runs.count("Thứ Hai 09:00") == 5
-    [synced] = re.findall(r'<td class="synced">(.*?)</td>', page)
+    [synced] = re.findall(r'<td class="synced wide">(.*?)</td>', page)
     assert "lien-lac" in synced
     approver.cookies.set("lang", "en", domain="canhbao.test")
     assert "Monday 09:00" in approver.get("/schedules").text
