@@ -1009,6 +1009,12 @@ def test_cli_the_slowest_rate_is_named_the_vietnamese_way(cli_ready) -> None:
     assert cli_ready(*CREATE, "--rate", "0.067", "--dry-run", user="liaison")[0] == 0
 
 
+def test_cli_a_preview_warning_names_the_option_that_changes_it(cli_ready) -> None:
+    """The domain's warning about a missing Zalo route is printed after the option to change (--channel)."""
+    code, out, _err = cli_ready(*CREATE, "--channel", "zalo_then_sms", "--dry-run", user="liaison")
+    assert code == 0 and "Lưu ý (--channel): Kênh 'zalo_then_sms' cần cổng Zalo" in " ".join(out.split())
+
+
 def test_cli_a_dry_run_of_a_hopeless_window_is_a_refusal(cli_ready) -> None:
     """A dry run of 23:30 → 06:00 exits 2 with the reason, as the real create would."""
     window = ("--start-at", "01/12/2099 23:30", "--not-after", "02/12/2099 06:00")

@@ -134,8 +134,13 @@ def _print_preview(shown: dict[str, Any], zone: str) -> None:
     _print_cost(shown)
     _print_timing(shown, zone)
     for warning in shown["warnings"]:
-        out.print(f"[yellow]Lưu ý: {escape(warning['message'])}[/yellow]")
+        option = WARNING_OPTIONS.get(warning["code"])
+        out.print(f"[yellow]Lưu ý{f' ({option})' if option else ''}: {escape(warning['message'])}[/yellow]")
     out.print(shown["text"], markup=False)
+
+
+# The option a preview's warning is about: the domain words it, the CLI names how to change it.
+WARNING_OPTIONS = {"expiring": "--not-after", "zalo_route_missing": "--channel"}
 
 
 def _audience_words(audiences: dict[str, Any]) -> str:
