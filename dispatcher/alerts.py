@@ -38,6 +38,9 @@ BUILTIN_VARIABLES = {
     "ten_xa": "Phường Văn Miếu - Quốc Tử Giám",
 }
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,78}[a-z0-9]$")
+# Ids that are words of the console's addresses (`/alerts/new` is the new-alert form): an alert
+# so named could never be opened there.
+RESERVED_IDS = frozenset({"new", "preview"})
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 KNOWN_KEYS = {
     "id", "method", "title", "body", "body_ascii", "variables", "audiences", "priority",
@@ -320,6 +323,8 @@ def _check_fields(spec: AlertSpec, catalogue: Catalogue) -> list[Problem]:
     problems = []
     if not SLUG.match(spec.id):
         problems.append(Problem("id", f"'{spec.id}' phải gồm chữ thường không dấu, số và '-' (3–80 ký tự)"))
+    elif spec.id in RESERVED_IDS:
+        problems.append(Problem("id", f"'{spec.id}' là từ dành riêng của bảng điều khiển, hãy chọn mã khác"))
     if len(spec.title) > TITLE_LENGTH:
         problems.append(Problem("title", f"dài {len(spec.title)} ký tự, tối đa {TITLE_LENGTH}"))
     if not 1 <= spec.valid_days <= 3650:

@@ -58,9 +58,10 @@ class Origin:
 
     The system is stored as NULL, as are entries written before the column existed."""
     via: str | None = None
-    """'session', 'token:12', 'os-user:root', '--as, os-user:root': never a secret."""
+    """'session:3f9a0c12de' (the session's short reference), 'token:12', 'os-user:root', '--as, os-user:root': never a
+    secret."""
     address: str | None = None
-    """The client's IP address for web and api."""
+    """The client's IP address for web and api (behind a trusted proxy, the one it forwarded)."""
 
 
 SYSTEM = Origin("system")

@@ -92,7 +92,8 @@ def rendering_for(alert_row: dict[str, Any], encoding: str) -> catalogue.Renderi
 
 START_SKEW = timedelta(minutes=1)  # a start this little in the past is clocks disagreeing, not a mistake
 ZALO_ROUTE_NEEDED = ("Kênh '{channel}' cần cổng Zalo trong [routes] zalo = [...]; chưa cấu hình cổng Zalo nào: "
-                     "dùng --channel sms.")  # fmt: skip
+                     "hãy gửi qua kênh SMS.")  # fmt: skip
+NOT_AFTER = "giờ 'không gửi sau'"  # the console's "Không gửi sau" field, the CLI's --not-after
 # Who a blast's people go to on each channel policy: "zalo_then_sms" sends people without Zalo by SMS.
 VIA = {"sms": ("sms",), "zalo": ("zalo",), "zalo_then_sms": ("zalo", "sms")}
 
@@ -165,25 +166,26 @@ def _check_request(request: BlastRequest, settings: Settings, now: datetime) -> 
         raise UsageError(f"Bảng mã '{request.encoding}' không hợp lệ (nhận: {', '.join(ENCODINGS)}).")
     _check_times(request, settings.app.timezone, now)
     if request.rate is not None and not math.isfinite(request.rate):
-        raise UsageError(f"--rate phải là một số hữu hạn tin/giây, nhận được {request.rate}.")
+        raise UsageError(f"Tốc độ gửi phải là một số hữu hạn tin/giây, nhận được {request.rate}.", field="rate")
     if request.rate is not None and request.rate <= 0:
-        raise UsageError("--rate phải lớn hơn 0 tin/giây.")
+        raise UsageError("Tốc độ gửi phải lớn hơn 0 tin/giây.", field="rate")
     # One message's wait must fit well inside a claim's lease, or it would go out after the lease.
     slowest = 4 / settings.dispatch.lease_seconds
     if request.rate is not None and request.rate < slowest:
         shown = math.ceil(slowest * 1000) / 1000  # rounded up: the rate the message names is itself accepted
-        raise UsageError(f"--rate tối thiểu {number(shown, 3)} tin/giây (một tin mỗi {number(1 / slowest)} giây) "
-                         "với [dispatch] lease_seconds hiện tại.")  # fmt: skip
+        raise UsageError(f"Tốc độ gửi tối thiểu {number(shown, 3)} tin/giây (một tin mỗi {number(1 / slowest)} giây) "
+                         "với [dispatch] lease_seconds hiện tại.", field="rate")  # fmt: skip
 
 
 def _check_times(request: BlastRequest, zone: str, now: datetime) -> None:
     """A start already past would send at once what the liaison meant for later: refused beyond the skew."""
     if request.start_at is not None and request.start_at < now - START_SKEW:
-        raise UsageError(f"--start-at {moment(request.start_at, zone)} đã qua (bây giờ là {moment(now, zone)}): "
-                         "chọn một thời điểm sắp tới, hoặc bỏ --start-at để gửi ngay khi được duyệt.")  # fmt: skip
+        raise UsageError(f"Giờ bắt đầu {moment(request.start_at, zone)} đã qua (bây giờ là {moment(now, zone)}): "
+                         "chọn một thời điểm sắp tới, hoặc để trống giờ bắt đầu để gửi ngay khi được duyệt.",
+                         field="start_at")  # fmt: skip
     start = request.start_at or now
     if request.not_after is not None and request.not_after <= start:
-        raise UsageError("--not-after phải sau thời điểm bắt đầu gửi.")
+        raise UsageError(f"{NOT_AFTER.capitalize()} phải sau thời điểm bắt đầu gửi.", field="not_after")
 
 
 def _count(conn: Connection, request: BlastRequest, slug: str, settings: Settings, start: datetime) -> dict:
@@ -302,7 +304,7 @@ def _warnings(request: BlastRequest, settings: Settings, timing: dict, recipient
     if timing["expiring"] and timing["expiring"] < recipients:
         deadline = moment(datetime.fromisoformat(timing["not_after"]), settings.app.timezone)
         found.append({"code": "expiring", "message": f"Chỉ {number(recipients - timing['expiring'])} trong "
-                      f"{number(recipients)} tin gửi kịp trước --not-after {deadline}: {number(timing['expiring'])} "
+                      f"{number(recipients)} tin gửi kịp trước {NOT_AFTER} {deadline}: {number(timing['expiring'])} "
                       "tin sẽ quá hạn, không được gửi."})  # fmt: skip
     return found
 
@@ -316,9 +318,9 @@ def _refuse_hopeless(shown: dict[str, Any], settings: Settings) -> None:
     start = "khi được duyệt (tính từ bây giờ)" if shown["starts_on_approval"] else moment(
         datetime.fromisoformat(shown["start_at"]), zone)  # fmt: skip
     quiet = f"giờ yên lặng {shown['quiet_hours']}" if shown["quiet_hours"] else "không có giờ yên lặng"
-    raise UsageError(f"Không tin nào gửi kịp trước --not-after {at['not_after']}: bắt đầu {start}, {quiet}, "
-                     f"tin đầu tiên sớm nhất đi lúc {at['first_message_at']}. Hãy chọn --not-after muộn hơn "
-                     "hoặc bắt đầu sớm hơn; không tạo đợt gửi.")  # fmt: skip
+    raise UsageError(f"Không tin nào gửi kịp trước {NOT_AFTER} {at['not_after']}: bắt đầu {start}, {quiet}, "
+                     f"tin đầu tiên sớm nhất đi lúc {at['first_message_at']}. Hãy chọn {NOT_AFTER} muộn hơn "
+                     "hoặc bắt đầu sớm hơn; không tạo đợt gửi.", field="not_after")  # fmt: skip
 
 
 # -- lifecycle ----------------------------------------------------------------------------
@@ -330,7 +332,7 @@ def create(
     """Store a blast waiting for approval, with its preview; refuses an empty one."""
     _check_request(request, settings, now)
     if request.channel != "sms" and ZALO_ROUTE not in settings.routes:  # a preview only warns: it may count Zalo users
-        raise ConfigError(ZALO_ROUTE_NEEDED.format(channel=request.channel))
+        raise ConfigError(ZALO_ROUTE_NEEDED.format(channel=request.channel), field="channel")
     alert_row = approved_alert(conn, request.alert_slug)
     request = _for_alert(request, alert_row)
     shown = _preview(conn, request, alert_row, settings, regions, now)

@@ -6,6 +6,7 @@ the `Settings` object (or the part it needs) from the CLI, the composition root.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
@@ -410,6 +411,35 @@ class WebSettings(Section):
     dashboard_seconds: Finite = Field(
         5, ge=0, description="the dashboard is counted once per this many seconds for all who watch (0: per visit)"
     )
+    import_max_mb: Finite = Field(50, gt=0, description="an uploaded subscriber file larger than this is refused (413)")
+    import_wait_seconds: Finite = Field(
+        3, ge=0, description="an upload's import answers at once within this; longer, it is followed on its own page"
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks (CIDR) of our reverse proxies: only their X-Forwarded-For is believed",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                ipaddress.ip_network(text.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{text!r} không phải địa chỉ IP hay mạng CIDR (ví dụ 10.0.0.5, 10.0.0.0/24)"
+                ) from None
+        return [text.strip() for text in value]
+
+
+class MetricsSettings(Section):
+    """Where a separate `canhbao worker` offers its own figures to Prometheus."""
+
+    worker_host: str = Field("127.0.0.1", description="the address a worker's metrics listener binds")
+    worker_port: int = Field(
+        0, ge=0, le=65535, description="a worker serves /metrics on this port (0: none; --metrics-port overrides)"
+    )
 
 
 def month_day(value: str) -> tuple[int, int]:
@@ -500,6 +530,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = PolicySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     web: WebSettings = WebSettings()
+    metrics: MetricsSettings = MetricsSettings()
     reports: ReportSettings = ReportSettings()
 
     @field_validator("routes")

@@ -70,7 +70,7 @@ class LogFilter:
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
-            raise UsageError(f"Số dòng tối đa (--limit) phải từ 1 trở lên (nhận được {self.limit}).")
+            raise UsageError(f"Số dòng tối đa phải từ 1 trở lên (nhận được {self.limit}).", field="limit")
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,21 @@ import re
 
 
 class CanhBaoError(Exception):
-    """Base of the errors the CLI turns into a message, a code and an exit status."""
+    """Base of the errors the CLI turns into a message, a code and an exit status.
+
+    The message speaks of the thing ("giờ bắt đầu"), never of one face's way to give it: the
+    console and the API show it as it is, and the CLI puts its option before it (`--start-at: …`),
+    found from `field`, the domain's name of what the message is about (`start_at`).
+    """
 
     exit_code = 2
     code = "usage"
+    field: str | None = None
+
+    def __init__(self, *args: object, field: str | None = None) -> None:
+        super().__init__(*args)
+        if field is not None:
+            self.field = field
 
 
 class ConfigError(CanhBaoError):

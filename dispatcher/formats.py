@@ -39,6 +39,14 @@ def moment(value: datetime, zone: str | ZoneInfo, seconds: bool = False) -> str:
     return local.strftime("%H:%M:%S %d/%m/%Y" if seconds else "%H:%M %d/%m/%Y")
 
 
+WEEKDAYS = ("Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ Nhật")
+
+
+def weekday(value: datetime, zone: str | ZoneInfo) -> str:
+    """The day of the week of `value` in `zone`, as Vietnamese write it: 'Thứ Hai' … 'Chủ Nhật'."""
+    return WEEKDAYS[value.astimezone(ZoneInfo(zone) if isinstance(zone, str) else zone).weekday()]
+
+
 # '01/12/2026 09:00', '1/12/2026 9:00', '01-12-2026', '09:00 01/12/2026', '01/12/2026 09:00:30'
 _DAY_FIRST = re.compile(r"(?P<d>\d{1,2})[/.-](?P<m>\d{1,2})[/.-](?P<y>\d{4})")
 _CLOCK = re.compile(r"(?P<H>\d{1,2})[:h](?P<M>\d{2})?(?::(?P<S>\d{2}))?")

@@ -7,8 +7,9 @@ blasts live or started today, read through the deliveries' blast index (as the d
 scrape costs the same at a thousand rows or ten million. What happens inside one process (a
 send's latency, a wait for a rate limit, a webhook whose signature failed) is counted where it
 happens, with the instruments below; each process's `/metrics` shows its own. Under `canhbao
-serve` that is everything; a separate `canhbao worker` has no listener yet, so its sends'
-latency and rate-limit waits are counted but not exported.
+serve` that is everything; a separate `canhbao worker` serves its instruments alone (`listen`,
+`[metrics] worker_port`), one target per worker as Prometheus expects of processes on many
+machines: the database's figures stay with the web face, so that no sum counts them twice.
 
 The domain may record into these instruments; this module imports no face.
 """
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, time
 from zoneinfo import ZoneInfo
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Connection, Engine, func, or_, select
@@ -107,3 +108,18 @@ def exposition(engine: Engine, settings: Settings, clock: Callable[[], datetime]
     figures = CollectorRegistry(auto_describe=False)
     figures.register(DatabaseFigures(engine, gateway_names(settings), settings.app.timezone, clock))
     return generate_latest(PROCESS) + generate_latest(figures)
+
+
+class Listener:
+    """This process's instruments served over HTTP (`GET /metrics`) on a thread of their own, until `close`."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._server, self._thread = start_http_server(port, host, registry=PROCESS)
+        self.port: int = self._server.server_port
+        """The port listened on (the one the system chose when 0 was asked)."""
+
+    def close(self) -> None:
+        """Stop serving and free the port."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)

@@ -165,6 +165,8 @@ def listing(conn: Connection, now: datetime, count: int = 5) -> list[dict[str, A
             "name": row.name, "title": spec.title, "state": row.state, "when": spec.when, "timezone": spec.timezone,
             "segment": _segment_words(spec), "content": list(spec.alerts) or [f"method:{m}" for m in spec.methods],
             "rotation": spec.is_rotation(), "channel": spec.channel,
+            "synced_by": row.synced_by, "synced_at": blast_ops.utc(row.synced_at).isoformat(),
+            "approved_by": row.approved_by,
             "last_run": blast_ops.utc(last[row.name]).isoformat() if row.name in last else None,
             "next_runs": [t.astimezone(UTC).isoformat() for t in next_runs(spec.trigger(), now, count)] if live else [],
         })  # fmt: skip

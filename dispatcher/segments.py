@@ -83,7 +83,7 @@ class Segment:
 def resolve(spec: SegmentSpec, regions: RegionIndex) -> Segment:
     """Codes for every name in `spec`; unknown or ambiguous names raise a UsageError listing candidates."""
     if not (spec.provinces or spec.communes or spec.legacy_districts):
-        raise UsageError("Cần chọn ít nhất một tỉnh/thành phố, xã/phường hoặc quận/huyện cũ (--province, --commune…).")
+        raise UsageError("Cần chọn ít nhất một tỉnh/thành phố, xã/phường hoặc quận/huyện cũ.", field="segment")
     provinces, communes, districts, partial, labels = set(), set(), set(), set(), []
     names = [(n, Level.PROVINCE) for n in spec.provinces] + [(n, Level.COMMUNE) for n in spec.communes]
     names += [(n, Level.DISTRICT) for n in spec.legacy_districts]

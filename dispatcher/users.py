@@ -294,12 +294,18 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+SESSION_REF_LENGTH = 10
+
+
 @dataclass(frozen=True)
 class Session:
     """A signed-in browser: whose it is and the token its forms must carry."""
 
     user: User
     csrf_token: str
+    ref: str = ""
+    """A short name of the session for the audit log: the head of the stored hash, which reveals nothing of the
+    cookie's secret (a hash is not reversed), yet finds its row in `web_sessions`."""
 
 
 def start_session(conn: Connection, now: datetime, user: User, address: str, replacing: str | None = None) -> str:
@@ -335,7 +341,7 @@ def session(conn: Connection, now: datetime, secret: str, web: WebSettings) -> S
         return None
     if now - row["last_seen_at"] >= TOUCH_EVERY:
         conn.execute(update(web_sessions).where(web_sessions.c.id_hash == row["id_hash"]).values(last_seen_at=now))
-    return Session(by_id(conn, row["user_id"]), row["csrf_token"])
+    return Session(by_id(conn, row["user_id"]), row["csrf_token"], row["id_hash"][:SESSION_REF_LENGTH])
 
 
 def end_session(conn: Connection, now: datetime, secret: str) -> None:

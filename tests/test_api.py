@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 
 from dispatcher import blasts
 from dispatcher import scheduler as scheduling
 from dispatcher import schedules as campaigns
 from dispatcher.config import Settings, load_settings
+from dispatcher.models import subscribers as subscribers_table
+from dispatcher.web.imports import jobs_of
 from tests.clock import Clock
 from tests.web_helpers import anonymous, api_client, make_app, signed_in
 from tests.world import catalogue, people
@@ -29,10 +31,10 @@ NEW_ALERT = {
 }  # fmt: skip
 
 
-def _settings(tmp_path: Path) -> Settings:
+def _settings(tmp_path: Path, **environ: str) -> Settings:
     return load_settings(None, {
         "CANHBAO_ROUTES": '{"default": ["fake"]}', "CANHBAO_CATALOGUE__MESSAGES_DIR": str(tmp_path / "messages"),
-        "CANHBAO_SUBSCRIBERS__REJECTS_DIR": str(tmp_path / "rejects"),
+        "CANHBAO_SUBSCRIBERS__REJECTS_DIR": str(tmp_path / "rejects"), **environ,
     })  # fmt: skip
 
 
@@ -300,6 +302,38 @@ def test_an_uploaded_file_is_imported_with_its_refused_rows_masked(app: FastAPI,
     assert by_row[2]["msisdn"] == "+8490****401" and "+84905123401" not in answer.text
     audit = _client(app, "van", "operator").get("/api/v1/audit", params={"action": "subscribers.import"}).json()
     assert audit["items"][0]["subject"] == "file:thue-bao.csv" and audit["items"][0]["actor"] == "hoa"
+
+
+def test_a_file_over_the_size_limit_is_a_413_problem(sqlite_engine: Engine, clock: Clock, tmp_path: Path) -> None:
+    """Past [web] import_max_mb the API answers 413 in the asked language, and nothing is imported."""
+    app = make_app(_settings(tmp_path, CANHBAO_WEB__IMPORT_MAX_MB="0.01"), sqlite_engine, clock)  # 10 KB
+    liaison = _client(app, "hoa", "liaison")
+    content = (DATA / "thue-bao-da-nang.csv").read_bytes() * 400  # well past the limit and the form's room
+    answer = liaison.post("/api/v1/subscribers/import", files={"file": ("lon.csv", content, "text/csv")})
+    assert _problem(answer, 413, "too_large")["detail"] == (
+        "Tệp quá lớn: tối đa 10 KB ([web] import_max_mb); không có gì được lưu."
+    )
+    english = liaison.post("/api/v1/subscribers/import", files={"file": ("lon.csv", content[:20_000], "text/csv")},
+                           headers={"Accept-Language": "en"})  # fmt: skip
+    assert _problem(english, 413, "too_large")["detail"].startswith("The file is too large: at most 10 KB")
+    with sqlite_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(subscribers_table)).scalar_one() == 0
+
+
+def test_a_long_import_answers_202_and_is_followed_at_its_href(sqlite_engine: Engine, clock: Clock, tmp_path) -> None:
+    """Not done within import_wait_seconds: 202 with a Location; asking it gives the rows read, then the result."""
+    app = make_app(_settings(tmp_path, CANHBAO_WEB__IMPORT_WAIT_SECONDS="0"), sqlite_engine, clock)
+    liaison = _client(app, "hoa", "liaison")
+    content = (DATA / "thue-bao-da-nang.csv").read_bytes()
+    answer = liaison.post("/api/v1/subscribers/import", files={"file": ("thue-bao.csv", content, "text/csv")})
+    assert answer.status_code == 202 and answer.json()["state"] in ("running", "done")
+    href = answer.headers["location"]
+    assert href == answer.json()["href"] and href.startswith("/api/v1/subscribers/imports/")
+    jobs_of(app.state).find(href.rsplit("/", 1)[1], "hoa").future.result(timeout=60)
+    ended = liaison.get(href).json()
+    assert (ended["state"], ended["file"], ended["rows_read"]) == ("done", "thue-bao.csv", 19)
+    assert ended["result"]["added"] == 7 and "+84905123401" not in str(ended)
+    _problem(_client(app, "lan", "liaison").get(href), 404, "not_found")
 
 
 def test_a_file_that_is_not_a_table_is_refused_without_the_server_path(app: FastAPI) -> None:

@@ -300,7 +300,9 @@ def test_a_not_after_before_the_finish_counts_the_messages_that_would_expire(peo
     assert (shown["recipients"], shown["expiring"]) == (6, 3)
     (warning,) = shown["warnings"]
     assert warning["code"] == "expiring"
-    assert "Chỉ 3 trong 6 tin gửi kịp trước --not-after 09:05 23/11/2026: 3 tin sẽ quá hạn" in warning["message"]
+    assert (
+        "Chỉ 3 trong 6 tin gửi kịp trước giờ 'không gửi sau' 09:05 23/11/2026: 3 tin sẽ quá hạn" in warning["message"]
+    )
 
 
 def test_a_not_after_after_the_finish_expires_nothing(people, regions, settings, now) -> None:
@@ -515,7 +517,7 @@ def test_a_start_in_the_past_is_refused_saying_when_and_now(people, regions, set
     request = _request(_duy_xuyen(regions), start_at=now - timedelta(minutes=2))
     for attempt in (_preview, _create):
         with pytest.raises(
-            UsageError, match=re.escape("--start-at 08:58 23/11/2026 đã qua (bây giờ là 09:00 23/11/2026)")
+            UsageError, match=re.escape("Giờ bắt đầu 08:58 23/11/2026 đã qua (bây giờ là 09:00 23/11/2026)")
         ):
             attempt(people, request, settings, regions, now)
     assert _blast_rows(people) == 0
@@ -531,7 +533,9 @@ def test_a_window_inside_quiet_hours_is_refused(people, regions, settings, now) 
     """23:30 to 06:00 is all night: nothing could go, so the preview (a dry run) and create both refuse."""
     request = _request(_duy_xuyen(regions), start_at=_at("2026-11-23 23:30"), not_after=_at("2026-11-24 06:00"))
     for attempt in (_preview, _create):
-        with pytest.raises(UsageError, match="Không tin nào gửi kịp trước --not-after 06:00 24/11/2026") as caught:
+        with pytest.raises(
+            UsageError, match="Không tin nào gửi kịp trước giờ 'không gửi sau' 06:00 24/11/2026"
+        ) as caught:
             attempt(people, request, settings, regions, now)
         assert "giờ yên lặng 22:00–07:00, tin đầu tiên sớm nhất đi lúc 07:00 24/11/2026" in str(caught.value)
     assert _blast_rows(people) == 0
@@ -554,7 +558,7 @@ def test_not_after_must_come_after_the_start(people, regions, settings, now, off
     request = _request(
         _duy_xuyen(regions), start_at=now + timedelta(hours=2), not_after=now + timedelta(hours=2) + offset
     )
-    with pytest.raises(UsageError, match="--not-after phải sau"):
+    with pytest.raises(UsageError, match="Giờ 'không gửi sau' phải sau"):
         _create(people, request, settings, regions, now)
 
 
@@ -563,10 +567,10 @@ def test_not_after_must_come_after_the_start(people, regions, settings, now, off
     [
         ({"channel": "fax"}, "Kênh 'fax'"),
         ({"encoding": "utf8"}, "Bảng mã 'utf8'"),
-        ({"rate": 0}, "--rate"),
-        ({"rate": 0.0001}, "--rate tối thiểu"),
-        ({"rate": float("nan")}, "--rate phải là một số hữu hạn"),
-        ({"rate": float("inf")}, "--rate phải là một số hữu hạn"),
+        ({"rate": 0}, "Tốc độ gửi phải lớn hơn 0"),
+        ({"rate": 0.0001}, "Tốc độ gửi tối thiểu"),
+        ({"rate": float("nan")}, "Tốc độ gửi phải là một số hữu hạn"),
+        ({"rate": float("inf")}, "Tốc độ gửi phải là một số hữu hạn"),
     ],
     ids=["channel", "encoding", "rate", "rate-slower-than-the-lease-allows", "rate-nan", "rate-inf"],
 )
@@ -975,7 +979,7 @@ def test_cli_an_unreadable_time_shows_both_accepted_forms(cli_ready) -> None:
 def test_cli_a_non_finite_rate_is_refused(cli_ready, rate) -> None:
     """`--rate nan` or `inf` is no rate limit the liaison meant: exit 2 naming --rate, nothing created."""
     code, _out, err = cli_ready(*CREATE, "--rate", rate, user="liaison")
-    assert code == 2 and "--rate phải là một số hữu hạn" in err
+    assert code == 2 and "--rate: Tốc độ gửi phải là một số hữu hạn" in err
     assert cli_ready.json("blast", "list")[1] == []
 
 
@@ -1001,8 +1005,14 @@ def test_cli_preview_names_carriers_as_people_write_them(cli_ready) -> None:
 def test_cli_the_slowest_rate_is_named_the_vietnamese_way(cli_ready) -> None:
     """A rate below what a lease allows is refused naming the minimum as '0,067', rounded up so it is accepted."""
     code, _out, err = cli_ready(*CREATE, "--rate", "0.0001", "--dry-run", user="liaison")
-    assert code == 2 and "--rate tối thiểu 0,067 tin/giây (một tin mỗi 15 giây)" in err
+    assert code == 2 and "--rate: Tốc độ gửi tối thiểu 0,067 tin/giây (một tin mỗi 15 giây)" in err
     assert cli_ready(*CREATE, "--rate", "0.067", "--dry-run", user="liaison")[0] == 0
+
+
+def test_cli_a_preview_warning_names_the_option_that_changes_it(cli_ready) -> None:
+    """The domain's warning about a missing Zalo route is printed after the option to change (--channel)."""
+    code, out, _err = cli_ready(*CREATE, "--channel", "zalo_then_sms", "--dry-run", user="liaison")
+    assert code == 0 and "Lưu ý (--channel): Kênh 'zalo_then_sms' cần cổng Zalo" in " ".join(out.split())
 
 
 def test_cli_a_dry_run_of_a_hopeless_window_is_a_refusal(cli_ready) -> None:
@@ -1011,7 +1021,7 @@ def test_cli_a_dry_run_of_a_hopeless_window_is_a_refusal(cli_ready) -> None:
     cli_ready.quiet_hours("22:00-07:00")
     code, out, err = cli_ready(*CREATE, *window, "--dry-run", user="liaison")
     assert (code, out) == (2, "")
-    assert "Không tin nào gửi kịp trước --not-after 06:00 02/12/2099" in err
+    assert "--not-after: Không tin nào gửi kịp trước giờ 'không gửi sau' 06:00 02/12/2099" in err
 
 
 def test_cli_every_blast_create_option_has_help() -> None:

@@ -120,6 +120,28 @@ def test_a_liaison_previews_and_creates_a_blast(
     assert not browser.violations(), browser.violations()
 
 
+def test_a_long_import_is_followed_on_its_page_until_the_result(
+    browser: Browser, sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """An import not done at once takes the browser to its page, which htmx updates until the result shows."""
+    settings = load_settings(None, {"CANHBAO_SUBSCRIBERS__REJECTS_DIR": str(tmp_path / "rejects"),
+                                    "CANHBAO_WEB__IMPORT_WAIT_SECONDS": "0"})  # fmt: skip
+    app = make_app(settings, sqlite_engine, lambda: datetime.now(UTC))
+    ensure_user(sqlite_engine, "lien-lac", "liaison")
+    with live_server(app) as base:
+        page = browser.page()
+        sign_in(page, base, "lien-lac", then="/subscribers")
+        page.wait_for_url(f"{base}/subscribers")
+        page.set_input_files("input[name=file]", str(DATA / "thue-bao-da-nang.csv"))
+        page.click("form[action='/subscribers/import'] button[type=submit]")
+        page.wait_for_url(f"{base}/subscribers/imports/*")
+        page.wait_for_selector(".upload-result a[href^='/subscribers/rejects/']", timeout=60_000)
+        assert "Kết quả nhập" in page.inner_text(".upload-result")
+        assert not overflows(page)
+        browser.shoot(page, "subscribers-import-job")
+    assert not browser.violations(), browser.violations()
+
+
 def test_a_liaison_imports_subscribers_and_opts_one_out(
     browser: Browser, sqlite_engine: Engine, tmp_path: Path
 ) -> None:

@@ -155,10 +155,11 @@ def test_a_state_is_read_back_as_shown_or_as_its_code(typed: str, status: str) -
 
 
 def test_a_limit_below_one_is_refused() -> None:
-    """A zero or negative row limit is a usage error naming the option, not an empty log."""
+    """A zero or negative row limit is a usage error about the limit (the CLI names --limit), not an empty log."""
     for limit in (0, -5):
-        with pytest.raises(UsageError, match=r"--limit.*phải từ 1"):
+        with pytest.raises(UsageError, match=r"Số dòng tối đa phải từ 1") as caught:
             LogFilter(limit=limit)
+        assert caught.value.field == "limit"
 
 
 @pytest.mark.parametrize(
@@ -166,7 +167,7 @@ def test_a_limit_below_one_is_refused() -> None:
     [
         (("--export", "pdf"), "Định dạng xuất 'pdf' không có (nhận: csv, xlsx)"),
         (("--export", "xlsx"), "--export xlsx cần --output"),
-        (("--limit", "-1"), "phải từ 1 trở lên"),
+        (("--limit", "-1"), "--limit: Số dòng tối đa phải từ 1 trở lên"),
         (("--carrier", "Vinafone9"), "Nhà mạng không rõ 'Vinafone9'"),
         (("--status", "gửi rồi"), "Trạng thái tin 'gửi rồi' không có"),
         (("--output", "x.csv"), "--output đi cùng --export"),

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
@@ -107,3 +114,53 @@ def test_a_webhook_whose_signature_fails_is_counted(app: FastAPI) -> None:
     before = _sum(_scrape(app), name, provider="zalo")
     assert anonymous(app).post("/hooks/zalo", content=b"{}").status_code == 403
     assert _sum(_scrape(app), name, provider="zalo") == before + 1
+
+
+def test_a_separate_worker_serves_its_own_figures_to_prometheus(sqlite_engine: Engine, regions, tmp_path: Path) -> None:
+    """`canhbao worker --metrics-port` answers a real scrape over loopback with its send latency while it sends."""
+    now = datetime.now(UTC)
+    people(sqlite_engine, regions, now, tmp_path, 40, seed=3)
+    catalogue(sqlite_engine, now, [ALERT])
+    settings = load_settings(None, {})
+    with sqlite_engine.begin() as conn:
+        segment = resolve(SegmentSpec(provinces=("Đà Nẵng",), audiences=("all",)), regions)
+        blast_id, _ = blasts.create(conn, blasts.BlastRequest(ALERT, segment, rate=20), "hoa", settings, regions, now)
+        blasts.approve(conn, blast_id, "chief", now)
+        blasts.start_due(conn, settings, now)
+    (tmp_path / "none.toml").write_text("", encoding="utf-8")
+    env = {**os.environ, "CANHBAO_CONFIG": str(tmp_path / "none.toml"),
+           "CANHBAO_DATABASE__URL": sqlite_engine.url.render_as_string(hide_password=False),
+           "CANHBAO_ROUTES": '{"default": ["simulator"]}', "CANHBAO_GATEWAYS__SIMULATOR__REPORTS": "false",
+           "CANHBAO_POLICY__QUIET_HOURS": '{"sms": ""}'}  # fmt: skip
+    port = _free_port()
+    worker = subprocess.Popen([sys.executable, "-m", "dispatcher", "worker", "--metrics-port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        found = _scraped_until_sent(port)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=30)
+    assert worker.returncode == 0, stderr
+    assert f"http://127.0.0.1:{port}/metrics" in stderr
+    assert _sum(found, "canhbao_send_latency_seconds_count", gateway="simulator") > 0
+    assert not any(name == "canhbao_messages" for name, _ in found)  # the database's figures stay with the web face
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _scraped_until_sent(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Scrape the worker like Prometheus, every 0.2 s, until it has timed a send (or 30 s passed)."""
+    deadline, found = time.monotonic() + 30, {}
+    while time.monotonic() < deadline and not _sum(found, "canhbao_send_latency_seconds_count"):
+        time.sleep(0.2)
+        try:
+            answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        except httpx.TransportError:
+            continue  # not listening yet
+        found = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                 for family in text_string_to_metric_families(answer.text) for s in family.samples}  # fmt: skip
+    return found

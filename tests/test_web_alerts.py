@@ -97,6 +97,13 @@ def test_the_form_refuses_bad_input_in_vietnamese_and_stores_nothing(police: Tes
     assert stored(sqlite_engine) == []
 
 
+def test_an_alert_cannot_take_an_id_the_console_uses(police: TestClient, sqlite_engine: Engine) -> None:
+    """The id `new` (the form's address) is refused with the reason, so every stored alert can be opened."""
+    answer = police.post("/alerts", data={**FORM, "id": "new"})
+    assert answer.status_code == 400 and "là từ dành riêng của bảng điều khiển" in answer.text
+    assert stored(sqlite_engine, "new") == []
+
+
 def test_the_live_preview_measures_both_renderings_and_prices_them(police: TestClient) -> None:
     """As the officer types: encoding, characters, parts and cost for each carrier, and what is still wrong."""
     answer = police.post("/alerts/preview", data={**FORM, "body": "Cảnh báo " * 30})
@@ -240,6 +247,20 @@ def test_the_schedules_page_lists_the_next_runs_in_local_time(app, approver, sql
     assert "da-nang" in page and "chờ duyệt" in page and "Đà Nẵng" in page
     [runs] = re.findall(r'<td class="runs">(.*?)</td>', page)[:1]
     assert runs.count("09:00") == 5 and runs.count("<br>") == 4
+
+
+def test_the_schedules_page_says_who_synced_and_the_weekday_of_each_run(
+    app, approver, sqlite_engine, tmp_path, now
+) -> None:
+    """Each next run carries its weekday in Vietnamese (Thứ Hai for a Monday campaign) and the row names who synced."""
+    synced_campaign(sqlite_engine, tmp_path, now, actor="lien-lac")
+    page = approver.get("/schedules").text
+    [runs] = re.findall(r'<td class="runs">(.*?)</td>', page)[:1]
+    assert runs.count("Thứ Hai 09:00") == 5
+    [synced] = re.findall(r'<td class="synced wide">(.*?)</td>', page)
+    assert "lien-lac" in synced
+    approver.cookies.set("lang", "en", domain="canhbao.test")
+    assert "Monday 09:00" in approver.get("/schedules").text
 
 
 def test_a_campaign_is_approved_by_another_person_only(app, approver, sqlite_engine, tmp_path, now) -> None:

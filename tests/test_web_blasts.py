@@ -136,6 +136,7 @@ def test_a_start_in_the_past_is_refused_on_the_form(app: FastAPI, people: Engine
     assert "đã qua" in liaison.post("/blasts/preview", data=past).text
     answer = liaison.post("/blasts", data=past)
     assert answer.status_code == 400 and "đã qua" in answer.text and DUY_XUYEN in answer.text
+    assert "Giờ bắt đầu 09:00 20/11/2026 đã qua" in answer.text and "--start-at" not in answer.text
     assert _blast_count(people) == 0
 
 
@@ -144,6 +145,7 @@ def test_a_hopeless_window_is_refused(app: FastAPI, people: Engine) -> None:
     night = _form(start_at="2026-11-23T23:00", not_after="2026-11-24T05:00")
     answer = signed_in(app, people, "lien-lac", "liaison").post("/blasts", data=night)
     assert answer.status_code == 400 and "Không tin nào gửi kịp" in answer.text
+    assert "giờ &#39;không gửi sau&#39;" in answer.text and "--not-after" not in answer.text
     assert _blast_count(people) == 0
 
 

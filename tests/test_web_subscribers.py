@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -12,9 +13,11 @@ from sqlalchemy import Engine, select
 
 from dispatcher import subscribers
 from dispatcher.config import Settings, load_settings
+from dispatcher.errors import CanhBaoError
 from dispatcher.models import audit_log
 from dispatcher.models import subscribers as subscribers_table
 from dispatcher.regions import RegionIndex
+from dispatcher.web import imports
 from tests.clock import Clock
 from tests.web_helpers import make_app, signed_in
 
@@ -157,3 +160,64 @@ def test_only_reject_reports_can_be_downloaded(app: FastAPI, sqlite_engine: Engi
     (tmp_path / "rejects").mkdir(exist_ok=True)
     for name in ("..%2Fsecret.rejects.csv", "khong-co.rejects.csv", "settings.toml"):
         assert liaison.get(f"/subscribers/rejects/{name}").status_code == 404
+
+
+def _app_with(sqlite_engine: Engine, tmp_path: Path, now: datetime, regions: RegionIndex, **web: str) -> FastAPI:
+    """The app with `[web]` keys set (as environment variables, as a deployment may)."""
+    path = tmp_path / "settings.toml"
+    path.write_text(f'[subscribers]\nrejects_dir = "{tmp_path / "rejects"}"\n', "utf-8")
+    environ = {f"CANHBAO_WEB__{key.upper()}": value for key, value in web.items()}
+    built = make_app(load_settings(path, environ), sqlite_engine, Clock(now))
+    built.state.regions = regions
+    return built
+
+
+def test_a_file_over_the_size_limit_is_refused_with_413(sqlite_engine, tmp_path, now, regions) -> None:
+    """Past [web] import_max_mb the page answers 413 in Vietnamese and nothing is imported or audited."""
+    app = _app_with(sqlite_engine, tmp_path, now, regions, import_max_mb="0.0001")  # 100 bytes
+    liaison = signed_in(app, sqlite_engine, "lien-lac", "liaison")
+    page = _upload(liaison, "lon.csv", CSV_TEXT.encode() * 3)
+    assert page.status_code == 413
+    assert "Tệp quá lớn: tối đa 0,1 KB ([web] import_max_mb); không có gì được lưu." in page.text
+    assert not _numbers(sqlite_engine) and not [a for a in _audit(sqlite_engine) if a[1] == "subscribers.import"]
+
+
+def test_a_long_import_goes_on_in_the_background_and_its_page_follows_it(sqlite_engine, tmp_path, now, regions) -> None:
+    """Not done within import_wait_seconds: the upload leads to the job's page, which polls until the result."""
+    app = _app_with(sqlite_engine, tmp_path, now, regions, import_wait_seconds="0")
+    liaison = signed_in(app, sqlite_engine, "lien-lac", "liaison")
+    answer = _upload(liaison, "thang-11.csv", CSV_TEXT.encode())
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/subscribers/imports/")
+    job = answer.headers["location"]
+    imports.jobs_of(app.state).find(job.rsplit("/", 1)[1], "lien-lac").future.result(timeout=60)
+    box = liaison.get(f"{job}/progress")
+    assert box.status_code == 200 and "<html" not in box.text and "hx-trigger" not in box.text
+    assert "thêm 2</strong>" in box.text and "/subscribers/rejects/" in box.text
+    assert "thêm 2</strong>" in liaison.get(job).text
+    assert ("lien-lac", "subscribers.import", "file:thang-11.csv") in _audit(sqlite_engine)
+    other = signed_in(app, sqlite_engine, "nguoi-khac", "liaison")
+    assert other.get(job).status_code == 404 and other.get(f"{job}/progress").status_code == 404
+
+
+def test_an_import_in_progress_shows_the_rows_read_and_polls(app: FastAPI, sqlite_engine: Engine, tmp_path) -> None:
+    """While the import runs, its box says how many rows were read and asks again every second."""
+    liaison = signed_in(app, sqlite_engine, "lien-lac", "liaison")
+    release, reading = threading.Event(), threading.Event()
+
+    def slow(path: Path, on_progress) -> subscribers.ImportSummary:  # type: ignore[no-untyped-def]
+        on_progress(5_000)
+        reading.set()
+        release.wait(30)
+        raise CanhBaoError("Tệp dừng giữa chừng.")
+
+    folder = imports.upload_folder()
+    (folder / "lon.csv").write_bytes(b"x")
+    job = imports.jobs_of(app.state).start("lien-lac", folder / "lon.csv", 2_500_000, slow)
+    assert reading.wait(30)
+    page = liaison.get(f"/subscribers/imports/{job.id}").text
+    assert f'hx-get="/subscribers/imports/{job.id}/progress"' in page and 'hx-trigger="every 1s"' in page
+    assert "Đã đọc <strong>5.000</strong> dòng (2,5 MB)" in page
+    release.set()
+    job.future.result(timeout=30)
+    ended = liaison.get(f"/subscribers/imports/{job.id}/progress").text
+    assert "Tệp dừng giữa chừng." in ended and "hx-trigger" not in ended and not folder.exists()

@@ -34,9 +34,9 @@ def ensure_user(engine: Engine, username: str, *roles: str, now: datetime | None
             return users.get(conn, username)
 
 
-def anonymous(app: FastAPI) -> TestClient:
-    """A browser that has not signed in."""
-    return TestClient(app, base_url=BASE_URL, follow_redirects=False)
+def anonymous(app: FastAPI, peer: str = "testclient") -> TestClient:
+    """A browser that has not signed in (its requests come from address `peer`)."""
+    return TestClient(app, base_url=BASE_URL, follow_redirects=False, client=(peer, 50000))
 
 
 def log_in(client: TestClient, username: str, password: str = PASSWORD, next: str = "/") -> object:
@@ -46,10 +46,10 @@ def log_in(client: TestClient, username: str, password: str = PASSWORD, next: st
     return client.post("/login", data={"username": username, "password": password, "csrf_token": token, "next": next})
 
 
-def signed_in(app: FastAPI, engine: Engine, username: str, *roles: str) -> TestClient:
+def signed_in(app: FastAPI, engine: Engine, username: str, *roles: str, peer: str = "testclient") -> TestClient:
     """A browser signed in as `username` (created with `roles` if missing); it sends the CSRF header by itself."""
     ensure_user(engine, username, *roles)
-    client = anonymous(app)
+    client = anonymous(app, peer)
     answer = log_in(client, username)
     assert answer.status_code == 303, answer.text
     settings = app.state.settings
@@ -58,6 +58,7 @@ def signed_in(app: FastAPI, engine: Engine, username: str, *roles: str) -> TestC
     assert live is not None
     client.headers["X-CSRF-Token"] = live.csrf_token
     client.csrf = live.csrf_token  # type: ignore[attr-defined]  (for tests that post forms themselves)
+    client.session_ref = live.ref  # type: ignore[attr-defined]
     return client
 
 

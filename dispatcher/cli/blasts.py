@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 import os
@@ -23,7 +24,7 @@ from sqlalchemy import func, select
 
 from dispatcher import blasts as blast_ops
 from dispatcher import delivery_log as log_ops
-from dispatcher import labels
+from dispatcher import labels, metrics
 from dispatcher.cli.common import Context, JsonOption, emit, err, out, parse_msisdn
 from dispatcher.cli.tables import Column, print_fitted
 from dispatcher.dispatch import Worker
@@ -133,8 +134,13 @@ def _print_preview(shown: dict[str, Any], zone: str) -> None:
     _print_cost(shown)
     _print_timing(shown, zone)
     for warning in shown["warnings"]:
-        out.print(f"[yellow]Lưu ý: {escape(warning['message'])}[/yellow]")
+        option = WARNING_OPTIONS.get(warning["code"])
+        out.print(f"[yellow]Lưu ý{f' ({option})' if option else ''}: {escape(warning['message'])}[/yellow]")
     out.print(shown["text"], markup=False)
+
+
+# The option a preview's warning is about: the domain words it, the CLI names how to change it.
+WARNING_OPTIONS = {"expiring": "--not-after", "zalo_route_missing": "--channel"}
 
 
 def _audience_words(audiences: dict[str, Any]) -> str:
@@ -345,10 +351,44 @@ def _blast_cells(r: Any, zone: str) -> list[str]:
 def worker(
     ctx: typer.Context,
     until_idle: Annotated[bool, typer.Option("--until-idle", help="Gửi hết tin đến hạn rồi thoát.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Cổng phục vụ /metrics cho Prometheus (mặc định: [metrics] worker_port; 0: không mở).",
+        ),
+    ] = None,  # fmt: skip
 ) -> None:
     """Tiến trình gửi: lấy tin đến hạn, gửi qua các cổng theo tuyến, ghi kết quả. Ctrl-C dừng an toàn."""
     c: Context = ctx.obj
     runner = build_worker(c)
+    with _metrics_listener(c, metrics_port):
+        _work(c, runner, until_idle)
+
+
+@contextlib.contextmanager
+def _metrics_listener(c: Context, port: int | None) -> Iterator[None]:
+    """This worker's figures at http://host:port/metrics while it runs, when a port is set."""
+    host, port = c.settings.metrics.worker_host, c.settings.metrics.worker_port if port is None else port
+    if not port:
+        yield
+        return
+    try:
+        listener = metrics.Listener(host, port)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise UsageError(f"Không mở được cổng số liệu {host}:{port} ([metrics] worker_port): {reason}.") from exc
+    err.print(f"Số liệu cho Prometheus tại http://{host}:{listener.port}/metrics.", markup=False)
+    try:
+        yield
+    finally:
+        listener.close()
+
+
+def _work(c: Context, runner: Worker, until_idle: bool) -> None:
+    """Run the worker (with a bar when someone watches) and say what it did."""
     tally = log_ops.BlastsProgress(since=c.now)
     started = time.monotonic()
     if not until_idle:  # a service says it runs, as `serve` and `web` do

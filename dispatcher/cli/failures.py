@@ -35,7 +35,7 @@ class Failure:
 def describe(exc: BaseException) -> Failure | None:
     """The Failure `exc` stands for, or None when it is a bug (it is then raised as it is)."""
     if isinstance(exc, CanhBaoError):
-        return Failure(exc.code, str(exc), exc.exit_code, getattr(exc, "hint", ""))
+        return Failure(exc.code, with_option(exc), exc.exit_code, getattr(exc, "hint", ""))
     if isinstance(exc, typer.Abort | KeyboardInterrupt):
         return interrupted()
     if isinstance(exc, click_errors.UsageError):
@@ -45,6 +45,19 @@ def describe(exc: BaseException) -> Failure | None:
     if isinstance(exc, click_errors.ClickException):
         return Failure("usage", exc.format_message(), exc.exit_code)
     return None
+
+
+# The option that gives what a domain message is about (CanhBaoError.field): the CLI's own words.
+OPTIONS = {
+    "start_at": "--start-at", "not_after": "--not-after", "rate": "--rate", "channel": "--channel",
+    "segment": "--province/--commune/--legacy-district", "limit": "--limit",
+}  # fmt: skip
+
+
+def with_option(exc: CanhBaoError) -> str:
+    """The domain's message, after the option it is about when there is one (`--start-at: Giờ bắt đầu …`)."""
+    option = OPTIONS.get(exc.field or "")
+    return f"{option}: {exc}" if option else str(exc)
 
 
 def interrupted() -> Failure:

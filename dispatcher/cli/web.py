@@ -64,7 +64,10 @@ def server_for(c: Context, host: str, port: int) -> tuple[uvicorn.Server, socket
     except OSError as exc:
         raise UsageError(f"Không mở được cổng web {host}:{port}: {exc.strerror or exc}.") from exc
     # log_config=None: our logging stays as configured (JSON lines, masked numbers); access lines are not kept.
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+    # proxy_headers=False: uvicorn would believe X-Forwarded-For from 127.0.0.1 by default; [web]
+    # trusted_proxies alone decides whose header is believed (dispatcher/web/proxies.py).
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5,
+                            proxy_headers=False)  # fmt: skip
     return Server(config), listening
 
 

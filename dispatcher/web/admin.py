@@ -16,6 +16,7 @@ from dispatcher.errors import CanhBaoError, NotFound
 from dispatcher.web import i18n
 from dispatcher.web.auth import Principal, allow
 from dispatcher.web.deps import in_transaction
+from dispatcher.web.proxies import client_address
 from dispatcher.web.templating import render
 
 router = APIRouter()
@@ -169,7 +170,7 @@ async def account_password(
     if password != repeat:
         return await _account_page(request, principal, 400, error=_("Hai lần nhập mật khẩu không giống nhau."))
     web, zone = request.app.state.settings.web, request.app.state.settings.app.timezone
-    address = request.client.host if request.client else "unknown"
+    address = client_address(request) or "unknown"
 
     def change(conn: Any, now: Any) -> None:
         users.authenticate(conn, now, principal.username, current, address, web, zone)

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from dispatcher import db, users
 from dispatcher.config import WebSettings
 from dispatcher.web import i18n
+from dispatcher.web.proxies import client_address
 from dispatcher.web.templating import render
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -41,6 +42,8 @@ class Principal:
     roles: frozenset[str]
     via: Literal["session", "token", "cli"]
     token_id: int | None = None
+    session_ref: str | None = None
+    """The session's short, non-secret name (users.Session.ref) when signed in by a browser."""
 
     @property
     def actor(self) -> str:
@@ -121,7 +124,8 @@ def _who(conn: Connection, request: Request) -> tuple[Principal | None, str | No
     if live is None:
         return None, None
     user = live.user
-    return Principal(user.id, user.username, user.display_name, user.roles, "session"), live.csrf_token
+    principal = Principal(user.id, user.username, user.display_name, user.roles, "session", session_ref=live.ref)
+    return principal, live.csrf_token
 
 
 async def identify(request: Request) -> Principal | None:
@@ -238,7 +242,7 @@ def _local(target: str | None) -> str:
 
 
 def _address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    return client_address(request) or "unknown"
 
 
 def _login_page(request: Request, status: int, error: str | None = None, target: str = "/") -> Response:

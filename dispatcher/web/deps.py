@@ -20,6 +20,7 @@ from dispatcher.audit import acting_through
 from dispatcher.errors import CanhBaoError, UsageError
 from dispatcher.formats import parse_moment
 from dispatcher.regions import RegionIndex
+from dispatcher.web.proxies import client_address
 from dispatcher.web.templating import render
 
 _loading = threading.Lock()
@@ -38,8 +39,8 @@ def regions(request: Request) -> RegionIndex:
 async def in_transaction(request: Request, work: Callable[[Connection, datetime], Any], write: bool = True) -> Any:
     """`work(conn, now)` off the event loop: in one transaction when it writes, on a plain connection when it reads."""
     state = request.app.state
-    source, via = _origin(request)
-    address = request.client.host if request.client else None
+    source, via = origin(request)
+    address = client_address(request)
 
     def inside() -> Any:
         with acting_through(source, via, address), state.engine.begin() if write else db.reading(state.engine) as conn:
@@ -57,12 +58,14 @@ async def revealed(request: Request, reveal: Callable[[Connection, datetime], st
     return render(request, "revealed.html", {**shown, "number": number})
 
 
-def _origin(request: Request) -> tuple[str, str | None]:
+def origin(request: Request) -> tuple[str, str | None]:
     """(source, via) the audit log records for this request: a console session or an API token, by its id."""
     principal = getattr(request.state, "principal", None)
     if principal is None:
         return "system", None
-    return ("api", f"token:{principal.token_id}") if principal.via == "token" else ("web", "session")
+    if principal.via == "token":
+        return "api", f"token:{principal.token_id}"
+    return "web", f"session:{principal.session_ref}"
 
 
 def day_range(since: str, until: str, zone: str) -> tuple[datetime | None, datetime | None]:

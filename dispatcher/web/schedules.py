@@ -34,6 +34,15 @@ i18n.register(
         "Lượt trước": "Last run",
         "xoay vòng": "rotating",
         "mẫu": "alerts",
+        "Đồng bộ": "Synced",
+        "duyệt": "approved by",
+        "Thứ Hai": "Monday",
+        "Thứ Ba": "Tuesday",
+        "Thứ Tư": "Wednesday",
+        "Thứ Năm": "Thursday",
+        "Thứ Sáu": "Friday",
+        "Thứ Bảy": "Saturday",
+        "Chủ Nhật": "Sunday",
         "phương thức": "methods",
         "Chưa có chiến dịch nào: chạy 'canhbao schedules sync'.": "No campaign yet: run 'canhbao schedules sync'.",
     }
@@ -46,6 +55,7 @@ async def _page(request: Request, status: int = 200, **context: Any) -> Response
     for item in shown:
         item["next_runs"] = [datetime.fromisoformat(at) for at in item["next_runs"]]
         item["last_run"] = datetime.fromisoformat(item["last_run"]) if item["last_run"] else None
+        item["synced_at"] = datetime.fromisoformat(item["synced_at"])
     return render(request, "schedules.html", {"campaigns": shown, **context}, status)
 
 

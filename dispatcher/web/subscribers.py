@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request, UploadFile
-from fastapi.responses import FileResponse, Response
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from dispatcher import subscribers as subscriber_ops
-from dispatcher.errors import CanhBaoError
 from dispatcher.phones import InvalidNumber, PhoneBook, mask
-from dispatcher.web import i18n
+from dispatcher.web import i18n, imports
 from dispatcher.web.auth import Principal, allow
 from dispatcher.web.deps import in_transaction, regions
 from dispatcher.web.templating import render
@@ -66,6 +65,11 @@ i18n.register(
         "Chưa có thuê bao nào.": "No subscriber yet.",
         "Hãy chọn một tệp CSV hoặc XLSX.": "Choose a CSV or XLSX file.",
         "Không có báo cáo này.": "No such report.",
+        "Đang nhập": "Importing",
+        "dòng": "rows",
+        "Trang tự cập nhật; có thể rời trang, việc nhập vẫn tiếp tục.": (
+            "This page updates itself; you may leave it, the import goes on."
+        ),
         "Thuê bao {number} đã từ chối nhận cảnh báo.": "Subscriber {number} has opted out of alerts.",
         "Thuê bao {number} nhận lại cảnh báo.": "Subscriber {number} receives alerts again.",
         "Chưa có thuê bao {number}: đã ghi vào danh sách từ chối, mọi lần nhập sau sẽ tôn trọng.": (
@@ -106,33 +110,73 @@ async def subscribers_page(request: Request, principal: Readers) -> Response:
     return await _page(request)
 
 
-def _upload_name(upload: UploadFile) -> str:
+def _upload_name(upload: StarletteUpload) -> str:
     """The uploaded file's own name without any folder (it names the import and its reject report)."""
     name = Path((upload.filename or "").replace("\\", "/")).name.strip()[-MAX_NAME:]
     return name if name and not name.startswith(".") else "tep-tai-len.csv"
 
 
 @router.post("/subscribers/import")
-async def subscribers_import(request: Request, principal: Liaison, file: UploadFile | None = None) -> Response:
-    """Import an uploaded CSV/XLSX file exactly as `canhbao subscribers import FILE` would."""
+async def subscribers_import(request: Request, principal: Liaison) -> Response:
+    """Import an uploaded CSV/XLSX file as `canhbao subscribers import FILE` would; a long one in the background."""
     _ = i18n.translator(i18n.page_language(request))
-    if file is None or not file.filename:
+    web = request.app.state.settings.web
+    if imports.declared_too_large(request):
+        return await _page(request, 413, error=imports.too_large(_, web))
+    upload = (await request.form()).get("file")
+    if not isinstance(upload, StarletteUpload) or not upload.filename:
         return await _page(request, 400, error=_("Hãy chọn một tệp CSV hoặc XLSX."))
-    state = request.app.state
-    importer = subscriber_ops.importer_for(state.engine, regions(request), state.settings.subscribers)
-
-    def work() -> subscriber_ops.ImportSummary:
-        with tempfile.TemporaryDirectory(prefix="canhbao-upload-") as folder:
-            path = Path(folder) / _upload_name(file)
-            with path.open("wb") as copy:
-                shutil.copyfileobj(file.file, copy, 1 << 20)
-            return importer.import_file(path, state.clock(), actor=principal.actor)
-
+    folder = imports.upload_folder()
     try:
-        summary = await run_in_threadpool(work)
-    except CanhBaoError as exc:
-        return await _page(request, 400, error=str(exc))
+        path = folder / _upload_name(upload)
+        size = await run_in_threadpool(imports.copy_upload, upload.file, path, imports.upload_limit(web))
+    except imports.TooLarge:
+        shutil.rmtree(folder, ignore_errors=True)
+        return await _page(request, 413, error=imports.too_large(_, web))
+    job = imports.start_import(request, principal.actor, path, size)
+    if await imports.waited(request, job):
+        return await _ended(request, job)
+    return RedirectResponse(f"/subscribers/imports/{job.id}", 303)
+
+
+async def _ended(request: Request, job: imports.ImportJob) -> Response:
+    """The subscribers page with an ended import's result (or why it was refused)."""
+    if job.error is not None:
+        return await _page(request, 400, error=job.error)
+    summary = job.summary
+    assert summary is not None
     return await _page(request, 200, summary=summary, encoding=subscriber_ops.ENCODINGS.get(summary.encoding or ""))
+
+
+def _job(request: Request, principal: Principal, job_id: str) -> imports.ImportJob | None:
+    return imports.jobs_of(request.app.state).find(job_id, principal.actor)
+
+
+def _unknown_job(request: Request) -> Response:
+    _ = i18n.translator(i18n.page_language(request))
+    return render(request, "refused.html", {"message": _(imports.UNKNOWN_JOB)}, 404)
+
+
+@router.get("/subscribers/imports/{job_id}")
+async def subscribers_import_job(request: Request, principal: Liaison, job_id: str) -> Response:
+    """An import going on in the background: how far it got, updated every second, then its result."""
+    job = _job(request, principal, job_id)
+    if job is None:
+        return _unknown_job(request)
+    if job.done:
+        return await _ended(request, job)
+    return await _page(request, 200, job=job, megabytes=imports.megabytes)
+
+
+@router.get("/subscribers/imports/{job_id}/progress")
+async def subscribers_import_progress(request: Request, principal: Liaison, job_id: str) -> Response:
+    """The progress box the job's page asks for every second; once ended, the result in its place."""
+    job = _job(request, principal, job_id)
+    if job is None:
+        return _unknown_job(request)
+    encoding = subscriber_ops.ENCODINGS.get(job.summary.encoding or "") if job.summary else None
+    shown = {"job": job, "summary": job.summary, "encoding": encoding, "error": job.error}
+    return render(request, "_import_progress.html", {**shown, "megabytes": imports.megabytes})
 
 
 @router.get("/subscribers/rejects/{name}")

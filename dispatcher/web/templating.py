@@ -51,6 +51,9 @@ def page_context(request: Request, context: dict[str, Any] | None = None) -> dic
     def moment(value: datetime | None, seconds: bool = False) -> str:
         return "" if value is None else formats.moment(value, zone, seconds)
 
+    def weekday(value: datetime) -> str:
+        return formats.weekday(value, zone)
+
     return {
         "request": request,
         "principal": getattr(request.state, "principal", None),
@@ -59,6 +62,7 @@ def page_context(request: Request, context: dict[str, Any] | None = None) -> dic
         "csrf_token": token or "",
         "csrf_field": csrf_field,
         "moment": moment,
+        "weekday": weekday,
         "path": request.url.path,
         **(context or {}),
     }

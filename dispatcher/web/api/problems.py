@@ -40,6 +40,7 @@ TITLES = {
     "malformed": "Nội dung yêu cầu không đọc được.",
     "method_not_allowed": "Phương thức không được hỗ trợ ở địa chỉ này.",
     "http": "Yêu cầu không thực hiện được.",
+    "too_large": "Nội dung gửi lên quá lớn.",
 }
 
 i18n.register(
@@ -53,6 +54,7 @@ i18n.register(
         "Nội dung yêu cầu không đọc được.": "The request's body cannot be read.",
         "Phương thức không được hỗ trợ ở địa chỉ này.": "This method is not supported at this address.",
         "Yêu cầu không thực hiện được.": "The request cannot be carried out.",
+        "Nội dung gửi lên quá lớn.": "The content sent is too large.",
         "Không có địa chỉ này trong API.": "There is no such address in the API.",
         "Có {n} trường không hợp lệ.": "{n} fields are not valid.",
     }

@@ -314,6 +314,22 @@ class ImportResult(BaseModel):
     rejects: list[RejectedRow]
 
 
+class ImportJob(BaseModel):
+    """An import still going on (202), or how it ended: asked again at `href` until `state` is not `running`."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"id": "Zt3q9X1cK0aPq2Lm", "state": "running", "file": "thue-bao.csv", "rows_read": 120000,
+         "href": "/api/v1/subscribers/imports/Zt3q9X1cK0aPq2Lm", "result": None, "error": None}]})  # fmt: skip
+
+    id: str
+    state: Literal["running", "done", "failed"]
+    file: str
+    rows_read: int = Field(description="rows read so far")
+    href: str
+    result: ImportResult | None = Field(None, description="once done: the same document as a quick import's answer")
+    error: str | None = Field(None, description="once failed: why the file was refused (nothing stored)")
+
+
 # -- schedules and audit ------------------------------------------------------------------
 
 
@@ -333,6 +349,9 @@ class Schedule(BaseModel):
     channel: str
     last_run: datetime | None
     next_runs: list[datetime]
+    synced_by: str = Field(description="who synced the campaign's current file")
+    synced_at: datetime
+    approved_by: str | None
 
 
 class ScheduleChange(BaseModel):
