@@ -86,8 +86,11 @@ demo: setup
 	@echo "Nhật ký đầy đủ: canhbao log --blast 2 --export csv  ·  tệp chuyển giao (Itel, Reddi): var/demo-outbox.jsonl"
 	@echo "Cơ sở dữ liệu: var/demo.db  ·  báo cáo dòng bị từ chối: var/demo-rejects/"
 
+# The suite runs on every core (pytest-xdist): each test process has its own PostgreSQL cluster
+# and migrated template databases; `TEST_WORKERS=0 make test` runs it in one process.
+TEST_WORKERS ?= auto
 test: setup
-	@$(RUN) pytest
+	@$(RUN) pytest -n $(TEST_WORKERS)
 
 bench: setup
 	@$(RUN) python -m tests.bench
