@@ -36,10 +36,18 @@ from dispatcher.domain import (
 )
 from dispatcher.errors import ConfigError, InputRejected, NotAllowed, NotFound, StateError, UsageError
 from dispatcher.formats import moment, number
-from dispatcher.models import alerts, blasts, deliveries, receipt_waits, subscribers, utc
+from dispatcher.models import alerts, blasts, deliveries, receipt_waits, subscriber_counts, subscribers, utc
 from dispatcher.policy import QuietHours, quiet_hours
 from dispatcher.regions import RegionIndex
-from dispatcher.segments import CHANNEL_POLICIES, Segment, exclusions, matches, rotation_choice
+from dispatcher.segments import (
+    CHANNEL_POLICIES,
+    Exclusions,
+    Segment,
+    exclusions,
+    lacks_channel,
+    matches,
+    rotation_choice,
+)
 
 log = structlog.get_logger(__name__)
 ENCODINGS = ("auto", "unicode", "ascii")
@@ -189,22 +197,70 @@ def _check_times(request: BlastRequest, zone: str, now: datetime) -> None:
 
 
 def _count(conn: Connection, request: BlastRequest, slug: str, settings: Settings, start: datetime) -> dict:
-    """People of the segment grouped by (exclusion reason or None, carrier, province, commune, channel it goes on)."""
+    """People of the segment grouped by (exclusion reason or None, carrier, province, commune, channel it goes on).
+
+    Summed from `subscriber_counts`, which knows every reason but the history ones: whoever
+    already received the alert or is at the cap is then counted on the subscribers themselves,
+    joined to those sets, and moved from the recipients to their reason.
+    """
     rules = exclusions(
         conn, request.channel, slug, start, settings.dispatch.already_received_days, settings.dispatch.cap_per_day
     )
-    reason = case(*[(predicate, literal(name)) for name, predicate in rules.items()], else_=literal(None))
+    found = _counted(conn, request)
+    if rules.received is None and rules.busy is None:
+        return found
+    for (reason, *key), n in _held_by_history(conn, request, rules).items():
+        found[(None, *key)] = found.get((None, *key), 0) - n
+        found[(reason, *key)] = found.get((reason, *key), 0) + n
+    return {group: n for group, n in found.items() if n}
+
+
+def _counted(conn: Connection, request: BlastRequest) -> dict:
+    """`_count`'s groups from the counts, as if nobody had received the alert or reached the cap."""
+    c = subscriber_counts.c
+    # A missing commune or district is 0 there: NULL again, as `matches` and the preview read it.
+    people = select(
+        c.province_code, func.nullif(c.commune_code, 0).label("commune_code"),
+        func.nullif(c.legacy_district_code, 0).label("legacy_district_code"), c.carrier, c.audience_mask,
+        c.channel_mask, c.opted_out, c.people,
+    ).subquery("people")  # fmt: skip
+    p = people.c
+    reason = case((p.opted_out, literal("opted_out")), (lacks_channel(request.channel, p.channel_mask),
+                  literal("no_channel")), else_=literal(None))  # fmt: skip
+    via = _via(request.channel, p.channel_mask)
+    query = (
+        select(reason.label("reason"), p.carrier, p.province_code, p.commune_code, via.label("via"), func.sum(p.people))
+        .where(matches(request.segment, conn.dialect.name, p))
+        .group_by(reason, p.carrier, p.province_code, p.commune_code, via)
+        .having(func.sum(p.people) > 0)
+    )
+    return {tuple(row[:-1]): int(row[-1]) for row in conn.execute(query)}
+
+
+def _held_by_history(conn: Connection, request: BlastRequest, rules: Exclusions) -> dict:
+    """The segment's people left out only for having received the alert or reached the cap, grouped as `_count`'s."""
     s = subscribers.c
-    via = literal(VIA[request.channel][0])
-    if request.channel == "zalo_then_sms":
-        via = case((s.channel_mask.op("&")(Channel.ZALO.mask) == 0, literal("sms")), else_=literal("zalo"))
+    reason = case(*[(predicate, literal(name)) for name, predicate in rules.items()], else_=literal(None))
+    via = _via(request.channel, s.channel_mask)
     query = (
         select(reason.label("reason"), s.carrier, s.province_code, s.commune_code, via.label("via"), func.count())
         .select_from(rules.from_())
-        .where(matches(request.segment, conn.dialect.name))
+        .where(
+            matches(request.segment, conn.dialect.name),
+            or_(rules.already_received, rules.capped),
+            ~rules.opted_out,
+            ~rules.no_channel,
+        )  # fmt: skip
         .group_by(reason, s.carrier, s.province_code, s.commune_code, via)
     )
     return {tuple(row[:-1]): row[-1] for row in conn.execute(query)}
+
+
+def _via(channel: str, channel_mask: Any) -> Any:
+    """The channel a person of this `channel_mask` is sent first: "zalo_then_sms" sends people without Zalo by SMS."""
+    if channel == "zalo_then_sms":
+        return case((channel_mask.op("&")(Channel.ZALO.mask) == 0, literal("sms")), else_=literal("zalo"))
+    return literal(VIA[channel][0])
 
 
 @dataclass

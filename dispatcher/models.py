@@ -80,6 +80,22 @@ subscribers = Table(
     Index(None, "province_code", "commune_code"),
 )
 
+# Subscribers counted by every column a preview groups or filters on (migration 0024): triggers
+# keep it in the transaction that changes a subscriber; a blast's preview sums it.
+subscriber_counts = Table(
+    "subscriber_counts",
+    metadata,
+    Column("province_code", Integer, primary_key=True, comment="NSO code, scheme 2025"),
+    Column("commune_code", Integer, primary_key=True, comment="NSO code, scheme 2025; 0: not known"),
+    Column("legacy_district_code", Integer, primary_key=True, comment="before 1 July 2025; 0: none"),
+    Column("carrier", String(16), primary_key=True),
+    Column("audience_mask", Integer, primary_key=True, comment="bits of domain.Audience"),
+    Column("channel_mask", Integer, primary_key=True, comment="bits of domain.Channel"),
+    Column("opted_out", Boolean, primary_key=True),
+    Column("people", Integer, nullable=False, comment="subscribers holding exactly this; may reach 0"),
+    comment="subscribers counted by every column a preview groups or filters on; kept by triggers",
+)
+
 # Refusals of numbers we do not hold yet (migration 0010): an import that brings the number in
 # moves the refusal onto the subscriber, so no list can make a person who refused reachable.
 suppressions = Table(

@@ -327,8 +327,9 @@ def start_session(conn: Connection, now: datetime, user: User, address: str, rep
 
 def session(conn: Connection, now: datetime, secret: str, web: WebSettings) -> Session | None:
     """The live session behind a cookie's secret, or None (unknown, ended, idle too long, too old, user disabled)."""
+    # The account's row comes with the session's: one query fewer on every request a browser makes.
     row = conn.execute(
-        select(web_sessions, users.c.disabled_at)
+        select(web_sessions, users.c.id, users.c.username, users.c.display_name, users.c.disabled_at)
         .join(users, users.c.id == web_sessions.c.user_id)
         .where(web_sessions.c.id_hash == _digest(secret), web_sessions.c.ended_at.is_(None))
     ).mappings().first()  # fmt: skip
@@ -341,7 +342,7 @@ def session(conn: Connection, now: datetime, secret: str, web: WebSettings) -> S
         return None
     if now - row["last_seen_at"] >= TOUCH_EVERY:
         conn.execute(update(web_sessions).where(web_sessions.c.id_hash == row["id_hash"]).values(last_seen_at=now))
-    return Session(by_id(conn, row["user_id"]), row["csrf_token"], row["id_hash"][:SESSION_REF_LENGTH])
+    return Session(_user(conn, row), row["csrf_token"], row["id_hash"][:SESSION_REF_LENGTH])
 
 
 def end_session(conn: Connection, now: datetime, secret: str) -> None:

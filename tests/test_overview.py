@@ -1,0 +1,49 @@
+"""The dashboard's figures (dispatcher/overview.py): what it shows equals what the deliveries say."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine, func, select, update
+
+from dispatcher import blasts, overview
+from dispatcher.config import load_settings
+from dispatcher.models import deliveries
+from dispatcher.regions import RegionIndex
+from dispatcher.segments import SegmentSpec, resolve
+from tests import world
+
+ALERT = "khong-cung-cap-ma-otp"
+
+
+def _running_blast(engine: Engine, regions: RegionIndex, now: datetime, settings) -> int:
+    request = blasts.BlastRequest(ALERT, resolve(SegmentSpec(provinces=("48",)), regions))
+    with engine.begin() as conn:
+        blast_id, _ = blasts.create(conn, request, "liaison", settings, regions, now)
+        blasts.approve(conn, blast_id, "chief", now)
+        assert blasts.start_due(conn, settings, now) == [blast_id]
+        # Half of it went out: a few states to count.
+        half = deliveries.c.id % 2 == 0
+        conn.execute(update(deliveries).where(deliveries.c.blast_id == blast_id, half).values(status="delivered"))
+    return blast_id
+
+
+def test_a_running_blasts_counts_and_todays_add_up_to_its_deliveries(
+    engine: Engine, regions: RegionIndex, now: datetime, tmp_path: Path
+) -> None:
+    """The running blast's counts by state, and today's by state and carrier, equal its deliveries counted directly."""
+    settings = load_settings(None, {"CANHBAO_POLICY__QUIET_HOURS__SMS": "00:00-00:00"})
+    world.people(engine, regions, now - timedelta(days=1), tmp_path, 300, seed=5)
+    world.catalogue(engine, now - timedelta(days=1), [ALERT])
+    blast_id = _running_blast(engine, regions, now, settings)
+    d = deliveries.c
+    with engine.connect() as conn:
+        shown = overview.dashboard(conn, settings, now)
+        direct = conn.execute(select(d.carrier, d.status, func.count()).group_by(d.carrier, d.status)).all()
+        assert shown["live"][0]["counts"] == blasts.counts(conn, blast_id)
+    by_carrier: dict[str, dict[str, int]] = {}
+    for carrier, status, n in direct:
+        by_carrier.setdefault(carrier, {})[status] = n
+    assert shown["today_by_carrier"] == by_carrier
+    assert shown["live"][0]["total"] == sum(n for _, _, n in direct) == sum(shown["today_by_state"].values())
