@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -120,6 +121,16 @@ def test_a_liaison_previews_and_creates_a_blast(
     assert not browser.violations(), browser.violations()
 
 
+def _upload(browser: Browser, base: str) -> Any:
+    """A liaison signed in on the subscribers page who has just sent the sample CSV to import."""
+    page = browser.page()
+    sign_in(page, base, "lien-lac", then="/subscribers")
+    page.wait_for_url(f"{base}/subscribers")
+    page.set_input_files("input[name=file]", str(DATA / "thue-bao-da-nang.csv"))
+    page.click("form[action='/subscribers/import'] button[type=submit]")
+    return page
+
+
 def test_a_long_import_is_followed_on_its_page_until_the_result(
     browser: Browser, sqlite_engine: Engine, tmp_path: Path
 ) -> None:
@@ -129,11 +140,7 @@ def test_a_long_import_is_followed_on_its_page_until_the_result(
     app = make_app(settings, sqlite_engine, lambda: datetime.now(UTC))
     ensure_user(sqlite_engine, "lien-lac", "liaison")
     with live_server(app) as base:
-        page = browser.page()
-        sign_in(page, base, "lien-lac", then="/subscribers")
-        page.wait_for_url(f"{base}/subscribers")
-        page.set_input_files("input[name=file]", str(DATA / "thue-bao-da-nang.csv"))
-        page.click("form[action='/subscribers/import'] button[type=submit]")
+        page = _upload(browser, base)
         page.wait_for_url(f"{base}/subscribers/imports/*")
         page.wait_for_selector(".upload-result a[href^='/subscribers/rejects/']", timeout=60_000)
         assert "Kết quả nhập" in page.inner_text(".upload-result")
@@ -150,11 +157,7 @@ def test_a_liaison_imports_subscribers_and_opts_one_out(
     app = make_app(settings, sqlite_engine, lambda: datetime.now(UTC))
     ensure_user(sqlite_engine, "lien-lac", "liaison")
     with live_server(app) as base:
-        page = browser.page()
-        sign_in(page, base, "lien-lac", then="/subscribers")
-        page.wait_for_url(f"{base}/subscribers")
-        page.set_input_files("input[name=file]", str(DATA / "thue-bao-da-nang.csv"))
-        page.click("form[action='/subscribers/import'] button[type=submit]")
+        page = _upload(browser, base)
         page.wait_for_selector(".upload-result")
         assert "Kết quả nhập" in page.inner_text(".upload-result")
         assert list((tmp_path / "rejects").glob("thue-bao-da-nang-*.rejects.csv"))
