@@ -549,6 +549,7 @@ class Worker:
         executemany(conn, UNKNOWN_SQL, unknown)
         if unknown:
             log.warning("dispatch.leases_expired", deliveries=len(unknown))
+            queue.apply_named(conn, [row["i"] for row in unknown])  # receipts that came while they were sending
         if settled:
             log.info("dispatch.leases_confirmed", sent=sent, requeued=len(never))
 
@@ -740,6 +741,8 @@ class Worker:
                           (unanswered, UNANSWERED_SQL)):  # fmt: skip
             executemany(conn, sql, rows)
         queue.enqueue_ids(conn, [row["i"] for row in retry + fallback + unsent])
+        if unanswered:  # a receipt may have come while they were sending: it says what became of them
+            queue.apply_named(conn, [row["i"] for row in unanswered])
         executemany(conn, EXPIRED_SQL, [{"i": r.id, "t": t} for r in expired])
         attempts += routing.skipped if routing is not None else []
         if attempts:

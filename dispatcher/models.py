@@ -284,6 +284,9 @@ delivery_reports = Table(
     Column("error_code", String(32)),
     Column("at", UtcDateTime(), nullable=False),
     Column("raw", Text, comment="the report as the provider wrote it, for disputes with a carrier"),
+    # A receipt naming a message still `sending` waits for its id; if the worker dies first, the
+    # reaper applies it by the delivery it names (migration 0025).
+    Column("named_delivery_id", Integer, comment="an unmatched report's delivery, when it names one"),
     Index(None, "delivery_id"),
     Index(
         "ix_delivery_reports_unmatched",

@@ -411,20 +411,26 @@ def apply_tracked(conn: Any, reports: Sequence[DeliveryReport]) -> tuple[list[De
 
     The provider's id was never recorded when the worker died after the provider took the message
     (the delivery went `unknown`): the report says what became of it. A delivery still `sending`
-    is left to the provider id, which its worker is about to record (`apply_early`).
+    is left to the provider id, which its worker is about to record (`apply_early`); its report
+    waits with the delivery it names, applied by that if the worker dies first (`apply_named`).
     Returns the reports for the provider-id path and how many deliveries moved on.
     """
     d = deliveries.c
     ids = _unplaced(conn, [report for report in reports if report.delivery_id is not None])
-    placed = set()
+    placed, sending = set(), set()
     for chunk in _chunks(list(ids)):
-        query = select(d.id).where(
-            d.id.in_(chunk), d.status.in_([DeliveryStatus.SENT.value, DeliveryStatus.UNKNOWN.value])
-        )
-        placed |= set(conn.execute(query).scalars())
-    direct = [
-        report for report in reports if report.delivery_id in placed and id(report) in ids.get(report.delivery_id, ())
-    ]
+        states = [DeliveryStatus.SENT.value, DeliveryStatus.UNKNOWN.value, DeliveryStatus.SENDING.value]
+        query = select(d.id, d.status).where(d.id.in_(chunk), d.status.in_(states))
+        for delivery_id, status in conn.execute(query):
+            (sending if status == DeliveryStatus.SENDING.value else placed).add(delivery_id)
+
+    def unplaced(report: DeliveryReport) -> bool:
+        return id(report) in ids.get(report.delivery_id, ())  # type: ignore[arg-type]
+
+    if waiting := [report for report in reports if report.delivery_id in sending and unplaced(report)]:
+        _wait_named(conn, waiting)
+        reports = [report for report in reports if not (report.delivery_id in sending and unplaced(report))]
+    direct = [report for report in reports if report.delivery_id in placed and unplaced(report)]
     if not direct:
         return list(reports), 0
     rows = [{"i": x.delivery_id, "s": x.status.value, "c": x.error_code, "t": driver_time(conn.dialect.name, x.at),
@@ -436,6 +442,28 @@ def apply_tracked(conn: Any, reports: Sequence[DeliveryReport]) -> tuple[list[De
                                              for x in rows])  # fmt: skip
     taken = {id(x) for x in direct}
     return [report for report in reports if id(report) not in taken], executemany(conn, TRACKED_SQL, rows)
+
+
+def _wait_named(conn: Any, reports: Sequence[DeliveryReport]) -> None:
+    """Keep reports on deliveries still `sending` unmatched, as any early report, and with the delivery they name."""
+    conn.execute(delivery_reports.insert(), [
+        {"gateway": x.gateway, "provider_id": x.provider_id, "delivery_id": None, "status": x.status.value,
+         "error_code": x.error_code, "at": x.at, "raw": x.raw, "named_delivery_id": x.delivery_id} for x in reports
+    ])  # fmt: skip
+
+
+def apply_named(conn: Any, delivery_ids: Sequence[int]) -> int:
+    """Reports that came while these deliveries were `sending`, whose worker will never record their ids
+    (the deliveries went `unknown`): applied now by the delivery they name. Returns how many moved on."""
+    r, named = delivery_reports.c, []
+    for chunk in _chunks(list(delivery_ids)):
+        named += conn.execute(
+            delete(delivery_reports).where(r.delivery_id.is_(None), r.named_delivery_id.in_(chunk))
+            .returning(r.gateway, r.provider_id, r.status, r.at, r.error_code, r.raw, r.named_delivery_id)
+        ).all()  # fmt: skip
+    reports = [DeliveryReport(p, ReportStatus(s), utc(at), c, g, raw, delivery_id=i)
+               for g, p, s, at, c, raw, i in named]  # fmt: skip
+    return apply_reports(conn, sorted(reports, key=lambda report: report.at)) if reports else 0
 
 
 def _unplaced(conn: Any, reports: Sequence[DeliveryReport]) -> dict[int, set[int]]:

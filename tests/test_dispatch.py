@@ -36,6 +36,7 @@ from dispatcher.models import (
     deliveries,
     delivery_attempts,
     delivery_queue,
+    delivery_reports,
     rate_buckets,
     rate_chunks,
     receipt_waits,
@@ -458,6 +459,25 @@ def test_an_expired_lease_makes_the_message_unknown_not_resent(world, regions) -
     asyncio.run(worker.run(until_idle=True))
     assert "unknown" not in _counts(engine, blast_id)
     assert len(fake.sent) == len({m.delivery_id for m in fake.sent})
+
+
+def test_a_receipt_that_came_while_sending_settles_the_message_its_dead_worker_left(world, regions) -> None:
+    """A receipt naming our delivery (Zalo's tracking_id) that came while it was `sending` waits; when the worker
+    dies and the reaper makes the message `unknown`, the receipt says what became of it."""
+    engine, settings, clock, fake, worker = world
+    fake.confirms = False
+    blast_id, claimed, _ = _claimed(world, regions)  # a worker that claims, hands one over, then dies
+    early = DeliveryReport("zalo-msg-1", ReportStatus.DELIVERED, clock(), gateway="fake", delivery_id=claimed[0].id)
+    with engine.begin() as conn:
+        assert apply_reports(conn, [early]) == 0  # still sending: its provider id is not recorded yet
+    clock.advance(settings.dispatch.lease_seconds + 1)
+    asyncio.run(worker.run(until_idle=True))
+    with engine.connect() as conn:
+        status = conn.execute(select(deliveries.c.status).where(deliveries.c.id == claimed[0].id)).scalar_one()
+        r = delivery_reports.c
+        kept = conn.execute(select(r.delivery_id).where(r.provider_id == "zalo-msg-1")).scalars().all()
+    assert status == "delivered" and kept == [claimed[0].id]
+    assert _counts(engine, blast_id)["unknown"] == len(claimed) - 1
 
 
 def test_an_expired_lease_is_settled_by_the_gateways_own_account(world, regions) -> None:
