@@ -165,7 +165,7 @@ async def subscribers_import_job(request: Request, principal: Liaison, job_id: s
         return _unknown_job(request)
     if job.done:
         return await _ended(request, job)
-    return await _page(request, 200, job=job, megabytes=imports.megabytes)
+    return await _page(request, 200, **_progress(job))
 
 
 @router.get("/subscribers/imports/{job_id}/progress")
@@ -174,9 +174,16 @@ async def subscribers_import_progress(request: Request, principal: Liaison, job_
     job = _job(request, principal, job_id)
     if job is None:
         return _unknown_job(request)
-    encoding = subscriber_ops.ENCODINGS.get(job.summary.encoding or "") if job.summary else None
-    shown = {"job": job, "summary": job.summary, "encoding": encoding, "error": job.error}
-    return render(request, "_import_progress.html", {**shown, "megabytes": imports.megabytes})
+    return render(request, "_import_progress.html", _progress(job))
+
+
+def _progress(job: imports.ImportJob) -> dict[str, Any]:
+    """What the progress box shows, read once: the import thread may end the job while the page is made."""
+    finished = job.done  # first: once it is set, the summary or the error is final
+    summary = job.summary if finished else None
+    encoding = subscriber_ops.ENCODINGS.get(summary.encoding or "") if summary else None
+    return {"job": job, "finished": finished, "summary": summary, "encoding": encoding,
+            "error": job.error if finished else None, "megabytes": imports.megabytes}  # fmt: skip
 
 
 @router.get("/subscribers/rejects/{name}")
