@@ -182,12 +182,27 @@ def prepare(
 
 def listing(conn: Connection) -> list[Prepared]:
     """Every prepared report, newest first, with the sizes of its files (no content is read)."""
-    f = prepared_report_files.c
+    return _kept(conn)
+
+
+def one(conn: Connection, report_id: int) -> Prepared:
+    """Prepared report `report_id`, with the sizes of its files; NotFound when there is none."""
+    found = _kept(conn, report_id)
+    if not found:
+        raise NotFound(f"Không có báo cáo đã chuẩn bị số {report_id} (xem 'canhbao report list').")
+    return found[0]
+
+
+def _kept(conn: Connection, report_id: int | None = None) -> list[Prepared]:
+    """The prepared reports (only `report_id` when given), newest first, with their files' sizes."""
+    f, r = prepared_report_files.c, prepared_reports.c
+    files, rows = select(f.report_id, f.format, f.size), select(prepared_reports).order_by(r.id.desc())
+    if report_id is not None:
+        files, rows = files.where(f.report_id == report_id), rows.where(r.id == report_id)
     sizes: dict[int, dict[str, int]] = {}
-    for report_id, fmt, size in conn.execute(select(f.report_id, f.format, f.size)):
-        sizes.setdefault(report_id, {})[fmt] = size
-    rows = conn.execute(select(prepared_reports).order_by(prepared_reports.c.id.desc()))
-    return [_prepared(row, sizes.get(row.id, {})) for row in rows]
+    for kept_id, fmt, size in conn.execute(files):
+        sizes.setdefault(kept_id, {})[fmt] = size
+    return [_prepared(row, sizes.get(row.id, {})) for row in conn.execute(rows)]
 
 
 def _prepared(row: Any, sizes: dict[str, int]) -> Prepared:

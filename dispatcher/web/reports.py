@@ -221,7 +221,7 @@ async def prepared_file(request: Request, principal: Readers, report_id: int, fm
     try:
         with db.reading(request.app.state.engine) as conn:
             content = prepared.get(conn, report_id, fmt)
-            kept = next(p for p in prepared.listing(conn) if p.id == report_id)
+            kept = prepared.one(conn, report_id)
     except (NotFound, UsageError) as exc:
         return render(request, "refused.html", {"message": str(exc)}, 404 if isinstance(exc, NotFound) else 400)
     name = f"{kept.kind.label} {kept.year} - bản {kept.version}.{fmt}"
