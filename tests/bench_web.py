@@ -10,14 +10,20 @@ reading a page 1-3 s before the next, as people do. The worker's rate is measure
 on a blast of the same size, so its drop under browsing is measured on the same database. Targets:
 log pages p95 < 200 ms, dashboard p95 < 300 ms, worker rate down by < 20 %; a blast preview of
 1,000,000 recipients < 2 s (the domain's preview, which the console's new-blast form calls).
+
+Making the log takes minutes: with `CANHBAO_BENCH_KEEP=DIR` the database as it stands once the
+log is made is kept in DIR (a copy), and a later run starts from that copy instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import re
+import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -27,6 +33,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import String, case, cast, select, text, update
 
@@ -54,29 +61,55 @@ def bench_web(regions: RegionIndex, people: int = 1_000_000) -> None:
     print(f"web (SQLite, {PAST_BLASTS * people:,} deliveries in the log, {CLIENTS} signed-in browsers, "
           f"a {people:,}-recipient blast sending)")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="canhbao-bench-") as tmp:
-        url, _ = bench._world(Path(tmp), regions, people)
-        # Ten blasts in two days: a person's cap (3 a day) would hold everyone back from the two measured.
-        settings = load_settings(None, {"CANHBAO_DATABASE__URL": url, **UNCAPPED})
-        started = time.perf_counter()
-        _history(url, settings, regions)
-        print(f"  log of {PAST_BLASTS * people:,} deliveries made in {time.perf_counter() - started:.0f} s")
+        url, settings = _logged(Path(tmp), regions, people)
         _preview(url, settings, regions)
-        alone = _send(url, settings, regions, bench.SECOND_ALERT)
-        print(f"  worker alone: {alone:,.0f} msg/s")
-        with _web(url, Path(tmp)) as base:
+        alone, cpu, wal = _send(url, settings, regions, bench.SECOND_ALERT)
+        print(f"  worker alone: {alone:,.0f} msg/s, {cpu:.0f} µs of CPU a message, write-ahead log up to {wal:.0f} MB")
+        web = _web(url, Path(tmp))
+        with web as base:
             for alert, think in ((THIRD_ALERT, None), (FOURTH_ALERT, THINK)):
                 _approve(url, settings, alert)
                 timings: dict[str, list[float]] = {}
-                loaded = _while_browsing(base, url, think, timings, partial(_send, url, settings, regions, alert))
+                cpu = _cpu_seconds(web.process.pid)
+                sent = _while_browsing(base, url, think, timings, partial(_send, url, settings, regions, alert))
+                cpu = _cpu_seconds(web.process.pid) - cpu
                 how = f"think {think[0]:g}-{think[1]:g} s between pages" if think else "no think time"
-                print(f"  worker while they browse ({how}): {loaded:,.0f} msg/s "
-                      f"({(1 - loaded / alone) * 100:+.0f} % slower)")  # fmt: skip
+                print(f"  worker while they browse ({how}): {sent[0]:,.0f} msg/s "
+                      f"({(1 - sent[0] / alone) * 100:+.0f} % slower), {sent[1]:.0f} µs of CPU a message, "
+                      f"write-ahead log up to {sent[2]:.0f} MB")  # fmt: skip
+                requests = sum(len(seconds) for seconds in timings.values())
+                print(f"    web process: {cpu:.1f} s of CPU for {requests:,} requests "
+                      f"({cpu / max(requests, 1) * 1000:.1f} ms a request)")  # fmt: skip
                 for kind, seconds in sorted(timings.items()):
                     print(f"    {kind:<22} {len(seconds):>6,} requests: {_quantiles(seconds)}")
     print("  targets: log pages p95 < 200 ms; dashboard p95 < 300 ms; worker < 20 % slower; preview 1M < 2 s")
 
 
-def _while_browsing(base: str, url: str, think: tuple[float, float] | None, timings: dict, send) -> float:
+def _logged(tmp: Path, regions: RegionIndex, people: int) -> tuple[str, Settings]:
+    """(url, settings) of a database in `tmp` with the people and the log of past blasts: made, or copied from KEEP."""
+    keep = os.environ.get("CANHBAO_BENCH_KEEP")
+    kept = Path(keep) / f"web-{people}.db" if keep else None
+    database = tmp / f"blasts-{people}.db"
+    url = f"sqlite:///{database}"
+    # Ten blasts in two days: a person's cap (3 a day) would hold everyone back from the two measured.
+    settings = load_settings(None, {"CANHBAO_DATABASE__URL": url, **UNCAPPED})
+    if kept is not None and kept.exists():
+        shutil.copyfile(kept, database)
+        print(f"  log of {PAST_BLASTS * people:,} deliveries copied from {kept}")
+        return url, settings
+    bench._world(tmp, regions, people, url)
+    started = time.perf_counter()
+    _history(url, settings, regions)
+    print(f"  log of {PAST_BLASTS * people:,} deliveries made in {time.perf_counter() - started:.0f} s")
+    if kept is not None:
+        with contextlib.closing(sqlite3.connect(database, isolation_level=None)) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the copy is then the whole database
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(database, kept)
+    return url, settings
+
+
+def _while_browsing(base: str, url: str, think: tuple[float, float] | None, timings: dict, send) -> Any:
     """`send()`'s rate while CLIENTS browsers read the console (pausing `think` seconds between pages)."""
     stop = threading.Event()
     browsing = threading.Thread(target=lambda: asyncio.run(_browse(base, url, stop, timings, think)))
@@ -86,6 +119,12 @@ def _while_browsing(base: str, url: str, think: tuple[float, float] | None, timi
     finally:
         stop.set()
         browsing.join()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _approve(url: str, settings: Settings, slug: str) -> None:
@@ -147,11 +186,26 @@ def _preview(url: str, settings: Settings, regions: RegionIndex) -> None:
     print(f"  preview of {shown['recipients']:,} recipients: {min(times):.2f} s (best of 3), {max(times):.2f} s worst")
 
 
-def _send(url: str, settings: Settings, regions: RegionIndex, alert: str) -> float:
-    """Messages a second `canhbao worker --until-idle` sends of a new blast of `alert` to the million."""
+def _send(url: str, settings: Settings, regions: RegionIndex, alert: str) -> tuple[float, float, float]:
+    """A second `canhbao worker --until-idle` sending a new blast of `alert` to the million: (messages a second,
+    µs of the worker's CPU a message, MB the write-ahead log reached meanwhile)."""
     blast_id, _, recipients = bench._scheduled_blast(url, settings, regions, alert)
-    bench._measured(["-m", "dispatcher", "worker", "--until-idle"], bench._worker_env(url, False, **UNCAPPED))
-    return recipients / max(bench._send_span(url, blast_id), 0.001)  # a small trial sends in one batch
+    wal = Path(url.removeprefix("sqlite:///") + "-wal")
+    largest, stop = [0], threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.2):
+            largest[0] = max(largest[0], wal.stat().st_size if wal.exists() else 0)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    env = bench._worker_env(url, False, **UNCAPPED)
+    worker = subprocess.Popen([sys.executable, "-m", "dispatcher", "worker", "--until-idle"], env=env)
+    _, _, usage = os.wait4(worker.pid, 0)
+    stop.set()
+    watcher.join()
+    rate = recipients / max(bench._send_span(url, blast_id), 0.001)  # a small trial sends in one batch
+    return rate, (usage.ru_utime + usage.ru_stime) / recipients * 1e6, largest[0] / 2**20
 
 
 class _web:
