@@ -9,6 +9,7 @@ from sqlalchemy import Engine, func, select, update
 
 from dispatcher import blasts, overview
 from dispatcher.config import load_settings
+from dispatcher.models import blasts as blasts_table
 from dispatcher.models import deliveries
 from dispatcher.regions import RegionIndex
 from dispatcher.segments import SegmentSpec, resolve
@@ -47,3 +48,50 @@ def test_a_running_blasts_counts_and_todays_add_up_to_its_deliveries(
         by_carrier.setdefault(carrier, {})[status] = n
     assert shown["today_by_carrier"] == by_carrier
     assert shown["live"][0]["total"] == sum(n for _, _, n in direct) == sum(shown["today_by_state"].values())
+
+
+def test_an_ended_blasts_counts_are_kept_a_minute_and_a_running_ones_read_every_time(
+    engine: Engine, regions: RegionIndex, now: datetime, tmp_path: Path
+) -> None:
+    """With tallies, a completed blast's counts are read again only after `ended_every`; a running blast's at once."""
+    settings = load_settings(None, {"CANHBAO_POLICY__QUIET_HOURS__SMS": "00:00-00:00"})
+    world.people(engine, regions, now - timedelta(days=1), tmp_path, 300, seed=5)
+    world.catalogue(engine, now - timedelta(days=1), [ALERT])
+    blast_id = _running_blast(engine, regions, now, settings)
+    tallies = overview.Tallies()
+    d = deliveries.c
+    queued = (d.blast_id == blast_id, d.status == "queued")
+
+    def today(at: datetime) -> dict[str, int]:
+        with engine.connect() as conn:
+            return overview.dashboard(conn, settings, at, tallies)["today_by_state"]
+
+    before = today(now)
+    with engine.begin() as conn:  # one more went out while it runs: seen at once
+        conn.execute(update(deliveries).where(d.id == select(func.min(d.id)).where(*queued).scalar_subquery())
+                     .values(status="sent"))  # fmt: skip
+    assert today(now) == {**before, "queued": before["queued"] - 1, "sent": 1}
+    with engine.begin() as conn:
+        conn.execute(update(deliveries).where(*queued).values(status="delivered"))
+        conn.execute(blasts_table.update().values(state="completed", finished_at=now))
+    everyone = sum(before.values())
+    assert today(now) == {"delivered": everyone - 1, "sent": 1}
+    with engine.begin() as conn:  # a late receipt
+        conn.execute(update(deliveries).where(d.status == "sent").values(status="delivered"))
+    assert today(now + timedelta(seconds=59)) == {"delivered": everyone - 1, "sent": 1}
+    assert today(now + timedelta(seconds=61)) == {"delivered": everyone}
+
+
+def test_a_blasts_counts_read_in_chunks_add_up_across_them(
+    engine: Engine, regions: RegionIndex, now: datetime, tmp_path: Path, monkeypatch
+) -> None:
+    """Counted 7 ids at a time, a blast's counts equal its deliveries counted whole."""
+    settings = load_settings(None, {"CANHBAO_POLICY__QUIET_HOURS__SMS": "00:00-00:00"})
+    world.people(engine, regions, now - timedelta(days=1), tmp_path, 300, seed=5)
+    world.catalogue(engine, now - timedelta(days=1), [ALERT])
+    blast_id = _running_blast(engine, regions, now, settings)
+    monkeypatch.setattr(overview, "CHUNK", 7)
+    with engine.connect() as conn:
+        shown = overview.dashboard(conn, settings, now)
+        assert shown["live"][0]["counts"] == blasts.counts(conn, blast_id)
+        assert shown["today_by_carrier"] == blasts.by_carrier(conn, blast_id)

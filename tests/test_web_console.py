@@ -69,3 +69,27 @@ def test_the_dashboard_is_counted_once_for_everyone_and_served_while_counted_aga
         return [*first, stale, await fresh.get(make), await Fresh(0).get(make)]
 
     assert asyncio.run(visits()) == [1, 1, 1, 1, 2, 3]
+
+
+def test_a_dashboard_count_that_took_long_rests_four_times_as_long_before_the_next() -> None:
+    """A count of 3 s is made again no sooner than 12 s later, though `every` says 5."""
+    from dispatcher.web.fresh import Fresh
+
+    made, now = [], [0.0]
+
+    async def make() -> int:
+        now[0] += 3  # the count takes three seconds of the clock
+        made.append(len(made) + 1)
+        return made[-1]
+
+    async def visits() -> list[int]:
+        fresh = Fresh(5, clock=lambda: now[0])
+        seen = [await fresh.get(make)]
+        now[0] = 3 + 11
+        seen.append(await fresh.get(make))  # 11 s after it was made: still resting
+        now[0] = 3 + 12
+        seen.append(await fresh.get(make))  # starts the next count, served the last value meanwhile
+        await asyncio.sleep(0)
+        return [*seen, await fresh.get(make)]
+
+    assert asyncio.run(visits()) == [1, 1, 1, 2]

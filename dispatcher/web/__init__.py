@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.telemetry import TelemetryConfig
 from sqlalchemy import Engine
 
+from dispatcher import overview
 from dispatcher.config import Settings
 from dispatcher.web import (
     admin,
@@ -54,6 +55,7 @@ def create_app(settings: Settings, engine: Engine, clock: Callable[[], datetime]
     app.state.writer = ReportWriter(engine, app.state.clock, settings.gateways.get)
     app.state.regions = None
     app.state.dashboard = Fresh(settings.web.dashboard_seconds)
+    app.state.tallies = overview.Tallies()  # ended blasts' counts, kept between the dashboard's refreshes
     app.add_middleware(SecurityHeaders)
     hooks.install(app)  # first: the path every delivery report takes
     app.mount("/static", auth.public_endpoint(StaticFiles(directory=STATIC)), name="static")

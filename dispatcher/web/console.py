@@ -91,9 +91,9 @@ def read_only(request: Request, work: Callable[[Any, Any], Any]) -> Any:
 
 
 async def _dashboard(request: Request) -> dict[str, Any]:
-    settings = request.app.state.settings
+    settings, tallies = request.app.state.settings, request.app.state.tallies
     return await request.app.state.dashboard.get(
-        lambda: read_only(request, lambda conn, now: overview.dashboard(conn, settings, now))
+        lambda: read_only(request, lambda conn, now: overview.dashboard(conn, settings, now, tallies))
     )
 
 
