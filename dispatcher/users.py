@@ -306,6 +306,8 @@ class Session:
     ref: str = ""
     """A short name of the session for the audit log: the head of the stored hash, which reveals nothing of the
     cookie's secret (a hash is not reversed), yet finds its row in `web_sessions`."""
+    due: bool = False
+    """Its last-seen time is due to be written and was not (read with `write` False): `touch` writes it."""
 
 
 def start_session(conn: Connection, now: datetime, user: User, address: str, replacing: str | None = None) -> str:
@@ -325,8 +327,12 @@ def start_session(conn: Connection, now: datetime, user: User, address: str, rep
     return secret
 
 
-def session(conn: Connection, now: datetime, secret: str, web: WebSettings) -> Session | None:
-    """The live session behind a cookie's secret, or None (unknown, ended, idle too long, too old, user disabled)."""
+def session(conn: Connection, now: datetime, secret: str, web: WebSettings, write: bool = True) -> Session | None:
+    """The live session behind a cookie's secret, or None (unknown, ended, idle too long, too old, user disabled).
+
+    With `write` False nothing is written: an idle or too old session is refused all the same (by
+    the same times at every lookup), and one whose last-seen time is due says so (`due`).
+    """
     # The account's row comes with the session's: one query fewer on every request a browser makes.
     row = conn.execute(
         select(web_sessions, users.c.id, users.c.username, users.c.display_name, users.c.disabled_at)
@@ -338,11 +344,20 @@ def session(conn: Connection, now: datetime, secret: str, web: WebSettings) -> S
     idle = now - row["last_seen_at"] > timedelta(minutes=web.session_idle_minutes)
     old = now - row["created_at"] > timedelta(hours=web.session_hours)
     if idle or old:
-        conn.execute(update(web_sessions).where(web_sessions.c.id_hash == row["id_hash"]).values(ended_at=now))
+        if write:
+            conn.execute(update(web_sessions).where(web_sessions.c.id_hash == row["id_hash"]).values(ended_at=now))
         return None
-    if now - row["last_seen_at"] >= TOUCH_EVERY:
-        conn.execute(update(web_sessions).where(web_sessions.c.id_hash == row["id_hash"]).values(last_seen_at=now))
-    return Session(_user(conn, row), row["csrf_token"], row["id_hash"][:SESSION_REF_LENGTH])
+    due = now - row["last_seen_at"] >= TOUCH_EVERY
+    if due and write:
+        touch(conn, now, secret)
+    return Session(_user(conn, row), row["csrf_token"], row["id_hash"][:SESSION_REF_LENGTH], due and not write)
+
+
+def touch(conn: Connection, now: datetime, secret: str) -> None:
+    """Write that the session behind `secret` was seen at `now` (never moving its time back)."""
+    s = web_sessions.c
+    seen = update(web_sessions).where(s.id_hash == _digest(secret), s.last_seen_at < now)
+    conn.execute(seen.values(last_seen_at=now))
 
 
 def end_session(conn: Connection, now: datetime, secret: str) -> None:

@@ -200,7 +200,8 @@ def _send(url: str, settings: Settings, regions: RegionIndex, alert: str) -> tup
     watcher = threading.Thread(target=watch)
     watcher.start()
     env = bench._worker_env(url, False, **UNCAPPED)
-    worker = subprocess.Popen([sys.executable, "-m", "dispatcher", "worker", "--until-idle"], env=env)
+    worker = subprocess.Popen([sys.executable, "-m", "dispatcher", "worker", "--until-idle"], env=env,
+                              stdout=subprocess.DEVNULL)  # fmt: skip
     _, _, usage = os.wait4(worker.pid, 0)
     stop.set()
     watcher.join()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from fastapi import FastAPI
@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select
 from dispatcher import users
 from dispatcher.config import load_settings
 from dispatcher.errors import InputRejected, StateError
-from dispatcher.models import api_tokens, audit_log
+from dispatcher.models import api_tokens, audit_log, web_sessions
 from dispatcher.web.auth import Rule, declared_routes
 from tests.clock import Clock
 from tests.web_helpers import PASSWORD, anonymous, api_client, ensure_user, log_in, make_app, signed_in
@@ -287,3 +287,54 @@ def test_cli_refuses_two_different_passwords_at_the_prompt(cli, monkeypatch: pyt
     monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
     code, _out, err = cli("users", "add", "lan", "--role", "police")
     assert code == 1 and "không giống nhau" in err
+
+
+def test_a_due_last_seen_time_is_written_after_the_answer_is_sent(
+    app: FastAPI, sqlite_engine: Engine, clock: Clock
+) -> None:
+    """A page read a minute after the last one is answered first; its session's last-seen time is written after."""
+    import asyncio
+
+    from dispatcher.web.auth import cookie_name
+    from tests.web_helpers import BASE_URL
+
+    client = signed_in(app, sqlite_engine, "lan", "police")
+    secret = client.cookies.get(cookie_name(app.state.settings.web))
+    clock.advance(90)
+    host = BASE_URL.split("://", 1)[1].encode()
+    headers = [(b"host", host), (b"cookie", f"{COOKIE}={secret}".encode())]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "https",
+             "path": "/login", "raw_path": b"/login", "query_string": b"", "root_path": "", "client": ("1.2.3.4", 5),
+             "server": (host.decode(), 443), "headers": headers}  # fmt: skip
+    seen_when_answered = []
+
+    def last_seen() -> datetime:
+        with sqlite_engine.connect() as conn:
+            return conn.execute(select(web_sessions.c.last_seen_at)).scalar_one()
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            seen_when_answered.append(last_seen())
+
+    before = last_seen()
+    asyncio.run(app(scope, receive, send))
+    assert seen_when_answered == [before] and last_seen() == clock()
+
+
+def test_a_session_read_without_writing_is_refused_when_idle_and_says_when_its_touch_is_due(
+    sqlite_engine: Engine, now: datetime
+) -> None:
+    """`session(write=False)` writes nothing: a due touch is flagged, an idle session refused and left as it was."""
+    web = load_settings(None, {}).web
+    ensure_user(sqlite_engine, "lan", "police", now=now)
+    with sqlite_engine.begin() as conn:
+        secret = users.start_session(conn, now, users.get(conn, "lan"), "1.2.3.4")
+    with sqlite_engine.connect() as conn:
+        assert users.session(conn, now, secret, web, write=False).due is False
+        assert users.session(conn, now + users.TOUCH_EVERY, secret, web, write=False).due is True
+        assert users.session(conn, now + timedelta(hours=1), secret, web, write=False) is None
+        stored = conn.execute(select(web_sessions.c.last_seen_at, web_sessions.c.ended_at)).one()
+    assert tuple(stored) == (now, None)

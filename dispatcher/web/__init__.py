@@ -56,6 +56,7 @@ def create_app(settings: Settings, engine: Engine, clock: Callable[[], datetime]
     app.state.regions = None
     app.state.dashboard = Fresh(settings.web.dashboard_seconds)
     app.state.tallies = overview.Tallies()  # ended blasts' counts, kept between the dashboard's refreshes
+    app.add_middleware(auth.AfterResponse)  # inside SecurityHeaders: a session's touch waits for no header
     app.add_middleware(SecurityHeaders)
     hooks.install(app)  # first: the path every delivery report takes
     app.mount("/static", auth.public_endpoint(StaticFiles(directory=STATIC)), name="static")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
+import structlog
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import Connection
@@ -29,6 +30,8 @@ from dispatcher.web.proxies import client_address
 from dispatcher.web.templating import render
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+log = structlog.get_logger(__name__)
+AFTER_RESPONSE = "canhbao.after_response"  # the scope's list of writes to run once the answer is sent
 LOGIN_CSRF_COOKIE = "canhbao_login"
 
 
@@ -95,9 +98,10 @@ def _bearer(request: Request) -> str | None:
 def _identify(request: Request) -> tuple[Principal | None, str | None]:
     """(the principal, the session's CSRF token) for this request, from its bearer token or its session cookie.
 
-    Read without the write lock: every request asks, and a session or token is written at most
-    once a minute (last seen, last used). Should that write meet another writer's commit, the
-    lookup runs again holding the lock from the start.
+    Read without the write lock: every request asks. A session's last-seen time (once a minute) is
+    written after the answer is sent (`AfterResponse`): a sending worker holds the write lock most
+    of the time, and a page waiting for it took up to a second. A token's last-used time is written
+    here; should that write meet another writer's commit, the lookup runs again holding the lock.
     """
     engine = request.app.state.engine
     try:
@@ -120,12 +124,49 @@ def _who(conn: Connection, request: Request) -> tuple[Principal | None, str | No
         user, token_id = found
         return Principal(user.id, user.username, user.display_name, user.roles, "token", token_id), None
     secret = request.cookies.get(session_cookie(request))
-    live = users.session(conn, now, secret, web) if secret else None
+    live = users.session(conn, now, secret, web, write=False) if secret else None
     if live is None:
         return None, None
+    if live.due:
+        _after_response(request, lambda: _touch(request.app.state.engine, now, secret))
     user = live.user
     principal = Principal(user.id, user.username, user.display_name, user.roles, "session", session_ref=live.ref)
     return principal, live.csrf_token
+
+
+def _touch(engine: Any, now: Any, secret: str) -> None:
+    try:
+        with engine.begin() as conn:
+            users.touch(conn, now, secret)
+    except OperationalError as exc:  # locked past the busy timeout: the next request's touch writes it
+        log.warning("session.touch_failed", error=str(exc))
+
+
+def _after_response(request: Request, job: Any) -> None:
+    """Run `job` once the answer is sent (at once where no `AfterResponse` wraps the app)."""
+    later = request.scope.get(AFTER_RESPONSE)
+    if later is None:
+        job()
+    else:
+        later.append(job)
+
+
+class AfterResponse:
+    """Pure ASGI: the writes a request left for later (`_after_response`) run once its answer is sent."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        later = scope[AFTER_RESPONSE] = []
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            for job in later:
+                await run_in_threadpool(job)
 
 
 async def identify(request: Request) -> Principal | None:
