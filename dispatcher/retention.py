@@ -158,7 +158,8 @@ def _delivery_slice(conn: Connection, run: int, params: dict[str, Any]) -> int |
     for table in _BY_DELIVERY:
         conn.execute(text(f"DELETE FROM {table} WHERE delivery_id IN (SELECT id {_SLICE})"), params)
     gone = conn.execute(text(f"DELETE {_SLICE}"), params).rowcount
-    known = conn.execute(select(purge_runs.c.blast_ids).where(purge_runs.c.id == run)).scalar_one()
+    # Locked: a second purge at the same moment (the CLI beside the scheduler) adds its blasts after ours.
+    known = conn.execute(select(purge_runs.c.blast_ids).where(purge_runs.c.id == run).with_for_update()).scalar_one()
     merged = ",".join(sorted(blasts | {b for b in known.split(",") if b}, key=int))
     _add(conn, run, {"deliveries": purge_runs.c.deliveries + gone, "slices": purge_runs.c.slices + 1,
                      "blast_ids": merged})  # fmt: skip
