@@ -27,22 +27,23 @@ from dispatcher.models import purge_runs
 
 SLICE_ROWS = 5000  # deliveries a transaction: tens of milliseconds of write lock on SQLite
 
+# `+blast_id`: not the (blast_id, subscriber_id) index, which SQLite otherwise prefers to the id range
+# of a slice, reading every delivery of the closed blasts again for each slice.
 _OLD_WHERE = (
-    "COALESCE(finished_at, sent_at, next_attempt_at) < :cutoff AND blast_id IN "
+    "COALESCE(finished_at, sent_at, next_attempt_at) < :cutoff AND +blast_id IN "
     "(SELECT blast_id FROM rollup_blasts WHERE closed_at IS NOT NULL)"
 )
 _OLD = f"FROM deliveries WHERE {_OLD_WHERE}"
+_NEXT = f"SELECT id, blast_id, gateway, provider_id {_OLD} AND id > :after ORDER BY id LIMIT :rows"
 _SLICE = f"FROM deliveries WHERE id BETWEEN :lo AND :hi AND {_OLD_WHERE}"
-_BOUNDS = f"SELECT min(id), max(id) FROM (SELECT id {_OLD} AND id > :after ORDER BY id LIMIT :rows) AS s"
 _BY_DELIVERY = ("delivery_attempts", "delivery_reports", "receipt_waits", "message_parts")
-# provider_refs has no index on delivery_id (it is written on every send): its rows are found by
-# their key, the (gateway, id) pairs the slice's deliveries and attempts carry.
-_REFS = (
-    f"DELETE FROM provider_refs WHERE delivery_id IN (SELECT id {_SLICE}) AND (gateway, provider_id) IN "
-    f"(SELECT gateway, provider_id {_SLICE} AND provider_id IS NOT NULL UNION "
-    f"SELECT gateway, provider_id FROM delivery_attempts WHERE provider_id IS NOT NULL "
-    f"AND delivery_id IN (SELECT id {_SLICE}))"
+# provider_refs has no index on delivery_id (it is written on every send): its rows go by their key,
+# the (gateway, id) pairs the slice's deliveries and their attempts carry.
+_ATTEMPT_REFS = (
+    "SELECT gateway, provider_id, delivery_id FROM delivery_attempts "
+    "WHERE delivery_id BETWEEN :lo AND :hi AND provider_id IS NOT NULL"
 )
+_REF = "DELETE FROM provider_refs WHERE gateway = :g AND provider_id = :p AND delivery_id = :i"
 _INBOX = (
     "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox WHERE received_at < :cutoff ORDER BY received_at LIMIT :rows)"
 )
@@ -149,18 +150,22 @@ def _open_run(engine: Engine, now: datetime, actor: str, limit: datetime) -> int
 
 def _delivery_slice(conn: Connection, run: int, params: dict[str, Any]) -> int | None:
     """Delete the next slice of old deliveries with everything about them; the run's total, None when none is left."""
-    lo, hi = conn.execute(text(_BOUNDS), params).one()
-    if lo is None:
+    rows = conn.execute(text(_NEXT), params).all()
+    if not rows:
         return None
-    params.update(lo=lo, hi=hi, after=hi)
-    blasts = {str(b) for b in conn.execute(text(f"SELECT DISTINCT blast_id {_SLICE}"), params).scalars()}
-    conn.execute(text(_REFS), params)
+    params.update(lo=rows[0].id, hi=rows[-1].id, after=rows[-1].id)
+    ids = {row.id for row in rows}
+    attempts = conn.execute(text(_ATTEMPT_REFS), params).all()
+    refs = {(g, p, i) for i, _, g, p in rows if p} | {(g, p, i) for g, p, i in attempts if i in ids}
+    if refs:
+        conn.execute(text(_REF), [{"g": g, "p": p, "i": i} for g, p, i in refs])
     for table in _BY_DELIVERY:
-        conn.execute(text(f"DELETE FROM {table} WHERE delivery_id IN (SELECT id {_SLICE})"), params)
+        conn.execute(text(f"DELETE FROM {table} WHERE delivery_id BETWEEN :lo AND :hi AND delivery_id IN "
+                          f"(SELECT id {_SLICE})"), params)  # fmt: skip
     gone = conn.execute(text(f"DELETE {_SLICE}"), params).rowcount
     # Locked: a second purge at the same moment (the CLI beside the scheduler) adds its blasts after ours.
     known = conn.execute(select(purge_runs.c.blast_ids).where(purge_runs.c.id == run).with_for_update()).scalar_one()
-    merged = ",".join(sorted(blasts | {b for b in known.split(",") if b}, key=int))
+    merged = ",".join(sorted({str(row.blast_id) for row in rows} | {b for b in known.split(",") if b}, key=int))
     _add(conn, run, {"deliveries": purge_runs.c.deliveries + gone, "slices": purge_runs.c.slices + 1,
                      "blast_ids": merged})  # fmt: skip
     return conn.execute(select(purge_runs.c.deliveries).where(purge_runs.c.id == run)).scalar_one()
