@@ -25,7 +25,7 @@ from sqlalchemy.exc import OperationalError
 
 from dispatcher import alerts as catalogue
 from dispatcher import blasts as blast_ops
-from dispatcher import health, holds, metrics, queue
+from dispatcher import db, health, holds, metrics, queue
 from dispatcher.config import GatewayLimits, Settings
 from dispatcher.db import driver_time, executemany
 from dispatcher.domain import BlastState
@@ -626,7 +626,7 @@ class Worker:
 
     async def _wait_hold(self, name: str) -> float:
         """Wait out a short hold of gateway `name`, whichever worker recorded it; a long one: the seconds left."""
-        with self.engine.connect() as conn:
+        with db.reading(self.engine) as conn:  # no write lock to read it (SQLite)
             left = holds.until(conn, name) - self.clock().timestamp()
         if left > HOLD_WAITED:
             return left
