@@ -2,9 +2,9 @@
 
 A gateway says so on its error (`ThrottledError.hold`, seconds). The dispatch loop records the end
 here, in the `rate_buckets` row `hold:<gateway>` (epoch seconds, only ever moved later), and reads
-it before each chunk it hands the gateway: every worker of the gateway then waits, as every
-worker keeps to the one rate schedule of its `gateway:<name>` row. Workers on several machines
-need synchronised clocks (NTP), as for the rate limit.
+it before the chunks it hands the gateway (again after a quarter of a second): every worker of the
+gateway then waits, as every worker keeps to the one rate schedule of its `gateway:<name>` row.
+Workers on several machines need synchronised clocks (NTP), as for the rate limit.
 """
 
 from __future__ import annotations
