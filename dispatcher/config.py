@@ -479,6 +479,9 @@ class ReportSettings(Section):
     year_deadline: str = Field("11-10", description="MM-DD: the annual report is due before this day")
     rollup_minutes: Finite = Field(5, ge=0, description="the scheduler rolls deliveries up this often (0: never)")
     purge_at: str = Field("03:00", description="local time of the daily retention purge ('': no scheduled purge)")
+    purge_slice_rows: int = Field(
+        5000, ge=1, description="deliveries a purge deletes per transaction (the write lock is held that long)"
+    )
 
     @field_validator("h1_prepare_on", "h1_deadline", "year_prepare_on", "year_deadline")
     @classmethod

@@ -25,7 +25,7 @@ from sqlalchemy.exc import OperationalError
 
 from dispatcher import alerts as catalogue
 from dispatcher import blasts as blast_ops
-from dispatcher import health, metrics, queue
+from dispatcher import db, health, holds, metrics, queue
 from dispatcher.config import GatewayLimits, Settings
 from dispatcher.db import driver_time, executemany
 from dispatcher.domain import BlastState
@@ -36,6 +36,7 @@ from dispatcher.gateways.base import (
     GatewayError,
     NotSentError,
     OptedOutError,
+    Outcome,
     OutgoingMessage,
     SendResult,
     TemporaryError,
@@ -63,6 +64,8 @@ from dispatcher.subscribers import set_opt_out
 
 log = structlog.get_logger(__name__)
 HOUSEKEEPING = timedelta(seconds=1)
+HOLD_WAITED = 5.0  # a gateway's hold up to this long is waited out by the batch; a longer one sends its rows back
+HOLD_POLL = 0.25  # seconds a worker goes on its last reading of a gateway's hold before reading it again
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -338,6 +341,7 @@ class Worker:
     _blasts: dict[int, BlastInfo] = field(default_factory=dict)
     _limiters: dict[str, tuple[RateLimiter, RateLimiter]] = field(default_factory=dict)
     _routes: dict[str, list[str]] = field(default_factory=dict)
+    _holds: dict[str, tuple[float, float]] = field(default_factory=dict)  # per gateway: (read at, hold ends)
     _routing: Routing | None = None  # the circuits as the current batch saw them
     _last_housekeeping: datetime | None = None
     _last_claimed: int = 0
@@ -598,6 +602,9 @@ class Worker:
         for start in range(0, len(batch), step):
             if self.stopping.is_set() or self._lease_running_out():
                 return results, [row for row, _ in batch[start:]]
+            if left := await self._wait_hold(name):  # the rest waits in the queue, its attempt uncounted
+                self._hold_back([row for row, _ in batch[start:]], left)
+                return results, []
             chunk = batch[start : start + step]
             own = self._blast(chunk[0][0].blast_id).limiter  # the blast's own --rate, when it set one
             weights = [(own, len(chunk)), (messages, len(chunk)), (per_message, sum(m.parts for _, m in chunk))]
@@ -616,7 +623,39 @@ class Worker:
                 for limiter, ticket in held:
                     limiter.done(ticket)
             results += [(row, m, name, outcome) for (row, m), outcome in zip(chunk, outcomes, strict=True)]
+            self._share_hold(name, outcomes)
         return results, []
+
+    async def _wait_hold(self, name: str) -> float:
+        """Wait out a short hold of gateway `name`, whichever worker recorded it; a long one: the seconds left."""
+        now = self.clock().timestamp()
+        read_at, until = self._holds.get(name, (-HOLD_POLL, 0.0))
+        if now - read_at >= HOLD_POLL:  # a read costs ~0.2 ms of CPU: not one per chunk of a fast gateway
+            with db.reading(self.engine) as conn:  # no write lock to read it (SQLite)
+                until = holds.until(conn, name)
+            self._holds[name] = (now, until)
+        left = until - now
+        if left > HOLD_WAITED:
+            return left
+        if left > 0:
+            await self.sleep(left)
+        return 0.0
+
+    def _hold_back(self, rows: list[Claimed], seconds: float) -> None:
+        """Send `rows` back to the queue, due when their gateway's hold ends (as when every gateway is out)."""
+        assert self._routing is not None
+        due = self.clock() + timedelta(seconds=seconds)
+        self._routing.waiting += [(row, due) for row in rows]
+
+    def _share_hold(self, name: str, outcomes: Sequence[Outcome]) -> None:
+        """A hold the provider asked of the whole gateway, recorded for every worker of it."""
+        asked = [o.hold for o in outcomes if isinstance(o, ThrottledError) and o.hold]
+        if asked:
+            now = self.clock().timestamp()
+            with self.engine.begin() as conn:
+                holds.extend(conn, name, now + max(asked))
+            self._holds[name] = (now, max(self._holds.get(name, (now, 0.0))[1], now + max(asked)))
+            log.warning("dispatch.gateway_held", gateway=name, seconds=max(asked))
 
     def _quiet(self, chunk: list[tuple[Claimed, OutgoingMessage]]) -> bool:
         """Whether quiet hours began, while its batch went out, for a blast of `chunk`."""

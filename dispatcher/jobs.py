@@ -2,9 +2,10 @@
 
 Each job has slots (a rollup's is its few minutes, a purge's its local day, a report's its year)
 and claims a slot once in `job_marks`, moving the job's mark forward only if it is behind; so a
-restarted scheduler, or a second one that believes it leads, never runs a slot twice. The purge
-and the report claim their slot in the same transaction that writes their work: what failed is
-not marked and is tried again, after a pause, by the next round.
+restarted scheduler, or a second one that believes it leads, never runs a slot twice. The report
+claims its slot in the same transaction that writes its work, the purge once its last slice is
+committed (it deletes in slices: dispatcher/retention.py): what failed is not marked and is tried
+again, after a pause, by the next round, which carries a half-done purge on.
 """
 
 from __future__ import annotations
@@ -101,11 +102,12 @@ class Jobs:
         if not at or local.time() < time.fromisoformat(at.zfill(5)) or local.date().isoformat() <= last:
             return None
         rollups.run(self.engine, self.settings.app.timezone, now)  # only what the rollups hold may go
-        months = self.settings.reports.retention_months
+        keep = self.settings.reports
+        done = retention.purge(self.engine, now, keep.retention_months, prepared.SCHEDULER,
+                               slice_rows=keep.purge_slice_rows)  # fmt: skip
         with self.engine.begin() as conn:
             if not claim(conn, "purge", local.date().isoformat(), now):
-                return None
-            done = retention.purge(conn, now, months, prepared.SCHEDULER)
+                return None  # another scheduler purged too: the slices of both are audited, once, by one
         log.info("job.purge", deliveries=done.deliveries, blasts=done.blasts, inbox=done.inbox,
                  cutoff=done.cutoff.isoformat())  # fmt: skip
         return {"deliveries": done.deliveries, "blasts": done.blasts, "inbox": done.inbox,

@@ -642,6 +642,24 @@ prepared_report_files = Table(
     comment="the rendered files of a prepared report, byte for byte as prepared",
 )
 
+# A purge runs in slices, each its own transaction; the run it belongs to keeps its running totals
+# in the slice's transaction, so a purge killed between slices is finished, and audited once with
+# everything it deleted, by the next one (migration 0028).
+purge_runs = Table(
+    "purge_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("actor", String(120), nullable=False, comment="who started it; the audit log says who finished it"),
+    Column("cutoff", UtcDateTime(), nullable=False, comment="the latest cutoff applied"),
+    Column("slices", Integer, nullable=False),
+    Column("deliveries", Integer, nullable=False),
+    Column("inbox", Integer, nullable=False),
+    Column("blast_ids", Text, nullable=False, comment="comma-separated: the blasts whose deliveries went"),
+    Column("finished_at", UtcDateTime(), comment="NULL: killed between slices; the next purge carries it on"),
+    comment="retention purges, with what each deleted so far",
+)
+
 job_marks = Table(
     "job_marks",
     metadata,

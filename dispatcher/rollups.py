@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from dispatcher.domain import FINAL_DELIVERY_STATES, BlastState, DeliveryStatus
-from dispatcher.models import blasts, rollup_blasts
+from dispatcher.models import blasts, job_marks, rollup_blasts
 
 FINAL = ", ".join(f"'{s.value}'" for s in sorted(FINAL_DELIVERY_STATES))
 ENDED = (BlastState.COMPLETED, BlastState.CANCELLED, BlastState.EXPIRED, BlastState.MISSED)
@@ -30,6 +31,9 @@ FACT_KEYS = "day, blast_id, alert_id, province_code, commune_code, carrier, chan
 REACH_KEYS = "scope, key, day, prev_day, province_code, commune_code, audience_mask"
 # Zalo that fell back to SMS is its own channel in reports: the delivery's channel says the fallback.
 CHANNEL = "CASE WHEN b.channel = 'sms' THEN 'sms' WHEN d.channel = 'sms' THEN 'zalo_sms' ELSE 'zalo' END"
+# The job_marks row of the last complete run, from whoever ran it (scheduler, CLI, console): a
+# page reads the rollups as they are and says "as of" its time rather than rolling up on each view.
+ROLLED = "rolled_up"
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,23 @@ def run(engine: Engine, zone: str, now: datetime) -> RollupRun:
         except (Raced, IntegrityError):  # another run took this blast at the same moment: its work stands
             continue
         closed, added, reached = closed + done, added + n, reached + people
+    _stamp(engine, now)
     return RollupRun(len(open_ids), closed, added, reached)
+
+
+def as_of(conn: Connection) -> datetime | None:
+    """When the last complete run started: the rollups hold every delivery final by then (None: never run)."""
+    return conn.execute(select(job_marks.c.ran_at).where(job_marks.c.job == ROLLED)).scalar()
+
+
+def _stamp(engine: Engine, now: datetime) -> None:
+    """Record a complete run started at `now`; an older run finishing later leaves the newer time."""
+    mark = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    with engine.begin() as conn:
+        conn.execute(dialect.insert(job_marks).values(job=ROLLED, mark="", ran_at=now).on_conflict_do_nothing())
+        conn.execute(update(job_marks).where(job_marks.c.job == ROLLED, job_marks.c.mark < mark)
+                     .values(mark=mark, ran_at=now))  # fmt: skip
 
 
 def roll_blast(conn: Connection, blast_id: int, zone: str, now: datetime) -> tuple[bool, int, int]:

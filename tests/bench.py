@@ -38,6 +38,10 @@ to all of them over the first half of 2026 (10,000,000 deliveries, generated set
 SELECT), the rollup job over all of it (and again: nothing added), then the report of 2026-H1,
 2026, 2026-Q2, a range and a former province (target < 2 s each).
 
+Purge (`purge`, SQLite): 1,000,000 deliveries of closed blasts with their refs, purged past
+retention in slices of 5,000 and, on a copy, in one transaction (as before slicing), while
+another thread writes a row every 10 ms: the longest slice, the writer's worst wait, CPU per delivery.
+
 The machine is shared and its speed varies by up to 2× within an hour: the first and last lines
 time a fixed piece of work beside what it takes when the machine is quiet, so a slow figure can be
 told from a slow machine.
@@ -54,9 +58,12 @@ import csv
 import json
 import os
 import random
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -66,8 +73,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.exc import OperationalError
 
-from dispatcher import alerts, blasts, db, logs, population, report_formats, reports, rollups, smstext
+from dispatcher import alerts, blasts, db, logs, population, report_formats, reports, retention, rollups, smstext
 from dispatcher.config import DatabaseSettings, Settings, load_settings
 from dispatcher.dispatch import Worker
 from dispatcher.domain import METHODS
@@ -597,6 +605,77 @@ def _bench_pg_reports(regions: RegionIndex, server: str) -> None:
     engine.dispose()
 
 
+PURGE_PEOPLE, PURGE_BLASTS = 200_000, 5
+
+
+def bench_purge(regions: RegionIndex) -> None:
+    """1,000,000 old deliveries (with their refs) on SQLite purged past retention, in slices and in one transaction:
+    the longest write lock, the worst wait of a writer beside it (a worker, a webhook), CPU per delivery."""
+    with tempfile.TemporaryDirectory(dir="var") as workdir:
+        first = Path(workdir) / "purge.db"
+        engine = db.make_engine(DatabaseSettings(url=f"sqlite:///{first}"))
+        db.upgrade(engine)
+        made = _report_world(engine, regions, PURGE_PEOPLE, PURGE_BLASTS)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO provider_refs (gateway, provider_id, delivery_id) "
+                              "SELECT 'simulator', 'p' || id, id FROM deliveries"))  # fmt: skip
+            conn.execute(text("UPDATE deliveries SET provider_id = 'p' || id"))
+        rollups.run(engine, "Asia/Ho_Chi_Minh", datetime.now(UTC))
+        engine.dispose()
+        shutil.copyfile(first, Path(workdir) / "whole.db")
+        print(f"purge: {PURGE_PEOPLE * PURGE_BLASTS:,} deliveries generated in {made:.1f} s, rolled up")
+        for label, path, rows in (("slices of 5,000", first, retention.SLICE_ROWS),
+                                  ("one transaction", Path(workdir) / "whole.db", 10**9)):  # fmt: skip
+            _timed_purge(label, path, rows)
+
+
+def _timed_purge(label: str, path: Path, rows: int) -> None:
+    """Purge the database at `path` `rows` deliveries a transaction while another thread writes every 10 ms."""
+    engine = db.make_engine(DatabaseSettings(url=f"sqlite:///{path}"))
+    waits, stop = [], threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text("INSERT INTO rate_buckets (name, next_free) VALUES ('bench', 0) "
+                                      "ON CONFLICT (name) DO UPDATE SET next_free = next_free + 1"))  # fmt: skip
+                waits.append(time.perf_counter() - started)
+            except OperationalError:
+                waits.append(float("inf"))  # gave up after the busy timeout: "database is locked"
+            time.sleep(0.01)
+
+    slices, longest, last = 0, 0.0, time.perf_counter()
+
+    def pause(seconds: float) -> None:  # after each slice: how long it held the lock
+        nonlocal slices, longest, last
+        slices, longest = slices + 1, max(longest, time.perf_counter() - last)
+        time.sleep(seconds)
+        last = time.perf_counter()
+
+    beside = threading.Thread(target=writer)
+    beside.start()
+    cpu, started = _thread_cpu(), time.perf_counter()
+    done = retention.purge(engine, datetime(2029, 1, 1, tzinfo=UTC), 24, "bench", slice_rows=rows, pause=pause)
+    took, cpu = time.perf_counter() - started, _thread_cpu() - cpu
+    stop.set()
+    beside.join()
+    engine.dispose()
+    locked = sum(1 for w in waits if w == float("inf"))
+    went = sorted(w for w in waits if w != float("inf")) or [0.0]
+    worst, p99 = went[-1], went[int(len(went) * 0.99)]
+    print(f"  {label}: {done.deliveries:,} deliveries in {slices} slices, {took:.1f} s "
+          f"({done.deliveries / took:,.0f}/s, {cpu / max(1, done.deliveries) * 1e6:.1f} µs CPU each); longest slice "
+          f"{longest:.2f} s; a writer beside it: wait p99 {p99:.2f} s, worst {worst:.2f} s, {locked} gave up locked, "
+          f"{len(waits)} writes")  # fmt: skip
+
+
+def _thread_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _on_postgres(section: Callable[[RegionIndex, str], None]) -> Callable[[RegionIndex], None]:
     """Run `section` on a fresh cluster, or say why it cannot run."""
 
@@ -898,6 +977,7 @@ SECTIONS: dict[str, Callable[[RegionIndex], None]] = {
     "pg-throttle": _on_postgres(bench_pg_throttle),
     "reports": bench_reports,
     "pg-reports": _on_postgres(_bench_pg_reports),
+    "purge": bench_purge,
 }
 
 

@@ -2,7 +2,8 @@
 
 Screenshots go to var/screenshots/ (not committed) for a person to look at. A page that breaks
 the Content-Security-Policy (an inline script or style) shows it in the console log, which
-`Browser` collects so that a test can say no page did.
+`Browser` collects per test (the `browser` fixture of tests/conftest.py) so that a test can say
+none of its pages did.
 """
 
 from __future__ import annotations
@@ -45,19 +46,40 @@ def live_server(app: FastAPI) -> Iterator[str]:
         listening.close()
 
 
-class Browser:
-    """One headless Chromium; pages opened through it record what the browser console says."""
+class Chromium:
+    """One headless Chromium for a module's tests; each test works in a `Browser` of its own."""
 
     def __init__(self) -> None:
         from playwright.sync_api import sync_playwright
 
         self._playwright = sync_playwright().start()
         self.browser = self._playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+    def session(self) -> Browser:
+        """A test's own view of the browser: its pages and what their consoles say."""
+        return Browser(self.browser)
+
+    def close(self) -> None:
+        self.browser.close()
+        self._playwright.stop()
+
+
+class Browser:
+    """One test's pages, each in a fresh context, and what their consoles say; `close` closes them all.
+
+    The log is the test's own and its pages close with it: a page of a failed test that still polls
+    can then never put its errors on a later test.
+    """
+
+    def __init__(self, chromium: Any) -> None:
+        self._chromium = chromium
+        self._contexts: list[Any] = []
         self.console: list[str] = []
 
     def page(self, viewport: dict[str, int] = OFFICE) -> Any:
         """A fresh context (no cookies) and page, at `viewport`."""
-        context = self.browser.new_context(viewport=viewport, locale="vi-VN")
+        context = self._chromium.new_context(viewport=viewport, locale="vi-VN")
+        self._contexts.append(context)
         page = context.new_page()
         page.on("console", lambda message: self.console.append(f"{message.type}: {message.text}"))
         page.on("pageerror", lambda error: self.console.append(f"pageerror: {error}"))
@@ -71,12 +93,14 @@ class Browser:
         return path
 
     def violations(self) -> list[str]:
-        """What the browser refused or failed at (CSP refusals, script errors)."""
+        """What the browser refused or failed at (CSP refusals, script errors) on this test's pages."""
         return [line for line in self.console if "Refused" in line or line.startswith(("error", "pageerror"))]
 
     def close(self) -> None:
-        self.browser.close()
-        self._playwright.stop()
+        """Close every page this test opened (their polling stops with them)."""
+        for context in self._contexts:
+            context.close()
+        self._contexts.clear()
 
 
 def overflows(page: Any) -> list[str]:

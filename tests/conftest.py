@@ -1,4 +1,4 @@
-"""Shared fixtures: a fixed clock, the region index, and real databases (SQLite and PostgreSQL).
+"""Shared fixtures: a fixed clock, the region index, real databases (SQLite and PostgreSQL), a headless Chromium.
 
 PostgreSQL is a throwaway cluster started for the session as a non-root user on 127.0.0.1.
 Without PostgreSQL binaries the PostgreSQL cases are skipped, except under CI, where a missing
@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from dispatcher import db
 from dispatcher.config import DatabaseSettings
 from dispatcher.regions import RegionIndex
+from tests import browser as browser_helpers
 from tests import pg
 
 DATA = Path(__file__).parent / "data"
@@ -48,6 +49,22 @@ def regions() -> RegionIndex:
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[browser_helpers.Chromium]:
+    """One headless Chromium for the module's browser tests."""
+    launched = browser_helpers.Chromium()
+    yield launched
+    launched.close()
+
+
+@pytest.fixture
+def browser(chromium: browser_helpers.Chromium) -> Iterator[browser_helpers.Browser]:
+    """The test's own pages and console log; its pages close when it ends, failed or not."""
+    session = chromium.session()
+    yield session
+    session.close()
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,18 +13,11 @@ from sqlalchemy import Engine
 from dispatcher.config import load_settings
 from dispatcher.regions import RegionIndex
 from tests import world
-from tests.browser import PHONE, Browser, live_server, overflows
+from tests.browser import PHONE, Browser, Chromium, live_server, overflows
 from tests.web_helpers import PASSWORD, ensure_user, make_app
 
 DATA = Path(__file__).parent / "data"
 pytestmark = pytest.mark.skipif(not __import__("os").path.exists("/usr/bin/chromium"), reason="needs Chromium")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = Browser()
-    yield chromium
-    chromium.close()
 
 
 @pytest.fixture
@@ -412,3 +404,18 @@ def _worker_until_idle(engine: Engine, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "dispatcher", "worker", "--until-idle"], env=env, timeout=300,
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_a_console_error_stays_with_the_test_whose_page_made_it(chromium: Chromium) -> None:
+    """A page that keeps logging errors fails its own test's check only, and closes when that test ends."""
+    failing = chromium.session()
+    page = failing.page()
+    with page.expect_event("console"):
+        page.evaluate("setInterval(() => console.error('still polling'), 5)")
+    assert failing.violations()
+    failing.close()
+    assert page.is_closed()
+    after = chromium.session()
+    after.page().goto("about:blank")
+    assert after.violations() == []
+    after.close()

@@ -29,13 +29,6 @@ CHARTS = """() => [...document.querySelectorAll('svg.pygal-chart')].map(svg => {
 })"""
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = Browser()
-    yield chromium
-    chromium.close()
-
-
 @pytest.fixture
 def app(tmp_path: Path, regions: RegionIndex) -> Iterator[FastAPI]:
     """The console over the reports tests' dataset (five blasts in June–August 2026), on the wall clock."""

@@ -177,6 +177,25 @@ def test_the_purge_job_runs_daily_from_its_hour_and_is_audited(
     assert entries == [("scheduler",)] and left > 0  # the running blast's rows stay
 
 
+def test_the_purge_job_finishes_a_purge_killed_between_slices(
+    dataset: Engine, settings: Settings, regions: RegionIndex
+) -> None:
+    """A purge killed after one slice the night before: the 03:00 job deletes the rest and audits the whole once."""
+    three_am = datetime(2029, 9, 1, 20, 0, tzinfo=UTC)  # 03:00 on 2 September 2029, local
+    runner = jobs.Jobs(dataset, settings.model_copy(update={"reports": settings.reports.model_copy(
+        update={"purge_slice_rows": 100})}), regions)  # fmt: skip
+    runner.run(three_am - timedelta(hours=2))  # the rollup: only what it holds may go
+    whole = retention.purge(dataset, three_am, settings.reports.retention_months, "admin", dry_run=True)
+    killed = retention.slices(dataset, three_am, settings.reports.retention_months, "admin", slice_rows=100)
+    assert next(killed) == 100
+    killed.close()
+    [done] = [d for d in runner.run(three_am) if d["job"] == "purge"]
+    with dataset.connect() as conn:
+        audited = conn.execute(select(audit_log.c.detail).where(audit_log.c.action == "deliveries.purge")).scalars()
+        totals = [detail["deliveries"] for detail in audited]
+    assert done["deliveries"] == whole.deliveries and totals == [whole.deliveries]
+
+
 def test_the_leading_scheduler_runs_the_jobs_in_its_loop(
     engine: Engine, settings: Settings, regions: RegionIndex
 ) -> None:

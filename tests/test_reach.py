@@ -16,7 +16,18 @@ from dispatcher.config import DatabaseSettings, Settings
 from dispatcher.domain import Audience
 from dispatcher.errors import UsageError
 from dispatcher.gateways.base import DeliveryReport, ReportStatus
-from dispatcher.models import alerts, audit_log, blasts, deliveries, inbound_ids, inbox, provider_refs, subscribers
+from dispatcher.models import (
+    alerts,
+    audit_log,
+    blasts,
+    deliveries,
+    delivery_attempts,
+    inbound_ids,
+    inbox,
+    message_parts,
+    provider_refs,
+    subscribers,
+)
 from dispatcher.regions import RegionIndex
 from tests import world
 from tests.conftest import Cli
@@ -233,9 +244,9 @@ def test_a_report_over_purged_deliveries_comes_out_the_same(dataset: Engine, reg
     """Purging every delivery of a closed blast leaves the report unchanged, and the purge is audited."""
     _roll(dataset)
     before = _report(dataset, regions, "2026")
-    with dataset.begin() as conn:
-        dry = retention.purge(conn, datetime(2029, 1, 1, tzinfo=UTC), 24, "admin", dry_run=True)
-        done = retention.purge(conn, datetime(2029, 1, 1, tzinfo=UTC), 24, "admin")
+    dry = retention.purge(dataset, datetime(2029, 1, 1, tzinfo=UTC), 24, "admin", dry_run=True)
+    done = retention.purge(dataset, datetime(2029, 1, 1, tzinfo=UTC), 24, "admin")
+    with dataset.connect() as conn:
         left = conn.execute(select(deliveries.c.blast_id).distinct()).scalars().all()
         audited = conn.execute(select(audit_log.c.detail).where(audit_log.c.action == "deliveries.purge")).scalars()
         audited = list(audited)
@@ -244,11 +255,81 @@ def test_a_report_over_purged_deliveries_comes_out_the_same(dataset: Engine, reg
     assert _report(dataset, regions, "2026") == before
 
 
+def _with_children(engine: Engine) -> None:
+    """Every message that went gets its ref, an earlier attempt (with an id of its own, also a ref) and a part."""
+    with engine.begin() as conn:
+        went = conn.execute(select(deliveries.c.id, deliveries.c.provider_id)
+                            .where(deliveries.c.provider_id.is_not(None))).all()  # fmt: skip
+        at = datetime(2026, 7, 1, tzinfo=UTC)
+        conn.execute(insert(provider_refs), [{"gateway": "fake", "provider_id": p, "delivery_id": i} for i, p in went]
+                     + [{"gateway": "old", "provider_id": f"o{i}", "delivery_id": i} for i, _ in went])  # fmt: skip
+        conn.execute(
+            insert(delivery_attempts),
+            [
+                {
+                    "delivery_id": i,
+                    "attempt": 1,
+                    "gateway": "old",
+                    "at": at,
+                    "outcome": "fallback",
+                    "provider_id": f"o{i}",
+                }
+                for i, _ in went
+            ],
+        )
+        conn.execute(insert(message_parts), [{"gateway": "fake", "provider_id": f"{p}-1", "delivery_id": i}
+                                             for i, p in went])  # fmt: skip
+
+
+def _orphans(engine: Engine) -> dict[str, int]:
+    """Rows about a delivery that is gone, per table (a half-deleted message)."""
+    with engine.connect() as conn:
+        return {t: conn.execute(text(f"SELECT count(*) FROM {t} WHERE delivery_id NOT IN (SELECT id FROM deliveries)"))
+                .scalar_one() for t in ("provider_refs", "delivery_attempts", "message_parts")}  # fmt: skip
+
+
+def test_purge_deletes_a_slice_a_transaction(dataset: Engine) -> None:
+    """With 100 rows a slice, each committed slice deletes at most 100 deliveries with everything about them."""
+    _roll(dataset)
+    _with_children(dataset)
+    at = datetime(2029, 1, 1, tzinfo=UTC)
+    dry = retention.purge(dataset, at, 24, "admin", dry_run=True)
+    totals = list(retention.slices(dataset, at, 24, "admin", slice_rows=100))
+    assert len(totals) == -(-dry.deliveries // 100) and totals[-1] == dry.deliveries
+    assert all(0 < b - a <= 100 for a, b in zip([0, *totals], totals, strict=False))
+    done = retention.finish(dataset, at, "admin")
+    assert (done.deliveries, done.blasts, done.slices) == (dry.deliveries, dry.blasts, len(totals))
+    assert _orphans(dataset) == {"provider_refs": 0, "delivery_attempts": 0, "message_parts": 0}
+
+
+def test_a_purge_killed_between_slices_is_finished_by_the_next_and_audited_once(
+    dataset: Engine, regions: RegionIndex
+) -> None:
+    """Killed after two slices: whole messages went, nothing is audited yet; the next purge finishes with the totals."""
+    _roll(dataset)
+    _with_children(dataset)
+    before = _report(dataset, regions, "2026")
+    at = datetime(2029, 1, 1, tzinfo=UTC)
+    dry = retention.purge(dataset, at, 24, "admin", dry_run=True)
+    killed = retention.slices(dataset, at, 24, "admin", slice_rows=100)
+    assert [next(killed), next(killed)] == [100, 200]
+    killed.close()
+    assert _orphans(dataset) == {"provider_refs": 0, "delivery_attempts": 0, "message_parts": 0}
+    assert retention.purge(dataset, at, 24, "admin", dry_run=True).deliveries == dry.deliveries - 200
+    done = retention.purge(dataset, at + timedelta(hours=1), 24, "scheduler", slice_rows=100)
+    with dataset.connect() as conn:
+        audited = conn.execute(select(audit_log.c.actor, audit_log.c.detail)
+                               .where(audit_log.c.action == "deliveries.purge")).all()  # fmt: skip
+    detail = {"cutoff": done.cutoff.isoformat(), "deliveries": dry.deliveries, "blasts": dry.blasts, "inbox": 0}
+    assert (done.deliveries, done.blasts) == (dry.deliveries, dry.blasts) and audited == [("scheduler", detail)]
+    assert retention.purge(dataset, at, 24, "admin", dry_run=True).deliveries == 0
+    assert _report(dataset, regions, "2026") == before
+
+
 def test_purge_keeps_what_is_younger_than_the_retention(dataset: Engine) -> None:
     """24 months after November 2026 nothing of July 2026 is old enough to go."""
     _roll(dataset)
-    with dataset.begin() as conn:
-        assert retention.purge(conn, datetime(2028, 6, 1, tzinfo=UTC), 24, "admin").deliveries == 0
+    assert retention.purge(dataset, datetime(2028, 6, 1, tzinfo=UTC), 24, "admin").deliveries == 0
 
 
 def test_purge_takes_the_texts_received_before_the_cutoff(engine: Engine) -> None:
@@ -258,9 +339,11 @@ def test_purge_takes_the_texts_received_before_the_cutoff(engine: Engine) -> Non
         for n, at in enumerate((old, young)):
             conn.execute(insert(inbox).values(msisdn=f"+8490512345{n}", text="HOI", gateway="viettel", received_at=at))
             conn.execute(insert(inbound_ids).values(gateway="viettel", provider_id=f"id-{n}", received_at=at))
-        dry = retention.purge(conn, datetime(2028, 6, 1, tzinfo=UTC), 24, "admin", dry_run=True)
+    dry = retention.purge(engine, datetime(2028, 6, 1, tzinfo=UTC), 24, "admin", dry_run=True)
+    with engine.connect() as conn:
         assert dry.inbox == 1 and len(conn.execute(select(inbox)).all()) == 2
-        done = retention.purge(conn, datetime(2028, 6, 1, tzinfo=UTC), 24, "admin")
+    done = retention.purge(engine, datetime(2028, 6, 1, tzinfo=UTC), 24, "admin")
+    with engine.connect() as conn:
         kept = conn.execute(select(inbox.c.received_at)).scalars().all()
         ids = conn.execute(select(inbound_ids.c.provider_id)).scalars().all()
         audited = conn.execute(select(audit_log.c.detail).where(audit_log.c.action == "deliveries.purge")).scalar_one()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from dispatcher import blasts
-from dispatcher.config import TwilioSettings, load_settings
+from dispatcher.config import Settings, TwilioSettings, load_settings
 from dispatcher.dispatch import Worker
 from dispatcher.errors import ConfigError
 from dispatcher.gateways import build
@@ -289,3 +289,92 @@ def test_a_throttled_message_waits_at_least_twilios_retry_after(engine, regions,
     [(_, due, code)] = [row for row in rows if row.status == "queued"]
     assert blasts.utc(due) >= now + timedelta(seconds=599) and code == "20429" and outcomes == ["throttled"]
     assert sorted(status for status, _, _ in rows) == ["queued"] + ["sent"] * (len(rows) - 1)
+
+
+# -- a 429 holds every worker of the gateway ---------------------------------------------------
+
+
+def _worker_of(engine, regions, fake: TwilioFake, clock: Clock, name: str, batch: int) -> Worker:  # type: ignore[no-untyped-def]
+    """A worker with a Twilio gateway of its own (one request at a time), on `clock`, claiming `batch` at once."""
+    environ = {"CANHBAO_ROUTES": '{"default": ["twilio"]}', "CANHBAO_DISPATCH__REPORT_WAIT_SECONDS": "0",
+               "CANHBAO_DISPATCH__BATCH_SIZE": str(batch), "CANHBAO_GATEWAYS__TWILIO__CONCURRENCY": "1",
+               "CANHBAO_GATEWAYS__TWILIO__ACCOUNT_SID": ACCOUNT_SID, "CANHBAO_GATEWAYS__TWILIO__AUTH_TOKEN": AUTH_TOKEN,
+               "CANHBAO_GATEWAYS__TWILIO__MESSAGING_SERVICE_SID": SERVICE_SID,
+               "CANHBAO_GATEWAYS__TWILIO__BASE_URL": fake.base_url}  # fmt: skip
+    settings = load_settings(None, environ)
+    worker = Worker(engine, {"twilio": build("twilio", settings.gateways)}, settings, regions, clock, name)
+    worker.gateways["twilio"].clock = clock
+    return worker
+
+
+def _approved_blast(engine, regions, now: datetime, tmp_path, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    """Twenty people of Đà Nẵng and an approved blast to them, started by the first worker's tick."""
+    people(engine, regions, now, tmp_path, 20, seed=3)
+    catalogue(engine, now, ["gia-danh-cong-an-goi-video"])
+    segment = resolve(SegmentSpec(provinces=("Đà Nẵng",)), regions)
+    with engine.begin() as conn:
+        blast_id, _ = blasts.create(conn, blasts.BlastRequest("gia-danh-cong-an-goi-video", segment), "liaison",
+                                    settings, regions, now)  # fmt: skip
+        blasts.approve(conn, blast_id, "chief", now)
+
+
+async def _closing(workers: list[Worker], steps: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await steps()
+    finally:
+        for worker in workers:
+            await worker.gateways["twilio"].close()
+
+
+def test_a_429_holds_the_other_workers_of_the_gateway_until_it_ends(engine, regions, now, tmp_path) -> None:
+    """Worker A gets 429 with Retry-After: 600; worker B sends Twilio nothing until then, its messages queued
+    for the hold's end with no attempt spent, and everything goes once it has passed."""
+    clock = Clock(now)
+    with TwilioFake() as fake:
+        a, b = (_worker_of(engine, regions, fake, clock, name, batch) for name, batch in (("a", 1), ("b", 5)))
+        _approved_blast(engine, regions, now, tmp_path, a.settings)
+        fake.throttle_next(1, "600")
+
+        async def steps() -> None:
+            await a.tick()
+            clock.advance(10)
+            await b.tick()
+            assert fake.requests == 1
+            with engine.connect() as conn:
+                held = conn.execute(select(deliveries.c.id, deliveries.c.next_attempt_at).where(
+                    deliveries.c.attempts == 0, deliveries.c.next_attempt_at > now)).all()  # fmt: skip
+                tried = conn.execute(select(delivery_attempts.c.delivery_id)).scalars().all()
+            assert len(held) == 5 and all(blasts.utc(due) >= now + timedelta(seconds=599) for _, due in held)
+            assert len(tried) == 1 and tried[0] not in {i for i, _ in held}
+            clock.advance(600)
+            await b.run(until_idle=True)
+
+        asyncio.run(_closing([a, b], steps))
+    with engine.connect() as conn:
+        statuses = conn.execute(select(deliveries.c.status)).scalars().all()
+    assert set(statuses) == {"sent"} and fake.requests == len(statuses) + 1 and fake.violations == []
+
+
+def test_a_short_hold_is_waited_out_by_the_other_workers(engine, regions, now, tmp_path) -> None:
+    """Retry-After: 3 at worker A: worker B first waits the three seconds left, then sends its batch."""
+    clock, slept = Clock(now), []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.advance(seconds)
+
+    with TwilioFake() as fake:
+        a, b = (_worker_of(engine, regions, fake, clock, name, batch) for name, batch in (("a", 1), ("b", 5)))
+        _approved_blast(engine, regions, now, tmp_path, a.settings)
+        b.sleep = sleep
+        fake.throttle_next(1, "3")
+
+        async def steps() -> None:
+            await a.tick()
+            await b.tick()
+
+        asyncio.run(_closing([a, b], steps))
+    with engine.connect() as conn:
+        sent = conn.execute(select(deliveries.c.sent_at).where(deliveries.c.status == "sent")).scalars().all()
+    assert slept == [pytest.approx(3.0)] and fake.requests == 6
+    assert len(sent) == 5 and all(blasts.utc(at) >= now + timedelta(seconds=3) for at in sent)

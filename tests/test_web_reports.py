@@ -16,10 +16,10 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine, func, select
 
-from dispatcher import db, prepared, reports
+from dispatcher import db, prepared, reports, rollups
 from dispatcher.config import DatabaseSettings, load_settings
 from dispatcher.formats import number
-from dispatcher.models import rollup_blasts
+from dispatcher.models import delivery_facts, reach_rows, rollup_blasts, rollup_pending, rollup_seen
 from dispatcher.regions import RegionIndex
 from tests.clock import Clock
 from tests.conftest import migrate
@@ -27,6 +27,7 @@ from tests.test_reach import fill
 from tests.web_helpers import anonymous, make_app, signed_in
 
 AT = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # after every blast of the dataset
+ROLLED = datetime(2026, 11, 23, 1, 30, tzinfo=UTC)  # the scheduler's last rollup: 08:30 local
 READERS = ("operator", "admin", "approver", "liaison")
 FORMATS = {"html": "text/html", "pdf": "application/pdf", "csv": "text/csv", "json": "application/json",
            "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}  # fmt: skip
@@ -38,23 +39,42 @@ def filled(tmp_path_factory: pytest.TempPathFactory, regions: RegionIndex) -> Pa
     return dataset_file(tmp_path_factory.mktemp("reports"), regions)
 
 
-def dataset_file(folder: Path, regions: RegionIndex) -> Path:
-    """A SQLite file in `folder` holding the dataset of tests/test_reach.py (fill), closed and checkpointed."""
+def dataset_file(folder: Path, regions: RegionIndex, rolled_up: bool = True) -> Path:
+    """A SQLite file in `folder` holding the dataset of tests/test_reach.py (fill), closed and checkpointed;
+    rolled up at ROLLED as the scheduler would have, unless not `rolled_up`."""
     path = folder / "canhbao.db"
     migrate(f"sqlite:///{path}")
     engine = db.make_engine(DatabaseSettings(url=f"sqlite:///{path}"))
     fill(engine, regions, AT, folder)
+    if rolled_up:
+        rollups.run(engine, "Asia/Ho_Chi_Minh", ROLLED)
     engine.dispose()
     return path
 
 
-@pytest.fixture
-def dataset(filled: Path, tmp_path: Path) -> Iterator[Engine]:
-    """A copy of the dataset for one test (each test may roll it up)."""
-    shutil.copyfile(filled, tmp_path / "canhbao.db")
-    engine = db.make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'canhbao.db'}"))
+@pytest.fixture(scope="module")
+def unrolled(tmp_path_factory: pytest.TempPathFactory, regions: RegionIndex) -> Path:
+    """The dataset before any rollup: what a view would write if it rolled up."""
+    return dataset_file(tmp_path_factory.mktemp("unrolled"), regions, rolled_up=False)
+
+
+def _copy(source: Path, folder: Path) -> Iterator[Engine]:
+    shutil.copyfile(source, folder / "canhbao.db")
+    engine = db.make_engine(DatabaseSettings(url=f"sqlite:///{folder / 'canhbao.db'}"))
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def dataset(filled: Path, tmp_path: Path) -> Iterator[Engine]:
+    """A copy of the rolled-up dataset for one test (each test may change it)."""
+    yield from _copy(filled, tmp_path)
+
+
+@pytest.fixture
+def fresh(unrolled: Path, tmp_path: Path) -> Iterator[Engine]:
+    """A copy of the dataset never rolled up, for one test."""
+    yield from _copy(unrolled, tmp_path)
 
 
 @pytest.fixture
@@ -65,9 +85,12 @@ def app(dataset: Engine, regions: RegionIndex) -> FastAPI:
     return console
 
 
-def _rolled_up(engine: Engine) -> int:
+def _rollup_state(engine: Engine) -> dict[str, object]:
+    """What a rollup writes: its tables' sizes and the time of the last run."""
     with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(rollup_blasts)).scalar_one()
+        sizes = {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                 for t in (rollup_blasts, rollup_seen, delivery_facts, rollup_pending, reach_rows)}  # fmt: skip
+        return {**sizes, "as_of": rollups.as_of(conn)}
 
 
 def _domain(engine: Engine, regions: RegionIndex, period: str, province: str | None = None) -> reports.Report:
@@ -152,11 +175,12 @@ def test_a_bad_period_or_place_is_refused_with_the_domain_message(app: FastAPI, 
                                                                   message: str) -> None:  # fmt: skip
     """The form comes back with the Vietnamese message and 400; no rollup ran, no file is made."""
     operator = signed_in(app, dataset, "van-hanh", "operator")
+    before = _rollup_state(dataset)
     page = operator.get("/reports", params=params)
     assert page.status_code == 400 and message in page.text and 'class="error"' in page.text
     assert 'name="kind"' in page.text and "<svg" not in page.text
     assert operator.get("/reports/download", params={**params, "format": "pdf"}).status_code == 400
-    assert _rolled_up(dataset) == 0
+    assert _rollup_state(dataset) == before
 
 
 def test_an_unknown_format_is_refused(app: FastAPI, dataset: Engine) -> None:
@@ -285,3 +309,55 @@ def test_a_prepared_report_that_is_not_there_is_refused(app: FastAPI, dataset: E
     assert missing.status_code == 404 and "Không có báo cáo đã chuẩn bị" in missing.text
     assert operator.get(f"/reports/prepared/{report_id}/docx").status_code == 400
     assert signed_in(app, dataset, "cong-an", "police").get(f"/reports/prepared/{report_id}/json").status_code == 403
+
+
+# -- figures as of the last rollup, and the button that brings them up to date -----------------
+
+
+def test_a_view_reads_the_rollups_and_writes_nothing(app: FastAPI, fresh: Engine) -> None:
+    """Over deliveries never rolled up, the page and a download leave every rollup table and time as they were."""
+    app.state.engine = fresh
+    operator = signed_in(app, fresh, "van-hanh", "operator")
+    before = _rollup_state(fresh)
+    page = operator.get("/reports", params={"kind": "year", "year": "2026"})
+    assert page.status_code == 200 and "Số liệu chưa được tổng hợp lần nào." in page.text
+    assert operator.get("/reports/download", params={"kind": "year", "year": "2026", "format": "json"}).json()[
+        "totals"]["messages"] == 0  # fmt: skip
+    assert _rollup_state(fresh) == before and before["as_of"] is None
+
+
+def test_the_page_says_as_of_when_the_figures_were_rolled_up(app: FastAPI, dataset: Engine) -> None:
+    """The scheduler's last rollup at 08:30 local: the page says 'Số liệu tính đến 08:30 23/11/2026'."""
+    page = signed_in(app, dataset, "van-hanh", "operator").get("/reports", params={"kind": "year", "year": "2026"})
+    assert "Số liệu tính đến 08:30 23/11/2026" in page.text
+
+
+def test_an_operator_brings_the_figures_up_to_date_with_the_button(app: FastAPI, fresh: Engine,
+                                                                   regions: RegionIndex) -> None:  # fmt: skip
+    """The button (a form with the CSRF token) rolls up now and shows the same period again, as of now."""
+    app.state.engine = fresh
+    operator = signed_in(app, fresh, "van-hanh", "operator")
+    page = operator.get("/reports", params={"kind": "quarter", "year": "2026", "quarter": "3"}).text
+    action = re.search(r'<form method="post" action="([^"]+)" class="inline rollup-now">', page)
+    assert action and 'name="csrf_token"' in page.split("rollup-now", 1)[1].split("</form>", 1)[0]
+    del operator.headers["X-CSRF-Token"]  # the form's own token, as a browser posts it
+    done = operator.post(unquote(action.group(1)).replace("&amp;", "&"), data={"csrf_token": operator.csrf},
+                         follow_redirects=False)  # fmt: skip
+    assert done.status_code == 303 and done.headers["location"].startswith("/reports?kind=quarter&year=2026&quarter=3")
+    assert _rollup_state(fresh)["as_of"] == AT
+    shown = operator.get(done.headers["location"]).text
+    assert "Số liệu tính đến 09:00 23/11/2026" in shown
+    assert number(_domain(fresh, regions, "2026-Q3").totals.messages) in shown
+
+
+def test_the_button_needs_the_csrf_token_and_an_operator(app: FastAPI, fresh: Engine) -> None:
+    """Without the form's token the post is refused; an approver reads the page without the button and may not post."""
+    app.state.engine = fresh
+    operator = signed_in(app, fresh, "van-hanh", "operator")
+    del operator.headers["X-CSRF-Token"]
+    refused = operator.post("/reports/rollup", data={"kind": "h1"}, follow_redirects=False)
+    assert refused.status_code == 403
+    approver = signed_in(app, fresh, "lanh-dao", "approver")
+    assert "rollup-now" not in approver.get("/reports").text
+    assert approver.post("/reports/rollup", follow_redirects=False).status_code == 403
+    assert _rollup_state(fresh)["as_of"] is None

@@ -129,11 +129,10 @@ def purge(
     c: Context = ctx.obj
     keep = months or c.settings.reports.retention_months
     rollups.run(c.engine, c.settings.app.timezone, c.now)  # only what the rollups hold may go
-    with c.engine.begin() as conn:
-        done = retention.purge(conn, c.now, keep, c.actor, dry_run)
+    done = retention.purge(c.engine, c.now, keep, c.actor, dry_run, c.settings.reports.purge_slice_rows)
     if as_json:
         emit({"cutoff": done.cutoff.isoformat(), "deliveries": done.deliveries, "blasts": done.blasts,
-              "inbox": done.inbox, "dry_run": done.dry_run})  # fmt: skip
+              "inbox": done.inbox, "dry_run": done.dry_run, "slices": done.slices})  # fmt: skip
         return
     verb = "Sẽ xoá" if dry_run else "Đã xoá"
     out.print(f"{verb} {number(done.deliveries)} tin của {number(done.blasts)} đợt gửi và {number(done.inbox)} "

@@ -124,10 +124,12 @@ class TemporaryError(GatewayError):
 
 @dataclass
 class ThrottledError(GatewayError):
-    """The provider asked us to slow down; retry after `retry_after` seconds if given."""
+    """The provider asked us to slow down; retry after `retry_after` seconds if given. `hold`: seconds the
+    provider wants nothing from the whole account (Twilio's 429), which every worker of the gateway then waits."""
 
     retry_after: float | None = None
     retryable: bool = field(default=True, init=False)
+    hold: float | None = None
 
 
 @dataclass

@@ -195,7 +195,8 @@ class TwilioGateway:
         return None
 
     def _throttled(self, exc: TooManyRequests) -> ThrottledError:
-        """A 429 as our error, its Retry-After kept; no request starts here until it has passed."""
+        """A 429 as our error, its Retry-After kept; no request starts here until it has passed, nor in any other
+        worker once the dispatch loop has shared the error's `hold` (dispatcher/holds.py)."""
         wait = exc.retry_after if exc.retry_after is not None else HOLD_WITHOUT_RETRY_AFTER
         self._held_until = max(self._held_until, asyncio.get_running_loop().time() + wait)
         log.warning("twilio.throttled", gateway=self.name, retry_after=exc.retry_after)
@@ -204,7 +205,7 @@ class TwilioGateway:
             code, message = str(body.get("code") or 429), str(body.get("message") or "Too Many Requests")
         except (ValueError, AttributeError):
             code, message = "429", "Too Many Requests"
-        return ThrottledError(message, code, retry_after=exc.retry_after)
+        return ThrottledError(message, code, retry_after=exc.retry_after, hold=wait)
 
     def _failed(self, exc: Exception) -> GatewayError:
         """A send's exception as our error; one that is neither Twilio's nor the network's is a bug: raised again."""

@@ -1,8 +1,11 @@
 """The reports page: a period picker, the figures and charts of `canhbao report`, and its downloads in every format.
 
-The page builds the same `reports.Report` as the CLI (rollups brought up to now first, then the
-domain's `build`), shows `Report.tables()` and the charts of the statutory form
-(report_formats.SECTIONS), and streams the files report_formats writes. Nothing is counted here.
+The page builds the same `reports.Report` as the CLI (the domain's `build`), shows
+`Report.tables()` and the charts of the statutory form (report_formats.SECTIONS), and streams the
+files report_formats writes. Nothing is counted here. Viewing writes nothing: the page reads the
+rollups as the scheduler left them (every `[reports] rollup_minutes`) and says as of when; an
+operator's button rolls up now (`canhbao rollup`'s work, which no face audits: it changes no fact,
+only adds what is final).
 The report holds no phone number: operators, administrators, approvers (the agency's leaders,
 who sign it) and liaisons (whose agency reports its own reach) may read it; police may not.
 """
@@ -22,8 +25,9 @@ from typing import Annotated, Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+import structlog
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
@@ -37,8 +41,11 @@ from dispatcher.web.auth import Principal, allow
 from dispatcher.web.deps import regions
 from dispatcher.web.templating import render
 
+log = structlog.get_logger(__name__)
 router = APIRouter()
 Readers = Annotated[Principal, allow("operator", "admin", "approver", "liaison")]
+Operators = Annotated[Principal, allow("operator", "admin")]
+UPDATERS = ("operator", "admin")  # who sees the button that rolls up now
 KINDS = {"h1": "6 tháng đầu năm", "h2": "6 tháng cuối năm", "year": "Cả năm", "quarter": "Quý", "month": "Tháng",
          "range": "Khoảng ngày"}  # fmt: skip
 MEDIA = {"html": "text/html; charset=utf-8", "pdf": "application/pdf", "csv": "text/csv; charset=utf-8",
@@ -85,7 +92,12 @@ i18n.register(
         "Bản PDF được dàn trang khi tải về: báo cáo dài có thể mất tới một phút.": (
             "The PDF is laid out when downloaded: a long report may take up to a minute."
         ),
-        "Số liệu đến": "Figures as of",
+        "Số liệu tính đến": "Figures as of",
+        "Số liệu chưa được tổng hợp lần nào.": "The figures have never been rolled up.",
+        "Cập nhật số liệu ngay": "Update the figures now",
+        "Lịch tự cập nhật số liệu định kỳ; nút này cộng ngay các tin đã xong.": (
+            "The schedule updates the figures regularly; this button adds the finished messages now."
+        ),
         "Kỳ này chưa có tin nào được gửi.": "Nothing was sent in this period.",
         "Kết quả chung": "Overall results",
         "Độ bao phủ theo nhóm đối tượng": "Coverage by audience",
@@ -186,13 +198,13 @@ async def reports_page(request: Request, principal: Readers, form: Picker) -> Re
     with db.reading(request.app.state.engine) as conn:
         kept = prepared.listing(conn)
     context = {"form": form, "kinds": KINDS, "years": _years(request), "provinces": _province_names(request),
-               "cell": _cell, "prepared": kept}  # fmt: skip
+               "cell": _cell, "prepared": kept, "updaters": UPDATERS}  # fmt: skip
     try:
-        report = await _report(request, form)
+        report, rolled = await _report(request, form)
     except CanhBaoError as exc:
         return render(request, "reports.html", {**context, "error": str(exc)}, 400)
     sections = _sections(report)
-    page = render(request, "reports.html", {**context, "report": report, "sections": sections})
+    page = render(request, "reports.html", {**context, "report": report, "rolled": rolled, "sections": sections})
     page.headers["Content-Security-Policy"] = _with_chart_styles([svg for _, svg, _ in sections if svg])
     return page
 
@@ -204,7 +216,7 @@ async def download(request: Request, principal: Readers, form: Picker) -> Respon
         message = f"Định dạng '{form.fmt}' không có: dùng {', '.join(report_formats.FORMATS)}."
         return render(request, "refused.html", {"message": message}, 400)
     try:
-        report = await _report(request, form)
+        report, _ = await _report(request, form)
     except CanhBaoError as exc:
         return render(request, "refused.html", {"message": str(exc)}, 400)
     folder = Path(tempfile.mkdtemp(prefix="canhbao-report-"))
@@ -213,6 +225,15 @@ async def download(request: Request, principal: Readers, form: Picker) -> Respon
     headers = {"Content-Disposition": _attachment(report, form.fmt)}
     return FileResponse(path, media_type=MEDIA[form.fmt], headers=headers,
                         background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))  # fmt: skip
+
+
+@router.post("/reports/rollup")
+async def rollup_now(request: Request, principal: Operators, form: Picker) -> Response:
+    """Bring the figures up to date now (the scheduler's rollup, run at once), then show the same period again."""
+    state = request.app.state
+    done = await run_in_threadpool(rollups.run, state.engine, state.settings.app.timezone, state.clock())
+    log.info("report.rollup", actor=principal.actor, blasts=done.blasts, deliveries=done.deliveries)
+    return RedirectResponse(f"/reports?{form.query()}", 303)
 
 
 @router.get("/reports/prepared/{report_id}/{fmt}")
@@ -228,17 +249,17 @@ async def prepared_file(request: Request, principal: Readers, report_id: int, fm
     return Response(content, media_type=MEDIA[fmt], headers={"Content-Disposition": _disposition(name)})
 
 
-async def _report(request: Request, form: PeriodForm) -> reports.Report:
-    """The domain's report of the form's period and place, the rollups brought up to now first (as the CLI does)."""
+async def _report(request: Request, form: PeriodForm) -> tuple[reports.Report, bool]:
+    """The domain's report of the form's period and place from the rollups as they are, dated when they were made;
+    and whether they ever were."""
     state, index = request.app.state, regions(request)
     period = reports.parse_period(form.period_text())
     where = reports.scope(index, form.province.strip() or None)
 
-    def work() -> reports.Report:
-        now = state.clock()
-        rollups.run(state.engine, state.settings.app.timezone, now)
+    def work() -> tuple[reports.Report, bool]:
         with db.reading(state.engine) as conn:
-            return reports.build(conn, state.settings, index, period, where, now)
+            as_of = rollups.as_of(conn)
+            return reports.build(conn, state.settings, index, period, where, as_of or state.clock()), bool(as_of)
 
     return await run_in_threadpool(work)
 
