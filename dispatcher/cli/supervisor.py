@@ -13,6 +13,7 @@ forks (the caller disposes of its engine first).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -106,10 +107,8 @@ class Supervisor:
 
 
 def _signal(pid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # already ended, not reaped yet
         os.kill(pid, signum)
-    except ProcessLookupError:  # already ended, not reaped yet
-        pass
 
 
 def _die_with(parent: int) -> None:
