@@ -4,6 +4,11 @@ Every report that arrives while one transaction commits goes into the next one (
 on SQLite one commit per callback would cap the rate at what the disk syncs, and many threads
 writing at once only wait on each other's lock. A report is never acknowledged before it is
 stored, so a crash loses nothing the provider will not send again.
+
+Several web processes (`canhbao web --workers N`) each have a writer. On SQLite their
+transactions take the write lock in turn (BEGIN IMMEDIATE waits out the busy timeout). On
+PostgreSQL two batches may lock the same messages in opposite orders (a duplicate report on each
+process); the one PostgreSQL aborts to break the deadlock is written again.
 """
 
 from __future__ import annotations
@@ -12,12 +17,19 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
+import structlog
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from dispatcher import health, queue
 from dispatcher.config import GatewayLimits
 from dispatcher.gateways.base import DeliveryReport
 from dispatcher.subscribers import set_opt_out
+
+log = structlog.get_logger(__name__)
+
+ATTEMPTS = 3  # a batch PostgreSQL aborted to break a deadlock (or a serialization failure) is tried this often
+RETRIED_STATES = {"40P01", "40001"}  # deadlock_detected, serialization_failure
 
 # (report, number opted out, gateway, why the gateway must stop, the request's future)
 Item = tuple[DeliveryReport | None, str | None, str, str | None, asyncio.Future[None]]
@@ -64,6 +76,15 @@ class ReportWriter:
             self._flushing = None
 
     def _write(self, batch: list[Item]) -> None:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return self._write_once(batch)
+            except DBAPIError as exc:
+                if attempt == ATTEMPTS or getattr(exc.orig, "sqlstate", None) not in RETRIED_STATES:
+                    raise
+                log.warning("webhook.write_retried", attempt=attempt, error=str(exc.orig).splitlines()[0])
+
+    def _write_once(self, batch: list[Item]) -> None:
         now = self.clock()
         with self.engine.begin() as conn:
             queue.apply_reports(conn, [report for report, *_ in batch if report is not None])
