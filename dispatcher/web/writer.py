@@ -14,8 +14,10 @@ process); the one PostgreSQL aborts to break the deadlock is written again.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from datetime import datetime
+from queue import SimpleQueue
 
 import structlog
 from sqlalchemy import Engine
@@ -49,31 +51,56 @@ class ReportWriter:
         self.clock = clock
         self.limits = limits
         self._waiting: list[Item] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._writing = False
+        """Whether a batch is with the writing thread (what arrives meanwhile waits for the next one)."""
+        self._batches: SimpleQueue[tuple[asyncio.AbstractEventLoop, list[Item]]] = SimpleQueue()
+        self._thread: threading.Thread | None = None
 
     async def apply(
         self, report: DeliveryReport | None, refusal: str | None, gateway: str, disabled: str | None = None
     ) -> None:
         """Store `report`, opt `refusal` (a number) out and open the circuit of `gateway` if `disabled` says why,
         returning once committed; raises if it could not be."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         self._waiting.append((report, refusal, gateway, disabled, future))
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush())
+        if not self._writing:
+            self._writing = True
+            loop.call_soon(self._hand_over, loop)  # soon, not now: the requests read in this round join the batch
         await future
 
-    async def _flush(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                try:
-                    await asyncio.to_thread(self._write, batch)
-                except Exception as exc:  # the whole transaction is rolled back: every request of it says so
-                    _settle(batch, exc)
-                else:
-                    _settle(batch, None)
-        finally:
-            self._flushing = None
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Give what waits to the writing thread as one batch (on the loop)."""
+        if not self._waiting:
+            self._writing = False
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="report-writer", daemon=True)
+            self._thread.start()
+        batch, self._waiting = self._waiting, []
+        self._batches.put((loop, batch))
+
+    def _run(self) -> None:
+        """The writing thread: one transaction per batch, its requests told on their loop.
+
+        A thread of its own, fed by a queue, rather than `asyncio.to_thread`: the loop never waits on
+        an executor's locks (each such wait gave the GIL to the writing thread for a switch interval).
+        """
+        while True:
+            loop, batch = self._batches.get()
+            error: Exception | None = None
+            try:
+                self._write(batch)
+            except Exception as exc:  # the whole transaction is rolled back: every request of it says so
+                error = exc
+            try:
+                loop.call_soon_threadsafe(self._written, loop, batch, error)
+            except RuntimeError:  # that loop has ended (its server stopped): nobody is waiting any more
+                self._writing = False
+
+    def _written(self, loop: asyncio.AbstractEventLoop, batch: list[Item], error: Exception | None) -> None:
+        _settle(batch, error)
+        self._hand_over(loop)
 
     def _write(self, batch: list[Item]) -> None:
         for attempt in range(1, ATTEMPTS + 1):
