@@ -26,8 +26,8 @@ from sqlalchemy import Engine, select, update
 from structlog.testing import capture_logs
 from twilio.request_validator import HMAC_SHA256
 
-from dispatcher import blasts, health
-from dispatcher.config import Settings, load_settings
+from dispatcher import blasts, db, health
+from dispatcher.config import DatabaseSettings, Settings, load_settings
 from dispatcher.dispatch import Worker
 from dispatcher.gateways import build, twilio
 from dispatcher.health import CircuitState
@@ -437,3 +437,23 @@ def test_a_report_batch_aborted_to_break_a_deadlock_is_written_again(sent, now) 
     other.close()
     assert [entry["attempt"] for entry in logs if entry["event"] == "webhook.write_retried"] == [1]
     assert _rows(engine)[first] == ("delivered", "other") and _rows(engine)[second] == ("delivered", None)
+
+
+def test_two_writers_on_one_database_both_commit(sent, now) -> None:
+    """Two web processes' report writers (each its own engine) applying at once: every report of both is stored."""
+    engine, fake, _, _ = sent
+    other = db.make_engine(DatabaseSettings(url=engine.url.render_as_string(hide_password=False)))
+    sids = [message["sid"] for message in fake.messages]
+    writers = [ReportWriter(engine, lambda: now), ReportWriter(other, lambda: now)]
+
+    async def apply(writer: ReportWriter, mine: list[str]) -> None:
+        forms = [fake.status_form(sid, "delivered") for sid in mine]
+        await asyncio.gather(*(writer.apply(twilio.status_report(f, "twilio", now), None, "twilio") for f in forms))
+
+    threads = [threading.Thread(target=asyncio.run, args=(apply(w, sids[i::2]),)) for i, w in enumerate(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    other.dispose()
+    assert {sid: _rows(engine)[sid][0] for sid in sids} == dict.fromkeys(sids, "delivered")
