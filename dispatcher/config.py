@@ -415,6 +415,9 @@ class WebSettings(Section):
     import_wait_seconds: Finite = Field(
         3, ge=0, description="an upload's import answers at once within this; longer, it is followed on its own page"
     )
+    workers: int = Field(
+        1, ge=1, description="`canhbao web` processes serving the port together (one core each); `--workers` overrides"
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="addresses or networks (CIDR) of our reverse proxies: only their X-Forwarded-For is believed",

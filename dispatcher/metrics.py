@@ -6,7 +6,8 @@ the circuits) is counted when Prometheus asks, by a few cheap queries: messages 
 blasts live or started today, read through the deliveries' blast index (as the dashboard), so a
 scrape costs the same at a thousand rows or ten million. What happens inside one process (a
 send's latency, a wait for a rate limit, a webhook whose signature failed) is counted where it
-happens, with the instruments below; each process's `/metrics` shows its own. Under `canhbao
+happens, with the instruments below; each process's `/metrics` shows its own (under `canhbao
+web --workers N` a scrape reaches one of the N, and shows its count). Under `canhbao
 serve` that is everything; a separate `canhbao worker` serves its instruments alone (`listen`,
 `[metrics] worker_port`), one target per worker as Prometheus expects of processes on many
 machines: the database's figures stay with the web face, so that no sum counts them twice.

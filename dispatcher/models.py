@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Date,
@@ -644,7 +645,7 @@ prepared_report_files = Table(
 
 # A purge runs in slices, each its own transaction; the run it belongs to keeps its running totals
 # in the slice's transaction, so a purge killed between slices is finished, and audited once with
-# everything it deleted, by the next one (migration 0028).
+# everything it deleted, by the next one (migration 0027).
 purge_runs = Table(
     "purge_runs",
     metadata,
@@ -667,4 +668,21 @@ job_marks = Table(
     Column("mark", String(32), nullable=False, comment="the last slot run; sortable text"),
     Column("ran_at", UtcDateTime(), nullable=False),
     comment="the last run of each periodic job of the scheduler: a slot is claimed once",
+)
+
+# Subscriber imports uploaded in the console (migration 0026): kept here, not in the memory of
+# the web process that took the upload, so that any `canhbao web` process answers their page.
+import_jobs = Table(
+    "import_jobs",
+    metadata,
+    Column("id", String(24), primary_key=True, comment="random, in the job's address"),
+    Column("actor", String(120), nullable=False, comment="who uploaded: only they may follow it"),
+    Column("name", String(255), nullable=False, comment="the file's name as sent"),
+    Column("size", BigInteger, nullable=False, comment="bytes"),
+    Column("rows", Integer, nullable=False, comment="rows read so far (stored while importing where it can be)"),
+    Column("summary", JSON, comment="what the import did, once it ended well"),
+    Column("error", Text, comment="why it was refused or failed, once it ended badly"),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("ended_at", UtcDateTime()),
+    comment="subscriber imports running off the request in a web process, readable by every web process",
 )

@@ -120,6 +120,14 @@ class ImportSummary:
             "ignored_columns": list(self.ignored_columns),
         }
 
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> ImportSummary:
+        """The summary `to_json` wrote (a web import's, read back by another process)."""
+        rejects = document["rejects_file"]
+        return cls(document["rows"], document["added"], document["updated"], document["unchanged"],
+                   document["rejected"], Path(rejects) if rejects else None, tuple(document["ignored_columns"]),
+                   document["duplicates"], document["refusals_applied"], document["encoding"])  # fmt: skip
+
 
 # -- reading files ------------------------------------------------------------------------
 

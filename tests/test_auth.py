@@ -174,8 +174,10 @@ def test_disabling_or_a_new_password_ends_every_session(app: FastAPI, sqlite_eng
 
 
 def test_every_answer_carries_the_security_headers(app: FastAPI) -> None:
-    for path in ("/login", "/healthz", "/static/app.css"):
-        headers = anonymous(app).get(path).headers
+    """Pages, files and what providers are answered (ahead of the middleware) carry the same headers."""
+    answers = [anonymous(app).get(path) for path in ("/login", "/healthz", "/static/app.css")]
+    answers.append(anonymous(app).post("/hooks/twilio/status", content="MessageSid=SM1"))
+    for headers in (answer.headers for answer in answers):
         assert "script-src 'self'" in headers["content-security-policy"]
         assert "frame-ancestors 'none'" in headers["content-security-policy"]
         assert headers["x-content-type-options"] == "nosniff"

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -21,18 +22,20 @@ import httpx2
 import pytest
 import structlog
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
+from structlog.testing import capture_logs
 from twilio.request_validator import HMAC_SHA256
 
-from dispatcher import blasts, health
-from dispatcher.config import Settings, load_settings
+from dispatcher import blasts, db, health
+from dispatcher.config import DatabaseSettings, Settings, load_settings
 from dispatcher.dispatch import Worker
-from dispatcher.gateways import build
+from dispatcher.gateways import build, twilio
 from dispatcher.health import CircuitState
 from dispatcher.models import audit_log, deliveries, delivery_reports, inbox, subscribers
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.subscribers import find_subscriber, held_refusal
 from dispatcher.web import create_app
+from dispatcher.web.writer import ReportWriter
 from tests.clock import Clock
 from tests.twilio_fake import ACCOUNT_SID, AUTH_TOKEN, SERVICE_SID, TwilioFake
 from tests.world import catalogue, people
@@ -407,3 +410,50 @@ def test_a_signed_zalo_receipt_is_stored_and_a_forged_one_refused(engine: Engine
     with engine.connect() as conn:
         kept = conn.execute(select(delivery_reports.c.gateway, delivery_reports.c.provider_id)).all()
     assert kept == [("zalo", "zmsg-1")]
+
+
+def test_a_report_batch_aborted_to_break_a_deadlock_is_written_again(sent, now) -> None:
+    """On PostgreSQL, a batch that locks messages in the opposite order to another writer's (another web process)
+    and is chosen to break the deadlock is written again: both writers' changes stand."""
+    engine, fake, _, _ = sent
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's deadlock detection; SQLite writers take its one write lock in turn")
+    first, second = (message["sid"] for message in fake.messages[:2])
+    reports = [twilio.status_report(fake.status_form(sid, "delivered"), "twilio", now) for sid in (first, second)]
+    writer = ReportWriter(engine, lambda: now)
+
+    async def both() -> None:  # one batch: the first message locked first, then the second
+        await asyncio.gather(*(writer.apply(report, None, "twilio") for report in reports))
+
+    other = engine.connect()
+    with capture_logs() as logs:
+        with other.begin():
+            other.execute(select(deliveries.c.id).where(deliveries.c.provider_id == second).with_for_update())
+            thread = threading.Thread(target=asyncio.run, args=(both(),))
+            thread.start()
+            time.sleep(0.3)  # the writer now holds the first and waits for the second: waited longest, it is aborted
+            other.execute(update(deliveries).where(deliveries.c.provider_id == first).values(error_code="other"))
+        thread.join(30)
+    other.close()
+    assert [entry["attempt"] for entry in logs if entry["event"] == "webhook.write_retried"] == [1]
+    assert _rows(engine)[first] == ("delivered", "other") and _rows(engine)[second] == ("delivered", None)
+
+
+def test_two_writers_on_one_database_both_commit(sent, now) -> None:
+    """Two web processes' report writers (each its own engine) applying at once: every report of both is stored."""
+    engine, fake, _, _ = sent
+    other = db.make_engine(DatabaseSettings(url=engine.url.render_as_string(hide_password=False)))
+    sids = [message["sid"] for message in fake.messages]
+    writers = [ReportWriter(engine, lambda: now), ReportWriter(other, lambda: now)]
+
+    async def apply(writer: ReportWriter, mine: list[str]) -> None:
+        forms = [fake.status_form(sid, "delivered") for sid in mine]
+        await asyncio.gather(*(writer.apply(twilio.status_report(f, "twilio", now), None, "twilio") for f in forms))
+
+    threads = [threading.Thread(target=asyncio.run, args=(apply(w, sids[i::2]),)) for i, w in enumerate(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    other.dispose()
+    assert {sid: _rows(engine)[sid][0] for sid in sids} == dict.fromkeys(sids, "delivered")

@@ -221,3 +221,53 @@ def test_an_import_in_progress_shows_the_rows_read_and_polls(app: FastAPI, sqlit
     job.future.result(timeout=30)
     ended = liaison.get(f"/subscribers/imports/{job.id}/progress").text
     assert "Tệp dừng giữa chừng." in ended and "hx-trigger" not in ended and not folder.exists()
+
+
+def test_an_import_taken_by_one_web_process_is_followed_from_another(engine, tmp_path, now, regions) -> None:
+    """A second process (its own app, same database) shows the job of the first running, then its result."""
+    taking, other = (_app_with(engine, tmp_path, now, regions, import_wait_seconds="0") for _ in range(2))
+    liaison = signed_in(other, engine, "lien-lac", "liaison")
+    release, reading = threading.Event(), threading.Event()
+
+    def slow(path: Path, on_progress) -> subscribers.ImportSummary:  # type: ignore[no-untyped-def]
+        on_progress(5_000)
+        reading.set()
+        release.wait(30)
+        return subscribers.ImportSummary(5_000, 4_990, 0, 0, 10, None, duplicates=1)
+
+    folder = imports.upload_folder()
+    (folder / "lon.csv").write_bytes(b"x")
+    job = imports.jobs_of(taking.state).start("lien-lac", folder / "lon.csv", 2_500_000, slow)
+    assert reading.wait(30)
+    running = liaison.get(f"/subscribers/imports/{job.id}")
+    release.set()
+    job.future.result(timeout=30)
+    ended = liaison.get(f"/subscribers/imports/{job.id}/progress").text
+    assert running.status_code == 200 and "Đang nhập" in running.text and "lon.csv" in running.text
+    assert 'hx-trigger="every 1s"' in running.text and "thêm 4.990</strong>" in ended and "hx-trigger" not in ended
+    stranger = signed_in(other, engine, "nguoi-khac", "liaison")
+    assert stranger.get(f"/subscribers/imports/{job.id}").status_code == 404
+
+
+@pytest.mark.postgres
+def test_on_postgresql_another_process_sees_the_rows_read(pg_engine, tmp_path, now, regions) -> None:
+    """On PostgreSQL the count of rows read is stored while the import runs, so any process shows it."""
+    taking, other = (_app_with(pg_engine, tmp_path, now, regions) for _ in range(2))
+    liaison = signed_in(other, pg_engine, "lien-lac", "liaison")
+    release, reading = threading.Event(), threading.Event()
+
+    def slow(path: Path, on_progress) -> subscribers.ImportSummary:  # type: ignore[no-untyped-def]
+        on_progress(5_000)
+        reading.set()
+        release.wait(30)
+        raise CanhBaoError("Tệp dừng giữa chừng.")
+
+    folder = imports.upload_folder()
+    (folder / "lon.csv").write_bytes(b"x")
+    job = imports.jobs_of(taking.state).start("lien-lac", folder / "lon.csv", 2_500_000, slow)
+    assert reading.wait(30)
+    box = liaison.get(f"/subscribers/imports/{job.id}/progress").text
+    release.set()
+    job.future.result(timeout=30)
+    assert "Đã đọc <strong>5.000</strong> dòng (2,5 MB)" in box
+    assert "Tệp dừng giữa chừng." in liaison.get(f"/subscribers/imports/{job.id}/progress").text

@@ -58,9 +58,10 @@ class Context:
         return self._regions
 
     def close(self) -> None:
-        """Let the database go (and its checkpoint thread finish its round) as the command ends."""
+        """Let the database go (and its checkpoint thread finish its round); a later use opens it anew."""
         if self._engine is not None:
             self._engine.dispose()
+            self._engine = None
 
     def catalogue(self) -> catalogue.Catalogue:
         """The methods and limits alerts are checked against."""

@@ -7,10 +7,12 @@ thread, one import at a time (each is one write transaction). The request waits
 `[web] import_wait_seconds` for it: a small file answers with its result at once, as before; a
 large one is followed on its own page, which asks for the count of rows read every second.
 
-The jobs are kept in the memory of the web process that took the upload, for `KEEP` after they
-end: behind several `canhbao web` the proxy keeps a browser on one process (sticky sessions),
-or the progress page of another process says the import is not known there; the import still
-completes, and its audit entry and reject report are the record.
+A job is kept in the database (`import_jobs`) for `KEEP` after it ends, so that behind several
+web processes (`canhbao web --workers N`, or several machines) whichever process a poll lands on
+answers it. The rows read so far are stored once a second where the database lets them be: on
+PostgreSQL; on SQLite the import holds the database's only write lock until it commits, so
+another process shows the job running with no count until it ends (the process running it shows
+its live count from memory). The rejects file is written on the machine that ran the import.
 """
 
 from __future__ import annotations
@@ -24,16 +26,19 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import structlog
+from sqlalchemy import Engine, delete, insert, or_, select, update
 from starlette.requests import Request
 
 from dispatcher.audit import acting_through
 from dispatcher.config import WebSettings
 from dispatcher.errors import CanhBaoError
 from dispatcher.formats import number
+from dispatcher.models import import_jobs
 from dispatcher.subscribers import ImportSummary, importer_for
 from dispatcher.web import i18n
 from dispatcher.web.deps import origin, regions
@@ -41,7 +46,8 @@ from dispatcher.web.proxies import client_address
 
 log = structlog.get_logger(__name__)
 
-KEEP = 3600.0  # seconds an ended job stays readable
+KEEP = timedelta(hours=1)  # how long an ended job stays readable
+PROGRESS_EVERY = 1.0  # seconds between two counts of rows stored
 CHUNK = 1 << 20
 FORM_ROOM = 64 * 1024  # what a multipart form adds around the file: boundaries, headers, the CSRF field
 
@@ -74,7 +80,7 @@ class ImportJob:
     failure: CanhBaoError | None = None
     """Why the import was refused (its message names the file as sent)."""
     error: str | None = None
-    ended_at: float | None = None
+    ended_at: datetime | None = None
     future: Future[None] | None = field(default=None, repr=False)
 
     @property
@@ -123,10 +129,13 @@ def copy_upload(source: BinaryIO, target: Path, limit: int) -> int:
 
 
 class ImportJobs:
-    """The imports of one web process: started on a thread of their own, found again by id and person."""
+    """The imports of one web process, started on a thread of their own; found again by id and person, those of
+    every process, in the database."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+        self.engine, self.clock = engine, clock
         self._jobs: dict[str, ImportJob] = {}
+        """The jobs this process runs or ran (the live count of rows, the refusal itself)."""
         self._lock = threading.Lock()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import")
 
@@ -135,10 +144,12 @@ class ImportJobs:
     ) -> ImportJob:
         """Import `path` (a file in a temporary folder, removed at the end) with `run(path, on_progress)`."""
         job = ImportJob(secrets.token_urlsafe(12), actor, path.name, size)
+        self._started(job)
+        progress = _Progress(self.engine, job)
 
         def work() -> None:
             try:
-                job.summary = run(path, lambda rows: setattr(job, "rows", rows))
+                job.summary = run(path, progress)
                 job.rows = job.summary.rows
             except CanhBaoError as exc:  # its message names the file by our temporary path: name it as sent
                 exc.args = (str(exc).replace(f"{path.parent}/", ""),)
@@ -147,12 +158,9 @@ class ImportJobs:
                 log.exception("subscribers.import.crashed", job=job.id)
                 job.error = "Lỗi không mong đợi khi nhập tệp: đã ghi nhật ký, không có gì được lưu."
             finally:
-                job.ended_at = time.monotonic()
                 shutil.rmtree(path.parent, ignore_errors=True)
+                self._ended(job)
 
-        with self._lock:
-            self._forget_old()
-            self._jobs[job.id] = job
         job.future = self._thread.submit(work)
         return job
 
@@ -160,12 +168,57 @@ class ImportJobs:
         """The job `job_id` if `actor` started it (another person's import is not theirs to follow)."""
         with self._lock:
             job = self._jobs.get(job_id)
+        if job is None:
+            with self.engine.connect() as conn:
+                found = conn.execute(select(import_jobs).where(import_jobs.c.id == job_id)).first()
+            job = _from_row(found) if found is not None else None
         return job if job is not None and job.actor == actor else None
 
-    def _forget_old(self) -> None:
-        now = time.monotonic()
-        for key in [k for k, j in self._jobs.items() if j.ended_at is not None and now - j.ended_at > KEEP]:
-            del self._jobs[key]
+    def _started(self, job: ImportJob) -> None:
+        """The job stored (committed before it runs) and old ones forgotten, here and in the database."""
+        now, j = self.clock(), import_jobs.c
+        with self.engine.begin() as conn:
+            conn.execute(delete(import_jobs).where(or_(j.ended_at < now - KEEP, j.started_at < now - KEEP * 24)))
+            conn.execute(insert(import_jobs).values(id=job.id, actor=job.actor, name=job.name, size=job.size,
+                                                    rows=0, started_at=now))  # fmt: skip
+        with self._lock:
+            for key in [k for k, j in self._jobs.items() if j.ended_at is not None and now - j.ended_at > KEEP]:
+                del self._jobs[key]
+            self._jobs[job.id] = job
+
+    def _ended(self, job: ImportJob) -> None:
+        """How `job` ended, stored for every process; then (last: it makes the job done here) in memory."""
+        ended_at = self.clock()
+        summary = job.summary.to_json() if job.summary is not None else None
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(update(import_jobs).where(import_jobs.c.id == job.id)
+                             .values(rows=job.rows, summary=summary, error=job.error, ended_at=ended_at))  # fmt: skip
+        except Exception:  # the import's own outcome stands; only other processes will not see it
+            log.exception("subscribers.import.not_recorded", job=job.id)
+        job.ended_at = ended_at
+
+
+class _Progress:
+    """The count of rows read, kept on the job at once and stored at most once a second (not on SQLite: see above)."""
+
+    def __init__(self, engine: Engine, job: ImportJob) -> None:
+        self.engine, self.job = engine, job
+        self.stores = engine.dialect.name != "sqlite"
+        self.stored_at = -PROGRESS_EVERY  # the first count is stored at once
+
+    def __call__(self, rows: int) -> None:
+        self.job.rows = rows
+        if self.stores and time.monotonic() - self.stored_at >= PROGRESS_EVERY:
+            self.stored_at = time.monotonic()
+            with self.engine.begin() as conn:
+                conn.execute(update(import_jobs).where(import_jobs.c.id == self.job.id).values(rows=rows))
+
+
+def _from_row(row: Any) -> ImportJob:
+    """A job as the database holds it (run by this process or another)."""
+    summary = ImportSummary.from_json(row.summary) if row.summary is not None else None
+    return ImportJob(row.id, row.actor, row.name, row.size, row.rows, summary, None, row.error, row.ended_at)
 
 
 _creating = threading.Lock()
@@ -175,7 +228,7 @@ def jobs_of(state: Any) -> ImportJobs:
     """The import jobs of this app (made on first use, like the region index)."""
     with _creating:
         if getattr(state, "import_jobs", None) is None:
-            state.import_jobs = ImportJobs()
+            state.import_jobs = ImportJobs(state.engine, state.clock)
     return state.import_jobs
 
 

@@ -80,10 +80,10 @@ async def import_subscribers(
     return _result(job.summary)
 
 
-@router.get("/imports/{job_id}", responses={404: {"description": "No such import in this process.", **PROBLEM}})
+@router.get("/imports/{job_id}", responses={404: {"description": "No such import (or not yours).", **PROBLEM}})
 async def import_job(request: Request, principal: Liaison, job_id: Annotated[str, Path(max_length=40)]) -> ImportJob:
     """An import that went on in the background: rows read so far, then its result (or why it was refused).
-    It is known to the web process that took the upload, for an hour after it ends."""
+    Any web process answers it, for an hour after it ends."""
     job = jobs_of(request.app.state).find(job_id, principal.actor)
     if job is None:
         raise NotFound(UNKNOWN_JOB)

@@ -1,7 +1,7 @@
 """purge runs: the retention purge deletes in slices and keeps its running totals
 
-Revision ID: 0028
-Revises: 0025
+Revision ID: 0027
+Revises: 0026
 
 The first purge of a database with millions of old rows held SQLite's write lock for minutes.
 It now deletes a few thousand deliveries a transaction; each slice adds what it deleted to its
@@ -12,8 +12,8 @@ one and audited once, with the totals of both.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0028"
-down_revision = "0025"
+revision = "0027"
+down_revision = "0026"
 branch_labels = None
 depends_on = None
 
