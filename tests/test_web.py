@@ -34,7 +34,7 @@ from dispatcher.health import CircuitState
 from dispatcher.models import audit_log, deliveries, delivery_reports, inbox, subscribers
 from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.subscribers import find_subscriber, held_refusal
-from dispatcher.web import create_app
+from dispatcher.web import create_app, hooks
 from dispatcher.web.writer import ReportWriter
 from tests.clock import Clock
 from tests.twilio_fake import ACCOUNT_SID, AUTH_TOKEN, SERVICE_SID, TwilioFake
@@ -143,6 +143,21 @@ def test_a_callback_twilio_did_not_sign_is_refused_and_changes_nothing(sent, how
     assert "X-Twilio-Signature" in response.json()["error"]["message"]
     assert _rows(engine) == before
     assert [e["event"] for e in logs] == ["webhook.refused"]
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_callback_too_large_to_be_a_providers_is_refused_unread(sent, declared: bool) -> None:
+    """A body past 64 KB (said in Content-Length, or streamed without it): 413, nothing changes."""
+    engine, fake, _, client = sent
+    form = {**fake.status_form(fake.messages[0]["sid"], "delivered"), "Padding": "x" * (hooks.HOOK_MAX_BYTES + 1)}
+    before = _rows(engine)
+    body = urlencode(form).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": fake.sign(STATUS, form)}
+    content = body if declared else iter([body[i : i + 8192] for i in range(0, len(body), 8192)])
+    response = client.post(STATUS.removeprefix(PUBLIC), content=content, headers=headers)
+    assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
+    assert "64 KB" in response.json()["error"]["message"]
+    assert _rows(engine) == before
 
 
 SHARED_KEY, SHARED_KEY_ID = "shared-key-secret-0123456789abcdef", "webhooks_sharedkey_0123"

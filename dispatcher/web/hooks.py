@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import Engine
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dispatcher import inbound, metrics
 from dispatcher.config import TwilioSettings
@@ -29,6 +29,9 @@ from dispatcher.web.security import HEADERS
 log = structlog.get_logger(__name__)
 Endpoint = Callable[[Request], Awaitable[Response]]
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+# A provider's report or inbound text is a few KB. The body is read before its signature can be
+# checked, so anyone may post one: a larger one is refused before it fills the process's memory.
+HOOK_MAX_BYTES = 64 * 1024
 
 
 async def twilio_status(request: Request) -> Response:
@@ -182,10 +185,20 @@ class ProviderLane:
         if endpoint is None:
             await self.app(scope, receive, send)
             return
+        request = Request(scope, _capped(receive))
         try:
-            response = await endpoint(Request(scope, receive))
+            declared = int(request.headers.get("content-length") or 0)
+        except ValueError:
+            declared = 0
+        try:
+            if declared > HOOK_MAX_BYTES:
+                raise _TooLarge
+            response = await endpoint(request)
         except ClientDisconnect:  # the provider hung up: it will post again
             return
+        except _TooLarge:
+            message = f"Nội dung yêu cầu quá lớn (tối đa {HOOK_MAX_BYTES // 1024} KB)."
+            response = _refused(request, 413, "too_large", message)
         except Exception:
             log.exception("webhook.crashed", path=scope["path"])
             response = PlainTextResponse("Internal Server Error", 500)
@@ -194,6 +207,25 @@ class ProviderLane:
 
 
 LANE_HEADERS = [*HEADERS, (b"cache-control", b"no-store")]
+
+
+class _TooLarge(Exception):
+    """A provider's POST carried more than HOOK_MAX_BYTES."""
+
+
+def _capped(receive: Receive) -> Receive:
+    """`receive`, raising _TooLarge once the body read passes HOOK_MAX_BYTES (whatever Content-Length said)."""
+    read = 0
+
+    async def capped() -> Message:
+        nonlocal read
+        message = await receive()
+        read += len(message.get("body", b""))
+        if read > HOOK_MAX_BYTES:
+            raise _TooLarge
+        return message
+
+    return capped
 
 
 def _refused(request: Request, status: int, code: str, message: str, reason: str = "") -> JSONResponse:
