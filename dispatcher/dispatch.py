@@ -439,7 +439,8 @@ class Worker:
                 waited = self.settings.dispatch.receipt_timeout_seconds
                 queue.enqueue_ids(conn, queue.fall_back_unconfirmed(conn, now, waited))
             await self._reap(now)
-        claimed, claim_ids = self._claim(now)
+        # On a thread: SQLite's work for it leaves the loop free to take the last batch's answers and receipts.
+        claimed, claim_ids = await asyncio.to_thread(self._claim, now)
         pending, recording = None, None
         if claimed and self._unrecorded.batches:
             pending = self._take()
