@@ -414,12 +414,13 @@ class Worker:
 
     def _flush(self) -> None:
         """Record what went out and is not recorded yet; if the database will not take it, the reaper settles it."""
-        if not self._unrecorded.batches:
+        batches = len(self._unrecorded.batches)
+        if not batches:
             return
         try:
             self._write(self._take())
         except OperationalError as exc:
-            log.warning("dispatch.unrecorded", error=str(exc.orig), batches=len(self._unrecorded.batches))
+            log.warning("dispatch.unrecorded", error=str(exc.orig), batches=batches)
 
     def _reports_expected(self) -> bool:
         return any(pending_reports(gateway) for gateway in self.gateways.values())
