@@ -25,15 +25,17 @@ from sqlalchemy.exc import OperationalError
 
 from dispatcher import alerts as catalogue
 from dispatcher import blasts as blast_ops
-from dispatcher import db, health, holds, metrics, queue
+from dispatcher import health, holds, metrics, queue
 from dispatcher.config import GatewayLimits, Settings
-from dispatcher.db import driver_time, executemany
+from dispatcher.db import driver_time, executemany, reading
 from dispatcher.domain import BlastState
 from dispatcher.gateways.base import (
     ChannelUnavailableError,
+    DeliveryReport,
     Gateway,
     GatewayDisabledError,
     GatewayError,
+    InboundMessage,
     NotSentError,
     OptedOutError,
     Outcome,
@@ -327,6 +329,34 @@ class BlastInfo:
 
 
 @dataclass
+class Batch:
+    """One claimed batch once handed over: what recording it needs."""
+
+    results: list[Result]
+    expired: list[Claimed]
+    released: list[Claimed]
+    claim_ids: list[int]
+    routing: Routing | None  # None: nothing was claimed
+    claimed: int  # rows claimed; fewer than a whole batch: the end of what is due
+
+    def clean(self) -> bool:
+        """Every message taken, and no circuit in play: its record may wait for the next batch (see `Worker.run`)."""
+        r = self.routing
+        if r is None or self.expired or self.released or r.skipped or r.waiting or r.probes or r.tallies:
+            return False
+        return all(isinstance(outcome, SendResult) for *_, outcome in self.results)
+
+
+@dataclass
+class Unrecorded:
+    """Batches handed over and not yet recorded, with the reports and texts the gateways gave meanwhile."""
+
+    batches: list[Batch] = field(default_factory=list)
+    reports: list[DeliveryReport] = field(default_factory=list)
+    texts: list[tuple[str, InboundMessage]] = field(default_factory=list)
+
+
+@dataclass
 class Worker:
     """One dispatch process: `run` loops until stopped (or idle), `tick` does one round."""
 
@@ -342,7 +372,7 @@ class Worker:
     _limiters: dict[str, tuple[RateLimiter, RateLimiter]] = field(default_factory=dict)
     _routes: dict[str, list[str]] = field(default_factory=dict)
     _holds: dict[str, tuple[float, float]] = field(default_factory=dict)  # per gateway: (read at, hold ends)
-    _routing: Routing | None = None  # the circuits as the current batch saw them
+    _unrecorded: Unrecorded = field(default_factory=Unrecorded)  # sent, recorded while the next batch goes
     _last_housekeeping: datetime | None = None
     _last_claimed: int = 0
     _urgent_running: bool = True  # until housekeeping has looked
@@ -356,67 +386,123 @@ class Worker:
     ) -> None:
         """Dispatch until `stop` is set, or, with `until_idle`, until nothing is left to do.
 
-        Idle waits up to `report_wait_seconds` for delivery reports the gateways still expect.
+        Batches go out back to back: a batch every message of which was taken is recorded on a
+        thread of its own while the next one is claimed and sent (sqlite3 and psycopg leave the
+        GIL inside their statements), one record at most in flight. Whatever ends the loop waits
+        for it. Idle waits up to `report_wait_seconds` for delivery reports the gateways still expect.
         """
         stop = stop or self.stopping
         self.stopping = stop
         quiet_since: float | None = None
-        while not stop.is_set():
-            if on_tick:
-                on_tick()
-            try:
-                busy = await self.tick()
-            except OperationalError as exc:  # database locked or down: wait and go on
-                log.warning("dispatch.database_unavailable", error=str(exc.orig))
-                await self.sleep(1.0)
-                continue
-            if busy:
-                quiet_since = None
-                continue
-            if until_idle and self.idle():
-                quiet_since = quiet_since or time.monotonic()
-                waited = time.monotonic() - quiet_since
-                if not self._reports_expected() or waited >= self.settings.dispatch.report_wait_seconds:
-                    return
-            await self.sleep(self.settings.dispatch.poll_interval_ms / 1000)
+        try:
+            while not stop.is_set():
+                if on_tick:
+                    on_tick()
+                try:
+                    busy = await self._step(pipelined=True)
+                except OperationalError as exc:  # database locked or down: wait and go on
+                    log.warning("dispatch.database_unavailable", error=str(exc.orig))
+                    await self.sleep(1.0)
+                    continue
+                if busy:
+                    quiet_since = None
+                    continue
+                if until_idle and self.idle():
+                    quiet_since = quiet_since or time.monotonic()
+                    waited = time.monotonic() - quiet_since
+                    if not self._reports_expected() or waited >= self.settings.dispatch.report_wait_seconds:
+                        return
+                await self.sleep(self.settings.dispatch.poll_interval_ms / 1000)
+        finally:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Record what went out and is not recorded yet; if the database will not take it, the reaper settles it."""
+        batches = len(self._unrecorded.batches)
+        if not batches:
+            return
+        try:
+            self._write(self._take())
+        except OperationalError as exc:
+            log.warning("dispatch.unrecorded", error=str(exc.orig), batches=batches)
 
     def _reports_expected(self) -> bool:
         return any(pending_reports(gateway) for gateway in self.gateways.values())
 
     async def tick(self) -> bool:
         """Start due blasts, reap dead leases, send one batch, record it with the reports; True if it sent."""
+        return await self._step(pipelined=False)
+
+    async def _step(self, pipelined: bool) -> bool:
+        """One batch claimed and sent while the one before is recorded; recorded itself unless `pipelined`
+        and clean (then it is the next step's, or `_flush`'s). True if it sent."""
         now = self.clock()
-        self._routing = None  # what a batch saw of the circuits is its own (a tick that failed leaves nothing)
-        if self._housekeeping_due(now):
+        if self._housekeeping_due(now):  # no record is in flight here: each step waits for its own
             with self.engine.begin() as conn:
                 blast_ops.start_due(conn, self.settings, now)
                 self._urgent_running = _urgent_running(conn)
                 waited = self.settings.dispatch.receipt_timeout_seconds
                 queue.enqueue_ids(conn, queue.fall_back_unconfirmed(conn, now, waited))
             await self._reap(now)
-        claimed, claim_ids = self._claim(now)
-        results, expired, released = await self._dispatch(claimed) if claimed else ([], [], [])
-        reports = [r if r.gateway else replace(r, gateway=name)  # ids are the gateway's: a report names it
-                   for name, g in self.gateways.items() for r in g.reports(self.clock())]  # fmt: skip
-        texts = [(g.name, m) for g in self.gateways.values() for m in inbound(g, self.clock())]
-        with self.engine.begin() as conn:
-            self._record(conn, results, expired)
-            self._release(conn, released)
-            queue.drop(conn, claim_ids)
-            queue.apply_reports(conn, reports)
-            for name, m in texts:  # what people sent us: opt-outs and texts for the inbox
-                receive(conn, m.msisdn, m.text, m.gateway or name, m.at, m.raw, m.provider_id)
-            if len(claimed) < self.settings.dispatch.batch_size:
-                self._complete(conn, self.clock())
-        self._record_health()
+        # On a thread: SQLite's work for it leaves the loop free to take the last batch's answers and receipts.
+        claimed, claim_ids = await asyncio.to_thread(self._claim, now)
+        pending, recording = None, None
+        if claimed and self._unrecorded.batches:
+            pending = self._take()
+            recording = asyncio.ensure_future(asyncio.to_thread(self._write, pending))
+        try:
+            batch = await self._dispatch(claimed, claim_ids)
+        finally:
+            failed = await self._recorded(recording, pending) if recording is not None else None
+        self._unrecorded.batches.append(batch)
+        if failed is not None:  # kept, with this batch, for the next step to record
+            raise failed
+        if not (pipelined and batch.clean()):
+            self._write(self._take())
         self._last_claimed = len(claimed)
         return bool(claimed)
 
-    def _release(self, conn: Any, released: list[Claimed]) -> None:
+    async def _recorded(self, recording: asyncio.Future[None], pending: Unrecorded | None) -> Exception | None:
+        """Wait for the record in flight; when it failed, what it held is kept to be recorded again."""
+        try:
+            await recording
+        except Exception as exc:
+            assert pending is not None
+            pending.batches += self._unrecorded.batches
+            self._unrecorded = pending
+            return exc
+        return None
+
+    def _take(self) -> Unrecorded:
+        """What waits to be recorded, with the reports and texts the gateways hold (asked on the loop's thread)."""
+        pending, self._unrecorded = self._unrecorded, Unrecorded()
+        pending.reports += [r if r.gateway else replace(r, gateway=name)  # ids are the gateway's: a report names it
+                            for name, g in self.gateways.items() for r in g.reports(self.clock())]  # fmt: skip
+        pending.texts += [(g.name, m) for g in self.gateways.values() for m in inbound(g, self.clock())]
+        return pending
+
+    def _write(self, pending: Unrecorded) -> None:
+        """Record `pending` in one transaction (its batches, the reports, people's texts), then the circuits."""
+        sent = 0
+        with self.engine.begin() as conn:
+            for batch in pending.batches:
+                sent += self._record(conn, batch.results, batch.expired, batch.routing)
+                self._release(conn, batch.released, batch.routing)
+                queue.drop(conn, batch.claim_ids)
+            queue.apply_reports(conn, pending.reports)
+            for name, m in pending.texts:  # what people sent us: opt-outs and texts for the inbox
+                receive(conn, m.msisdn, m.text, m.gateway or name, m.at, m.raw, m.provider_id)
+            if any(batch.claimed < self.settings.dispatch.batch_size for batch in pending.batches):
+                self._complete(conn, self.clock())
+        self.sent += sent
+        for batch in pending.batches:
+            self._record_health(batch.routing)
+
+    def _release(self, conn: Any, released: list[Claimed], routing: Routing | None) -> None:
         """Back to the queue, the attempt uncounted: rows never handed over (due now) and rows whose
         every gateway is out (due when the first of them may be tried again)."""
         now = self.clock()
-        waiting = self._routing.waiting if self._routing else []
+        waiting = routing.waiting if routing else []
         params = [{"i": row.id, "t": driver_time(conn.dialect.name, due)}
                   for row, due in [(row, now) for row in released] + waiting]  # fmt: skip
         executemany(conn, RELEASE_SQL, params)
@@ -559,10 +645,12 @@ class Worker:
 
     # -- sending --------------------------------------------------------------------------
 
-    async def _dispatch(self, claimed: list[Claimed]) -> tuple[list[Any], list[Claimed], list[Claimed]]:
-        """Send what was claimed; returns the results, the rows past their not_after and those never handed over."""
+    async def _dispatch(self, claimed: list[Claimed], claim_ids: list[int]) -> Batch:
+        """Send what was claimed: the results, the rows past their not_after and those never handed over."""
+        if not claimed:
+            return Batch([], [], [], claim_ids, None, 0)
         now = self.clock()
-        self._routing = routing = self._load_routing(now)
+        routing = self._load_routing(now)
         by_gateway: dict[str, list[tuple[Claimed, OutgoingMessage]]] = defaultdict(list)
         expired: list[Claimed] = []
         unsent: list[Result] = []
@@ -586,12 +674,14 @@ class Worker:
                 by_gateway[name].append((row, message))
             elif by_sms:
                 unsent.append((row, message, route[0], ChannelUnavailableError("every Zalo gateway is out", "circuit")))
-        outcomes = await asyncio.gather(*(self._send(name, batch) for name, batch in by_gateway.items()))
+        outcomes = await asyncio.gather(*(self._send(name, batch, routing) for name, batch in by_gateway.items()))
         results = unsent + [result for sent, _ in outcomes for result in sent]
-        return results, expired, [row for _, held in outcomes for row in held]
+        for _, _, name, outcome in results:  # the circuits' tally, before the batch may be recorded on another thread
+            routing.count(name, outcome)
+        return Batch(results, expired, [row for _, held in outcomes for row in held], claim_ids, routing, len(claimed))
 
     async def _send(
-        self, name: str, batch: list[tuple[Claimed, OutgoingMessage]]
+        self, name: str, batch: list[tuple[Claimed, OutgoingMessage]], routing: Routing
     ) -> tuple[list[tuple[Claimed, OutgoingMessage, str, SendResult | GatewayError]], list[Claimed]]:
         """Hand `batch` to gateway `name` chunk by chunk at its rate; a stop or quiet hours leave the rest unsent."""
         gateway = self.gateways[name]
@@ -603,7 +693,7 @@ class Worker:
             if self.stopping.is_set() or self._lease_running_out():
                 return results, [row for row, _ in batch[start:]]
             if left := await self._wait_hold(name):  # the rest waits in the queue, its attempt uncounted
-                self._hold_back([row for row, _ in batch[start:]], left)
+                self._hold_back([row for row, _ in batch[start:]], left, routing)
                 return results, []
             chunk = batch[start : start + step]
             own = self._blast(chunk[0][0].blast_id).limiter  # the blast's own --rate, when it set one
@@ -631,7 +721,7 @@ class Worker:
         now = self.clock().timestamp()
         read_at, until = self._holds.get(name, (-HOLD_POLL, 0.0))
         if now - read_at >= HOLD_POLL:  # a read costs ~0.2 ms of CPU: not one per chunk of a fast gateway
-            with db.reading(self.engine) as conn:  # no write lock to read it (SQLite)
+            with reading(self.engine) as conn:  # no write lock to read it (SQLite)
                 until = holds.until(conn, name)
             self._holds[name] = (now, until)
         left = until - now
@@ -641,11 +731,10 @@ class Worker:
             await self.sleep(left)
         return 0.0
 
-    def _hold_back(self, rows: list[Claimed], seconds: float) -> None:
+    def _hold_back(self, rows: list[Claimed], seconds: float, routing: Routing) -> None:
         """Send `rows` back to the queue, due when their gateway's hold ends (as when every gateway is out)."""
-        assert self._routing is not None
         due = self.clock() + timedelta(seconds=seconds)
-        self._routing.waiting += [(row, due) for row in rows]
+        routing.waiting += [(row, due) for row in rows]
 
     def _share_hold(self, name: str, outcomes: Sequence[Outcome]) -> None:
         """A hold the provider asked of the whole gateway, recorded for every worker of it."""
@@ -674,18 +763,17 @@ class Worker:
         return self.settings.gateways.get(name) or GatewayLimits()
 
     def _load_routing(self, now: datetime) -> Routing:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:  # no write lock: the batch before may be recording
             found = health.load(conn)
         lease = now + timedelta(seconds=self.settings.dispatch.lease_seconds)
         return Routing(self.engine, found, now, lease, self._limits)
 
-    def _record_health(self) -> None:
+    def _record_health(self, routing: Routing | None) -> None:
         """Count the batch's sends in each gateway's circuit, in a short transaction of its own.
 
         A gateway without errors in its window is not written: a healthy blast costs nothing here,
         and the share of errors is counted from the window's first error.
         """
-        routing, self._routing = self._routing, None
         tallies = [(name, routing.tally(name)) for name in (routing.attempts if routing else ())
                    if name in routing.tallies or name in routing.probes or routing.health_of(name).errors]  # fmt: skip
         if not tallies or routing is None:
@@ -714,7 +802,7 @@ class Worker:
     def _blast(self, blast_id: int) -> BlastInfo:
         """The blast's channel, expiry, templates (one per alert of a rotation) and own rate limit."""
         if blast_id not in self._blasts:
-            with self.engine.connect() as conn:
+            with reading(self.engine) as conn:
                 blast = blast_ops.get(conn, blast_id)
                 slug_ids = blast["series"] or [[None, blast["alert_id"]]]
                 ids = [alert_id for _, alert_id in slug_ids]
@@ -729,18 +817,22 @@ class Worker:
     # -- recording ------------------------------------------------------------------------
 
     def _record(
-        self, conn: Any, results: Sequence[tuple[Claimed, OutgoingMessage, str, Any]], expired: list[Claimed]
-    ) -> None:
-        """Every outcome of a batch; a success lives on its delivery row, other attempts get a row of their own."""
+        self,
+        conn: Any,
+        results: Sequence[tuple[Claimed, OutgoingMessage, str, Any]],
+        expired: list[Claimed],
+        routing: Routing | None = None,
+    ) -> int:
+        """Every outcome of a batch; a success lives on its delivery row, other attempts get a row of their own.
+
+        Returns how many the gateways took.
+        """
         now = self.clock()
         t = driver_time(conn.dialect.name, now)
         sent: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
         parts: dict[str, list[tuple[int, tuple[str, ...]]]] = defaultdict(list)
         retry, failed, fallback, attempts, unsent, unanswered = [], [], [], [], [], []
-        routing = self._routing
         for row, message, gateway, outcome in results:
-            if routing is not None:
-                routing.count(gateway, outcome)
             if isinstance(outcome, SendResult):
                 sent[gateway].append((row.id, outcome.provider_id, outcome.parts))
                 if outcome.part_ids:
@@ -787,7 +879,7 @@ class Worker:
         if attempts:
             conn.execute(delivery_attempts.insert(), attempts)
         self._record_refusals(conn, results, now)
-        self.sent += sum(map(len, sent.values()))
+        return sum(map(len, sent.values()))
 
     def _record_refusals(self, conn: Any, results: Sequence[Result], now: datetime) -> None:
         """People a gateway says refused our messages at the provider are opted out here too (Decree 91/2020)."""

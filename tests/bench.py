@@ -117,6 +117,7 @@ _LAUNCHER = (
     "if pid == 0:\n"
     "    os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"
     "_, status, usage = os.wait4(pid, 0)\n"
+    "print(usage.ru_utime + usage.ru_stime, file=sys.stderr)\n"
     "print(usage.ru_maxrss, file=sys.stderr)\n"
     "sys.exit(os.waitstatus_to_exitcode(status))\n"
 )
@@ -124,12 +125,19 @@ _LAUNCHER = (
 
 def _measured(args: list[str], env: dict[str, str]) -> tuple[str, float, int]:
     """(stdout, seconds, peak RSS MiB) of `python ARGS` in a child process."""
+    out, seconds, peak, _ = _measured_cpu(args, env)
+    return out, seconds, peak
+
+
+def _measured_cpu(args: list[str], env: dict[str, str]) -> tuple[str, float, int, float]:
+    """(stdout, seconds, peak RSS MiB, CPU seconds user + system) of `python ARGS` in a child process."""
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", _LAUNCHER, *args], env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode not in (0, 1):
         raise RuntimeError(done.stderr)
-    return done.stdout, seconds, int(done.stderr.strip().splitlines()[-1]) // 1024
+    cpu, peak = done.stderr.strip().splitlines()[-2:]
+    return done.stdout, seconds, int(peak) // 1024, float(cpu)
 
 
 def _import(path: Path, workdir: Path) -> tuple[dict, float, int]:
@@ -295,15 +303,15 @@ SMPP_TARGET = 6_500
 
 
 @contextlib.contextmanager
-def _loopback_smsc() -> Iterator[int]:
-    """`python -m tests.smsc` in a child process (a core of its own, as a carrier's SMSC is); its port."""
+def _loopback_smsc() -> Iterator[tuple[int, int]]:
+    """`python -m tests.smsc` in a child process (a core of its own, as a carrier's SMSC is); its port and pid."""
     port = pg.free_port()
     smsc = subprocess.Popen(
         [sys.executable, "-m", "tests.smsc", "--port", str(port)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert smsc.stdout is not None and "SMSC on" in smsc.stdout.readline()
-        yield port
+        yield port, smsc.pid
     finally:
         smsc.terminate()
         smsc.wait(10)
@@ -349,19 +357,29 @@ def bench_smpp(regions: RegionIndex) -> None:
     the database (`message_parts`).
     """
     print("smpp (SQLite, one bind, window 10, loopback SMSC in its own process, no added latency)")
-    with tempfile.TemporaryDirectory(prefix="canhbao-bench-") as tmp, _loopback_smsc() as port:
+    with tempfile.TemporaryDirectory(prefix="canhbao-bench-") as tmp, _loopback_smsc() as (port, smsc):
         worlds: dict[int, tuple[str, Settings]] = {}
         for count, alert, encoding in SMPP_CASES:
             if count not in worlds:
                 worlds[count] = _world(Path(tmp), regions, count)
             url, settings = worlds[count]
             blast_id = _smpp_blast(settings, regions, alert, encoding)
-            _, seconds, peak = _measured(["-m", "dispatcher", "worker", "--until-idle"], _smpp_env(url, port))
+            smsc_before = _cpu_seconds(smsc)
+            _, seconds, peak, cpu = _measured_cpu(["-m", "dispatcher", "worker", "--until-idle"], _smpp_env(url, port))
+            smsc_cpu = _cpu_seconds(smsc) - smsc_before
             span, states, parts = _end_to_end(url, blast_id)
             recipients = sum(states.values())
             print(f"  {recipients:>9,} recipients ({parts} part(s) each, {encoding}): {recipients / span:8,.0f} msg/s "
                   f"end to end ({seconds:5.1f} s with start-up), peak RSS {peak} MiB, states {states}")  # fmt: skip
+            print(f"    CPU per message: worker {cpu / recipients * 1e6:5.0f} µs (with start-up), "
+                  f"SMSC {smsc_cpu / recipients * 1e6:5.0f} µs")  # fmt: skip
     print(f"  target: ≥ {SMPP_TARGET:,} msg/s at 100,000 (Kannel 1.4.5 here: 4,285); RSS flat from 10k to 100k")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _smpp_blast(settings: Settings, regions: RegionIndex, alert: str, encoding: str) -> int:

@@ -8,18 +8,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, event, func, select, text
 
 from dispatcher import blasts, db, queue
 from dispatcher.config import Settings, load_settings
 from dispatcher.db import executemany
-from dispatcher.dispatch import RELEASE_SQL, Worker
+from dispatcher.dispatch import RELEASE_SQL, Unrecorded, Worker
 from dispatcher.domain import BlastState
 from dispatcher.gateways.base import (
     DeliveryReport,
@@ -33,6 +34,7 @@ from dispatcher.gateways.fake import FakeGateway
 from dispatcher.gateways.simulator import SimulatorGateway
 from dispatcher.gateways.smpp import id_forms
 from dispatcher.models import (
+    claims,
     deliveries,
     delivery_attempts,
     delivery_queue,
@@ -559,10 +561,8 @@ def test_a_blast_completes_only_when_no_claim_holds_its_messages(world, regions)
     asyncio.run(worker.tick())
     assert _state(engine, blast_id) == BlastState.RUNNING.value
     assert not worker.idle()
-    results, _, _ = asyncio.run(other._dispatch(held))
-    with engine.begin() as conn:
-        other._record(conn, results, [])
-        queue.drop(conn, held_claims)
+    batch = asyncio.run(other._dispatch(held, held_claims))
+    other._write(Unrecorded([batch]))
     asyncio.run(worker.tick())
     assert _state(engine, blast_id) == BlastState.COMPLETED.value
     assert len(fake.sent) == len({m.delivery_id for m in fake.sent})
@@ -723,6 +723,86 @@ def test_a_blast_whose_time_has_not_come_waits(world, regions) -> None:
     clock.advance(2 * 3600)
     asyncio.run(worker.run(until_idle=True))
     assert _state(engine, blast_id) == BlastState.COMPLETED.value
+
+
+# -- a batch recorded while the next one goes out -------------------------------------------
+
+
+class CountingGateway(FakeGateway):
+    """Counts the batches it was given; with `stop`, sets it as the second batch goes out."""
+
+    def __init__(self, stop: asyncio.Event | None = None) -> None:
+        super().__init__()
+        self.stop, self.batches = stop, 0
+
+    async def send_batch(self, messages):
+        self.batches += 1
+        if self.stop is not None and self.batches == 2:
+            self.stop.set()
+        return await super().send_batch(messages)
+
+
+def _pipelined(engine, regions, now, tmp_path, gateway: FakeGateway) -> tuple[Worker, int]:
+    """300 people, batches of 100, a worker sending through `gateway`; (the worker, the blast)."""
+    _populate(engine, regions, now, tmp_path, 300)
+    settings = _settings(CANHBAO_DISPATCH__BATCH_SIZE="100")
+    worker = Worker(engine, {"fake": gateway}, settings, regions, Clock(now), "w1", sleep=_no_sleep)
+    return worker, _blast(engine, regions, settings, now)
+
+
+def test_a_batch_is_recorded_while_the_next_one_goes_out(engine, regions, now, tmp_path) -> None:
+    """A batch's record, on a thread of its own, stays open until the next batch went out; the run ends all recorded."""
+    gateway = CountingGateway()
+    worker, blast_id = _pipelined(engine, regions, now, tmp_path, gateway)
+    seen: list[int] = []  # batches given to the gateway when each record on a thread committed
+
+    def marked(conn, _cursor, statement, *_args) -> None:
+        if "INSERT INTO provider_refs" in statement:  # recording what the gateway took
+            conn.info["records"] = True
+
+    def committing(conn) -> None:
+        if conn.info.pop("records", False) and threading.current_thread() is not threading.main_thread():
+            deadline = time.monotonic() + 10
+            while gateway.batches <= len(seen) + 1 and time.monotonic() < deadline:
+                time.sleep(0.005)  # the loop goes on meanwhile: the next batch goes out
+            seen.append(gateway.batches)
+
+    event.listen(engine, "before_cursor_execute", marked)
+    event.listen(engine, "commit", committing)
+    try:
+        asyncio.run(worker.run(until_idle=True))
+    finally:
+        event.remove(engine, "before_cursor_execute", marked)
+        event.remove(engine, "commit", committing)
+    assert seen and all(batches > i + 1 for i, batches in enumerate(seen))
+    counts = _counts(engine, blast_id)
+    assert counts == {"sent": counts["sent"]} and counts["sent"] > 250
+    assert _state(engine, blast_id) == BlastState.COMPLETED.value
+
+
+def test_a_stop_records_the_batch_that_went_out_before_the_run_ends(engine, regions, now, tmp_path) -> None:
+    """Stopped with a batch sent and its record not yet begun: the run records it before it returns."""
+    stop = asyncio.Event()
+    worker, blast_id = _pipelined(engine, regions, now, tmp_path, CountingGateway(stop))
+    asyncio.run(worker.run(stop=stop))
+    counts = _counts(engine, blast_id)
+    assert counts["sent"] == len(worker.gateways["fake"].sent) == 200 and "sending" not in counts
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(claims)).scalar_one() == 0
+
+
+def test_a_worker_dead_with_a_batch_unrecorded_leaves_it_to_the_reaper(world, regions) -> None:
+    """A batch sent and never recorded (its worker died): the reaper settles it from the gateway's account, once."""
+    engine, settings, clock, fake, worker = world
+    blast_id = _blast(engine, regions, settings, clock())
+    assert asyncio.run(worker._step(pipelined=True))  # sent; its record waits for the next step, which never comes
+    handed = {m.delivery_id for m in fake.sent}
+    assert _counts(engine, blast_id)["sending"] == len(handed)
+    clock.advance(settings.dispatch.lease_seconds + 1)
+    other = Worker(engine, {"fake": fake}, settings, regions, clock, "w2", sleep=_no_sleep)
+    asyncio.run(other.run(until_idle=True))
+    counts = _counts(engine, blast_id)
+    assert set(counts) == {"sent"} and len(fake.sent) == len({m.delivery_id for m in fake.sent}) == counts["sent"]
 
 
 # -- a real process killed mid-blast ------------------------------------------------------
