@@ -9,17 +9,15 @@ from datetime import datetime
 import pytest
 from sqlalchemy import Engine, select
 
-from dispatcher import blasts
 from dispatcher.config import SimulatorSettings, load_settings
 from dispatcher.dispatch import Worker
 from dispatcher.gateways.fake import FakeGateway
 from dispatcher.gateways.simulator import SimulatorGateway
 from dispatcher.inbound import Received, is_opt_out, receive
 from dispatcher.models import audit_log, inbox, subscribers
-from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.subscribers import find_subscriber, held_refusal
 from tests.clock import Clock
-from tests.world import catalogue, people
+from tests.world import approved_blast, catalogue, people
 
 UNKNOWN = "+84977000111"
 
@@ -141,11 +139,7 @@ def test_the_simulator_plays_people_who_text_back_huy(engine, regions, now, tmp_
     settings = load_settings(None, {"CANHBAO_ROUTES": '{"default": ["simulator"]}',
                                     "CANHBAO_DISPATCH__REPORT_WAIT_SECONDS": "0"})  # fmt: skip
     simulator = SimulatorGateway(SimulatorSettings(opt_out_replies=1, reports=False))
-    segment = resolve(SegmentSpec(provinces=("Đà Nẵng",)), regions)
-    with engine.begin() as conn:
-        blast_id, _ = blasts.create(conn, blasts.BlastRequest("gia-danh-cong-an-goi-video", segment), "liaison",
-                                    settings, regions, now)  # fmt: skip
-        blasts.approve(conn, blast_id, "chief", now)
+    approved_blast(engine, regions, settings, now)
     worker = Worker(engine, {"simulator": simulator}, settings, regions, Clock(now), "w1")
     asyncio.run(worker.run(until_idle=True))
     asyncio.run(worker.tick())  # the replies of the last batch

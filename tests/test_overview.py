@@ -8,36 +8,35 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select, update
 
 from dispatcher import blasts, overview
-from dispatcher.config import load_settings
+from dispatcher.config import Settings, load_settings
 from dispatcher.models import blasts as blasts_table
 from dispatcher.models import deliveries
 from dispatcher.regions import RegionIndex
-from dispatcher.segments import SegmentSpec, resolve
 from tests import world
 
 ALERT = "khong-cung-cap-ma-otp"
 
 
-def _running_blast(engine: Engine, regions: RegionIndex, now: datetime, settings) -> int:
-    request = blasts.BlastRequest(ALERT, resolve(SegmentSpec(provinces=("48",)), regions))
+def _running_blast(engine: Engine, regions: RegionIndex, now: datetime, tmp_path: Path) -> tuple[Settings, int]:
+    """300 people of Đà Nẵng (since yesterday) and a blast of ALERT to them, running, half of it delivered;
+    the settings (no quiet hours: it starts now) and its id."""
+    settings = load_settings(None, {"CANHBAO_POLICY__QUIET_HOURS__SMS": "00:00-00:00"})
+    world.people(engine, regions, now - timedelta(days=1), tmp_path, 300, seed=5)
+    world.catalogue(engine, now - timedelta(days=1), [ALERT])
+    blast_id = world.approved_blast(engine, regions, settings, now, ALERT, "48")
     with engine.begin() as conn:
-        blast_id, _ = blasts.create(conn, request, "liaison", settings, regions, now)
-        blasts.approve(conn, blast_id, "chief", now)
         assert blasts.start_due(conn, settings, now) == [blast_id]
         # Half of it went out: a few states to count.
         half = deliveries.c.id % 2 == 0
         conn.execute(update(deliveries).where(deliveries.c.blast_id == blast_id, half).values(status="delivered"))
-    return blast_id
+    return settings, blast_id
 
 
 def test_a_running_blasts_counts_and_todays_add_up_to_its_deliveries(
     engine: Engine, regions: RegionIndex, now: datetime, tmp_path: Path
 ) -> None:
     """The running blast's counts by state, and today's by state and carrier, equal its deliveries counted directly."""
-    settings = load_settings(None, {"CANHBAO_POLICY__QUIET_HOURS__SMS": "00:00-00:00"})
-    world.people(engine, regions, now - timedelta(days=1), tmp_path, 300, seed=5)
-    world.catalogue(engine, now - timedelta(days=1), [ALERT])
-    blast_id = _running_blast(engine, regions, now, settings)
+    settings, blast_id = _running_blast(engine, regions, now, tmp_path)
     d = deliveries.c
     with engine.connect() as conn:
         shown = overview.dashboard(conn, settings, now)
@@ -54,10 +53,7 @@ def test_an_ended_blasts_counts_are_kept_a_minute_and_a_running_ones_read_every_
     engine: Engine, regions: RegionIndex, now: datetime, tmp_path: Path
 ) -> None:
     """With tallies, a completed blast's counts are read again only after `ended_every`; a running blast's at once."""
-    settings = load_settings(None, {"CANHBAO_POLICY__QUIET_HOURS__SMS": "00:00-00:00"})
-    world.people(engine, regions, now - timedelta(days=1), tmp_path, 300, seed=5)
-    world.catalogue(engine, now - timedelta(days=1), [ALERT])
-    blast_id = _running_blast(engine, regions, now, settings)
+    settings, blast_id = _running_blast(engine, regions, now, tmp_path)
     tallies = overview.Tallies()
     d = deliveries.c
     queued = (d.blast_id == blast_id, d.status == "queued")
@@ -86,10 +82,7 @@ def test_a_blasts_counts_read_in_chunks_add_up_across_them(
     engine: Engine, regions: RegionIndex, now: datetime, tmp_path: Path, monkeypatch
 ) -> None:
     """Counted 7 ids at a time, a blast's counts equal its deliveries counted whole."""
-    settings = load_settings(None, {"CANHBAO_POLICY__QUIET_HOURS__SMS": "00:00-00:00"})
-    world.people(engine, regions, now - timedelta(days=1), tmp_path, 300, seed=5)
-    world.catalogue(engine, now - timedelta(days=1), [ALERT])
-    blast_id = _running_blast(engine, regions, now, settings)
+    settings, blast_id = _running_blast(engine, regions, now, tmp_path)
     monkeypatch.setattr(overview, "CHUNK", 7)
     with engine.connect() as conn:
         shown = overview.dashboard(conn, settings, now)

@@ -456,13 +456,11 @@ def test_the_pdu_header_is_read_across_reads() -> None:
 
 def _world(engine, regions, now, tmp_path, smsc: Smsc, count: int = 120, **section):
     """`count` people in Đà Nẵng, an approved alert, a blast, and a worker whose only gateway is SMPP `viettel`."""
-    from dispatcher import blasts
     from dispatcher.config import load_settings
     from dispatcher.dispatch import Worker
     from dispatcher.gateways import build
-    from dispatcher.segments import SegmentSpec, resolve
     from tests.clock import Clock
-    from tests.world import catalogue, people
+    from tests.world import approved_blast, catalogue, people
 
     gateway = {"kind": "smpp", "port": smsc.port, "system_id": "canhbao", "source_addr": "CONGAN-DN",
                "reconnect_max_seconds": 0.2, "response_timeout_seconds": 1, **section}  # fmt: skip
@@ -472,11 +470,7 @@ def _world(engine, regions, now, tmp_path, smsc: Smsc, count: int = 120, **secti
                                     "CANHBAO_DISPATCH__REPORT_WAIT_SECONDS": "3"})  # fmt: skip
     people(engine, regions, now, tmp_path, count, seed=5)
     catalogue(engine, now, ["gia-danh-cong-an-goi-video"])
-    segment = resolve(SegmentSpec(provinces=("Đà Nẵng",)), regions)
-    with engine.begin() as conn:
-        blast_id, _ = blasts.create(conn, blasts.BlastRequest("gia-danh-cong-an-goi-video", segment), "liaison",
-                                    settings, regions, now)  # fmt: skip
-        blasts.approve(conn, blast_id, "chief", now)
+    blast_id = approved_blast(engine, regions, settings, now)
     worker = Worker(engine, {"viettel": build("viettel", settings.gateways)}, settings, regions, Clock(now), "w1")
     return blast_id, worker
 

@@ -36,7 +36,7 @@ from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.smstext import Encoding
 from tests.clock import Clock
 from tests.twilio_fake import ACCOUNT_SID, AUTH_TOKEN, SERVICE_SID, TwilioFake, check_form
-from tests.world import catalogue, people
+from tests.world import approved_blast, catalogue, people
 
 PUBLIC = "https://canhbao.example.vn"
 
@@ -311,11 +311,7 @@ def _approved_blast(engine, regions, now: datetime, tmp_path, settings: Settings
     """Twenty people of Đà Nẵng and an approved blast to them, started by the first worker's tick."""
     people(engine, regions, now, tmp_path, 20, seed=3)
     catalogue(engine, now, ["gia-danh-cong-an-goi-video"])
-    segment = resolve(SegmentSpec(provinces=("Đà Nẵng",)), regions)
-    with engine.begin() as conn:
-        blast_id, _ = blasts.create(conn, blasts.BlastRequest("gia-danh-cong-an-goi-video", segment), "liaison",
-                                    settings, regions, now)  # fmt: skip
-        blasts.approve(conn, blast_id, "chief", now)
+    approved_blast(engine, regions, settings, now)
 
 
 async def _closing(workers: list[Worker], steps: Callable[[], Awaitable[None]]) -> None:

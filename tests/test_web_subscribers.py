@@ -199,21 +199,39 @@ def test_a_long_import_goes_on_in_the_background_and_its_page_follows_it(sqlite_
     assert other.get(job).status_code == 404 and other.get(f"{job}/progress").status_code == 404
 
 
-def test_an_import_in_progress_shows_the_rows_read_and_polls(app: FastAPI, sqlite_engine: Engine, tmp_path) -> None:
-    """While the import runs, its box says how many rows were read and asks again every second."""
-    liaison = signed_in(app, sqlite_engine, "lien-lac", "liaison")
+STOPPED = "Tệp dừng giữa chừng."  # the error an import held by `_held_import` ends with
+IMPORTED = subscribers.ImportSummary(5_000, 4_990, 0, 0, 10, None, duplicates=1)
+
+
+def _held_import(
+    app: FastAPI, outcome: subscribers.ImportSummary | str
+) -> tuple[imports.ImportJob, Path, threading.Event]:
+    """An import of "lon.csv" (2.5 MB) started on `app` by lien-lac, held once it has read 5,000 rows.
+
+    Returns (the job, its upload folder, the event that lets it end with `outcome`: that summary, or an
+    error saying it).
+    """
     release, reading = threading.Event(), threading.Event()
 
     def slow(path: Path, on_progress) -> subscribers.ImportSummary:  # type: ignore[no-untyped-def]
         on_progress(5_000)
         reading.set()
         release.wait(30)
-        raise CanhBaoError("Tệp dừng giữa chừng.")
+        if isinstance(outcome, str):
+            raise CanhBaoError(outcome)
+        return outcome
 
     folder = imports.upload_folder()
     (folder / "lon.csv").write_bytes(b"x")
     job = imports.jobs_of(app.state).start("lien-lac", folder / "lon.csv", 2_500_000, slow)
     assert reading.wait(30)
+    return job, folder, release
+
+
+def test_an_import_in_progress_shows_the_rows_read_and_polls(app: FastAPI, sqlite_engine: Engine, tmp_path) -> None:
+    """While the import runs, its box says how many rows were read and asks again every second."""
+    liaison = signed_in(app, sqlite_engine, "lien-lac", "liaison")
+    job, folder, release = _held_import(app, STOPPED)
     page = liaison.get(f"/subscribers/imports/{job.id}").text
     assert f'hx-get="/subscribers/imports/{job.id}/progress"' in page and 'hx-trigger="every 1s"' in page
     assert "Đã đọc <strong>5.000</strong> dòng (2,5 MB)" in page
@@ -227,18 +245,7 @@ def test_an_import_taken_by_one_web_process_is_followed_from_another(engine, tmp
     """A second process (its own app, same database) shows the job of the first running, then its result."""
     taking, other = (_app_with(engine, tmp_path, now, regions, import_wait_seconds="0") for _ in range(2))
     liaison = signed_in(other, engine, "lien-lac", "liaison")
-    release, reading = threading.Event(), threading.Event()
-
-    def slow(path: Path, on_progress) -> subscribers.ImportSummary:  # type: ignore[no-untyped-def]
-        on_progress(5_000)
-        reading.set()
-        release.wait(30)
-        return subscribers.ImportSummary(5_000, 4_990, 0, 0, 10, None, duplicates=1)
-
-    folder = imports.upload_folder()
-    (folder / "lon.csv").write_bytes(b"x")
-    job = imports.jobs_of(taking.state).start("lien-lac", folder / "lon.csv", 2_500_000, slow)
-    assert reading.wait(30)
+    job, _, release = _held_import(taking, IMPORTED)
     running = liaison.get(f"/subscribers/imports/{job.id}")
     release.set()
     job.future.result(timeout=30)
@@ -254,18 +261,7 @@ def test_on_postgresql_another_process_sees_the_rows_read(pg_engine, tmp_path, n
     """On PostgreSQL the count of rows read is stored while the import runs, so any process shows it."""
     taking, other = (_app_with(pg_engine, tmp_path, now, regions) for _ in range(2))
     liaison = signed_in(other, pg_engine, "lien-lac", "liaison")
-    release, reading = threading.Event(), threading.Event()
-
-    def slow(path: Path, on_progress) -> subscribers.ImportSummary:  # type: ignore[no-untyped-def]
-        on_progress(5_000)
-        reading.set()
-        release.wait(30)
-        raise CanhBaoError("Tệp dừng giữa chừng.")
-
-    folder = imports.upload_folder()
-    (folder / "lon.csv").write_bytes(b"x")
-    job = imports.jobs_of(taking.state).start("lien-lac", folder / "lon.csv", 2_500_000, slow)
-    assert reading.wait(30)
+    job, _, release = _held_import(taking, STOPPED)
     box = liaison.get(f"/subscribers/imports/{job.id}/progress").text
     release.set()
     job.future.result(timeout=30)

@@ -9,10 +9,12 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from dispatcher import alerts, population
+from dispatcher import alerts, blasts, population
+from dispatcher.config import Settings
 from dispatcher.domain import METHODS
 from dispatcher.gateways.fake import FakeGateway
 from dispatcher.regions import RegionIndex
+from dispatcher.segments import SegmentSpec, resolve
 from dispatcher.subscribers import RejectsFile, RowParser, SubscriberImporter
 
 MESSAGES = Path(__file__).resolve().parent.parent / "messages"
@@ -34,6 +36,16 @@ def catalogue(engine: Engine, now: datetime, approved: Iterable[str] | None = No
         for slug in [spec.id for _, spec, _ in loaded] if approved is None else approved:
             alerts.submit(conn, slug, "police", now)
             alerts.approve(conn, slug, "chief", now)
+
+
+def approved_blast(engine: Engine, regions: RegionIndex, settings: Settings, now: datetime,
+                   alert: str = "gia-danh-cong-an-goi-video", province: str = "Đà Nẵng") -> int:  # fmt: skip
+    """A blast of `alert` to everyone in `province`, created by the liaison and approved by the chief; its id."""
+    segment = resolve(SegmentSpec(provinces=(province,)), regions)
+    with engine.begin() as conn:
+        blast_id, _ = blasts.create(conn, blasts.BlastRequest(alert, segment), "liaison", settings, regions, now)
+        blasts.approve(conn, blast_id, "chief", now)
+    return blast_id
 
 
 def busiest_second(times: Iterable[float]) -> int:
